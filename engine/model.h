@@ -1,0 +1,131 @@
+/* The transformer models of the engine: GPT-2 and the Llama family (llama,
+ * qwen2, mistral), as causal LMs or sequence classifiers, trained in full,
+ * with LoRA adapters, or head-only. Workload: CPU training at small batch
+ * (B x T up to a few thousand tokens) where the GEMMs (OpenBLAS) dominate.
+ *
+ * Parameters live in one allocation, gradients in another, activations in a
+ * third (STYLE.md 11); shapes are fixed at model_new(). Every tensor is exposed
+ * in a table under its Hugging Face name and in its HF storage layout (GPT-2's
+ * Conv1D weights are [in,out], nn.Linear weights [out,in]), so loading and
+ * saving safetensors is a copy by name, and the PyTorch parity tests compare
+ * tensors by name. LoRA tensors carry PEFT names
+ * ("base_model.model.<module>.lora_A.weight" [r,in], "...lora_B.weight" [out,r]).
+ * The model never prints and never exits; functions return 0 or FT_E*. */
+#ifndef FT_MODEL_H
+#define FT_MODEL_H
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ft_err.h"
+
+typedef enum { FT_ARCH_GPT2 = 1, FT_ARCH_LLAMA = 2 } ft_arch; /* LLAMA covers llama, qwen2, mistral */
+typedef enum { FT_TASK_CAUSAL_LM = 1, FT_TASK_CLASSIFY = 2 } ft_task;
+typedef enum { FT_METHOD_FULL = 1, FT_METHOD_LORA = 2, FT_METHOD_HEAD = 3 } ft_method;
+
+#define FT_MAX_LABELS 256
+#define FT_NAME_MAX 128
+
+typedef struct {
+  ft_arch arch;
+  char model_type[32];   /* config.json "model_type": gpt2, llama, qwen2, mistral */
+  int vocab_size;        /* V */
+  int hidden_size;       /* C */
+  int n_layer;           /* L */
+  int n_head;            /* NH */
+  int n_kv_head;         /* NKV (== NH for GPT-2) */
+  int head_dim;          /* HD (C / NH unless config says otherwise) */
+  int intermediate_size; /* FF (4C for GPT-2) */
+  int max_position;      /* maxT */
+  float norm_eps;        /* layer_norm_epsilon / rms_norm_eps */
+  float rope_theta;      /* llama only */
+  int tie_embeddings;    /* lm_head shares the token embedding */
+  int attention_bias;    /* q/k/v biases (qwen2: 1) */
+  int mlp_bias;          /* llama family: 0 */
+  int bos_token_id, eos_token_id, pad_token_id; /* -1 when absent */
+  /* classification */
+  int num_labels;                      /* 0 for causal LM */
+  char id2label[FT_MAX_LABELS][64];    /* label names, index = class id */
+} ft_config;
+
+typedef struct {
+  int r;            /* rank */
+  float alpha;      /* scale = alpha / r */
+  float dropout;    /* applied to the LoRA input path in training */
+  unsigned targets; /* bit set of FT_LORA_* modules */
+} ft_lora;
+
+enum {
+  FT_LORA_Q = 1u << 0, FT_LORA_K = 1u << 1, FT_LORA_V = 1u << 2, FT_LORA_O = 1u << 3,
+  FT_LORA_GATE = 1u << 4, FT_LORA_UP = 1u << 5, FT_LORA_DOWN = 1u << 6,
+  /* GPT-2 module names */
+  FT_LORA_C_ATTN = 1u << 7, FT_LORA_ATTN_C_PROJ = 1u << 8, FT_LORA_C_FC = 1u << 9,
+  FT_LORA_MLP_C_PROJ = 1u << 10,
+};
+/* Parses a target_modules name ("q_proj", "c_attn", "c_proj" = both GPT-2
+ * c_proj's, "c_fc", ...) into FT_LORA_* bits; 0 if unknown for the arch. */
+unsigned lora_target_bit(ft_arch arch, const char *name);
+
+typedef struct {
+  char name[FT_NAME_MAX]; /* HF / PEFT name */
+  int ndim;
+  int shape[4];
+  size_t numel;
+  float *w;      /* into the parameter block */
+  float *g;      /* into the gradient block; NULL when frozen */
+  int trainable; /* 1 for tensors the method trains */
+  int saved;     /* 0 for tensors not written to model.safetensors (tied lm_head) */
+} ft_param;
+
+/* One training or evaluation batch. Right padding: row b holds lens[b] valid
+ * tokens, the rest is ignored (masked out of attention and the loss). */
+typedef struct {
+  int B, T;
+  const int32_t *tokens;  /* (B,T) */
+  const int32_t *targets; /* (B,T) next-token id to predict at each position, -1 = no loss; LM only */
+  const int32_t *labels;  /* (B) class ids; classification only */
+  const int32_t *lens;    /* (B) valid length of each row, 1..T */
+} ft_batch;
+
+typedef struct ft_model ft_model;
+
+/* Makes a model for batches of at most B x T tokens. task and method fix which
+ * tensors exist and which are trainable; lora may be NULL unless method is
+ * LORA. training=0 allocates no gradients (inference/eval only). Weights are
+ * zero until loaded or initialised. On failure *out is NULL. Caller frees with
+ * model_free. */
+int model_new(ft_model **out, const ft_config *cfg, ft_task task, ft_method method,
+              const ft_lora *lora, int B, int T, int training, ft_error *err);
+void model_free(ft_model *m);
+
+const ft_config *model_config(const ft_model *m);
+ft_param *model_params(ft_model *m, size_t *n);       /* the whole table */
+ft_param *model_param(ft_model *m, const char *name); /* by HF name, NULL if none */
+size_t model_num_trainable(const ft_model *m);        /* elements */
+
+/* Random initialisation of every tensor, as HF does for the architecture
+ * (normal(0, 0.02), residual projections scaled for GPT-2, norms at 1, biases
+ * 0), from seed. LoRA: A Kaiming-uniform, B zero; head: normal(0, 0.02). */
+void model_init_random(ft_model *m, uint64_t seed);
+/* Re-initialises only LoRA tensors and the classification head (after the
+ * base weights were loaded). */
+void model_init_trainable(ft_model *m, uint64_t seed);
+
+/* Forward pass; *loss gets the mean loss over trained tokens (LM) or rows
+ * (classification). With training set, activations are kept for backward and
+ * dropout uses rng_seed. Returns FT_ESHAPE if batch exceeds B x T. */
+int model_forward(ft_model *m, const ft_batch *b, int training, uint64_t rng_seed, float *loss);
+/* After model_forward(training=1): accumulates (+=) d(scale * loss)/dparam
+ * into the gradients of the trainable tensors. */
+int model_backward(ft_model *m, float scale);
+void model_zero_grad(ft_model *m);
+
+/* The logits of the last forward: (B,T,V) for LM, (B,num_labels) for
+ * classification. Valid until the next forward. */
+const float *model_logits(const ft_model *m);
+/* Per-batch statistics of the last forward: number of trained tokens (LM) or
+ * rows (classification) and how many were predicted right (argmax). */
+void model_last_counts(const ft_model *m, long *n_trained, long *n_correct);
+
+/* Merges LoRA into the base weights (W += scale * B A) in place. */
+void model_merge_lora(ft_model *m);
+#endif

@@ -1,0 +1,17 @@
+# Turns the numbered migrations schema/NNNN_name.sql into a C array
+# (ft_migrations[]) so the daemon never looks for SQL files at run time.
+set(out "/* generated from schema/*.sql by schema/embed.cmake; do not edit */\n#include <stddef.h>\n")
+set(entries "")
+separate_arguments(files UNIX_COMMAND "${SQL}")
+list(SORT files)
+set(i 0)
+foreach(f ${files})
+  get_filename_component(name ${f} NAME)
+  file(READ ${f} body HEX)
+  string(REGEX REPLACE "([0-9a-f][0-9a-f])" "0x\\1," body "${body}")
+  string(APPEND out "static const char m${i}[] = {${body}0};\n")
+  string(APPEND entries "  {\"${name}\", m${i}},\n")
+  math(EXPR i "${i}+1")
+endforeach()
+string(APPEND out "const struct ft_migration { const char *name; const char *sql; } ft_migrations[] = {\n${entries}  {NULL, NULL}\n};\n")
+file(WRITE ${OUT} "${out}")
