@@ -1,0 +1,100 @@
+/* The per-layer kernels of the transformer models (llm.c convention, STYLE.md
+ * 10): one _forward and one _backward per layer, arguments in the order
+ * outputs, caches, inputs, weights, sizes. Backward functions accumulate (+=)
+ * into their d-prefixed outputs unless the comment says "writes"; a NULL
+ * gradient output is skipped (frozen weights, unneeded input gradients).
+ * All GEMMs go through matmul(), the one caller of cblas_sgemm. N is the
+ * number of token rows (B*T); every tensor is row-major. */
+#ifndef FT_LAYERS_H
+#define FT_LAYERS_H
+#include <stddef.h>
+#include <stdint.h>
+
+/* c (M,N; ldc) = alpha * op(a) op(b) + beta * c, op(x) = x or x^T (ta, tb);
+ * op(a) is (M,K), op(b) is (K,N). */
+void matmul(float *c, int ldc, const float *a, int lda, int ta, const float *b, int ldb, int tb,
+            int M, int N, int K, float alpha, float beta);
+
+/* out (N,outd) = inp (N,in) @ W^T + bias, W (outd,in) as nn.Linear; or
+ * inp @ W + bias with W (in,outd) as GPT-2's Conv1D (conv1d=1). bias may be NULL. */
+void linear_forward(float *out, const float *inp, const float *w, const float *bias, int N,
+                    int in, int outd, int conv1d);
+void linear_backward(float *dinp, float *dw, float *dbias, const float *dout, const float *inp,
+                     const float *w, int N, int in, int outd, int conv1d);
+
+/* out, inp (N,C); mean, rstd (N) */
+void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *w,
+                       const float *b, int N, int C, float eps);
+void layernorm_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp,
+                        const float *w, const float *mean, const float *rstd, int N, int C);
+/* RMSNorm as HF LlamaRMSNorm: out = w * (x * rsqrt(mean(x^2) + eps)); rstd (N) */
+void rmsnorm_forward(float *out, float *rstd, const float *inp, const float *w, int N, int C,
+                     float eps);
+void rmsnorm_backward(float *dinp, float *dw, const float *dout, const float *inp, const float *w,
+                      const float *rstd, int N, int C);
+
+/* GELU, tanh approximation (HF "gelu_new"). Backward writes dinp = dout *
+ * gelu'(inp) and may run in place (dinp == dout). */
+void gelu_forward(float *out, const float *inp, size_t n);
+void gelu_backward(float *dinp, const float *dout, const float *inp, size_t n);
+/* out = silu(gate) * up. Backward writes dgate and dup; dgate may be dout. */
+void swiglu_forward(float *out, const float *gate, const float *up, size_t n);
+void swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate,
+                     const float *up, size_t n);
+
+/* Rotary embedding in place on x (B,T,nh*HD), HF rotate_half convention:
+ * pairs (i, i+HD/2) at position t rotated by cos/sin (maxT, HD/2)[t][i].
+ * Backward applies the inverse rotation to dx in place. */
+void rope_tables(float *cos_t, float *sin_t, int maxT, int HD, float theta);
+void rope_forward(float *x, const float *cos_t, const float *sin_t, int B, int T, int nh, int HD);
+void rope_backward(float *dx, const float *cos_t, const float *sin_t, int B, int T, int nh,
+                   int HD);
+
+/* Causal self-attention, scale 1/sqrt(HD), grouped-query (query head h reads
+ * kv head h / (NH/NKV)). q (B,T,ldq) holds head h at column h*HD; k, v
+ * (B,T,ldkv) hold kv head g at g*HD. Row b attends within its first lens[b]
+ * tokens; out (B,T,NH*HD) is zero at t >= lens[b]. att (B,NH,T,T) caches the
+ * probabilities (lower-left lens[b] x lens[b] block valid). */
+void attention_forward(float *out, float *att, const float *q, const float *k, const float *v,
+                       const int32_t *lens, int B, int T, int NH, int NKV, int HD, int ldq,
+                       int ldkv);
+/* dq/dk/dv share the layouts of q/k/v and are accumulated; scratch (T,T). */
+void attention_backward(float *dq, float *dk, float *dv, float *scratch, const float *dout,
+                        const float *att, const float *q, const float *k, const float *v,
+                        const int32_t *lens, int B, int T, int NH, int NKV, int HD, int ldq,
+                        int ldkv);
+
+/* out += inp */
+void residual_add(float *out, const float *inp, size_t n);
+/* Inverted dropout: mask[i] = 0 with probability p else 1/(1-p), out = inp * mask.
+ * The mask is a function of (seed, i) only. */
+void dropout_forward(float *out, float *mask, const float *inp, float p, uint64_t seed, size_t n);
+
+/* Row softmax helpers for the loss: logsumexp of x (n), and the argmax. */
+float logsumexp(const float *x, int n);
+int argmax(const float *x, int n);
+/* d (n) = scale * exp(x - lse) */
+void softmax_scaled(float *d, const float *x, float lse, float scale, int n);
+
+/* exp accurate to ~2 ulp that the compiler can vectorise (no libm call). */
+static inline float ft_expf(float x) {
+  union {
+    float f;
+    int32_t i;
+  } u;
+  x = x < -87.3f ? -87.3f : (x > 88.3f ? 88.3f : x);
+  float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f; /* round to nearest */
+  float r = x - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  float z = r * r;
+  float y = 1.9875691500e-4f;
+  y = y * r + 1.3981999507e-3f;
+  y = y * r + 8.3334519073e-3f;
+  y = y * r + 4.1665795894e-2f;
+  y = y * r + 1.6666665459e-1f;
+  y = y * r + 5.0000001201e-1f;
+  y = y * z + r + 1.0f;
+  u.i = ((int32_t)n + 127) << 23;
+  return y * u.f;
+}
+#endif
