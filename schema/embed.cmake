@@ -1,6 +1,6 @@
 # Turns the numbered migrations schema/NNNN_name.sql into a C array
 # (ft_migrations[]) so the daemon never looks for SQL files at run time.
-set(out "/* generated from schema/*.sql by schema/embed.cmake; do not edit */\n#include <stddef.h>\n")
+set(out "/* generated from the schema/NNNN_name.sql files by schema/embed.cmake; do not edit */\n#include <stddef.h>\n")
 set(entries "")
 separate_arguments(files UNIX_COMMAND "${SQL}")
 list(SORT files)

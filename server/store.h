@@ -55,9 +55,10 @@ int store_checkpoint_add(store *s, const char *job_id, int attempt, long step, c
 int store_job_finish(store *s, const char *job_id, int attempt, const char *status,
                      const ft_error *err, const char *model_id, const char *model_path,
                      const json_t *result);
-/* Expired leases: running jobs go back to queued (or fail with worker_lost
- * once attempt >= max_attempts); pausing jobs become paused. Returns how many
- * jobs changed in *n. */
+/* Expired leases: running jobs go back to queued, or fail with worker_lost
+ * when this is the max_attempts-th lease of the job that ran out (attempts
+ * that ended in a pause do not count); pausing jobs become paused. Returns
+ * how many jobs changed in *n. */
 int store_jobs_expire(store *s, int max_attempts, int *n);
 /* What the pool should tell the worker running (job, attempt): 0 nothing,
  * 1 cancel (job was cancelled), 2 pause (job is pausing). */
@@ -67,4 +68,70 @@ int store_job_control(store *s, const char *job_id, int attempt, int *what);
 /* Blocks until the job has an event with seq > after_seq, the job is
  * terminal, or timeout_ms passes. */
 void store_events_wait(store *s, const char *job_id, int64_t after_seq, int timeout_ms);
+
+/* ---- everything else: the HTTP API's side (api_*.c) ---------------------- */
+
+/* Cheap liveness check of the database (SELECT 1); 0 or FT_EDB. */
+int store_ping(store *s);
+/* Wakes every store_events_wait at once (shutdown): they return at once
+ * from then on. */
+void store_wake_all(store *s);
+
+/* Lists: *list is {"object":"list","data":[…],"has_more":bool}, newest first
+ * (events, files, jobs, checkpoints). after is the id of the last object of
+ * the previous page or NULL; an unknown after is FT_ENOT_FOUND with param
+ * "after". limit 1..100 (checked by the caller). */
+
+/* Files: a row for an upload already durable at files/<id>. */
+int store_file_insert(store *s, const char *id, int64_t bytes, const char *filename,
+                      const char *purpose, json_t **file);
+int store_file_get(store *s, const char *id, json_t **file); /* FT_ENOT_FOUND */
+int store_file_list(store *s, const char *after, int limit, json_t **list);
+/* Deletes the row; FT_ENOT_FOUND, or FT_EBAD_STATE (err names the job) while
+ * a job that is not terminal uses the file. The caller removes the bytes. */
+int store_file_delete(store *s, const char *id, ft_error *err);
+
+/* A job to create, already validated (spec_parse/spec_check_model). */
+typedef struct {
+  const char *model, *training_file, *validation_file /* or NULL */, *suffix /* or NULL */;
+  uint64_t seed;
+  const json_t *spec;     /* resolved spec (spec_to_json) */
+  const json_t *metadata; /* object or NULL */
+} store_job_new;
+/* Inserts a queued job and its "Job created" event in one transaction, after
+ * checking (in it) that the files exist (else FT_EINVALID naming
+ * training_file/validation_file). *job is the job object. */
+int store_job_insert(store *s, const store_job_new *j, json_t **job, ft_error *err);
+int store_job_get(store *s, const char *id, json_t **job); /* FT_ENOT_FOUND */
+int store_job_list(store *s, const char *after, int limit, json_t **list);
+/* User actions. cancel: queued|paused|running|pausing|validating_files ->
+ * cancelled; pause: running -> pausing, queued -> paused; resume: paused ->
+ * queued. FT_ENOT_FOUND, or FT_EBAD_STATE (err says the status) when not
+ * allowed. Append a status event; *job (may be NULL) is the job after. */
+int store_job_cancel(store *s, const char *id, json_t **job, ft_error *err);
+int store_job_pause(store *s, const char *id, json_t **job, ft_error *err);
+int store_job_resume(store *s, const char *id, json_t **job, ft_error *err);
+/* The job's status into buf ("" and FT_ENOT_FOUND if none). */
+int store_job_status(store *s, const char *id, char *buf, size_t n);
+/* Jobs per status as {"queued":n,…} with every status present. */
+int store_job_counts(store *s, json_t **counts);
+/* Whether a job that is not terminal uses model_id as its base: *n jobs. */
+int store_jobs_using_model(store *s, const char *model_id, int *n);
+/* The job that produced fine-tuned model_id: {"job":id,"parent":model} or
+ * FT_ENOT_FOUND. */
+int store_model_origin(store *s, const char *model_id, json_t **origin);
+
+/* Events of a job (FT_ENOT_FOUND if no such job). list: newest first. */
+int store_events_list(store *s, const char *job_id, const char *after, int limit,
+                      json_t **list);
+/* For SSE: up to max events with seq > after_seq, oldest first, as an array
+ * of {"seq":n,"event":{…}}; *status gets the job's status (buf of >= 24). */
+int store_events_since(store *s, const char *job_id, int64_t after_seq, int max,
+                       json_t **events, char *status, size_t status_n);
+
+int store_checkpoints_list(store *s, const char *job_id, const char *after, int limit,
+                           json_t **list);
+
+/* True for succeeded/failed/cancelled. */
+int store_status_terminal(const char *status);
 #endif

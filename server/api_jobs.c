@@ -1,0 +1,361 @@
+/* Fine-tuning jobs API: create (validated completely before anything is
+ * queued), list, get, cancel, pause, resume, events (a page, or a live
+ * Server-Sent Events stream) and checkpoints.
+ *
+ * SSE: the connection has its own MHD thread (http.c), so the stream's
+ * content reader simply blocks: it sends every event after the last one it
+ * sent (from Last-Event-ID when a client reconnects), then sleeps in
+ * store_events_wait, which every event append and status change wakes, in
+ * one-second slices so a shutdown ends it promptly; a comment line every 15 s
+ * keeps proxies from timing the stream out and finds departed clients. Once
+ * the job is terminal or paused and every event is out, it sends
+ * "data: [DONE]" and ends. The job's status and the events after a seq are
+ * read in one locked store call, so no event can slip between the last
+ * batch and [DONE]. */
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "ft_log.h"
+#include "hfdir.h"
+#include "http.h"
+#include "spec.h"
+
+#define SSE_WAIT_MS 1000
+#define SSE_KEEPALIVE_MS 15000
+#define SSE_BATCH 100
+
+static int job_id_ok(const char *id) {
+  if (strncmp(id, "ftjob-", 6) || strlen(id) != 30) return 0;
+  for (const char *p = id + 6; *p; p++)
+    if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f'))) return 0;
+  return 1;
+}
+
+/* metadata: up to 16 string pairs, keys <= 64 and values <= 512 chars (as
+ * OpenAI). On error replies and returns -1. */
+static int metadata_or_reply(http_req *r, const json_t *m) {
+  if (!m || json_is_null(m)) return 0;
+  if (!json_is_object(m)) {
+    http_fail(r, FT_ETYPE, "metadata", "metadata must be an object of strings");
+    return -1;
+  }
+  if (json_object_size(m) > 16) {
+    http_fail(r, FT_ERANGE, "metadata", "metadata has at most 16 keys");
+    return -1;
+  }
+  const char *k;
+  json_t *v;
+  json_object_foreach((json_t *)m, k, v) {
+    if (strlen(k) > 64) {
+      http_fail(r, FT_ERANGE, "metadata", "metadata keys are at most 64 characters");
+      return -1;
+    }
+    if (!json_is_string(v)) {
+      http_fail(r, FT_ETYPE, "metadata", "metadata value of \"%.64s\" must be a string", k);
+      return -1;
+    }
+    if (json_string_length(v) > 512) {
+      http_fail(r, FT_ERANGE, "metadata", "metadata values are at most 512 characters");
+      return -1;
+    }
+  }
+  return 0;
+}
+
+/* The base model must be a loadable HF directory under models/, and the
+ * spec must fit it. On error replies and returns -1. */
+static int model_or_reply(http_req *r, ft_spec *spec) {
+  char dir[PATH_MAX];
+  struct stat sb;
+  if (!api_model_id_ok(spec->model) ||
+      http_pathf(dir, sizeof dir, "%s/models/%s", r->app->data_dir, spec->model) ||
+      stat(dir, &sb) || !S_ISDIR(sb.st_mode)) {
+    http_fail(r, FT_EINVALID, "model", "unknown model \"%.200s\"", spec->model);
+    return -1;
+  }
+  ft_config *cfg = calloc(1, sizeof *cfg);
+  if (!cfg) {
+    http_fail(r, FT_ENOMEM, NULL, NULL);
+    return -1;
+  }
+  ft_error err = {0};
+  int rc = hf_config_load(cfg, dir, &err);
+  if (rc) {
+    http_fail(r, FT_EINVALID, "model", "model \"%.200s\" cannot be used: %s", spec->model,
+              err.message[0] ? err.message : ft_err_message(rc));
+  } else if ((rc = spec_check_model(spec, cfg, &err)) != 0) {
+    if (!err.code) ft_error_set(&err, rc, NULL, NULL);
+    http_fail_err(r, &err);
+  }
+  free(cfg);
+  return rc ? -1 : 0;
+}
+
+/* A file the job names must exist. On error replies and returns -1. */
+static int file_or_reply(http_req *r, const char *id, const char *param) {
+  if (!id[0]) return 0;
+  json_t *f = NULL;
+  int rc = store_file_get(r->app->store, id, &f);
+  json_decref(f);
+  if (rc == FT_ENOT_FOUND) {
+    http_fail(r, FT_EINVALID, param, "no such file: %.100s", id);
+    return -1;
+  }
+  if (rc) {
+    http_fail(r, rc, NULL, NULL);
+    return -1;
+  }
+  return 0;
+}
+
+enum MHD_Result api_jobs_create(http_req *r) {
+  json_t *body;
+  if (http_json_body_or_reply(r, &body)) return MHD_YES;
+  json_t *metadata = json_incref(json_object_get(body, "metadata"));
+  json_object_del(body, "metadata");
+  ft_spec *spec = calloc(1, sizeof *spec);
+  ft_error err = {0};
+  json_t *resolved = NULL, *job = NULL;
+  enum MHD_Result res = MHD_YES;
+  if (!spec) {
+    res = http_fail(r, FT_ENOMEM, NULL, NULL);
+    goto out;
+  }
+  if (metadata_or_reply(r, metadata)) goto out;
+  int rc = spec_parse(body, spec, &err);
+  if (rc) {
+    if (!err.code) ft_error_set(&err, rc, NULL, NULL);
+    res = http_fail_err(r, &err);
+    goto out;
+  }
+  if (file_or_reply(r, spec->training_file, "training_file") ||
+      file_or_reply(r, spec->validation_file, "validation_file") || model_or_reply(r, spec))
+    goto out;
+  resolved = spec_to_json(spec);
+  if (!resolved) {
+    res = http_fail(r, FT_ENOMEM, NULL, NULL);
+    goto out;
+  }
+  store_job_new j = {.model = spec->model,
+                     .training_file = spec->training_file,
+                     .validation_file = spec->validation_file,
+                     .suffix = spec->suffix,
+                     .seed = spec->seed,
+                     .spec = resolved,
+                     .metadata = json_is_null(metadata) ? NULL : metadata};
+  if ((rc = store_job_insert(r->app->store, &j, &job, &err)) != 0) {
+    res = http_fail_err(r, &err);
+    goto out;
+  }
+  FT_INFO("msg=\"job created\" id=%s model=%s", json_string_value(json_object_get(job, "id")),
+          spec->model);
+  if (r->app->pool) pool_notify(r->app->pool);
+  res = http_reply_json(r, 200, job);
+out:
+  json_decref(body);
+  json_decref(metadata);
+  json_decref(resolved);
+  free(spec);
+  return res;
+}
+
+enum MHD_Result api_jobs_list(http_req *r) {
+  const char *after;
+  int limit;
+  if (http_page_or_reply(r, &after, &limit)) return MHD_YES;
+  json_t *list;
+  int rc = store_job_list(r->app->store, after, limit, &list);
+  if (rc == FT_ENOT_FOUND) return http_fail(r, rc, "after", "no such job: %s", after);
+  if (rc) return http_fail(r, rc, NULL, NULL);
+  return http_reply_json(r, 200, list);
+}
+
+/* Replies 404 for an id that cannot be a job; returns -1 then. */
+static int job_id_or_reply(http_req *r) {
+  if (job_id_ok(r->params[0])) return 0;
+  http_fail(r, FT_ENOT_FOUND, "fine_tuning_job_id", "no such job: %s", r->params[0]);
+  return -1;
+}
+
+/* Replies 404 unless the job exists; returns -1 then. */
+static int job_exists_or_reply(http_req *r) {
+  char status[24];
+  int rc = store_job_status(r->app->store, r->params[0], status, sizeof status);
+  if (rc == FT_ENOT_FOUND)
+    http_fail(r, rc, "fine_tuning_job_id", "no such job: %s", r->params[0]);
+  else if (rc)
+    http_fail(r, rc, NULL, NULL);
+  return rc ? -1 : 0;
+}
+
+enum MHD_Result api_jobs_get(http_req *r) {
+  if (job_id_or_reply(r)) return MHD_YES;
+  json_t *job;
+  int rc = store_job_get(r->app->store, r->params[0], &job);
+  if (rc == FT_ENOT_FOUND)
+    return http_fail(r, rc, "fine_tuning_job_id", "no such job: %s", r->params[0]);
+  if (rc) return http_fail(r, rc, NULL, NULL);
+  return http_reply_json(r, 200, job);
+}
+
+typedef int (*job_action)(store *, const char *, json_t **, ft_error *);
+
+static enum MHD_Result act(http_req *r, job_action fn, int control, int notify) {
+  if (job_id_or_reply(r)) return MHD_YES;
+  json_t *job = NULL;
+  ft_error err = {0};
+  int rc = fn(r->app->store, r->params[0], &job, &err);
+  if (rc) {
+    if (!err.code) ft_error_set(&err, rc, NULL, NULL);
+    return http_fail_err(r, &err);
+  }
+  FT_INFO("msg=\"job %s\" id=%s", json_string_value(json_object_get(job, "status")), r->params[0]);
+  if (r->app->pool && control) pool_control(r->app->pool, r->params[0]);
+  if (r->app->pool && notify) pool_notify(r->app->pool);
+  return http_reply_json(r, 200, job);
+}
+
+enum MHD_Result api_jobs_cancel(http_req *r) { return act(r, store_job_cancel, 1, 0); }
+enum MHD_Result api_jobs_pause(http_req *r) { return act(r, store_job_pause, 1, 0); }
+enum MHD_Result api_jobs_resume(http_req *r) { return act(r, store_job_resume, 0, 1); }
+
+/* ---- events: a page or a stream ------------------------------------------- */
+
+typedef struct {
+  ft_app *app;
+  char job_id[64];
+  int64_t last_seq;
+  char *buf;
+  size_t len, off, cap;
+  int done;
+  struct timespec last_write;
+} sse;
+
+static void sse_free(void *cls) {
+  sse *s = cls;
+  free(s->buf);
+  free(s);
+}
+
+static int64_t ms_since(const struct timespec *t) {
+  struct timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  return (int64_t)(now.tv_sec - t->tv_sec) * 1000 + (now.tv_nsec - t->tv_nsec) / 1000000;
+}
+
+/* Formats a batch of {seq, event} into the pending buffer. */
+static void sse_format(sse *s, json_t *batch) {
+  size_t i;
+  json_t *it;
+  json_array_foreach(batch, i, it) {
+    json_t *ev = json_object_get(it, "event");
+    char *data = json_dumps(ev, JSON_COMPACT);
+    if (!data) continue;
+    const char *type = json_string_value(json_object_get(ev, "type"));
+    s->last_seq = (int64_t)json_integer_value(json_object_get(it, "seq"));
+    http_buf_printf(&s->buf, &s->len, &s->cap, "id: %lld\nevent: %s\ndata: %s\n\n",
+                    (long long)s->last_seq, type ? type : "message", data);
+    free(data);
+  }
+}
+
+static ssize_t sse_read(void *cls, uint64_t pos, char *out, size_t max) {
+  sse *s = cls;
+  for (;;) {
+    if (s->off < s->len) {
+      size_t n = s->len - s->off < max ? s->len - s->off : max;
+      memcpy(out, s->buf + s->off, n);
+      s->off += n;
+      clock_gettime(CLOCK_MONOTONIC, &s->last_write);
+      return (ssize_t)n;
+    }
+    s->off = s->len = 0;
+    if (s->done) return MHD_CONTENT_READER_END_OF_STREAM;
+    if (atomic_load(&s->app->stopping)) return MHD_CONTENT_READER_END_WITH_ERROR;
+    json_t *batch = NULL;
+    char status[24];
+    if (store_events_since(s->app->store, s->job_id, s->last_seq, SSE_BATCH, &batch, status,
+                           sizeof status))
+      return MHD_CONTENT_READER_END_WITH_ERROR;
+    size_t n = json_array_size(batch);
+    if (n) sse_format(s, batch);
+    json_decref(batch);
+    if (n) continue;
+    if (store_status_terminal(status) || !strcmp(status, "paused")) {
+      http_buf_printf(&s->buf, &s->len, &s->cap, "data: [DONE]\n\n");
+      s->done = 1;
+      continue;
+    }
+    store_events_wait(s->app->store, s->job_id, s->last_seq, SSE_WAIT_MS);
+    if (ms_since(&s->last_write) >= SSE_KEEPALIVE_MS)
+      http_buf_printf(&s->buf, &s->len, &s->cap, ": keepalive\n\n");
+  }
+}
+
+static enum MHD_Result events_stream(http_req *r) {
+  if (job_exists_or_reply(r)) return MHD_YES;
+  sse *s = calloc(1, sizeof *s);
+  if (!s) return http_fail(r, FT_ENOMEM, NULL, NULL);
+  s->app = r->app;
+  http_pathf(s->job_id, sizeof s->job_id, "%s", r->params[0]); /* 30 bytes: job_id_ok */
+  clock_gettime(CLOCK_MONOTONIC, &s->last_write);
+  const char *last = http_header(r, "Last-Event-ID");
+  if (last) {
+    char *end;
+    long long v = strtoll(last, &end, 10);
+    if (*last && !*end && v >= 0)
+      s->last_seq = v;
+    else {
+      free(s);
+      return http_fail(r, FT_EINVALID, "Last-Event-ID",
+                       "Last-Event-ID must be an event id "
+                       "(a non-negative integer) sent by this stream");
+    }
+  }
+  struct MHD_Response *resp =
+      MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, sse_read, s, sse_free);
+  if (!resp) {
+    free(s);
+    return http_fail(r, FT_ENOMEM, NULL, NULL);
+  }
+  MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
+  MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+  MHD_add_response_header(resp, "X-Accel-Buffering", "no");
+  r->replied = 1;
+  return http_queue(r->conn, 200, resp);
+}
+
+enum MHD_Result api_jobs_events(http_req *r) {
+  if (job_id_or_reply(r)) return MHD_YES;
+  const char *stream = http_query(r, "stream");
+  if (stream && strcmp(stream, "true") && strcmp(stream, "false"))
+    return http_fail(r, FT_ETYPE, "stream", "stream must be true or false");
+  if (stream && !strcmp(stream, "true")) return events_stream(r);
+  const char *after;
+  int limit;
+  if (http_page_or_reply(r, &after, &limit)) return MHD_YES;
+  if (job_exists_or_reply(r)) return MHD_YES;
+  json_t *list;
+  int rc = store_events_list(r->app->store, r->params[0], after, limit, &list);
+  if (rc == FT_ENOT_FOUND) return http_fail(r, rc, "after", "no such event of this job: %s", after);
+  if (rc) return http_fail(r, rc, NULL, NULL);
+  return http_reply_json(r, 200, list);
+}
+
+enum MHD_Result api_jobs_checkpoints(http_req *r) {
+  if (job_id_or_reply(r)) return MHD_YES;
+  const char *after;
+  int limit;
+  if (http_page_or_reply(r, &after, &limit)) return MHD_YES;
+  if (job_exists_or_reply(r)) return MHD_YES;
+  json_t *list;
+  int rc = store_checkpoints_list(r->app->store, r->params[0], after, limit, &list);
+  if (rc == FT_ENOT_FOUND)
+    return http_fail(r, rc, "after", "no such checkpoint of this job: %s", after);
+  if (rc) return http_fail(r, rc, NULL, NULL);
+  return http_reply_json(r, 200, list);
+}

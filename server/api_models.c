@@ -1,0 +1,176 @@
+/* Models API: the model directories under <data>/models (DESIGN.md 5) as
+ * OpenAI model objects, deletion of fine-tuned ones, and download of a
+ * model's files. The directory is the truth, not the database: a model is a
+ * subdirectory with a config.json (base models come from `finetuned
+ * import-model` or `init-model`; fine-tuned ones, named "ft:…", from the
+ * pool when a job succeeds). Names starting with "." are work in progress
+ * (temp copies, deletions) and never listed. Downloads are served from the
+ * file descriptor (sendfile), never read into memory. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "ft_log.h"
+#include "http.h"
+
+/* The files of a model directory that can be downloaded. The adapter files
+ * may sit in an adapter/ subdirectory beside the merged weights. */
+static const char *const downloadable[] = {
+    "config.json", "model.safetensors",     "tokenizer.json",      "vocab.json",
+    "merges.txt",  "tokenizer_config.json", "adapter_config.json", "adapter_model.safetensors",
+    NULL};
+
+int api_model_id_ok(const char *id) {
+  size_t n = strlen(id);
+  if (n == 0 || n > 255 || id[0] == '.') return 0;
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)id[i];
+    if (c < 0x20 || c == 0x7f || c == '/' || c == '\\') return 0;
+  }
+  return 1;
+}
+
+static int is_fine_tuned(const char *id) { return !strncmp(id, "ft:", 3); }
+
+/* The model object for id, or NULL if models/<id>/config.json is missing. */
+static json_t *model_json(ft_app *app, const char *id) {
+  char path[PATH_MAX];
+  struct stat sb;
+  if (!api_model_id_ok(id) ||
+      http_pathf(path, sizeof path, "%s/models/%s/config.json", app->data_dir, id) ||
+      stat(path, &sb) || !S_ISREG(sb.st_mode))
+    return NULL;
+  json_t *m =
+      json_pack("{s:s, s:s, s:I, s:s}", "id", id, "object", "model", "created",
+                (json_int_t)sb.st_mtime, "owned_by", is_fine_tuned(id) ? "user" : "finetuned");
+  if (m && is_fine_tuned(id)) {
+    json_t *origin = NULL;
+    if (store_model_origin(app->store, id, &origin) == 0) {
+      json_object_update(m, origin);
+    } else {
+      json_object_set_new(m, "job", json_null());
+      json_object_set_new(m, "parent", json_null());
+    }
+    json_decref(origin);
+  }
+  return m;
+}
+
+static int cmp_str(const void *a, const void *b) {
+  return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+enum MHD_Result api_models_list(http_req *r) {
+  char dir[PATH_MAX];
+  http_pathf(dir, sizeof dir, "%s/models", r->app->data_dir);
+  DIR *d = opendir(dir);
+  json_t *data = json_array();
+  if (d) {
+    char **names = NULL;
+    size_t n = 0, cap = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+      if (!api_model_id_ok(e->d_name)) continue;
+      if (n == cap) {
+        cap = cap ? cap * 2 : 32;
+        char **nn = realloc(names, cap * sizeof *names);
+        if (!nn) break;
+        names = nn;
+      }
+      names[n] = strdup(e->d_name);
+      if (names[n]) n++;
+    }
+    closedir(d);
+    if (n) qsort(names, n, sizeof *names, cmp_str);
+    for (size_t i = 0; i < n; i++) {
+      json_t *m = model_json(r->app, names[i]);
+      if (m) json_array_append_new(data, m);
+      free(names[i]);
+    }
+    free(names);
+  }
+  return http_reply_json(
+      r, 200, json_pack("{s:s, s:o, s:b}", "object", "list", "data", data, "has_more", 0));
+}
+
+enum MHD_Result api_models_get(http_req *r) {
+  json_t *m = model_json(r->app, r->params[0]);
+  if (!m) return http_fail(r, FT_ENOT_FOUND, "model", "no such model: %s", r->params[0]);
+  return http_reply_json(r, 200, m);
+}
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
+  return remove(path) ? -1 : 0;
+}
+
+enum MHD_Result api_models_delete(http_req *r) {
+  const char *id = r->params[0];
+  json_t *m = model_json(r->app, id);
+  if (!m) return http_fail(r, FT_ENOT_FOUND, "model", "no such model: %s", id);
+  json_decref(m);
+  if (!is_fine_tuned(id))
+    return http_fail(r, FT_EFORBIDDEN, "model",
+                     "%s is a base model; only fine-tuned models (ft:…) can be deleted", id);
+  int users = 0;
+  int rc = store_jobs_using_model(r->app->store, id, &users);
+  if (rc) return http_fail(r, rc, NULL, NULL);
+  if (users)
+    return http_fail(r, FT_EBAD_STATE, "model", "%d unfinished job(s) fine-tune %s", users, id);
+  /* Rename out of sight first (atomic: the model is gone for every reader at
+   * once), then remove the files. */
+  char from[PATH_MAX], to[PATH_MAX], tag[64];
+  store_new_id(".deleting", tag, sizeof tag);
+  if (http_pathf(from, sizeof from, "%s/models/%s", r->app->data_dir, id) ||
+      http_pathf(to, sizeof to, "%s/models/%s", r->app->data_dir, tag))
+    return http_fail(r, FT_EIO, NULL, "path too long");
+  if (rename(from, to)) {
+    if (errno == ENOENT) return http_fail(r, FT_ENOT_FOUND, "model", "no such model: %s", id);
+    return http_fail(r, FT_EIO, NULL, "cannot delete %s: %s", id, strerror(errno));
+  }
+  if (nftw(to, rm_entry, 16, FTW_DEPTH | FTW_PHYS))
+    FT_WARN("msg=\"model files left behind\" path=\"%s\" err=\"%s\"", to, strerror(errno));
+  FT_INFO("msg=\"model deleted\" id=%s", id);
+  return http_reply_json(r, 200,
+                         json_pack("{s:s, s:s, s:b}", "id", id, "object", "model", "deleted", 1));
+}
+
+enum MHD_Result api_models_file(http_req *r) {
+  const char *id = r->params[0], *name = r->params[1];
+  json_t *m = model_json(r->app, id);
+  if (!m) return http_fail(r, FT_ENOT_FOUND, "model", "no such model: %s", id);
+  json_decref(m);
+  int allowed = 0;
+  for (int i = 0; downloadable[i]; i++) allowed |= !strcmp(name, downloadable[i]);
+  if (!allowed) return http_fail(r, FT_ENOT_FOUND, "name", "no downloadable file named %s", name);
+  char path[PATH_MAX];
+  int fd = -1;
+  if (!http_pathf(path, sizeof path, "%s/models/%s/%s", r->app->data_dir, id, name))
+    fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0 && !strncmp(name, "adapter_", 8) &&
+      !http_pathf(path, sizeof path, "%s/models/%s/adapter/%s", r->app->data_dir, id, name))
+    fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  struct stat sb;
+  if (fd < 0 || fstat(fd, &sb) || !S_ISREG(sb.st_mode)) {
+    if (fd >= 0) close(fd);
+    return http_fail(r, FT_ENOT_FOUND, "name", "model %s has no file %s", id, name);
+  }
+  struct MHD_Response *resp = MHD_create_response_from_fd((size_t)sb.st_size, fd);
+  if (!resp) {
+    close(fd);
+    return http_fail(r, FT_ENOMEM, NULL, NULL);
+  }
+  size_t nl = strlen(name);
+  const char *ct = nl > 5 && !strcmp(name + nl - 5, ".json")  ? "application/json"
+                   : nl > 4 && !strcmp(name + nl - 4, ".txt") ? "text/plain; charset=utf-8"
+                                                              : "application/octet-stream";
+  MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ct);
+  r->replied = 1;
+  return http_queue(r->conn, 200, resp);
+}

@@ -1,0 +1,66 @@
+/* Operations endpoints: liveness (/healthz: the process answers), readiness
+ * (/readyz: the database answers; worker counts for the curious) and
+ * Prometheus metrics (/metrics: jobs by status, workers, HTTP responses by
+ * status). Cheap enough to be scraped every few seconds. */
+#include <stdlib.h>
+
+#include "http.h"
+
+enum MHD_Result api_healthz(http_req *r) {
+  return http_reply_json(r, 200, json_pack("{s:s}", "status", "ok"));
+}
+
+enum MHD_Result api_readyz(http_req *r) {
+  if (store_ping(r->app->store))
+    return http_fail(r, FT_EUNAVAILABLE, NULL, "the database does not answer");
+  int connected = 0, busy = 0;
+  if (r->app->pool) pool_counts(r->app->pool, &connected, &busy);
+  json_t *counts = NULL;
+  if (store_job_counts(r->app->store, &counts)) {
+    json_decref(counts);
+    return http_fail(r, FT_EUNAVAILABLE, NULL, "the database does not answer");
+  }
+  return http_reply_json(
+      r, 200,
+      json_pack("{s:s, s:s, s:{s:i, s:i}, s:o}", "status", "ready", "database", "ok", "workers",
+                "connected", connected, "busy", busy, "jobs", counts));
+}
+
+enum MHD_Result api_metrics(http_req *r) {
+  char *buf = NULL;
+  size_t len = 0, cap = 0;
+  json_t *counts = NULL;
+  int db_ok = store_job_counts(r->app->store, &counts) == 0;
+  http_buf_printf(&buf, &len, &cap,
+                  "# HELP finetuned_up Whether the database answers (1) or not (0).\n"
+                  "# TYPE finetuned_up gauge\nfinetuned_up %d\n",
+                  db_ok);
+  http_buf_printf(&buf, &len, &cap,
+                  "# HELP finetuned_jobs Fine-tuning jobs by status.\n"
+                  "# TYPE finetuned_jobs gauge\n");
+  const char *status;
+  json_t *n;
+  json_object_foreach(counts, status, n)
+      http_buf_printf(&buf, &len, &cap, "finetuned_jobs{status=\"%s\"} %lld\n", status,
+                      (long long)json_integer_value(n));
+  json_decref(counts);
+  int connected = 0, busy = 0;
+  if (r->app->pool) pool_counts(r->app->pool, &connected, &busy);
+  http_buf_printf(&buf, &len, &cap,
+                  "# HELP finetuned_workers_connected Workers connected to the daemon.\n"
+                  "# TYPE finetuned_workers_connected gauge\nfinetuned_workers_connected %d\n"
+                  "# HELP finetuned_workers_busy Workers running a job.\n"
+                  "# TYPE finetuned_workers_busy gauge\nfinetuned_workers_busy %d\n",
+                  connected, busy);
+  http_metrics_append(&buf, &len, &cap);
+  if (!buf) return http_fail(r, FT_ENOMEM, NULL, NULL);
+  struct MHD_Response *resp = MHD_create_response_from_buffer(len, buf, MHD_RESPMEM_MUST_FREE);
+  if (!resp) {
+    free(buf);
+    return http_fail(r, FT_ENOMEM, NULL, NULL);
+  }
+  MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
+                          "text/plain; version=0.0.4; charset=utf-8");
+  r->replied = 1;
+  return http_queue(r->conn, 200, resp);
+}

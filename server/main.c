@@ -1,0 +1,663 @@
+/* finetuned: the daemon's entry point and its maintenance commands.
+ *   serve         open the store, start the worker pool and the HTTP API,
+ *                 run until SIGTERM/SIGINT (systemd: Type=notify)
+ *   import-model  copy a Hugging Face model directory into <data>/models/NAME
+ *   init-model    write a randomly initialised model directory (tests, demos)
+ * The only place that exits (STYLE.md 7). Signals are blocked in every thread
+ * and taken synchronously here with sigwait, so no handler runs in the middle
+ * of a library call. Shutdown order: the HTTP server first (no handler can
+ * call into the pool any more), then the pool (workers stop), then the store. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <getopt.h>
+#include <libgen.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "ft_log.h"
+#include "hfdir.h"
+#include "http.h"
+#include "init.h"
+#include "pool.h"
+#include "store.h"
+#ifdef FT_HAVE_SYSTEMD
+#include <systemd/sd-daemon.h>
+#endif
+
+static void usage(FILE *f) {
+  fprintf(f,
+          "usage: finetuned COMMAND [OPTIONS]\n"
+          "\n"
+          "finetuned serve [OPTIONS]\n"
+          "  Runs the fine-tuning job server: HTTP API, job queue and worker pool.\n"
+          "  --data-dir DIR          data directory (database, files, models, jobs); default\n"
+          "                          $STATE_DIRECTORY (systemd) if set, else ./var\n"
+          "  --listen HOST:PORT      HTTP address; default 127.0.0.1:8080. Port 0 picks a\n"
+          "                          free port; the port is written to DIR/finetuned.port\n"
+          "  --workers N             local workers to spawn and supervise; default 1\n"
+          "  --worker-listen HOST:PORT  also accept remote workers over TCP here\n"
+          "  --worker-token T        shared secret workers must present (required for TCP);\n"
+          "                          better given in the config file than on the command line\n"
+          "  --max-upload-bytes N    largest accepted upload; default 536870912 (512 MiB)\n"
+          "  --lease-ms N            job lease length; default 30000\n"
+          "  --heartbeat-ms N        worker heartbeat interval; default 2000\n"
+          "  --max-attempts N        leases a job may lose (its worker vanished) before it\n"
+          "                          fails with worker_lost; default 3\n"
+          "  --worker-exe PATH       worker executable; default finetuned-worker next to\n"
+          "                          this executable\n"
+          "  --log-level LEVEL       debug, info, warn or error; default info\n"
+          "  --config FILE           read options from FILE: lines \"name = value\" with the\n"
+          "                          option names above (without --), '#' comments;\n"
+          "                          command-line options win\n"
+          "\n"
+          "finetuned import-model [--data-dir DIR] --name NAME PATH\n"
+          "  Checks the Hugging Face model directory PATH (config.json) and copies it into\n"
+          "  DIR/models/NAME atomically. NAME must not start with \"ft:\" or \".\".\n"
+          "\n"
+          "finetuned init-model --arch gpt2|llama --preset NAME --tokenizer PATH --out DIR\n"
+          "                     [--seed N]\n"
+          "  Writes a randomly initialised model of a preset size (e.g. tiny) with the\n"
+          "  tokenizer found at PATH into DIR.\n"
+          "\n"
+          "finetuned --help | --version\n");
+}
+
+/* ---- options ------------------------------------------------------------- */
+
+typedef struct {
+  char *data_dir, *listen, *worker_listen, *worker_token, *worker_exe, *log_level;
+  long workers, lease_ms, heartbeat_ms, max_attempts;
+  long long max_upload;
+} serve_opts;
+
+static int parse_long(const char *s, long lo, long hi, long *out) {
+  char *end;
+  errno = 0;
+  long v = strtol(s, &end, 10);
+  if (!*s || *end || errno || v < lo || v > hi) return -1;
+  *out = v;
+  return 0;
+}
+
+/* Sets one option by name (from the command line or the config file);
+ * from_file options never override ones already set. Returns 0 or -1. */
+static int set_opt(serve_opts *o, const char *name, const char *val, int from_file) {
+  char **str = NULL;
+  long *num = NULL, lo = 0, hi = 0;
+  if (!strcmp(name, "data-dir"))
+    str = &o->data_dir;
+  else if (!strcmp(name, "listen"))
+    str = &o->listen;
+  else if (!strcmp(name, "worker-listen"))
+    str = &o->worker_listen;
+  else if (!strcmp(name, "worker-token"))
+    str = &o->worker_token;
+  else if (!strcmp(name, "worker-exe"))
+    str = &o->worker_exe;
+  else if (!strcmp(name, "log-level"))
+    str = &o->log_level;
+  else if (!strcmp(name, "workers"))
+    num = &o->workers, lo = 0, hi = 256;
+  else if (!strcmp(name, "lease-ms"))
+    num = &o->lease_ms, lo = 100, hi = 3600000;
+  else if (!strcmp(name, "heartbeat-ms"))
+    num = &o->heartbeat_ms, lo = 10, hi = 600000;
+  else if (!strcmp(name, "max-attempts"))
+    num = &o->max_attempts, lo = 1, hi = 100;
+  else if (!strcmp(name, "max-upload-bytes")) {
+    char *end;
+    errno = 0;
+    long long v = strtoll(val, &end, 10);
+    if (!*val || *end || errno || v < 1) {
+      fprintf(stderr, "finetuned: --max-upload-bytes wants a positive integer, got \"%s\"\n", val);
+      return -1;
+    }
+    if (!from_file || o->max_upload < 0) o->max_upload = v;
+    return 0;
+  } else {
+    fprintf(stderr, "finetuned: unknown option \"%s\"\n", name);
+    return -1;
+  }
+  if (str) {
+    if (!from_file || !*str) {
+      free(*str);
+      *str = strdup(val);
+    }
+    return 0;
+  }
+  long v;
+  if (parse_long(val, lo, hi, &v)) {
+    fprintf(stderr, "finetuned: --%s wants an integer from %ld to %ld, got \"%s\"\n", name, lo, hi,
+            val);
+    return -1;
+  }
+  if (!from_file || *num < 0) *num = v;
+  return 0;
+}
+
+static char *trim(char *s) {
+  while (*s == ' ' || *s == '\t') s++;
+  size_t n = strlen(s);
+  while (n && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\n' || s[n - 1] == '\r'))
+    s[--n] = 0;
+  return s;
+}
+
+static int load_config(serve_opts *o, const char *path) {
+  FILE *f = fopen(path, "r");
+  if (!f) {
+    fprintf(stderr, "finetuned: cannot read config %s: %s\n", path, strerror(errno));
+    return -1;
+  }
+  char line[4096];
+  int lineno = 0, rc = 0;
+  while (!rc && fgets(line, sizeof line, f)) {
+    lineno++;
+    char *s = trim(line);
+    if (!*s || *s == '#') continue;
+    char *eq = strchr(s, '=');
+    if (!eq) {
+      fprintf(stderr, "finetuned: %s:%d: expected \"name = value\"\n", path, lineno);
+      rc = -1;
+      break;
+    }
+    *eq = 0;
+    char *name = trim(s), *val = trim(eq + 1);
+    size_t vl = strlen(val);
+    if (vl >= 2 && val[0] == '"' && val[vl - 1] == '"') val[vl - 1] = 0, val++;
+    for (char *p = name; *p; p++)
+      if (*p == '_') *p = '-';
+    if (set_opt(o, name, val, 1)) {
+      fprintf(stderr, "finetuned: %s:%d: bad line\n", path, lineno);
+      rc = -1;
+    }
+  }
+  fclose(f);
+  return rc;
+}
+
+/* ---- directories ---------------------------------------------------------- */
+
+static int mkdir_p(const char *path) {
+  char tmp[PATH_MAX];
+  if (snprintf(tmp, sizeof tmp, "%s", path) >= (int)sizeof tmp) return -1;
+  for (char *p = tmp + 1; *p; p++) {
+    if (*p != '/') continue;
+    *p = 0;
+    if (mkdir(tmp, 0750) && errno != EEXIST) return -1;
+    *p = '/';
+  }
+  return mkdir(tmp, 0750) && errno != EEXIST ? -1 : 0;
+}
+
+static int fsync_path(const char *path, int dir) {
+  int fd = open(path, (dir ? O_RDONLY | O_DIRECTORY : O_RDONLY) | O_CLOEXEC);
+  if (fd < 0) return -1;
+  int rc = fsync(fd);
+  close(fd);
+  return rc;
+}
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
+  return remove(path) ? -1 : 0;
+}
+
+static int rm_rf(const char *path) { return nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS); }
+
+/* Removes what a crash can leave behind: partial uploads, half-copied or
+ * half-deleted model directories. */
+static void clean_leftovers(const char *data_dir) {
+  static const struct {
+    const char *sub, *prefix;
+  } spots[] = {{"files", ".tmp-"}, {"models", ".tmp-"}, {"models", ".deleting-"}};
+  for (size_t i = 0; i < sizeof spots / sizeof spots[0]; i++) {
+    char dir[PATH_MAX], path[PATH_MAX];
+    if (http_pathf(dir, sizeof dir, "%s/%s", data_dir, spots[i].sub)) continue;
+    DIR *d = opendir(dir);
+    if (!d) continue;
+    struct dirent *e;
+    while ((e = readdir(d)))
+      if (!strncmp(e->d_name, spots[i].prefix, strlen(spots[i].prefix)) &&
+          !http_pathf(path, sizeof path, "%s/%s", dir, e->d_name)) {
+        FT_INFO("msg=\"removing leftover\" path=\"%s\"", path);
+        rm_rf(path);
+      }
+    closedir(d);
+  }
+}
+
+/* The data dir: the option, else systemd's $STATE_DIRECTORY (first entry),
+ * else ./var; created, then made absolute. */
+static char *resolve_data_dir(const char *opt) {
+  char buf[PATH_MAX];
+  const char *dir = opt;
+  if (!dir) {
+    const char *sd = getenv("STATE_DIRECTORY");
+    if (sd && *sd) {
+      snprintf(buf, sizeof buf, "%s", sd);
+      char *colon = strchr(buf, ':');
+      if (colon) *colon = 0;
+      dir = buf;
+    } else {
+      dir = "./var";
+    }
+  }
+  if (mkdir_p(dir)) {
+    fprintf(stderr, "finetuned: cannot create data dir %s: %s\n", dir, strerror(errno));
+    return NULL;
+  }
+  char *abs = realpath(dir, NULL);
+  if (!abs)
+    fprintf(stderr, "finetuned: data dir %s: %s\n", dir, strerror(errno));
+  else if (strlen(abs) > 3000) {
+    fprintf(stderr, "finetuned: data dir path too long\n");
+    free(abs);
+    abs = NULL;
+  }
+  return abs;
+}
+
+static int write_port_file(const char *data_dir, int port) {
+  char path[PATH_MAX], tmp[PATH_MAX];
+  http_pathf(path, sizeof path, "%s/finetuned.port", data_dir);
+  http_pathf(tmp, sizeof tmp, "%s/.tmp-finetuned.port", data_dir);
+  FILE *f = fopen(tmp, "w");
+  if (!f) return -1;
+  fprintf(f, "%d\n", port);
+  if (fflush(f) || fsync(fileno(f))) {
+    fclose(f);
+    return -1;
+  }
+  fclose(f);
+  return rename(tmp, path);
+}
+
+static char *default_worker_exe(const char *argv0) {
+  char self[PATH_MAX], out[PATH_MAX];
+  ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+  if (n > 0)
+    self[n] = 0;
+  else
+    snprintf(self, sizeof self, "%s", argv0);
+  if (http_pathf(out, sizeof out, "%s/finetuned-worker", dirname(self))) return NULL;
+  return strdup(out);
+}
+
+static void notify(const char *state) {
+#ifdef FT_HAVE_SYSTEMD
+  sd_notify(0, state);
+#else
+  (void)state;
+#endif
+}
+
+/* ---- serve ---------------------------------------------------------------- */
+
+static int cmd_serve(int argc, char **argv, const char *argv0) {
+  serve_opts o = {
+      .workers = -1, .lease_ms = -1, .heartbeat_ms = -1, .max_attempts = -1, .max_upload = -1};
+  static const struct option longopts[] = {{"data-dir", required_argument, 0, 0},
+                                           {"listen", required_argument, 0, 0},
+                                           {"workers", required_argument, 0, 0},
+                                           {"worker-listen", required_argument, 0, 0},
+                                           {"worker-token", required_argument, 0, 0},
+                                           {"max-upload-bytes", required_argument, 0, 0},
+                                           {"lease-ms", required_argument, 0, 0},
+                                           {"heartbeat-ms", required_argument, 0, 0},
+                                           {"max-attempts", required_argument, 0, 0},
+                                           {"worker-exe", required_argument, 0, 0},
+                                           {"log-level", required_argument, 0, 0},
+                                           {"config", required_argument, 0, 'c'},
+                                           {"help", no_argument, 0, 'h'},
+                                           {0, 0, 0, 0}};
+  const char *config = NULL;
+  int c, idx, rc = 1;
+  optind = 1;
+  while ((c = getopt_long(argc, argv, "h", longopts, &idx)) != -1) {
+    if (c == 'h') {
+      usage(stdout);
+      return 0;
+    }
+    if (c == 'c')
+      config = optarg;
+    else if (c == 0) {
+      if (set_opt(&o, longopts[idx].name, optarg, 0)) return 2;
+    } else {
+      usage(stderr);
+      return 2;
+    }
+  }
+  if (optind < argc) {
+    fprintf(stderr, "finetuned serve: unexpected argument \"%s\"\n", argv[optind]);
+    return 2;
+  }
+  if (config && load_config(&o, config)) return 2;
+  if (o.log_level) {
+    static const char *names[] = {"debug", "info", "warn", "error"};
+    int l = -1;
+    for (int i = 0; i < 4; i++)
+      if (!strcmp(o.log_level, names[i])) l = i;
+    if (l < 0) {
+      fprintf(stderr, "finetuned: --log-level wants debug, info, warn or error\n");
+      return 2;
+    }
+    ft_log_set_level((ft_log_level)l);
+  }
+
+  char *data_dir = resolve_data_dir(o.data_dir);
+  if (!data_dir) return 1;
+  const char *subdirs[] = {"files", "models", "jobs"};
+  for (int i = 0; i < 3; i++) {
+    char p[PATH_MAX];
+    http_pathf(p, sizeof p, "%s/%s", data_dir, subdirs[i]);
+    if (mkdir_p(p)) {
+      fprintf(stderr, "finetuned: cannot create %s: %s\n", p, strerror(errno));
+      free(data_dir);
+      return 1;
+    }
+  }
+  clean_leftovers(data_dir);
+
+  /* Block the stop signals before any thread exists, so every thread
+   * inherits the mask and only sigwait below sees them. */
+  sigset_t stop;
+  sigemptyset(&stop);
+  sigaddset(&stop, SIGTERM);
+  sigaddset(&stop, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop, NULL);
+  signal(SIGPIPE, SIG_IGN);
+
+  ft_error err = {0};
+  store *st = NULL;
+  pool *pl = NULL;
+  struct MHD_Daemon *httpd = NULL;
+  char db[PATH_MAX];
+  http_pathf(db, sizeof db, "%s/finetuned.db", data_dir);
+  if (store_open(&st, db, &err)) {
+    fprintf(stderr, "finetuned: %s\n", err.message);
+    goto out;
+  }
+  char *worker_exe = o.worker_exe ? strdup(o.worker_exe) : default_worker_exe(argv0);
+  pool_opts po = {.data_dir = data_dir,
+                  .worker_exe = worker_exe,
+                  .n_workers = o.workers >= 0 ? (int)o.workers : 1,
+                  .worker_listen = o.worker_listen,
+                  .worker_token = o.worker_token,
+                  .lease_ms = o.lease_ms > 0 ? (int)o.lease_ms : 30000,
+                  .heartbeat_ms = o.heartbeat_ms > 0 ? (int)o.heartbeat_ms : 2000,
+                  .max_attempts = o.max_attempts > 0 ? (int)o.max_attempts : 3};
+  rc = pool_start(&pl, st, &po, &err);
+  free(worker_exe);
+  if (rc) {
+    fprintf(stderr, "finetuned: worker pool: %s\n", err.message);
+    rc = 1;
+    goto out;
+  }
+  rc = 1;
+  static ft_app app;
+  app.store = st;
+  app.pool = pl;
+  app.data_dir = data_dir;
+  app.max_upload_bytes = o.max_upload > 0 ? (uint64_t)o.max_upload : HTTP_DEFAULT_UPLOAD_MAX;
+  atomic_store(&app.stopping, 0);
+  const char *listen = o.listen ? o.listen : "127.0.0.1:8080";
+  int port = 0;
+  if (http_start(&httpd, &app, listen, &port, &err)) {
+    fprintf(stderr, "finetuned: %s\n", err.message);
+    goto out;
+  }
+  char host[256];
+  snprintf(host, sizeof host, "%.*s", (int)(strrchr(listen, ':') - listen), listen);
+  if (write_port_file(data_dir, port))
+    FT_WARN("msg=\"cannot write the port file\" err=\"%s\"", strerror(errno));
+  fprintf(stderr, "listening on http://%s:%d\n", host, port);
+  FT_INFO("msg=\"ready\" data_dir=\"%s\" port=%d workers=%d", data_dir, port, po.n_workers);
+  notify("READY=1\nSTATUS=serving");
+
+  int sig = 0;
+  while (sigwait(&stop, &sig) != 0) {
+  }
+  FT_INFO("msg=\"stopping\" signal=%d", sig);
+  notify("STOPPING=1");
+  rc = 0;
+out:
+  atomic_store(&app.stopping, 1);
+  if (st) store_wake_all(st);
+  http_stop(httpd);
+  if (pl) pool_stop(pl);
+  store_close(st);
+  if (httpd) {
+    char path[PATH_MAX];
+    http_pathf(path, sizeof path, "%s/finetuned.port", data_dir);
+    unlink(path);
+  }
+  free(data_dir);
+  free(o.data_dir), free(o.listen), free(o.worker_listen), free(o.worker_token);
+  free(o.worker_exe), free(o.log_level);
+  return rc;
+}
+
+/* ---- import-model --------------------------------------------------------- */
+
+static int copy_file(const char *src, const char *dst) {
+  int in = open(src, O_RDONLY | O_CLOEXEC);
+  if (in < 0) return -1;
+  int out = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
+  if (out < 0) {
+    close(in);
+    return -1;
+  }
+  char buf[1 << 16];
+  ssize_t n;
+  int rc = 0;
+  while (!rc && (n = read(in, buf, sizeof buf)) != 0) {
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      rc = -1;
+      break;
+    }
+    for (ssize_t off = 0; off < n;) {
+      ssize_t k = write(out, buf + off, (size_t)(n - off));
+      if (k < 0) {
+        if (errno == EINTR) continue;
+        rc = -1;
+        break;
+      }
+      off += k;
+    }
+  }
+  if (!rc && fsync(out)) rc = -1;
+  close(in);
+  if (close(out)) rc = -1;
+  return rc;
+}
+
+/* Copies the directory tree src into dst (which exists), following symlinks
+ * (Hugging Face caches link files to blobs), regular files and dirs only. */
+static int copy_tree(const char *src, const char *dst, int depth) {
+  if (depth > 8) return -1;
+  DIR *d = opendir(src);
+  if (!d) return -1;
+  struct dirent *e;
+  int rc = 0;
+  while (!rc && (e = readdir(d))) {
+    if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") || !strcmp(e->d_name, ".git")) continue;
+    char s[PATH_MAX], t[PATH_MAX];
+    if (http_pathf(s, sizeof s, "%s/%s", src, e->d_name) ||
+        http_pathf(t, sizeof t, "%s/%s", dst, e->d_name)) {
+      rc = -1;
+      break;
+    }
+    struct stat sb;
+    if (stat(s, &sb)) continue; /* dangling link */
+    if (S_ISDIR(sb.st_mode)) {
+      rc = mkdir(t, 0750) || copy_tree(s, t, depth + 1) || fsync_path(t, 1) ? -1 : 0;
+    } else if (S_ISREG(sb.st_mode)) {
+      rc = copy_file(s, t);
+    }
+  }
+  closedir(d);
+  return rc;
+}
+
+static int cmd_import(int argc, char **argv) {
+  static const struct option longopts[] = {{"data-dir", required_argument, 0, 'd'},
+                                           {"name", required_argument, 0, 'n'},
+                                           {"help", no_argument, 0, 'h'},
+                                           {0, 0, 0, 0}};
+  const char *data_opt = NULL, *name = NULL;
+  int c;
+  optind = 1;
+  while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+    if (c == 'd')
+      data_opt = optarg;
+    else if (c == 'n')
+      name = optarg;
+    else if (c == 'h') {
+      usage(stdout);
+      return 0;
+    } else {
+      usage(stderr);
+      return 2;
+    }
+  }
+  if (!name || optind != argc - 1) {
+    fprintf(stderr, "usage: finetuned import-model [--data-dir DIR] --name NAME PATH\n");
+    return 2;
+  }
+  const char *src = argv[optind];
+  if (!api_model_id_ok(name) || !strncmp(name, "ft:", 3) || strlen(name) > 128) {
+    fprintf(stderr,
+            "finetuned: bad model name \"%s\" (no '/', no leading '.' or \"ft:\", at "
+            "most 128 bytes)\n",
+            name);
+    return 2;
+  }
+  ft_config *cfg = calloc(1, sizeof *cfg);
+  ft_error err = {0};
+  if (!cfg || hf_config_load(cfg, src, &err)) {
+    fprintf(stderr, "finetuned: %s is not a usable model directory: %s\n", src,
+            cfg ? err.message : "out of memory");
+    free(cfg);
+    return 1;
+  }
+  free(cfg);
+  char *data_dir = resolve_data_dir(data_opt);
+  if (!data_dir) return 1;
+  char models[PATH_MAX], dst[PATH_MAX], tmp[PATH_MAX], tag[64];
+  int rc = 1;
+  store_new_id(".tmp-import", tag, sizeof tag);
+  if (http_pathf(models, sizeof models, "%s/models", data_dir) ||
+      http_pathf(dst, sizeof dst, "%s/%s", models, name) ||
+      http_pathf(tmp, sizeof tmp, "%s/%s", models, tag) || mkdir_p(models)) {
+    fprintf(stderr, "finetuned: cannot create %s/models\n", data_dir);
+    goto out;
+  }
+  struct stat sb;
+  if (lstat(dst, &sb) == 0) {
+    fprintf(stderr, "finetuned: model %s already exists (%s)\n", name, dst);
+    goto out;
+  }
+  if (mkdir(tmp, 0750) || copy_tree(src, tmp, 0) || fsync_path(tmp, 1)) {
+    fprintf(stderr, "finetuned: copying %s: %s\n", src, strerror(errno));
+    rm_rf(tmp);
+    goto out;
+  }
+  /* rename fails if dst appeared meanwhile (a non-empty directory) */
+  if (rename(tmp, dst) || fsync_path(models, 1)) {
+    fprintf(stderr, "finetuned: installing %s: %s\n", dst, strerror(errno));
+    rm_rf(tmp);
+    goto out;
+  }
+  printf("imported %s into %s\n", name, dst);
+  rc = 0;
+out:
+  free(data_dir);
+  return rc;
+}
+
+/* ---- init-model ----------------------------------------------------------- */
+
+static int cmd_init(int argc, char **argv) {
+  static const struct option longopts[] = {{"arch", required_argument, 0, 'a'},
+                                           {"preset", required_argument, 0, 'p'},
+                                           {"tokenizer", required_argument, 0, 't'},
+                                           {"out", required_argument, 0, 'o'},
+                                           {"seed", required_argument, 0, 's'},
+                                           {"help", no_argument, 0, 'h'},
+                                           {0, 0, 0, 0}};
+  const char *arch = NULL, *preset = NULL, *tok = NULL, *out = NULL;
+  long seed = 0;
+  int c;
+  optind = 1;
+  while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+    switch (c) {
+      case 'a':
+        arch = optarg;
+        break;
+      case 'p':
+        preset = optarg;
+        break;
+      case 't':
+        tok = optarg;
+        break;
+      case 'o':
+        out = optarg;
+        break;
+      case 's':
+        if (parse_long(optarg, 0, LONG_MAX, &seed)) {
+          fprintf(stderr, "finetuned: --seed wants a non-negative integer\n");
+          return 2;
+        }
+        break;
+      case 'h':
+        usage(stdout);
+        return 0;
+      default:
+        usage(stderr);
+        return 2;
+    }
+  }
+  if (!arch || !preset || !tok || !out || optind != argc) {
+    fprintf(stderr,
+            "usage: finetuned init-model --arch gpt2|llama --preset NAME --tokenizer PATH "
+            "--out DIR [--seed N]\n");
+    return 2;
+  }
+  ft_error err = {0};
+  if (model_init_dir(arch, preset, tok, out, (uint64_t)seed, &err)) {
+    fprintf(stderr, "finetuned: init-model: %s\n", err.message);
+    return 1;
+  }
+  printf("wrote %s %s model to %s\n", arch, preset, out);
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2) {
+    usage(stderr);
+    return 2;
+  }
+  const char *cmd = argv[1];
+  if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
+    usage(stdout);
+    return 0;
+  }
+  if (!strcmp(cmd, "--version")) {
+    printf("finetuned 0.1\n");
+    return 0;
+  }
+  if (!strcmp(cmd, "serve")) return cmd_serve(argc - 1, argv + 1, argv[0]);
+  if (!strcmp(cmd, "import-model")) return cmd_import(argc - 1, argv + 1);
+  if (!strcmp(cmd, "init-model")) return cmd_init(argc - 1, argv + 1);
+  fprintf(stderr, "finetuned: unknown command \"%s\"\n\n", cmd);
+  usage(stderr);
+  return 2;
+}

@@ -1,0 +1,482 @@
+/* The store against a real SQLite file in a temp dir: migrations, file rows,
+ * the job state machine (claim order, stale attempts, lease expiry, pause,
+ * terminal states that never change), event order and waiting. */
+#include <pthread.h>
+#include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "store.h"
+#include "test.h"
+
+static char dir[] = "/tmp/ft-test-store.XXXXXX";
+static char db_path[256];
+
+static store *open_fresh(void) {
+  static int n;
+  snprintf(db_path, sizeof db_path, "%s/db%d.sqlite", dir, n++);
+  store *s = NULL;
+  ft_error err = {0};
+  CHECK_EQ_INT(store_open(&s, db_path, &err), 0);
+  return s;
+}
+
+static const char *jstr(const json_t *o, const char *k) {
+  return json_string_value(json_object_get(o, k));
+}
+static long long jint(const json_t *o, const char *k) {
+  return (long long)json_integer_value(json_object_get(o, k));
+}
+
+static void add_file(store *s, char *id, size_t n) {
+  store_new_id("file", id, n);
+  CHECK_EQ_INT(store_file_insert(s, id, 10, "train.jsonl", "fine-tune", NULL), 0);
+}
+
+/* A queued job on a new file; id into buf. */
+static void add_job(store *s, char *buf, size_t n) {
+  char fid[64];
+  add_file(s, fid, sizeof fid);
+  json_t *spec = json_pack("{s:s, s:{s:s, s:{s:{s:i}}}}", "model", "tiny", "method", "type",
+                           "supervised", "supervised", "hyperparameters", "n_epochs", 2);
+  store_job_new j = {.model = "tiny", .training_file = fid, .seed = 7, .spec = spec};
+  json_t *job = NULL;
+  ft_error err = {0};
+  CHECK_EQ_INT(store_job_insert(s, &j, &job, &err), 0);
+  snprintf(buf, n, "%s", job ? jstr(job, "id") : "");
+  json_decref(job);
+  json_decref(spec);
+}
+
+static void status_is(store *s, const char *id, const char *want) {
+  char st[24];
+  CHECK_EQ_INT(store_job_status(s, id, st, sizeof st), 0);
+  CHECK_EQ_STR(st, want);
+}
+
+static void test_migrations_idempotent(void) {
+  store *s = open_fresh();
+  char fid[64];
+  add_file(s, fid, sizeof fid);
+  store_close(s);
+  ft_error err = {0};
+  for (int i = 0; i < 2; i++) { /* reopening applies nothing twice, loses nothing */
+    CHECK_EQ_INT(store_open(&s, db_path, &err), 0);
+    json_t *f = NULL;
+    CHECK_EQ_INT(store_file_get(s, fid, &f), 0);
+    CHECK_EQ_STR(jstr(f, "object"), "file");
+    json_decref(f);
+    store_close(s);
+  }
+  CHECK(store_open(&s, "/nonexistent-dir/x/db", &err) == FT_EDB);
+  CHECK(s == NULL);
+}
+
+static void test_file_rows(void) {
+  store *s = open_fresh();
+  char ids[3][64];
+  for (int i = 0; i < 3; i++) add_file(s, ids[i], sizeof ids[i]);
+  json_t *list = NULL;
+  CHECK_EQ_INT(store_file_list(s, NULL, 2, &list), 0);
+  json_t *data = json_object_get(list, "data");
+  CHECK_EQ_INT(json_array_size(data), 2);
+  CHECK(json_is_true(json_object_get(list, "has_more")));
+  CHECK_EQ_STR(jstr(json_array_get(data, 0), "id"), ids[2]); /* newest first */
+  CHECK_EQ_STR(jstr(json_array_get(data, 1), "id"), ids[1]);
+  json_decref(list);
+  CHECK_EQ_INT(store_file_list(s, ids[1], 2, &list), 0);
+  data = json_object_get(list, "data");
+  CHECK_EQ_INT(json_array_size(data), 1);
+  CHECK_EQ_STR(jstr(json_array_get(data, 0), "id"), ids[0]);
+  CHECK(json_is_false(json_object_get(list, "has_more")));
+  json_decref(list);
+  CHECK_EQ_INT(store_file_list(s, "file-nope", 2, &list), FT_ENOT_FOUND);
+
+  json_t *f = NULL;
+  CHECK_EQ_INT(store_file_get(s, ids[0], &f), 0);
+  CHECK_EQ_INT(jint(f, "bytes"), 10);
+  CHECK_EQ_STR(jstr(f, "status"), "processed");
+  CHECK_EQ_STR(jstr(f, "purpose"), "fine-tune");
+  json_decref(f);
+  ft_error err = {0};
+  CHECK_EQ_INT(store_file_delete(s, ids[0], &err), 0);
+  CHECK_EQ_INT(store_file_get(s, ids[0], &f), FT_ENOT_FOUND);
+  CHECK_EQ_INT(store_file_delete(s, ids[0], &err), FT_ENOT_FOUND);
+  store_close(s);
+}
+
+static void test_job_insert_checks_files(void) {
+  store *s = open_fresh();
+  json_t *spec = json_object();
+  store_job_new j = {
+      .model = "tiny", .training_file = "file-000000000000000000000000", .spec = spec};
+  json_t *job = NULL;
+  ft_error err = {0};
+  CHECK_EQ_INT(store_job_insert(s, &j, &job, &err), FT_EINVALID);
+  CHECK_EQ_STR(err.param, "training_file");
+  CHECK(job == NULL);
+  char fid[64];
+  add_file(s, fid, sizeof fid);
+  j.training_file = fid;
+  j.validation_file = "file-111111111111111111111111";
+  CHECK_EQ_INT(store_job_insert(s, &j, &job, &err), FT_EINVALID);
+  CHECK_EQ_STR(err.param, "validation_file");
+  j.validation_file = NULL;
+  json_t *meta = json_pack("{s:s}", "team", "a");
+  j.metadata = meta;
+  CHECK_EQ_INT(store_job_insert(s, &j, &job, &err), 0);
+  CHECK_EQ_STR(jstr(job, "object"), "fine_tuning.job");
+  CHECK_EQ_STR(jstr(job, "status"), "queued");
+  CHECK_EQ_STR(jstr(json_object_get(job, "metadata"), "team"), "a");
+  CHECK(json_is_null(json_object_get(job, "error")));
+  CHECK(json_is_array(json_object_get(job, "result_files")));
+  /* a file in use by an unfinished job cannot be deleted */
+  CHECK_EQ_INT(store_file_delete(s, fid, &err), FT_EBAD_STATE);
+  json_decref(job);
+  json_decref(meta);
+  json_decref(spec);
+  store_close(s);
+}
+
+static void test_claim_order(void) {
+  store *s = open_fresh();
+  char a[64], b[64];
+  add_job(s, a, sizeof a);
+  add_job(s, b, sizeof b);
+  json_t *job = NULL;
+  CHECK_EQ_INT(store_job_claim(s, "w1", 30000, &job), 0);
+  CHECK_EQ_STR(jstr(job, "id"), a);
+  CHECK_EQ_INT(jint(job, "attempt"), 1);
+  CHECK_EQ_STR(jstr(job, "status"), "running");
+  CHECK(json_is_object(json_object_get(job, "spec")));
+  CHECK(json_is_null(json_object_get(job, "resume_from")));
+  json_decref(job);
+  CHECK_EQ_INT(store_job_claim(s, "w2", 30000, &job), 0);
+  CHECK_EQ_STR(jstr(job, "id"), b);
+  json_decref(job);
+  CHECK_EQ_INT(store_job_claim(s, "w3", 30000, &job), 0);
+  CHECK(job == NULL);
+  store_close(s);
+}
+
+static void test_terminal_never_changes(void) {
+  store *s = open_fresh();
+  char a[64];
+  add_job(s, a, sizeof a);
+  json_t *job = NULL;
+  CHECK_EQ_INT(store_job_claim(s, "w1", 30000, &job), 0);
+  json_decref(job);
+  json_t *result = json_pack("{s:i, s:i}", "trained_tokens", 1234, "steps", 10);
+  CHECK_EQ_INT(store_job_finish(s, a, 1, "succeeded", NULL, "ft:tiny::x", "/m", result), 0);
+  json_decref(result);
+  status_is(s, a, "succeeded");
+  ft_error err = {0};
+  CHECK_EQ_INT(store_job_cancel(s, a, NULL, &err), FT_EBAD_STATE);
+  CHECK_EQ_INT(store_job_pause(s, a, NULL, &err), FT_EBAD_STATE);
+  CHECK_EQ_INT(store_job_resume(s, a, NULL, &err), FT_EBAD_STATE);
+  CHECK_EQ_INT(store_job_finish(s, a, 1, "failed", NULL, NULL, NULL, NULL), FT_EBAD_STATE);
+  CHECK_EQ_INT(store_job_heartbeat(s, a, 1, 30000), FT_EBAD_STATE);
+  json_t *m = json_pack("{s:i}", "step", 3);
+  CHECK_EQ_INT(store_job_metrics(s, a, 1, m, 30000), FT_EBAD_STATE);
+  json_decref(m);
+  int n = -1;
+  CHECK_EQ_INT(store_jobs_expire(s, 3, &n), 0);
+  CHECK_EQ_INT(n, 0);
+  status_is(s, a, "succeeded");
+  CHECK_EQ_INT(store_job_get(s, a, &job), 0);
+  CHECK_EQ_STR(jstr(job, "fine_tuned_model"), "ft:tiny::x");
+  CHECK_EQ_INT(jint(job, "trained_tokens"), 1234);
+  CHECK(jint(job, "finished_at") > 0);
+  json_decref(job);
+  /* a cancelled job stays cancelled, whatever its worker says */
+  char b[64];
+  add_job(s, b, sizeof b);
+  CHECK_EQ_INT(store_job_claim(s, "w1", 30000, &job), 0);
+  json_decref(job);
+  CHECK_EQ_INT(store_job_cancel(s, b, &job, &err), 0);
+  CHECK_EQ_STR(jstr(job, "status"), "cancelled");
+  json_decref(job);
+  int what = -1;
+  CHECK_EQ_INT(store_job_control(s, b, 1, &what), 0);
+  CHECK_EQ_INT(what, 1);
+  CHECK_EQ_INT(store_job_finish(s, b, 1, "succeeded", NULL, "ft:x", "/m", NULL), FT_EBAD_STATE);
+  CHECK_EQ_INT(store_job_cancel(s, b, NULL, &err), FT_EBAD_STATE);
+  status_is(s, b, "cancelled");
+  store_close(s);
+}
+
+static void test_stale_attempt_refused(void) {
+  store *s = open_fresh();
+  char a[64];
+  add_job(s, a, sizeof a);
+  json_t *job = NULL;
+  CHECK_EQ_INT(store_job_claim(s, "w1", -1000, &job), 0); /* lease already over */
+  json_decref(job);
+  int n = 0;
+  CHECK_EQ_INT(store_jobs_expire(s, 3, &n), 0);
+  CHECK_EQ_INT(n, 1);
+  status_is(s, a, "queued");
+  CHECK_EQ_INT(store_job_claim(s, "w2", 30000, &job), 0);
+  CHECK_EQ_INT(jint(job, "attempt"), 2);
+  json_decref(job);
+  CHECK_EQ_INT(store_job_heartbeat(s, a, 1, 30000), FT_EBAD_STATE);
+  json_t *m = json_pack("{s:i, s:i, s:i}", "step", 4, "total_steps", 20, "trained_tokens", 99);
+  CHECK_EQ_INT(store_job_metrics(s, a, 1, m, 30000), FT_EBAD_STATE);
+  CHECK_EQ_INT(store_checkpoint_add(s, a, 1, 4, "/ck", m), FT_EBAD_STATE);
+  CHECK_EQ_INT(store_job_finish(s, a, 1, "succeeded", NULL, "ft:x", "/m", NULL), FT_EBAD_STATE);
+  int what = 0;
+  CHECK_EQ_INT(store_job_control(s, a, 1, &what), FT_EBAD_STATE);
+  CHECK_EQ_INT(what, 1);
+  /* the current attempt is heard */
+  CHECK_EQ_INT(store_job_heartbeat(s, a, 2, 30000), 0);
+  CHECK_EQ_INT(store_job_metrics(s, a, 2, m, 30000), 0);
+  CHECK_EQ_INT(store_job_control(s, a, 2, &what), 0);
+  CHECK_EQ_INT(what, 0);
+  CHECK_EQ_INT(store_job_get(s, a, &job), 0);
+  CHECK_EQ_INT(jint(job, "steps_completed"), 4);
+  CHECK_EQ_INT(jint(job, "total_steps"), 20);
+  CHECK_EQ_INT(jint(job, "trained_tokens"), 99);
+  json_decref(job);
+  CHECK_EQ_INT(store_checkpoint_add(s, a, 2, 4, "/ck/ckpt-4", m), 0);
+  json_decref(m);
+  json_t *list = NULL;
+  CHECK_EQ_INT(store_checkpoints_list(s, a, NULL, 10, &list), 0);
+  json_t *ck = json_array_get(json_object_get(list, "data"), 0);
+  CHECK_EQ_INT(jint(ck, "step_number"), 4);
+  CHECK_EQ_STR(jstr(ck, "object"), "fine_tuning.job.checkpoint");
+  CHECK_EQ_STR(jstr(ck, "fine_tuning_job_id"), a);
+  json_decref(list);
+  /* lose this worker too: the next claim resumes from the checkpoint */
+  store_close(s);
+  ft_error err = {0};
+  CHECK_EQ_INT(store_open(&s, db_path, &err), 0);
+  CHECK_EQ_INT(store_job_finish(s, a, 2, "paused", NULL, NULL, NULL, NULL), 0);
+  CHECK_EQ_INT(store_job_resume(s, a, NULL, &err), 0);
+  CHECK_EQ_INT(store_job_claim(s, "w3", 30000, &job), 0);
+  CHECK_EQ_INT(jint(job, "attempt"), 3);
+  CHECK_EQ_STR(jstr(job, "resume_from"), "/ck/ckpt-4");
+  json_decref(job);
+  store_close(s);
+}
+
+static void test_lease_expiry_fails_after_max(void) {
+  store *s = open_fresh();
+  char a[64];
+  add_job(s, a, sizeof a);
+  for (int attempt = 1; attempt <= 3; attempt++) {
+    json_t *job = NULL;
+    CHECK_EQ_INT(store_job_claim(s, "w", -1, &job), 0);
+    CHECK_EQ_INT(jint(job, "attempt"), attempt);
+    json_decref(job);
+    usleep(2000);
+    int n = 0;
+    CHECK_EQ_INT(store_jobs_expire(s, 3, &n), 0);
+    CHECK_EQ_INT(n, 1);
+    status_is(s, a, attempt < 3 ? "queued" : "failed");
+  }
+  json_t *job = NULL;
+  CHECK_EQ_INT(store_job_get(s, a, &job), 0);
+  CHECK_EQ_STR(jstr(json_object_get(job, "error"), "code"), "worker_lost");
+  json_decref(job);
+  CHECK_EQ_INT(store_job_claim(s, "w", 30000, &job), 0);
+  CHECK(job == NULL);
+  store_close(s);
+}
+
+/* Attempts that ended in a pause are not lost attempts: a job paused and
+ * resumed three times still survives one lost worker. */
+static void test_pauses_do_not_count_as_lost(void) {
+  store *s = open_fresh();
+  char a[64];
+  add_job(s, a, sizeof a);
+  ft_error err = {0};
+  json_t *job = NULL;
+  for (int i = 1; i <= 3; i++) {
+    CHECK_EQ_INT(store_job_claim(s, "w", 30000, &job), 0);
+    json_decref(job);
+    CHECK_EQ_INT(store_job_pause(s, a, NULL, &err), 0);
+    CHECK_EQ_INT(store_job_finish(s, a, i, "paused", NULL, NULL, NULL, NULL), 0);
+    CHECK_EQ_INT(store_job_resume(s, a, NULL, &err), 0);
+  }
+  CHECK_EQ_INT(store_job_claim(s, "w", -1, &job), 0);
+  CHECK_EQ_INT(jint(job, "attempt"), 4);
+  json_decref(job);
+  int n = 0;
+  CHECK_EQ_INT(store_jobs_expire(s, 3, &n), 0);
+  CHECK_EQ_INT(n, 1);
+  status_is(s, a, "queued");
+  store_close(s);
+}
+
+static void test_pause_paths(void) {
+  store *s = open_fresh();
+  char a[64], b[64];
+  add_job(s, a, sizeof a);
+  add_job(s, b, sizeof b);
+  ft_error err = {0};
+  json_t *job = NULL;
+  /* queued -> paused -> queued */
+  CHECK_EQ_INT(store_job_pause(s, b, &job, &err), 0);
+  CHECK_EQ_STR(jstr(job, "status"), "paused");
+  json_decref(job);
+  CHECK_EQ_INT(store_job_pause(s, b, NULL, &err), FT_EBAD_STATE);
+  /* running -> pausing; its lease runs out -> paused */
+  CHECK_EQ_INT(store_job_claim(s, "w", -1, &job), 0);
+  CHECK_EQ_STR(jstr(job, "id"), a);
+  json_decref(job);
+  CHECK_EQ_INT(store_job_pause(s, a, NULL, &err), 0);
+  status_is(s, a, "pausing");
+  int what = 0;
+  CHECK_EQ_INT(store_job_control(s, a, 1, &what), 0);
+  CHECK_EQ_INT(what, 2);
+  int n = 0;
+  CHECK_EQ_INT(store_jobs_expire(s, 1, &n), 0); /* even at max attempts: paused, not failed */
+  CHECK_EQ_INT(n, 1);
+  status_is(s, a, "paused");
+  CHECK_EQ_INT(store_job_resume(s, a, NULL, &err), 0);
+  status_is(s, a, "queued");
+  CHECK_EQ_INT(store_job_resume(s, a, NULL, &err), FT_EBAD_STATE);
+  CHECK_EQ_INT(store_job_resume(s, b, NULL, &err), 0);
+  CHECK_EQ_INT(store_job_cancel(s, "ftjob-000000000000000000000000", NULL, &err), FT_ENOT_FOUND);
+  store_close(s);
+}
+
+static void test_events_order(void) {
+  store *s = open_fresh();
+  char a[64];
+  add_job(s, a, sizeof a); /* "Job created" is event 1 */
+  for (int i = 0; i < 5; i++) {
+    json_t *d = json_pack("{s:i}", "i", i);
+    char msg[16];
+    snprintf(msg, sizeof msg, "m%d", i);
+    CHECK_EQ_INT(store_event_append(s, a, "info", "message", msg, d, NULL), 0);
+    json_decref(d);
+  }
+  CHECK_EQ_INT(store_event_append(s, "ftjob-nope", "info", "message", "x", NULL, NULL),
+               FT_ENOT_FOUND);
+  json_t *evs = NULL;
+  char status[24];
+  CHECK_EQ_INT(store_events_since(s, a, 0, 100, &evs, status, sizeof status), 0);
+  CHECK_EQ_STR(status, "queued");
+  CHECK_EQ_INT(json_array_size(evs), 6);
+  long long prev = 0;
+  size_t i;
+  json_t *it;
+  json_array_foreach(evs, i, it) {
+    long long seq = jint(it, "seq");
+    CHECK(seq > prev);
+    prev = seq;
+  }
+  CHECK_EQ_STR(jstr(json_object_get(json_array_get(evs, 1), "event"), "message"), "m0");
+  long long third = jint(json_array_get(evs, 2), "seq");
+  json_decref(evs);
+  CHECK_EQ_INT(store_events_since(s, a, third, 100, &evs, status, sizeof status), 0);
+  CHECK_EQ_INT(json_array_size(evs), 3);
+  json_decref(evs);
+
+  json_t *list = NULL;
+  CHECK_EQ_INT(store_events_list(s, a, NULL, 2, &list), 0);
+  json_t *data = json_object_get(list, "data");
+  CHECK_EQ_STR(jstr(json_array_get(data, 0), "message"), "m4"); /* newest first */
+  CHECK_EQ_STR(jstr(json_array_get(data, 0), "object"), "fine_tuning.job.event");
+  CHECK_EQ_INT(jint(json_object_get(json_array_get(data, 0), "data"), "i"), 4);
+  CHECK(json_is_true(json_object_get(list, "has_more")));
+  char after[64];
+  snprintf(after, sizeof after, "%s", jstr(json_array_get(data, 1), "id"));
+  json_decref(list);
+  CHECK_EQ_INT(store_events_list(s, a, after, 100, &list), 0);
+  data = json_object_get(list, "data");
+  CHECK_EQ_INT(json_array_size(data), 4);
+  CHECK_EQ_STR(jstr(json_array_get(data, 3), "message"), "Job created");
+  json_decref(list);
+  CHECK_EQ_INT(store_events_list(s, "ftjob-nope", NULL, 10, &list), FT_ENOT_FOUND);
+  store_close(s);
+}
+
+typedef struct {
+  store *s;
+  const char *id;
+} waker_arg;
+
+static void *waker(void *p) {
+  waker_arg *a = p;
+  usleep(100 * 1000);
+  store_event_append(a->s, a->id, "info", "message", "wake", NULL, NULL);
+  return NULL;
+}
+
+static double now_s(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+static void test_events_wait(void) {
+  store *s = open_fresh();
+  char a[64];
+  add_job(s, a, sizeof a);
+  json_t *evs = NULL;
+  char status[24];
+  CHECK_EQ_INT(store_events_since(s, a, 0, 100, &evs, status, sizeof status), 0);
+  long long last = jint(json_array_get(evs, json_array_size(evs) - 1), "seq");
+  json_decref(evs);
+  double t0 = now_s();
+  store_events_wait(s, a, last, 200); /* nothing new: the timeout */
+  double waited = now_s() - t0;
+  CHECK(waited >= 0.15 && waited < 2.0);
+  pthread_t th;
+  waker_arg arg = {s, a};
+  pthread_create(&th, NULL, waker, &arg);
+  t0 = now_s();
+  store_events_wait(s, a, last, 5000); /* woken by the append */
+  waited = now_s() - t0;
+  pthread_join(th, NULL);
+  CHECK(waited >= 0.05 && waited < 2.0);
+  /* a terminal job does not wait at all */
+  ft_error err = {0};
+  CHECK_EQ_INT(store_job_cancel(s, a, NULL, &err), 0);
+  t0 = now_s();
+  store_events_wait(s, a, 1 << 30, 5000);
+  CHECK(now_s() - t0 < 1.0);
+  store_close(s);
+}
+
+static void test_counts(void) {
+  store *s = open_fresh();
+  char a[64], b[64];
+  add_job(s, a, sizeof a);
+  add_job(s, b, sizeof b);
+  ft_error err = {0};
+  store_job_cancel(s, b, NULL, &err);
+  json_t *c = NULL;
+  CHECK_EQ_INT(store_job_counts(s, &c), 0);
+  CHECK_EQ_INT(jint(c, "queued"), 1);
+  CHECK_EQ_INT(jint(c, "cancelled"), 1);
+  CHECK_EQ_INT(jint(c, "running"), 0);
+  json_decref(c);
+  int n = -1;
+  CHECK_EQ_INT(store_jobs_using_model(s, "tiny", &n), 0);
+  CHECK_EQ_INT(n, 1);
+  CHECK_EQ_INT(store_ping(s), 0);
+  store_close(s);
+}
+
+int main(void) {
+  if (!mkdtemp(dir)) return 1;
+  RUN(test_migrations_idempotent);
+  RUN(test_file_rows);
+  RUN(test_job_insert_checks_files);
+  RUN(test_claim_order);
+  RUN(test_terminal_never_changes);
+  RUN(test_stale_attempt_refused);
+  RUN(test_lease_expiry_fails_after_max);
+  RUN(test_pauses_do_not_count_as_lost);
+  RUN(test_pause_paths);
+  RUN(test_events_order);
+  RUN(test_events_wait);
+  RUN(test_counts);
+  char cmd[300];
+  snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+  if (system(cmd)) fprintf(stderr, "could not remove %s\n", dir);
+  return test_report();
+}
