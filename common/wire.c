@@ -1,0 +1,98 @@
+/* The framed protocol between the daemon and its workers (wire.h): a 4-byte
+ * big-endian length and one compact JSON object with a string "type".
+ * Workload: a handful of small messages per training step per worker (metrics,
+ * heartbeats), so the decoder favours simplicity: one growing buffer that whole
+ * frames are taken off the front of. A peer is never trusted: every announced
+ * length is checked against WIRE_MAX_FRAME before anything is buffered for it,
+ * and a frame that is not a JSON object with a "type" string is an error. */
+#include "wire.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static uint32_t get_be32(const char *p) {
+  const unsigned char *u = (const unsigned char *)p;
+  return (uint32_t)u[0] << 24 | (uint32_t)u[1] << 16 | (uint32_t)u[2] << 8 | (uint32_t)u[3];
+}
+
+int wire_encode(const json_t *msg, char **buf, size_t *len) {
+  *buf = NULL;
+  *len = 0;
+  if (!json_is_object(msg) || !json_is_string(json_object_get(msg, "type"))) return FT_EPROTO;
+  size_t n = json_dumpb(msg, NULL, 0, JSON_COMPACT);
+  if (n == 0) return FT_EPROTO; /* not encodable (e.g. invalid UTF-8 in a string) */
+  if (n > WIRE_MAX_FRAME) return FT_ETOO_LARGE;
+  char *b = malloc(4 + n);
+  if (!b) return FT_ENOMEM;
+  if (json_dumpb(msg, b + 4, n, JSON_COMPACT) != n) {
+    free(b);
+    return FT_EINTERNAL;
+  }
+  b[0] = (char)(n >> 24 & 0xff);
+  b[1] = (char)(n >> 16 & 0xff);
+  b[2] = (char)(n >> 8 & 0xff);
+  b[3] = (char)(n & 0xff);
+  *buf = b;
+  *len = 4 + n;
+  return 0;
+}
+
+void wire_decoder_init(wire_decoder *d) { memset(d, 0, sizeof *d); }
+
+void wire_decoder_free(wire_decoder *d) {
+  free(d->buf);
+  memset(d, 0, sizeof *d);
+}
+
+/* Checks every frame header that is completely buffered. */
+static int check_headers(const wire_decoder *d) {
+  size_t off = 0;
+  while (d->len - off >= 4) {
+    uint32_t n = get_be32(d->buf + off);
+    if (n > WIRE_MAX_FRAME) return FT_EPROTO;
+    if (d->len - off - 4 < n) break;
+    off += 4 + (size_t)n;
+  }
+  return 0;
+}
+
+int wire_feed(wire_decoder *d, const char *data, size_t n) {
+  if (n == 0) return check_headers(d);
+  if (d->len + n > d->cap) {
+    size_t cap = d->cap ? d->cap : 4096;
+    while (cap < d->len + n) cap *= 2;
+    char *b = realloc(d->buf, cap);
+    if (!b) return FT_ENOMEM;
+    d->buf = b;
+    d->cap = cap;
+  }
+  memcpy(d->buf + d->len, data, n);
+  d->len += n;
+  return check_headers(d);
+}
+
+int wire_next(wire_decoder *d, json_t **msg, ft_error *err) {
+  *msg = NULL;
+  if (d->len < 4) return 0;
+  uint32_t n = get_be32(d->buf);
+  if (n > WIRE_MAX_FRAME)
+    return ft_error_set(err, FT_EPROTO, NULL, "frame of %lu bytes exceeds the %u byte limit",
+                        (unsigned long)n, WIRE_MAX_FRAME);
+  if (d->len - 4 < n) return 0;
+  json_error_t jerr;
+  json_t *j = json_loadb(d->buf + 4, n, JSON_REJECT_DUPLICATES, &jerr);
+  /* The frame is consumed whatever it held, so the buffer stays aligned. */
+  memmove(d->buf, d->buf + 4 + n, d->len - 4 - n);
+  d->len -= 4 + (size_t)n;
+  if (!j) return ft_error_set(err, FT_EPROTO, NULL, "frame is not valid JSON: %s", jerr.text);
+  if (!json_is_object(j)) {
+    json_decref(j);
+    return ft_error_set(err, FT_EPROTO, NULL, "frame is not a JSON object");
+  }
+  if (!json_is_string(json_object_get(j, "type"))) {
+    json_decref(j);
+    return ft_error_set(err, FT_EPROTO, "type", "message has no string \"type\"");
+  }
+  *msg = j;
+  return 0;
+}

@@ -1,0 +1,628 @@
+/* The worker pool (server/pool.c) against a real store in a temp dir, with
+ * fake workers written here that speak the wire protocol over the Unix socket
+ * and over TCP: hello/welcome, claim -> job with its paths, metrics and
+ * checkpoints recorded, a stale attempt answered with lease_lost, pause and
+ * cancel relayed, a dropped connection requeueing its job at once (resumed
+ * from the checkpoint), done moving the output into models/, the TCP token
+ * check, garbage refused; and local worker supervision (restart with
+ * back-off, SIGTERM at stop). No engine: the fake workers do not train. */
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "pool.h"
+#include "store.h"
+#include "test.h"
+#include "wire.h"
+
+static char g_dir[64];
+static store *g_store;
+static pool *g_pool;
+static int g_port;
+static char g_job[64];
+
+/* ---- a fake worker ------------------------------------------------------ */
+
+typedef struct {
+  int fd;
+  wire_decoder dec;
+} client;
+
+static int cli_unix(client *c) {
+  wire_decoder_init(&c->dec);
+  c->fd = socket(AF_UNIX, SOCK_STREAM, 0);
+  struct sockaddr_un a = {.sun_family = AF_UNIX};
+  snprintf(a.sun_path, sizeof a.sun_path, "%s/worker.sock", g_dir);
+  return connect(c->fd, (struct sockaddr *)&a, sizeof a);
+}
+
+static int cli_tcp(client *c) {
+  wire_decoder_init(&c->dec);
+  c->fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)g_port)};
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  return connect(c->fd, (struct sockaddr *)&a, sizeof a);
+}
+
+static void cli_close(client *c) {
+  close(c->fd);
+  wire_decoder_free(&c->dec);
+}
+
+static void cli_send_raw(client *c, const char *b, size_t n) {
+  while (n) {
+    ssize_t k = write(c->fd, b, n);
+    if (k <= 0) return;
+    b += k;
+    n -= (size_t)k;
+  }
+}
+
+static void cli_send(client *c, json_t *msg) {
+  char *b;
+  size_t n;
+  if (wire_encode(msg, &b, &n) == 0) {
+    cli_send_raw(c, b, n);
+    free(b);
+  }
+  json_decref(msg);
+}
+
+/* Next message within timeout_ms; NULL on timeout; *eof set at EOF. */
+static json_t *cli_recv(client *c, int timeout_ms, int *eof) {
+  if (eof) *eof = 0;
+  for (;;) {
+    json_t *m = NULL;
+    if (wire_next(&c->dec, &m, NULL) == 0 && m) return m;
+    struct pollfd p = {.fd = c->fd, .events = POLLIN};
+    if (poll(&p, 1, timeout_ms) <= 0) return NULL;
+    char buf[4096];
+    ssize_t k = read(c->fd, buf, sizeof buf);
+    if (k <= 0) {
+      if (eof) *eof = 1;
+      return NULL;
+    }
+    wire_feed(&c->dec, buf, (size_t)k);
+  }
+}
+
+/* Next message of the given type, skipping others (e.g. a stray welcome). */
+static json_t *cli_expect(client *c, const char *type, int timeout_ms) {
+  for (;;) {
+    json_t *m = cli_recv(c, timeout_ms, NULL);
+    if (!m) return NULL;
+    if (!strcmp(json_string_value(json_object_get(m, "type")), type)) return m;
+    fprintf(stderr, "  (skipped a %s message)\n", json_string_value(json_object_get(m, "type")));
+    json_decref(m);
+  }
+}
+
+static const char *str(const json_t *o, const char *path1, const char *path2) {
+  const json_t *v = json_object_get(o, path1);
+  if (path2) v = json_object_get(v, path2);
+  return json_string_value(v);
+}
+
+static int hello(client *c, const char *id, const char *token) {
+  json_t *h = json_pack("{s:s, s:s, s:i}", "type", "hello", "worker_id", id, "pid", 1);
+  if (token) json_object_set_new(h, "token", json_string(token));
+  cli_send(c, h);
+  json_t *w = cli_recv(c, 3000, NULL);
+  int ok = w && !strcmp(str(w, "type", NULL), "welcome") &&
+           json_integer_value(json_object_get(w, "heartbeat_ms")) == 500;
+  json_decref(w);
+  return ok;
+}
+
+static json_t *jmsg(const char *type, const char *job, int attempt) {
+  return json_pack("{s:s, s:s, s:i}", "type", type, "job_id", job, "attempt", attempt);
+}
+
+/* ---- store helpers ------------------------------------------------------ */
+
+static void insert_job(const char *suffix, char *id_out) {
+  json_t *spec = json_pack("{s:s, s:s}", "model", "base", "training_file", "file-test");
+  store_job_new n = {"base", "file-test", NULL, suffix, 42, spec, NULL};
+  json_t *job = NULL;
+  ft_error e = {0};
+  int rc = store_job_insert(g_store, &n, &job, &e);
+  CHECK_EQ_INT(rc, 0);
+  snprintf(id_out, 64, "%s", job ? json_string_value(json_object_get(job, "id")) : "");
+  json_decref(job);
+  json_decref(spec);
+}
+
+static json_t *job_get(const char *id) {
+  json_t *j = NULL;
+  store_job_get(g_store, id, &j);
+  return j;
+}
+
+static int64_t job_int(const char *id, const char *key) {
+  json_t *j = job_get(id);
+  int64_t v = j ? json_integer_value(json_object_get(j, key)) : -1;
+  json_decref(j);
+  return v;
+}
+
+static int job_status_is(const char *id, const char *status) {
+  char buf[32];
+  store_job_status(g_store, id, buf, sizeof buf);
+  return !strcmp(buf, status);
+}
+
+static void sleep_ms(int ms) {
+  struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+  while (nanosleep(&ts, &ts) && errno == EINTR) {
+  } /* (SIGCHLD of the local workers interrupts it) */
+}
+
+/* Polls cond for up to ms. */
+#define WAIT_FOR(cond, ms)                                          \
+  do {                                                              \
+    for (int w_ = 0; w_ < (ms) / 20 && !(cond); w_++) sleep_ms(20); \
+  } while (0)
+
+static int free_port(void) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET};
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(fd, (struct sockaddr *)&a, sizeof a);
+  socklen_t len = sizeof a;
+  getsockname(fd, (struct sockaddr *)&a, &len);
+  close(fd);
+  return ntohs(a.sin_port);
+}
+
+/* ---- tests -------------------------------------------------------------- */
+
+static client A; /* the unix worker that holds g_job through several tests */
+static int A_attempt;
+
+static void test_socket_mode(void) {
+  char path[300];
+  snprintf(path, sizeof path, "%s/worker.sock", g_dir);
+  struct stat sb;
+  CHECK(stat(path, &sb) == 0);
+  CHECK(S_ISSOCK(sb.st_mode));
+  CHECK_EQ_INT(sb.st_mode & 0777, 0600);
+}
+
+static void test_claim_gets_job(void) {
+  insert_job(NULL, g_job);
+  CHECK_EQ_INT(cli_unix(&A), 0);
+  CHECK(hello(&A, "fake-a", NULL));
+  int conn = -1, busy = -1;
+  WAIT_FOR((pool_counts(g_pool, &conn, &busy), conn == 1), 2000);
+  CHECK_EQ_INT(conn, 1);
+  CHECK_EQ_INT(busy, 0);
+  cli_send(&A, json_pack("{s:s}", "type", "claim"));
+  json_t *m = cli_expect(&A, "job", 3000);
+  CHECK(m != NULL);
+  json_t *job = json_object_get(m, "job");
+  CHECK_EQ_STR(str(job, "id", NULL), g_job);
+  A_attempt = (int)json_integer_value(json_object_get(job, "attempt"));
+  CHECK_EQ_INT(A_attempt, 1);
+  CHECK(json_is_object(json_object_get(job, "spec")));
+  char want[512];
+  snprintf(want, sizeof want, "%s/models/base", g_dir);
+  CHECK_EQ_STR(str(job, "paths", "model_dir"), want);
+  snprintf(want, sizeof want, "%s/files/file-test", g_dir);
+  CHECK_EQ_STR(str(job, "paths", "train_path"), want);
+  snprintf(want, sizeof want, "%s/jobs/%s/output-1", g_dir, g_job);
+  CHECK_EQ_STR(str(job, "paths", "out_dir"), want);
+  snprintf(want, sizeof want, "%s/jobs/%s", g_dir, g_job);
+  CHECK_EQ_STR(str(job, "paths", "ckpt_dir"), want);
+  CHECK(json_is_null(json_object_get(json_object_get(job, "paths"), "valid_path")));
+  CHECK(json_is_null(json_object_get(json_object_get(job, "paths"), "resume_from")));
+  json_decref(m);
+  CHECK(job_status_is(g_job, "running"));
+  WAIT_FOR((pool_counts(g_pool, &conn, &busy), busy == 1), 2000);
+  CHECK_EQ_INT(busy, 1);
+  /* nothing more queued: a second claimer waits */
+  client B;
+  CHECK_EQ_INT(cli_unix(&B), 0);
+  CHECK(hello(&B, "fake-b", NULL));
+  cli_send(&B, json_pack("{s:s}", "type", "claim"));
+  m = cli_recv(&B, 300, NULL);
+  CHECK(m == NULL);
+  json_decref(m);
+  cli_close(&B);
+}
+
+static void test_metrics_and_checkpoint_recorded(void) {
+  json_t *m = jmsg("metrics", g_job, A_attempt);
+  json_object_set_new(m, "metrics",
+                      json_pack("{s:i, s:i, s:i, s:i, s:f}", "step", 3, "total_steps", 10,
+                                "trained_tokens", 300, "epoch", 0, "train_loss", 2.5));
+  cli_send(&A, m);
+  WAIT_FOR(job_int(g_job, "steps_completed") == 3, 2000);
+  CHECK_EQ_INT(job_int(g_job, "steps_completed"), 3);
+  CHECK_EQ_INT(job_int(g_job, "total_steps"), 10);
+  CHECK_EQ_INT(job_int(g_job, "trained_tokens"), 300);
+
+  m = jmsg("checkpoint", g_job, A_attempt);
+  char path[512];
+  snprintf(path, sizeof path, "%s/jobs/%s/ckpt-3", g_dir, g_job);
+  json_object_set_new(m, "step", json_integer(3));
+  json_object_set_new(m, "path", json_string(path));
+  json_object_set_new(m, "metrics", json_pack("{s:i}", "step", 3));
+  cli_send(&A, m);
+  /* an event and a heartbeat are accepted silently */
+  m = jmsg("event", g_job, A_attempt);
+  json_object_set_new(m, "level", json_string("info"));
+  json_object_set_new(m, "message", json_string("epoch 1 done"));
+  cli_send(&A, m);
+  cli_send(&A, jmsg("heartbeat", g_job, A_attempt));
+  json_t *none = cli_recv(&A, 300, NULL);
+  CHECK(none == NULL);
+  json_decref(none);
+
+  /* a message about a job this connection does not hold: lease_lost */
+  client C;
+  CHECK_EQ_INT(cli_unix(&C), 0);
+  CHECK(hello(&C, "fake-c", NULL));
+  m = jmsg("metrics", "ftjob-nope", 1);
+  json_object_set_new(m, "metrics", json_pack("{s:i}", "step", 1));
+  cli_send(&C, m);
+  json_t *ll = cli_expect(&C, "lease_lost", 2000);
+  CHECK(ll != NULL);
+  CHECK_EQ_STR(str(ll, "job_id", NULL), "ftjob-nope");
+  json_decref(ll);
+  cli_close(&C);
+}
+
+static void test_stale_attempt_gets_lease_lost(void) {
+  cli_send(&A, jmsg("heartbeat", g_job, A_attempt + 7));
+  json_t *m = cli_expect(&A, "lease_lost", 2000);
+  CHECK(m != NULL);
+  CHECK_EQ_STR(str(m, "job_id", NULL), g_job);
+  CHECK_EQ_INT(json_integer_value(json_object_get(m, "attempt")), A_attempt + 7);
+  json_decref(m);
+  /* the real lease is untouched */
+  CHECK(job_status_is(g_job, "running"));
+  cli_send(&A, jmsg("heartbeat", g_job, A_attempt));
+  m = cli_recv(&A, 300, NULL);
+  CHECK(m == NULL);
+  json_decref(m);
+}
+
+static void test_pause_relayed_then_resume_from_checkpoint(void) {
+  ft_error e;
+  CHECK_EQ_INT(store_job_pause(g_store, g_job, NULL, &e), 0);
+  pool_control(g_pool, g_job);
+  json_t *m = cli_expect(&A, "pause", 2000);
+  CHECK(m != NULL);
+  CHECK_EQ_STR(str(m, "job_id", NULL), g_job);
+  json_decref(m);
+  m = jmsg("paused", g_job, A_attempt);
+  json_object_set_new(m, "step", json_integer(3));
+  cli_send(&A, m);
+  WAIT_FOR(job_status_is(g_job, "paused"), 2000);
+  CHECK(job_status_is(g_job, "paused"));
+  /* resume: queued again; the idle worker gets it with the checkpoint */
+  cli_send(&A, json_pack("{s:s}", "type", "claim"));
+  CHECK_EQ_INT(store_job_resume(g_store, g_job, NULL, &e), 0);
+  pool_notify(g_pool);
+  m = cli_expect(&A, "job", 3000);
+  CHECK(m != NULL);
+  json_t *job = json_object_get(m, "job");
+  A_attempt = (int)json_integer_value(json_object_get(job, "attempt"));
+  CHECK_EQ_INT(A_attempt, 2);
+  char want[512];
+  snprintf(want, sizeof want, "%s/jobs/%s/ckpt-3", g_dir, g_job);
+  CHECK_EQ_STR(str(job, "paths", "resume_from"), want);
+  snprintf(want, sizeof want, "%s/jobs/%s/output-2", g_dir, g_job);
+  CHECK_EQ_STR(str(job, "paths", "out_dir"), want);
+  json_decref(m);
+}
+
+static client T; /* a TCP worker */
+
+static void test_closed_connection_requeues(void) {
+  /* T waits for work over TCP */
+  CHECK_EQ_INT(cli_tcp(&T), 0);
+  CHECK(hello(&T, "fake-tcp", "s3cret-token"));
+  cli_send(&T, json_pack("{s:s}", "type", "claim"));
+  /* A dies while holding attempt 2: the job is requeued at once, not after
+   * the 5 s lease, and T gets attempt 3 */
+  cli_close(&A);
+  json_t *m = cli_expect(&T, "job", 2500);
+  CHECK(m != NULL);
+  json_t *job = json_object_get(m, "job");
+  CHECK_EQ_STR(str(job, "id", NULL), g_job);
+  CHECK_EQ_INT(json_integer_value(json_object_get(job, "attempt")), 3);
+  json_decref(m);
+  /* the old attempt is stale now */
+  CHECK_EQ_INT(store_job_heartbeat(g_store, g_job, 2, 1000), FT_EBAD_STATE);
+}
+
+static void test_done_moves_output(void) {
+  char out[512], f[600], model[600];
+  snprintf(out, sizeof out, "%s/jobs/%s", g_dir, g_job);
+  mkdir(out, 0755);
+  snprintf(out, sizeof out, "%s/jobs/%s/output-3", g_dir, g_job);
+  CHECK_EQ_INT(mkdir(out, 0755), 0);
+  snprintf(f, sizeof f, "%s/config.json", out);
+  FILE *fp = fopen(f, "w");
+  fputs("{}", fp);
+  fclose(fp);
+  json_t *m = jmsg("done", g_job, 3);
+  json_object_set_new(m, "result", json_pack("{s:i, s:i}", "steps", 10, "trained_tokens", 1000));
+  cli_send(&T, m);
+  WAIT_FOR(job_status_is(g_job, "succeeded"), 2000);
+  CHECK(job_status_is(g_job, "succeeded"));
+  json_t *j = job_get(g_job);
+  char want[200];
+  snprintf(want, sizeof want, "ft:base:ft:%s", g_job);
+  CHECK_EQ_STR(str(j, "fine_tuned_model", NULL), want);
+  CHECK_EQ_INT(json_integer_value(json_object_get(j, "trained_tokens")), 1000);
+  json_decref(j);
+  snprintf(model, sizeof model, "%s/models/%s/config.json", g_dir, want);
+  struct stat sb;
+  CHECK(stat(model, &sb) == 0);
+  CHECK(stat(out, &sb) != 0);
+  /* a second done for the same attempt is stale */
+  cli_send(&T, jmsg("done", g_job, 3));
+  json_t *ll = cli_expect(&T, "lease_lost", 2000);
+  CHECK(ll != NULL);
+  json_decref(ll);
+}
+
+static void test_cancel_relayed(void) {
+  char id[64];
+  insert_job("mine", id);
+  cli_send(&T, json_pack("{s:s}", "type", "claim"));
+  json_t *m = cli_expect(&T, "job", 3000);
+  CHECK(m != NULL);
+  CHECK_EQ_STR(str(m, "job", "id"), id);
+  json_decref(m);
+  ft_error e;
+  CHECK_EQ_INT(store_job_cancel(g_store, id, NULL, &e), 0);
+  pool_control(g_pool, id);
+  m = cli_expect(&T, "cancel", 2000);
+  CHECK(m != NULL);
+  CHECK_EQ_STR(str(m, "job_id", NULL), id);
+  json_decref(m);
+  /* the job is already terminal: the worker's late report is stale */
+  cli_send(&T, jmsg("cancelled", id, 1));
+  m = cli_expect(&T, "lease_lost", 2000);
+  CHECK(m != NULL);
+  json_decref(m);
+  CHECK(job_status_is(id, "cancelled"));
+  int conn = 0, busy = -1;
+  WAIT_FOR((pool_counts(g_pool, &conn, &busy), busy == 0), 2000);
+  CHECK_EQ_INT(busy, 0);
+  cli_close(&T);
+}
+
+static void test_failed_recorded(void) {
+  char id[64];
+  insert_job(NULL, id);
+  client c;
+  CHECK_EQ_INT(cli_unix(&c), 0);
+  CHECK(hello(&c, "fake-f", NULL));
+  cli_send(&c, json_pack("{s:s}", "type", "claim"));
+  json_t *m = cli_expect(&c, "job", 3000);
+  CHECK(m != NULL);
+  json_decref(m);
+  m = jmsg("failed", id, 1);
+  json_object_set_new(m, "error",
+                      json_pack("{s:s, s:s, s:s}", "code", "invalid_training_file", "message",
+                                "line 3: not JSON", "param", "training_file"));
+  cli_send(&c, m);
+  WAIT_FOR(job_status_is(id, "failed"), 2000);
+  CHECK(job_status_is(id, "failed"));
+  json_t *j = job_get(id);
+  CHECK_EQ_STR(str(j, "error", "code"), "invalid_training_file");
+  CHECK_EQ_STR(str(j, "error", "message"), "line 3: not JSON");
+  CHECK_EQ_STR(str(j, "error", "param"), "training_file");
+  json_decref(j);
+  cli_close(&c);
+}
+
+static void test_tcp_token_required(void) {
+  int eof = 0;
+  /* wrong token */
+  client c;
+  CHECK_EQ_INT(cli_tcp(&c), 0);
+  cli_send(&c, json_pack("{s:s, s:s, s:s}", "type", "hello", "worker_id", "x", "token", "wrong"));
+  json_t *m = cli_recv(&c, 2000, NULL);
+  CHECK(m && !strcmp(str(m, "type", NULL), "error"));
+  CHECK_EQ_STR(str(m, "error", "code"), "invalid_api_key");
+  json_decref(m);
+  m = cli_recv(&c, 2000, &eof);
+  CHECK(m == NULL && eof);
+  cli_close(&c);
+  /* no token */
+  CHECK_EQ_INT(cli_tcp(&c), 0);
+  cli_send(&c, json_pack("{s:s, s:s}", "type", "hello", "worker_id", "x"));
+  m = cli_recv(&c, 2000, NULL);
+  CHECK(m && !strcmp(str(m, "type", NULL), "error"));
+  json_decref(m);
+  m = cli_recv(&c, 2000, &eof);
+  CHECK(m == NULL && eof);
+  cli_close(&c);
+  /* claim before hello */
+  CHECK_EQ_INT(cli_tcp(&c), 0);
+  cli_send(&c, json_pack("{s:s}", "type", "claim"));
+  m = cli_recv(&c, 2000, NULL);
+  CHECK(m && !strcmp(str(m, "type", NULL), "error"));
+  json_decref(m);
+  m = cli_recv(&c, 2000, &eof);
+  CHECK(m == NULL && eof);
+  cli_close(&c);
+  /* a prefix of the right token is wrong too */
+  CHECK_EQ_INT(cli_tcp(&c), 0);
+  cli_send(&c, json_pack("{s:s, s:s, s:s}", "type", "hello", "worker_id", "x", "token", "s3cret"));
+  m = cli_recv(&c, 2000, NULL);
+  CHECK(m && !strcmp(str(m, "type", NULL), "error"));
+  json_decref(m);
+  cli_close(&c);
+}
+
+static void test_garbage_closes(void) {
+  int eof = 0;
+  client c;
+  CHECK_EQ_INT(cli_unix(&c), 0);
+  cli_send_raw(&c, "\0\0\0\x05hello", 9);
+  json_t *m = cli_recv(&c, 2000, NULL);
+  CHECK(m && !strcmp(str(m, "type", NULL), "error"));
+  CHECK_EQ_STR(str(m, "error", "code"), "protocol_error");
+  json_decref(m);
+  m = cli_recv(&c, 2000, &eof);
+  CHECK(m == NULL && eof);
+  cli_close(&c);
+  /* an oversized header */
+  CHECK_EQ_INT(cli_unix(&c), 0);
+  cli_send_raw(&c, "\x7f\xff\xff\xff", 4);
+  m = cli_recv(&c, 2000, NULL);
+  CHECK(m && !strcmp(str(m, "type", NULL), "error"));
+  json_decref(m);
+  m = cli_recv(&c, 2000, &eof);
+  CHECK(m == NULL && eof);
+  cli_close(&c);
+  /* the pool still serves */
+  CHECK_EQ_INT(cli_unix(&c), 0);
+  CHECK(hello(&c, "after-garbage", NULL));
+  cli_close(&c);
+}
+
+/* Local workers: a fake "worker" script that logs each start and exits is
+ * restarted with back-off; one that sleeps is stopped by SIGTERM at pool_stop. */
+static int count_lines(const char *path) {
+  FILE *f = fopen(path, "r");
+  if (!f) return 0;
+  int n = 0, ch;
+  while ((ch = fgetc(f)) != EOF) n += ch == '\n';
+  fclose(f);
+  return n;
+}
+
+static void test_local_workers_supervised(void) {
+  char dir[300], script[400], log[400];
+  snprintf(dir, sizeof dir, "%s/local", g_dir);
+  mkdir(dir, 0700);
+  snprintf(script, sizeof script, "%s/fake-worker.sh", dir);
+  snprintf(log, sizeof log, "%s/starts.log", dir);
+  FILE *f = fopen(script, "w");
+  /* args must be: --connect unix:DIR/worker.sock ... */
+  fprintf(f,
+          "#!/bin/sh\necho \"$1 $2\" >> %s\nif [ -e %s/sleep ]; then exec sleep 100; fi\nexit 3\n",
+          log, dir);
+  fclose(f);
+  chmod(script, 0755);
+  pool_opts o = {.data_dir = dir,
+                 .worker_exe = script,
+                 .n_workers = 1,
+                 .lease_ms = 5000,
+                 .heartbeat_ms = 500,
+                 .max_attempts = 3};
+  pool *p = NULL;
+  ft_error e = {0};
+  CHECK_EQ_INT(pool_start(&p, g_store, &o, &e), 0);
+  /* starts at 0, +0.5 s, +1 s, +2 s: three starts in about 2 s */
+  sleep_ms(2200);
+  int n = count_lines(log);
+  CHECK(n >= 3 && n <= 4);
+  FILE *lf = fopen(log, "r");
+  char line[512] = "";
+  if (lf) {
+    if (!fgets(line, sizeof line, lf)) line[0] = 0;
+    fclose(lf);
+  }
+  char want[512];
+  snprintf(want, sizeof want, "--connect unix:%s/worker.sock\n", dir);
+  CHECK_EQ_STR(line, want);
+  pool_stop(p);
+  /* a worker that keeps running is sent SIGTERM at stop */
+  snprintf(line, sizeof line, "%s/sleep", dir);
+  fclose(fopen(line, "w"));
+  int before = count_lines(log);
+  CHECK_EQ_INT(pool_start(&p, g_store, &o, &e), 0);
+  WAIT_FOR(count_lines(log) > before, 2000);
+  sleep_ms(100);
+  struct timespec t0, t1;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  pool_stop(p);
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  double secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9;
+  CHECK(secs < 3.0);
+  /* the socket is gone after stop */
+  snprintf(line, sizeof line, "%s/worker.sock", dir);
+  struct stat sb;
+  CHECK(stat(line, &sb) != 0);
+}
+
+static void test_start_errors(void) {
+  pool *p = NULL;
+  ft_error e = {0};
+  pool_opts o = {.data_dir = g_dir, .worker_listen = "127.0.0.1:1"};
+  CHECK_EQ_INT(pool_start(&p, g_store, &o, &e), FT_EINVALID); /* TCP without a token */
+  CHECK_EQ_STR(e.param, "worker_token");
+  CHECK(p == NULL);
+  pool_opts rel = {.data_dir = "relative/dir"};
+  CHECK_EQ_INT(pool_start(&p, g_store, &rel, &e), FT_EINVALID);
+  char longdir[200];
+  memset(longdir, 'a', sizeof longdir - 1);
+  longdir[0] = '/';
+  longdir[sizeof longdir - 1] = 0;
+  pool_opts lng = {.data_dir = longdir};
+  CHECK_EQ_INT(pool_start(&p, g_store, &lng, &e), FT_EINVALID);
+}
+
+int main(void) {
+  snprintf(g_dir, sizeof g_dir, "/tmp/ftpool.XXXXXX");
+  if (!mkdtemp(g_dir)) return 1;
+  char db[300];
+  snprintf(db, sizeof db, "%s/finetuned.db", g_dir);
+  ft_error e = {0};
+  if (store_open(&g_store, db, &e)) {
+    fprintf(stderr, "store_open: %s\n", e.message);
+    return 1;
+  }
+  store_file_insert(g_store, "file-test", 10, "train.jsonl", "fine-tune", NULL);
+  g_port = free_port();
+  char listen[64];
+  snprintf(listen, sizeof listen, "127.0.0.1:%d", g_port);
+  pool_opts o = {.data_dir = g_dir,
+                 .n_workers = 0,
+                 .worker_listen = listen,
+                 .worker_token = "s3cret-token",
+                 .lease_ms = 5000,
+                 .heartbeat_ms = 500,
+                 .max_attempts = 3};
+  if (pool_start(&g_pool, g_store, &o, &e)) {
+    fprintf(stderr, "pool_start: %s\n", e.message);
+    return 1;
+  }
+  RUN(test_socket_mode);
+  RUN(test_claim_gets_job);
+  RUN(test_metrics_and_checkpoint_recorded);
+  RUN(test_stale_attempt_gets_lease_lost);
+  RUN(test_pause_relayed_then_resume_from_checkpoint);
+  RUN(test_closed_connection_requeues);
+  RUN(test_done_moves_output);
+  RUN(test_cancel_relayed);
+  RUN(test_failed_recorded);
+  RUN(test_tcp_token_required);
+  RUN(test_garbage_closes);
+  pool_stop(g_pool);
+  RUN(test_local_workers_supervised);
+  RUN(test_start_errors);
+  store_close(g_store);
+  int rc = test_report();
+  if (rc == 0) {
+    char cmd[400];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
+    if (system(cmd)) {
+    }
+  }
+  return rc;
+}
