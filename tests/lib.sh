@@ -10,7 +10,7 @@ DAEMON_PID=""
 ok() { T_PASS=$((T_PASS + 1)); echo "ok   $*"; }
 bad() { T_FAIL=$((T_FAIL + 1)); echo "FAIL $*" >&2; }
 # check DESCRIPTION COMMAND...: passes when the command succeeds
-check() { local d=$1; shift; if "$@"; then ok "$d"; else bad "$d"; fi; }
+check() { local d=$1; shift; if "$@" >/dev/null; then ok "$d"; else bad "$d"; fi; }
 # check_eq DESCRIPTION GOT WANT
 check_eq() { if [ "$2" == "$3" ]; then ok "$1"; else bad "$1: got '$2', want '$3'"; fi; }
 
