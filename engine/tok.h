@@ -27,6 +27,10 @@ int tok_encode(const tok *t, const char *text, size_t len, int parse_special, in
 /* Decodes ids to UTF-8; *text is malloc'd and NUL-terminated, caller frees.
  * skip_special drops special/added-control tokens. */
 int tok_decode(const tok *t, const int32_t *ids, size_t n, int skip_special, char **text);
+/* tok_decode that also gives the byte length, for text holding NUL bytes. An
+ * id outside the vocabulary is FT_ERANGE. */
+int tok_decode_len(const tok *t, const int32_t *ids, size_t n, int skip_special, char **text,
+                   size_t *len);
 
 int tok_vocab_size(const tok *t);             /* largest id + 1 */
 int tok_token_id(const tok *t, const char *s); /* id of a token string (incl. specials), -1 if none */
