@@ -8,7 +8,11 @@
  * <data>/files/<id>, fsync of the directory, then the database row, so an
  * acknowledged file survives a crash and a crash never leaves a row without
  * its bytes. Whatever way a request ends, the completion callback removes a
- * temp file that was not committed. Two body forms: multipart/form-data
+ * temp file that was not committed. The same chunks feed the dataset
+ * validator (engine/dsval.h): a file that fails it is still stored, with
+ * status "error", status_details naming the first bad line and the report in
+ * "validation", so the user sees every problem; jobs refuse such a file.
+ * Two body forms: multipart/form-data
  * (fields "file" and "purpose", as OpenAI clients send) and a raw JSONL/CSV
  * body with ?filename= and ?purpose=. */
 #include <errno.h>
@@ -21,6 +25,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "dsval.h"
 #include "ft_log.h"
 #include "http.h"
 
@@ -97,6 +102,12 @@ static int fsync_dir(const char *dir) {
   return rc;
 }
 
+/* Content-Type without parameters, compared case-insensitively. */
+static int media_is(const char *ct, const char *want) {
+  size_t n = strlen(want);
+  return ct && !strncasecmp(ct, want, n) && (ct[n] == 0 || ct[n] == ';' || ct[n] == ' ');
+}
+
 /* ---- one upload ----------------------------------------------------------- */
 
 typedef struct {
@@ -108,6 +119,7 @@ typedef struct {
   struct MHD_PostProcessor *pp;
   uint64_t bytes;
   utf8_state u8;
+  dsval *dv; /* the validator, made with the temp file */
   char filename[256];
   char purpose[32];
   size_t purpose_n;
@@ -121,10 +133,14 @@ static void upload_free(void *ctx, int completed_ok) {
   if (u->pp) MHD_destroy_post_processor(u->pp);
   if (u->fd >= 0) close(u->fd);
   if (!u->committed && u->tmp[0]) unlink(u->tmp);
+  dsval_free(u->dv);
   free(u);
 }
 
-static int upload_open(upload *u) {
+/* csv: validate as CSV (a text/csv body or part, or a .csv name). */
+static int upload_open(upload *u, int csv) {
+  if (dsval_new(&u->dv, csv || dsval_name_is_csv(u->filename), 0))
+    return ft_error_set(&u->err, FT_ENOMEM, NULL, NULL);
   u->fd = open(u->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
   if (u->fd < 0)
     return ft_error_set(&u->err, FT_EIO, NULL, "cannot create upload file: %s", strerror(errno));
@@ -149,6 +165,7 @@ static int upload_write(upload *u, const char *data, size_t n) {
     off += (size_t)k;
   }
   u->bytes += n;
+  if (dsval_feed(u->dv, data, n)) return ft_error_set(&u->err, FT_ENOMEM, NULL, NULL);
   return 0;
 }
 
@@ -175,7 +192,7 @@ static enum MHD_Result on_part(void *cls, enum MHD_ValueKind kind, const char *k
         return MHD_NO;
       }
       snprintf(u->filename, sizeof u->filename, "%s", name);
-      if (upload_open(u)) return MHD_NO;
+      if (upload_open(u, media_is(content_type, "text/csv"))) return MHD_NO;
     } else if (off == 0 && size > 0 && u->bytes > 0) {
       ft_error_set(&u->err, FT_EINVALID, "file", "only one file per upload");
       return MHD_NO;
@@ -195,12 +212,6 @@ static enum MHD_Result on_part(void *cls, enum MHD_ValueKind kind, const char *k
   }
   ft_error_set(&u->err, FT_EUNKNOWN_FIELD, key, "unknown form field \"%.100s\"", key);
   return MHD_NO;
-}
-
-/* Content-Type without parameters, compared case-insensitively. */
-static int media_is(const char *ct, const char *want) {
-  size_t n = strlen(want);
-  return ct && !strncasecmp(ct, want, n) && (ct[n] == 0 || ct[n] == ';' || ct[n] == ' ');
 }
 
 static enum MHD_Result upload_first(http_req *r) {
@@ -244,7 +255,7 @@ static enum MHD_Result upload_first(http_req *r) {
   snprintf(u->purpose, sizeof u->purpose, "%s", purpose ? purpose : "fine-tune");
   if (purpose_ok(u)) return http_fail_err(r, &u->err);
   u->file_seen = u->purpose_seen = 1;
-  if (upload_open(u)) return http_fail_err(r, &u->err);
+  if (upload_open(u, media_is(ct, "text/csv"))) return http_fail_err(r, &u->err);
   return MHD_YES;
 }
 
@@ -261,23 +272,33 @@ static enum MHD_Result upload_last(http_req *r, upload *u) {
   if (u->u8.need)
     return http_fail(r, FT_EUTF8, "file", "file is not valid UTF-8 (truncated at the end)");
   if (u->bytes == 0) return http_fail(r, FT_EBAD_FILE, "file", "file is empty");
+  json_t *report = NULL;
+  if (dsval_finish(u->dv, &report)) return http_fail(r, FT_ENOMEM, NULL, NULL);
+  char details[640];
+  long n_err = dsval_summary(report, details, sizeof details);
   if (fsync(u->fd) || close(u->fd)) {
     u->fd = -1;
+    json_decref(report);
     return http_fail(r, FT_EIO, NULL, "storing the upload: %s", strerror(errno));
   }
   u->fd = -1;
-  if (rename(u->tmp, u->final) || fsync_dir(u->dir))
+  if (rename(u->tmp, u->final) || fsync_dir(u->dir)) {
+    json_decref(report);
     return http_fail(r, FT_EIO, NULL, "storing the upload: %s", strerror(errno));
+  }
   json_t *file = NULL;
-  int rc =
-      store_file_insert(r->app->store, u->id, (int64_t)u->bytes, u->filename, u->purpose, &file);
+  int rc = store_file_insert_checked(r->app->store, u->id, (int64_t)u->bytes, u->filename,
+                                     u->purpose, n_err ? "error" : "processed",
+                                     n_err ? details : NULL, report, &file);
+  json_decref(report);
   if (rc) {
     unlink(u->final);
     return http_fail(r, rc, NULL, NULL);
   }
   u->committed = 1;
   u->tmp[0] = 0;
-  FT_INFO("msg=\"file uploaded\" id=%s bytes=%llu", u->id, (unsigned long long)u->bytes);
+  FT_INFO("msg=\"file uploaded\" id=%s bytes=%llu errors=%ld", u->id, (unsigned long long)u->bytes,
+          n_err);
   return http_reply_json(r, 200, file);
 }
 

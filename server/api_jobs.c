@@ -95,11 +95,20 @@ static int model_or_reply(http_req *r, ft_spec *spec) {
   return rc ? -1 : 0;
 }
 
-/* A file the job names must exist. On error replies and returns -1. */
+/* A file the job names must exist and have passed validation at upload
+ * (status "processed"). On error replies and returns -1. */
 static int file_or_reply(http_req *r, const char *id, const char *param) {
   if (!id[0]) return 0;
   json_t *f = NULL;
   int rc = store_file_get(r->app->store, id, &f);
+  const char *status = rc ? NULL : json_string_value(json_object_get(f, "status"));
+  if (status && !strcmp(status, "error")) {
+    const char *details = json_string_value(json_object_get(f, "status_details"));
+    http_fail(r, FT_EINVALID, param, "file %.100s failed validation: %s", id,
+              details ? details : "see its \"validation\" report");
+    json_decref(f);
+    return -1;
+  }
   json_decref(f);
   if (rc == FT_ENOT_FOUND) {
     http_fail(r, FT_EINVALID, param, "no such file: %.100s", id);

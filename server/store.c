@@ -132,11 +132,12 @@ static const char *col_text(sqlite3_stmt *st, int i) {
 
 /* ---- row -> API object ---------------------------------------------------- */
 
-#define FILE_COLS "id, bytes, created_at, filename, purpose, status"
+#define FILE_COLS "id, bytes, created_at, filename, purpose, status, status_details, validation"
 static json_t *file_json(sqlite3_stmt *st) {
-  return json_pack("{s:o, s:s, s:o, s:o, s:o, s:o, s:o}", "id", col_str(st, 0), "object", "file",
-                   "bytes", col_int(st, 1), "created_at", col_int(st, 2), "filename",
-                   col_str(st, 3), "purpose", col_str(st, 4), "status", col_str(st, 5));
+  return json_pack("{s:o, s:s, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "id", col_str(st, 0), "object",
+                   "file", "bytes", col_int(st, 1), "created_at", col_int(st, 2), "filename",
+                   col_str(st, 3), "purpose", col_str(st, 4), "status", col_str(st, 5),
+                   "status_details", col_str(st, 6), "validation", col_json(st, 7));
 }
 
 #define JOB_COLS                                                                            \
@@ -505,19 +506,28 @@ static int file_get_locked(store *s, const char *id, json_t **file) {
 
 int store_file_insert(store *s, const char *id, int64_t bytes, const char *filename,
                       const char *purpose, json_t **file) {
+  return store_file_insert_checked(s, id, bytes, filename, purpose, "processed", NULL, NULL, file);
+}
+
+int store_file_insert_checked(store *s, const char *id, int64_t bytes, const char *filename,
+                              const char *purpose, const char *status, const char *status_details,
+                              const json_t *validation, json_t **file) {
   if (file) *file = NULL;
   pthread_mutex_lock(&s->mu);
   int rc = begin(s);
   if (!rc) {
     sqlite3_stmt *st = prep(s,
                             "INSERT INTO files (id, bytes, created_at, filename, purpose, "
-                            "status) VALUES (?, ?, ?, ?, ?, 'processed')");
+                            "status, status_details, validation) VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
     if (st) {
       bind_str(st, 1, id);
       sqlite3_bind_int64(st, 2, bytes);
       sqlite3_bind_int64(st, 3, store_now());
       bind_str(st, 4, filename);
       bind_str(st, 5, purpose);
+      bind_str(st, 6, status);
+      bind_str(st, 7, status_details);
+      bind_json(st, 8, validation);
     }
     rc = run_update(s, st) == 1 ? 0 : FT_EDB;
     if (!rc)

@@ -82,7 +82,13 @@ void store_wake_all(store *s);
  * the previous page or NULL; an unknown after is FT_ENOT_FOUND with param
  * "after". limit 1..100 (checked by the caller). */
 
-/* Files: a row for an upload already durable at files/<id>. */
+/* Files: a row for an upload already durable at files/<id>. status is
+ * "processed" or "error" (it failed validation: status_details, one line,
+ * names the first bad line); validation is the report of engine/dsval.h or
+ * NULL. The short form stores "processed" with neither. */
+int store_file_insert_checked(store *s, const char *id, int64_t bytes, const char *filename,
+                              const char *purpose, const char *status, const char *status_details,
+                              const json_t *validation, json_t **file);
 int store_file_insert(store *s, const char *id, int64_t bytes, const char *filename,
                       const char *purpose, json_t **file);
 int store_file_get(store *s, const char *id, json_t **file); /* FT_ENOT_FOUND */
