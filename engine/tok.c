@@ -24,6 +24,7 @@
 
 #define TOK_MAX_ID (1 << 24)
 #define CACHE_MAX_WORD 64 /* pre-tokens longer than this are not cached */
+#define MAX_STAGES 16     /* pre-tokenizer steps */
 
 /* GPT-2's regex, used by ByteLevel(use_regex=true). */
 static const char GPT2_PATTERN[] =
@@ -73,13 +74,13 @@ typedef struct node {
   int type;
   struct node **kids;
   size_t nkids;
-  pcre2_code *re;     /* a Regex pattern (Split, Replace), or NULL */
-  char *a, *b;        /* String pattern / prepend / replacement / content */
+  pcre2_code *re; /* a Regex pattern (Split, Replace), or NULL */
+  char *a, *b;    /* String pattern / prepend / replacement / content */
   size_t alen, blen;
-  int behavior, invert;              /* Split */
-  int add_prefix_space, use_regex;   /* ByteLevel */
-  int prepend_scheme, split;         /* Metaspace */
-  int left, right;                   /* Strip (normalizer: bools; decoder: counts) */
+  int behavior, invert;            /* Split */
+  int add_prefix_space, use_regex; /* ByteLevel */
+  int prepend_scheme, split;       /* Metaspace */
+  int left, right;                 /* Strip (normalizer: bools; decoder: counts) */
 } node;
 
 typedef struct {
@@ -92,7 +93,7 @@ typedef struct {
 
 struct tok {
   ablock *arena;
-  strmap vocab;    /* the model's vocabulary */
+  strmap vocab;     /* the model's vocabulary */
   strmap added_map; /* added token content -> id */
   mergemap merges;
   int32_t n_ids;       /* largest id + 1 */
@@ -106,8 +107,12 @@ struct tok {
   uint16_t nbucket[2][256];
   int has_added[2];
   node *norm, *pre, *dec;
+  const node *stages[MAX_STAGES]; /* pre-tokenizer with Sequences flattened */
+  size_t nstages;
   int byte_fallback, fuse_unk, ignore_merges;
-  int32_t unk_id;     /* -1 when none */
+  int sp_chunk;         /* no merge result has "▁" after another character: long
+                           words may be cut before such a "▁" (see bpe_word) */
+  int32_t unk_id;       /* -1 when none */
   int32_t byte_id[256]; /* ids of <0xXX>, -1 when absent */
   int bos, eos, pad;
   char *chat_template;
@@ -268,8 +273,8 @@ static inline int mm_get(const mergemap *m, int32_t a, int32_t b, uint32_t *rank
 /* Unicode White_Space */
 static int is_space_cp(uint32_t c) {
   return (c >= 9 && c <= 13) || c == 32 || c == 0x85 || c == 0xA0 || c == 0x1680 ||
-         (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F ||
-         c == 0x205F || c == 0x3000;
+         (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F ||
+         c == 0x3000;
 }
 
 /* Length of the UTF-8 sequence starting with byte c (input is valid). */
@@ -333,10 +338,6 @@ static int pl_add2(plist *l, const char *pre, size_t plen, const char *s, size_t
   return 0;
 }
 
-static int pl_add(plist *l, const char *s, size_t len, int first) {
-  return pl_add2(l, "", 0, s, len, first);
-}
-
 static void pl_clear(plist *l) {
   l->blen = 0;
   l->n = 0;
@@ -361,14 +362,17 @@ typedef struct {
 } hent;
 
 typedef struct {
-  size_t s, e;
-  int m;
-} seg;
-
-typedef struct {
   uint32_t koff, klen, ioff, icount;
 } cache_ent;
 
+typedef struct {
+  char *buf;
+  size_t cap;
+} sbuf;
+
+/* One encode's scratch: ids, BPE state, regex state, the word cache and,
+ * per pre-tokenizer stage, a buffer for its transformed input and one for
+ * the piece it hands on (pieces stream depth-first through the stages). */
 typedef struct {
   int32_t *ids;
   size_t n, cap;
@@ -376,30 +380,42 @@ typedef struct {
   size_t symcap;
   hent *heap;
   size_t heapcap;
-  seg *segs;
-  size_t nsegs, segcap;
   pcre2_match_data *md;
   pcre2_match_context *mctx;
   pcre2_jit_stack *jstack;
-  /* word cache: keys in kbuf, ids in cids */
-  cache_ent *cache;
+  cache_ent *cache; /* word cache: keys in kbuf, ids in cids */
   size_t cmask, cn;
   char *kbuf;
   size_t klen, kcap;
   int32_t *cids;
   size_t cidn, cidcap;
+  sbuf in[MAX_STAGES], out[MAX_STAGES];
 } enc;
 
 static void enc_free(enc *e) {
   free(e->syms);
   free(e->heap);
-  free(e->segs);
   if (e->md) pcre2_match_data_free(e->md);
   if (e->mctx) pcre2_match_context_free(e->mctx);
   if (e->jstack) pcre2_jit_stack_free(e->jstack);
   free(e->cache);
   free(e->kbuf);
   free(e->cids);
+  for (int k = 0; k < MAX_STAGES; k++) {
+    free(e->in[k].buf);
+    free(e->out[k].buf);
+  }
+}
+
+static int sbuf_reserve(sbuf *b, size_t n) {
+  if (n + 1 <= b->cap) return 0;
+  size_t nc = b->cap ? b->cap : 256;
+  while (nc < n + 1) nc *= 2;
+  char *nb = realloc(b->buf, nc);
+  if (!nb) return FT_ENOMEM;
+  b->buf = nb;
+  b->cap = nc;
+  return 0;
 }
 
 static int push_id(enc *e, int32_t id) {
@@ -411,19 +427,6 @@ static int push_id(enc *e, int32_t id) {
     e->cap = nc;
   }
   e->ids[e->n++] = id;
-  return 0;
-}
-
-static int seg_add(enc *e, size_t s, size_t end, int m) {
-  if (end <= s) return 0;
-  if (e->nsegs == e->segcap) {
-    size_t nc = e->segcap ? e->segcap * 2 : 64;
-    seg *ns = realloc(e->segs, nc * sizeof *ns);
-    if (!ns) return FT_ENOMEM;
-    e->segs = ns;
-    e->segcap = nc;
-  }
-  e->segs[e->nsegs++] = (seg){s, end, m};
   return 0;
 }
 
@@ -452,109 +455,52 @@ static int re_next(enc *e, const pcre2_code *re, const char *s, size_t len, size
   }
 }
 
-/* Fills e->segs with the matches of p (Regex or String) over s and the gaps
- * between them, each flagged m=1 for a match (HF's find_matches). */
-static int find_matches(enc *e, const node *p, const char *s, size_t len) {
-  e->nsegs = 0;
-  size_t prev = 0, start = 0;
-  int rc;
+/* Next non-empty match of p's pattern (Regex or String) in s[0..len) at or
+ * after start: 1 with [*ms, *me), 0 when none, <0 on error. Empty regex
+ * matches do not split (HF drops empty pieces). */
+static int next_match(enc *e, const node *p, const char *s, size_t len, size_t start, size_t *ms,
+                      size_t *me) {
   while (start < len) {
-    size_t ms, me;
-    if (p->re) {
-      rc = re_next(e, p->re, s, len, start, &ms, &me);
-      if (rc < 0) return rc;
-      if (rc == 0) break;
-      if (me == ms) { /* empty match: no split, step one character */
-        start = ms + (ms < len ? u8len((unsigned char)s[ms]) : 1);
-        continue;
-      }
-    } else {
-      if (p->alen == 0) break;
+    if (!p->re) {
+      if (p->alen == 0) return 0;
       const char *f = memmem(s + start, len - start, p->a, p->alen);
-      if (!f) break;
-      ms = (size_t)(f - s);
-      me = ms + p->alen;
+      if (!f) return 0;
+      *ms = (size_t)(f - s);
+      *me = *ms + p->alen;
+      return 1;
     }
-    if ((rc = seg_add(e, prev, ms, 0)) || (rc = seg_add(e, ms, me, 1))) return rc;
-    prev = start = me;
-  }
-  return seg_add(e, prev, len, 0);
-}
-
-/* Applies a split behavior to e->segs over s and appends the pieces. */
-static int split_segs(enc *e, int behavior, int invert, const char *s, int first, plist *out) {
-  seg *g = e->segs;
-  size_t n = e->nsegs, w = 0;
-  if (invert)
-    for (size_t i = 0; i < n; i++) g[i].m = !g[i].m;
-  switch (behavior) {
-  case B_REMOVED:
-    for (size_t i = 0; i < n; i++)
-      if (!g[i].m) g[w++] = g[i];
-    break;
-  case B_ISOLATED:
-    w = n;
-    break;
-  case B_MERGED_PREV: {
-    int prevm = 0;
-    for (size_t i = 0; i < n; i++) {
-      int m = g[i].m;
-      if (m && !prevm && w > 0) g[w - 1].e = g[i].e;
-      else g[w++] = g[i];
-      prevm = m;
-    }
-    break;
-  }
-  case B_MERGED_NEXT: {
-    int prevm = 0;
-    size_t r = n; /* fold from the right, writing leftwards */
-    for (size_t i = n; i-- > 0;) {
-      int m = g[i].m;
-      if (m && !prevm && r < n) g[r].s = g[i].s;
-      else g[--r] = g[i];
-      prevm = m;
-    }
-    memmove(g, g + r, (n - r) * sizeof *g);
-    w = n - r;
-    break;
-  }
-  case B_CONTIGUOUS:
-    for (size_t i = 0; i < n; i++) {
-      if (w > 0 && g[w - 1].m == g[i].m) g[w - 1].e = g[i].e;
-      else g[w++] = g[i];
-    }
-    break;
-  }
-  for (size_t i = 0; i < w; i++) {
-    int rc = pl_add(out, s + g[i].s, g[i].e - g[i].s, first && g[i].s == 0);
-    if (rc) return rc;
+    int rc = re_next(e, p->re, s, len, start, ms, me);
+    if (rc <= 0) return rc;
+    if (*me > *ms) return 1;
+    start = *ms + u8len((unsigned char)s[*ms]);
   }
   return 0;
 }
 
 /* --------------------------------------------------------- normalizer -- */
 
-static int replace_all(enc *e, const node *n, const char *s, size_t len, char **out,
-                       size_t *outn) {
-  int rc = find_matches(e, n, s, len);
-  if (rc) return rc;
-  size_t cap = len + 1, nm = 0;
-  for (size_t i = 0; i < e->nsegs; i++) nm += (size_t)e->segs[i].m;
-  cap += nm * n->blen;
-  char *o = malloc(cap), *w = o;
-  if (!o) return FT_ENOMEM;
-  for (size_t i = 0; i < e->nsegs; i++) {
-    if (e->segs[i].m) {
-      memcpy(w, n->b, n->blen);
-      w += n->blen;
-    } else {
-      memcpy(w, s + e->segs[i].s, e->segs[i].e - e->segs[i].s);
-      w += e->segs[i].e - e->segs[i].s;
-    }
+static int replace_all(enc *e, const node *n, const char *s, size_t len, char **out, size_t *outn) {
+  sbuf o = {0};
+  size_t w = 0, prev = 0, ms, me;
+  int rc;
+  if ((rc = sbuf_reserve(&o, len))) return rc;
+  while ((rc = next_match(e, n, s, len, prev, &ms, &me)) > 0) {
+    if ((rc = sbuf_reserve(&o, w + (ms - prev) + n->blen + (len - me)))) break;
+    memcpy(o.buf + w, s + prev, ms - prev);
+    w += ms - prev;
+    memcpy(o.buf + w, n->b, n->blen);
+    w += n->blen;
+    prev = me;
   }
-  *w = 0;
-  *out = o;
-  *outn = (size_t)(w - o);
+  if (rc < 0) {
+    free(o.buf);
+    return rc;
+  }
+  memcpy(o.buf + w, s + prev, len - prev);
+  w += len - prev;
+  o.buf[w] = 0;
+  *out = o.buf;
+  *outn = w;
   return 0;
 }
 
@@ -571,182 +517,203 @@ static int dup_out(const char *s, size_t len, char **out, size_t *outn) {
 /* Normalizes s into a malloc'd *out. */
 static int norm_run(enc *e, const node *n, const char *s, size_t len, char **out, size_t *outn) {
   switch (n->type) {
-  case N_SEQ: {
-    char *cur = NULL;
-    size_t curn = 0;
-    int rc = dup_out(s, len, &cur, &curn);
-    for (size_t k = 0; !rc && k < n->nkids; k++) {
-      char *nx;
-      size_t nxn;
-      rc = norm_run(e, n->kids[k], cur, curn, &nx, &nxn);
-      if (!rc) {
-        free(cur);
-        cur = nx;
-        curn = nxn;
+    case N_SEQ: {
+      char *cur = NULL;
+      size_t curn = 0;
+      int rc = dup_out(s, len, &cur, &curn);
+      for (size_t k = 0; !rc && k < n->nkids; k++) {
+        char *nx;
+        size_t nxn;
+        rc = norm_run(e, n->kids[k], cur, curn, &nx, &nxn);
+        if (!rc) {
+          free(cur);
+          cur = nx;
+          curn = nxn;
+        }
       }
+      if (rc) {
+        free(cur);
+        return rc;
+      }
+      *out = cur;
+      *outn = curn;
+      return 0;
     }
-    if (rc) {
-      free(cur);
-      return rc;
+    case N_NFC:
+    case N_NFD:
+      return tok_unicode_normalize(s, len, n->type == N_NFC, out, outn);
+    case N_PREPEND: {
+      if (len == 0) return dup_out(s, 0, out, outn);
+      char *o = malloc(n->alen + len + 1);
+      if (!o) return FT_ENOMEM;
+      memcpy(o, n->a, n->alen);
+      memcpy(o + n->alen, s, len);
+      o[n->alen + len] = 0;
+      *out = o;
+      *outn = n->alen + len;
+      return 0;
     }
-    *out = cur;
-    *outn = curn;
-    return 0;
-  }
-  case N_NFC:
-  case N_NFD:
-    return tok_unicode_normalize(s, len, n->type == N_NFC, out, outn);
-  case N_PREPEND: {
-    if (len == 0) return dup_out(s, 0, out, outn);
-    char *o = malloc(n->alen + len + 1);
-    if (!o) return FT_ENOMEM;
-    memcpy(o, n->a, n->alen);
-    memcpy(o + n->alen, s, len);
-    o[n->alen + len] = 0;
-    *out = o;
-    *outn = n->alen + len;
-    return 0;
-  }
-  case N_REPLACE:
-    return replace_all(e, n, s, len, out, outn);
-  case N_STRIP: {
-    size_t a = 0, b = len;
-    while (n->left && a < b) {
-      uint32_t cp;
-      int k = tok_utf8_decode(s + a, &cp);
-      if (!is_space_cp(cp)) break;
-      a += (size_t)k;
+    case N_REPLACE:
+      return replace_all(e, n, s, len, out, outn);
+    case N_STRIP: {
+      size_t a = 0, b = len;
+      while (n->left && a < b) {
+        uint32_t cp;
+        int k = tok_utf8_decode(s + a, &cp);
+        if (!is_space_cp(cp)) break;
+        a += (size_t)k;
+      }
+      while (n->right && b > a) {
+        size_t st;
+        if (!is_space_cp(cp_before(s, b, &st))) break;
+        b = st;
+      }
+      return dup_out(s + a, b - a, out, outn);
     }
-    while (n->right && b > a) {
-      size_t st;
-      if (!is_space_cp(cp_before(s, b, &st))) break;
-      b = st;
-    }
-    return dup_out(s + a, b - a, out, outn);
-  }
   }
   return FT_EINTERNAL;
 }
 
 /* ------------------------------------------------------ pre-tokenizer -- */
 
-static int pre_run(enc *e, const node *p, plist *in, plist *out);
-
-static int bytelevel_map(const piece *pc, const char *buf, plist *out) {
-  size_t len = pc->len;
-  int rc = pl_reserve(out, len * 2);
-  if (rc) return rc;
-  char *w = out->buf + out->blen;
-  const unsigned char *s = (const unsigned char *)buf + pc->off;
-  for (size_t i = 0; i < len; i++) {
-    unsigned b = s[i];
-    *w++ = byte_utf8[b][0];
-    if (byte_ulen[b] == 2) *w++ = byte_utf8[b][1];
-  }
-  size_t n = (size_t)(w - (out->buf + out->blen));
-  out->p[out->n++] = (piece){out->blen, n, pc->first};
-  out->blen += n;
-  return 0;
-}
-
 static pcre2_code *gpt2_re; /* compiled once, read-only afterwards */
 
-static int pre_piece(enc *e, const node *p, const piece *pc, const char *buf, plist *out) {
-  const char *s = buf + pc->off;
-  size_t len = pc->len;
+static int bpe_word(const tok *t, enc *e, const char *w, size_t len);
+static int run_stage(const tok *t, enc *e, size_t k, const char *s, size_t len, int first);
+
+/* Hands the piece s[a..b) of stage k on to stage k + 1; ByteLevel maps its
+ * pieces to the byte alphabet first. */
+static int emit(const tok *t, enc *e, size_t k, const char *s, size_t a, size_t b, int first) {
+  if (b <= a) return 0;
+  first = first && a == 0;
+  if (t->stages[k]->type != P_BYTELEVEL) return run_stage(t, e, k + 1, s + a, b - a, first);
+  int rc = sbuf_reserve(&e->out[k], (b - a) * 2);
+  if (rc) return rc;
+  char *w = e->out[k].buf;
+  for (size_t i = a; i < b; i++) {
+    unsigned c = (unsigned char)s[i];
+    *w++ = byte_utf8[c][0];
+    if (byte_ulen[c] == 2) *w++ = byte_utf8[c][1];
+  }
+  return run_stage(t, e, k + 1, e->out[k].buf, (size_t)(w - e->out[k].buf), first);
+}
+
+/* HF's split behaviors over the stream of (gap, match) segments, holding at
+ * most one segment back. */
+typedef struct {
+  int behavior, have, pm, prevm;
+  size_t ps, pe;
+} comb;
+
+static int comb_push(const tok *t, enc *e, size_t k, comb *c, const char *s, size_t a, size_t b,
+                     int m, int first) {
   int rc = 0;
-  switch (p->type) {
-  case P_BYTELEVEL: {
-    plist tmp = {0};
-    const char *src = s;
-    size_t slen = len;
-    if (p->add_prefix_space && s[0] != ' ') {
-      if ((rc = pl_add2(&tmp, " ", 1, s, len, pc->first))) goto bl_done;
-      src = tmp.buf;
-      slen = tmp.blen;
-    }
-    if (p->use_regex) {
-      node re = {.re = gpt2_re};
-      if ((rc = find_matches(e, &re, src, slen))) goto bl_done;
-    } else {
-      e->nsegs = 0;
-      if ((rc = seg_add(e, 0, slen, 1))) goto bl_done;
-    }
-    for (size_t i = 0; i < e->nsegs; i++) {
-      piece sp = {e->segs[i].s, e->segs[i].e - e->segs[i].s, pc->first && e->segs[i].s == 0};
-      if ((rc = bytelevel_map(&sp, src, out))) break;
-    }
-  bl_done:
-    pl_free(&tmp);
-    return rc;
-  }
-  case P_SPLIT:
-  case P_DIGITS:
-    if ((rc = find_matches(e, p, s, len))) return rc;
-    return split_segs(e, p->behavior, p->invert, s, pc->first, out);
-  case P_METASPACE: {
-    /* replace ' ' by the replacement, maybe prepend it, maybe split on it */
-    plist tmp = {0};
-    size_t nsp = 0;
-    for (size_t i = 0; i < len; i++) nsp += s[i] == ' ';
-    rc = pl_reserve(&tmp, len + (nsp + 1) * p->alen);
-    if (rc) goto ms_done;
-    char *w = tmp.buf;
-    int starts = len >= p->alen && memcmp(s, p->a, p->alen) == 0;
-    if (s[0] == ' ') starts = 1;
-    if (!starts && (p->prepend_scheme == PS_ALWAYS || (p->prepend_scheme == PS_FIRST && pc->first))) {
-      memcpy(w, p->a, p->alen);
-      w += p->alen;
-    }
-    for (size_t i = 0; i < len; i++) {
-      if (s[i] == ' ') {
-        memcpy(w, p->a, p->alen);
-        w += p->alen;
+  if (b <= a) return 0;
+  switch (c->behavior) {
+    case B_ISOLATED:
+      return emit(t, e, k, s, a, b, first);
+    case B_REMOVED:
+      return m ? 0 : emit(t, e, k, s, a, b, first);
+    case B_MERGED_PREV: /* a match joins the piece before it */
+      if (m && !c->prevm && c->have) {
+        c->pe = b;
       } else {
-        *w++ = s[i];
+        if (c->have) rc = emit(t, e, k, s, c->ps, c->pe, first);
+        c->ps = a;
+        c->pe = b;
+        c->have = 1;
       }
-    }
-    size_t tl = (size_t)(w - tmp.buf);
-    if (!p->split) {
-      rc = pl_add(out, tmp.buf, tl, pc->first);
-    } else {
-      node lit = {.a = p->a, .alen = p->alen};
-      if (!(rc = find_matches(e, &lit, tmp.buf, tl)))
-        rc = split_segs(e, B_MERGED_NEXT, 0, tmp.buf, pc->first, out);
-    }
-  ms_done:
-    pl_free(&tmp);
-    return rc;
-  }
+      c->prevm = m;
+      return rc;
+    case B_MERGED_NEXT: /* a match joins the non-match after it */
+      if (c->have) {
+        c->have = 0;
+        if (!m) return emit(t, e, k, s, c->ps, b, first);
+        if ((rc = emit(t, e, k, s, c->ps, c->pe, first))) return rc;
+      }
+      if (!m) return emit(t, e, k, s, a, b, first);
+      c->ps = a;
+      c->pe = b;
+      c->have = 1;
+      return 0;
+    case B_CONTIGUOUS:
+      if (c->have && c->pm == m) {
+        c->pe = b;
+        return 0;
+      }
+      if (c->have) rc = emit(t, e, k, s, c->ps, c->pe, first);
+      c->ps = a;
+      c->pe = b;
+      c->pm = m;
+      c->have = 1;
+      return rc;
   }
   return FT_EINTERNAL;
 }
 
-/* Pre-tokenizes every piece of in, appending to out (empty on entry). */
-static int pre_run(enc *e, const node *p, plist *in, plist *out) {
-  if (p->type != P_SEQ) {
-    for (size_t i = 0; i < in->n; i++) {
-      int rc = pre_piece(e, p, &in->p[i], in->buf, out);
-      if (rc) return rc;
+static int split_stream(const tok *t, enc *e, size_t k, const node *pat, int behavior, int invert,
+                        const char *s, size_t len, int first) {
+  comb c = {.behavior = behavior};
+  size_t prev = 0, ms, me;
+  int rc;
+  while ((rc = next_match(e, pat, s, len, prev, &ms, &me)) > 0) {
+    if ((rc = comb_push(t, e, k, &c, s, prev, ms, invert, first)) ||
+        (rc = comb_push(t, e, k, &c, s, ms, me, !invert, first)))
+      return rc;
+    prev = me;
+  }
+  if (rc < 0) return rc;
+  if ((rc = comb_push(t, e, k, &c, s, prev, len, invert, first))) return rc;
+  return c.have ? emit(t, e, k, s, c.ps, c.pe, first) : 0;
+}
+
+/* Runs pre-tokenizer stage k (of the flattened Sequence) on one piece. */
+static int run_stage(const tok *t, enc *e, size_t k, const char *s, size_t len, int first) {
+  if (k == t->nstages) return bpe_word(t, e, s, len);
+  const node *p = t->stages[k];
+  int rc;
+  switch (p->type) {
+    case P_BYTELEVEL: {
+      if (p->add_prefix_space && s[0] != ' ') {
+        if ((rc = sbuf_reserve(&e->in[k], len + 1))) return rc;
+        e->in[k].buf[0] = ' ';
+        memcpy(e->in[k].buf + 1, s, len);
+        s = e->in[k].buf;
+        len++;
+      }
+      if (!p->use_regex) return emit(t, e, k, s, 0, len, first);
+      node re = {.re = gpt2_re};
+      return split_stream(t, e, k, &re, B_ISOLATED, 0, s, len, first);
     }
-    return 0;
+    case P_SPLIT:
+    case P_DIGITS:
+      return split_stream(t, e, k, p, p->behavior, p->invert, s, len, first);
+    case P_METASPACE: {
+      /* replace ' ' by the replacement, maybe prepend it, maybe split on it */
+      size_t nsp = 0;
+      for (size_t i = 0; i < len; i++) nsp += s[i] == ' ';
+      if ((rc = sbuf_reserve(&e->in[k], len + (nsp + 1) * p->alen))) return rc;
+      char *w = e->in[k].buf;
+      int starts = s[0] == ' ' || (len >= p->alen && memcmp(s, p->a, p->alen) == 0);
+      if (!starts && (p->prepend_scheme == PS_ALWAYS || (p->prepend_scheme == PS_FIRST && first))) {
+        memcpy(w, p->a, p->alen);
+        w += p->alen;
+      }
+      for (size_t i = 0; i < len; i++) {
+        if (s[i] == ' ') {
+          memcpy(w, p->a, p->alen);
+          w += p->alen;
+        } else {
+          *w++ = s[i];
+        }
+      }
+      size_t tl = (size_t)(w - e->in[k].buf);
+      if (!p->split) return emit(t, e, k, e->in[k].buf, 0, tl, first);
+      node lit = {.a = p->a, .alen = p->alen};
+      return split_stream(t, e, k, &lit, B_MERGED_NEXT, 0, e->in[k].buf, tl, first);
+    }
   }
-  plist a = {0}, b = {0};
-  plist *src = in;
-  int rc = 0;
-  for (size_t k = 0; k < p->nkids; k++) {
-    plist *dst = (src == &a) ? &b : &a;
-    pl_clear(dst);
-    if ((rc = pre_run(e, p->kids[k], src, dst))) break;
-    src = dst;
-  }
-  if (!rc) {
-    for (size_t i = 0; i < src->n && !rc; i++)
-      rc = pl_add(out, src->buf + src->p[i].off, src->p[i].len, src->p[i].first);
-  }
-  pl_free(&a);
-  pl_free(&b);
-  return rc;
+  return FT_EINTERNAL;
 }
 
 /* ---------------------------------------------------------------- BPE -- */
@@ -876,8 +843,28 @@ static int bpe_word_raw(const tok *t, enc *e, const char *w, size_t len) {
   return 0;
 }
 
-/* BPE through the per-encode cache of pre-token -> ids. */
+static int bpe_word_cached(const tok *t, enc *e, const char *w, size_t len);
+
+/* BPE of one pre-token. Without a pre-tokenizer (SentencePiece style) the
+ * whole text is one word; when no merge can produce a token with "▁" after
+ * another character (sp_chunk), no merge crosses the point before such a
+ * "▁", so the word is cut there and each part goes through the cache with
+ * the same result as the whole. */
 static int bpe_word(const tok *t, enc *e, const char *w, size_t len) {
+  if (len <= CACHE_MAX_WORD || !t->sp_chunk) return bpe_word_cached(t, e, w, len);
+  size_t start = 0;
+  for (size_t i = 1; i + 3 <= len; i++) {
+    if (memcmp(w + i, "\xE2\x96\x81", 3) != 0) continue;
+    if (i >= 3 && memcmp(w + i - 3, "\xE2\x96\x81", 3) == 0) continue;
+    int rc = bpe_word_cached(t, e, w + start, i - start);
+    if (rc) return rc;
+    start = i;
+  }
+  return bpe_word_cached(t, e, w + start, len - start);
+}
+
+/* BPE through the per-encode cache of pre-token -> ids. */
+static int bpe_word_cached(const tok *t, enc *e, const char *w, size_t len) {
   if (len > CACHE_MAX_WORD) return bpe_word_raw(t, e, w, len);
   if (!e->cache || (e->cn + 1) * 2 > e->cmask + 1) {
     size_t ns = e->cache ? (e->cmask + 1) * 2 : 4096;
@@ -976,23 +963,10 @@ static int added_find(const tok *t, int which, int parse_special, const char *s,
   return 0;
 }
 
-/* Normalizes, splits out normalized added tokens, pre-tokenizes and BPEs. */
+/* Pre-tokenizes and BPEs one piece of normalized text. */
 static int encode_plain(const tok *t, enc *e, const char *s, size_t len, int first) {
-  plist in = {0}, out = {0};
-  int rc = pl_add(&in, s, len, first);
-  if (rc) goto done;
-  if (t->pre) {
-    if ((rc = pre_run(e, t->pre, &in, &out))) goto done;
-  } else {
-    plist tmp = in;
-    in = out;
-    out = tmp;
-  }
-  for (size_t i = 0; i < out.n && !rc; i++) rc = bpe_word(t, e, out.buf + out.p[i].off, out.p[i].len);
-done:
-  pl_free(&in);
-  pl_free(&out);
-  return rc;
+  if (len == 0) return 0;
+  return run_stage(t, e, 0, s, len, first);
 }
 
 static int encode_segment(const tok *t, enc *e, const char *s, size_t len, int parse_special,
@@ -1106,110 +1080,112 @@ static int pl_push_keep(plist *out, const char *s, size_t len) {
 static int dec_run(const node *d, plist *in, plist *out) {
   int rc = 0;
   switch (d->type) {
-  case D_SEQ: {
-    plist a = {0}, b = {0};
-    plist *src = in;
-    for (size_t k = 0; k < d->nkids && !rc; k++) {
-      plist *dst = (src == &a) ? &b : &a;
-      pl_clear(dst);
-      if (!(rc = dec_run(d->kids[k], src, dst))) src = dst;
+    case D_SEQ: {
+      plist a = {0}, b = {0};
+      plist *src = in;
+      for (size_t k = 0; k < d->nkids && !rc; k++) {
+        plist *dst = (src == &a) ? &b : &a;
+        pl_clear(dst);
+        if (!(rc = dec_run(d->kids[k], src, dst))) src = dst;
+      }
+      for (size_t i = 0; i < src->n && !rc; i++)
+        rc = pl_push_keep(out, src->buf + src->p[i].off, src->p[i].len);
+      pl_free(&a);
+      pl_free(&b);
+      return rc;
     }
-    for (size_t i = 0; i < src->n && !rc; i++)
-      rc = pl_push_keep(out, src->buf + src->p[i].off, src->p[i].len);
-    pl_free(&a);
-    pl_free(&b);
-    return rc;
-  }
-  case D_BYTELEVEL: {
-    plist raw = {0};
-    if ((rc = pl_reserve(&raw, in->blen))) return rc;
-    for (size_t i = 0; i < in->n; i++) {
-      const char *s = in->buf + in->p[i].off;
-      size_t len = in->p[i].len, w = raw.blen, j = 0;
-      while (j < len) {
-        uint32_t cp;
-        j += (size_t)tok_utf8_decode(s + j, &cp);
-        if (cp >= 324 || cp_byte[cp] < 0) break;
-        raw.buf[w++] = (char)cp_byte[cp];
-      }
-      if (j < len) { /* not all in the alphabet: the token's own bytes */
-        memcpy(raw.buf + raw.blen, s, len);
-        w = raw.blen + len;
-      }
-      raw.blen = w;
-    }
-    char *fixed;
-    size_t fn;
-    rc = tok_utf8_lossy(raw.buf, raw.blen, &fixed, &fn);
-    pl_free(&raw);
-    if (rc) return rc;
-    rc = pl_push_keep(out, fixed, fn);
-    free(fixed);
-    return rc;
-  }
-  case D_BYTEFALLBACK: {
-    size_t i = 0;
-    while (i < in->n && !rc) {
-      const char *s = in->buf + in->p[i].off;
-      if (byte_token(s, in->p[i].len) < 0) {
-        rc = pl_push_keep(out, s, in->p[i].len);
-        i++;
-        continue;
-      }
-      char bytes[256];
-      size_t nb = 0, j = i;
-      int v;
-      while (j < in->n && nb < sizeof bytes &&
-             (v = byte_token(in->buf + in->p[j].off, in->p[j].len)) >= 0) {
-        bytes[nb++] = (char)v;
-        j++;
-      }
-      if (tok_utf8_valid(bytes, nb)) {
-        rc = pl_push_keep(out, bytes, nb);
-      } else {
-        for (size_t k = 0; k < nb && !rc; k++) rc = pl_push_keep(out, "\xEF\xBF\xBD", 3);
-      }
-      i = j;
-    }
-    return rc;
-  }
-  case D_FUSE:
-    return fuse_all(in, out);
-  case D_REPLACE:
-    for (size_t i = 0; i < in->n && !rc; i++)
-      rc = dec_piece_replace(d, in->buf + in->p[i].off, in->p[i].len, out);
-    return rc;
-  case D_STRIP:
-    for (size_t i = 0; i < in->n && !rc; i++) {
-      const char *s = in->buf + in->p[i].off;
-      size_t a = 0, b = in->p[i].len;
-      for (int k = 0; k < d->left && a < b && b - a >= d->alen && !memcmp(s + a, d->a, d->alen); k++)
-        a += d->alen;
-      for (int k = 0; k < d->right && b > a && b - a >= d->alen && !memcmp(s + b - d->alen, d->a, d->alen);
-           k++)
-        b -= d->alen;
-      rc = pl_push_keep(out, s + a, b - a);
-    }
-    return rc;
-  case D_METASPACE:
-    for (size_t i = 0; i < in->n && !rc; i++) {
-      const char *s = in->buf + in->p[i].off;
-      size_t len = in->p[i].len;
-      if ((rc = pl_reserve(out, len))) break;
-      char *w = out->buf + out->blen;
-      for (size_t j = 0; j < len;) {
-        if (d->alen && len - j >= d->alen && !memcmp(s + j, d->a, d->alen)) {
-          if (!(i == 0 && d->prepend_scheme != PS_NEVER)) *w++ = ' ';
-          j += d->alen;
-        } else {
-          *w++ = s[j++];
+    case D_BYTELEVEL: {
+      plist raw = {0};
+      if ((rc = pl_reserve(&raw, in->blen))) return rc;
+      for (size_t i = 0; i < in->n; i++) {
+        const char *s = in->buf + in->p[i].off;
+        size_t len = in->p[i].len, w = raw.blen, j = 0;
+        while (j < len) {
+          uint32_t cp;
+          j += (size_t)tok_utf8_decode(s + j, &cp);
+          if (cp >= 324 || cp_byte[cp] < 0) break;
+          raw.buf[w++] = (char)cp_byte[cp];
         }
+        if (j < len) { /* not all in the alphabet: the token's own bytes */
+          memcpy(raw.buf + raw.blen, s, len);
+          w = raw.blen + len;
+        }
+        raw.blen = w;
       }
-      size_t n = (size_t)(w - (out->buf + out->blen));
-      out->p[out->n++] = (piece){out->blen, n, 0};
-      out->blen += n;
+      char *fixed;
+      size_t fn;
+      rc = tok_utf8_lossy(raw.buf, raw.blen, &fixed, &fn);
+      pl_free(&raw);
+      if (rc) return rc;
+      rc = pl_push_keep(out, fixed, fn);
+      free(fixed);
+      return rc;
     }
-    return rc;
+    case D_BYTEFALLBACK: {
+      size_t i = 0;
+      while (i < in->n && !rc) {
+        const char *s = in->buf + in->p[i].off;
+        if (byte_token(s, in->p[i].len) < 0) {
+          rc = pl_push_keep(out, s, in->p[i].len);
+          i++;
+          continue;
+        }
+        char bytes[256];
+        size_t nb = 0, j = i;
+        int v;
+        while (j < in->n && nb < sizeof bytes &&
+               (v = byte_token(in->buf + in->p[j].off, in->p[j].len)) >= 0) {
+          bytes[nb++] = (char)v;
+          j++;
+        }
+        if (tok_utf8_valid(bytes, nb)) {
+          rc = pl_push_keep(out, bytes, nb);
+        } else {
+          for (size_t k = 0; k < nb && !rc; k++) rc = pl_push_keep(out, "\xEF\xBF\xBD", 3);
+        }
+        i = j;
+      }
+      return rc;
+    }
+    case D_FUSE:
+      return fuse_all(in, out);
+    case D_REPLACE:
+      for (size_t i = 0; i < in->n && !rc; i++)
+        rc = dec_piece_replace(d, in->buf + in->p[i].off, in->p[i].len, out);
+      return rc;
+    case D_STRIP:
+      for (size_t i = 0; i < in->n && !rc; i++) {
+        const char *s = in->buf + in->p[i].off;
+        size_t a = 0, b = in->p[i].len;
+        for (int k = 0; k < d->left && a < b && b - a >= d->alen && !memcmp(s + a, d->a, d->alen);
+             k++)
+          a += d->alen;
+        for (int k = 0;
+             k < d->right && b > a && b - a >= d->alen && !memcmp(s + b - d->alen, d->a, d->alen);
+             k++)
+          b -= d->alen;
+        rc = pl_push_keep(out, s + a, b - a);
+      }
+      return rc;
+    case D_METASPACE:
+      for (size_t i = 0; i < in->n && !rc; i++) {
+        const char *s = in->buf + in->p[i].off;
+        size_t len = in->p[i].len;
+        if ((rc = pl_reserve(out, len))) break;
+        char *w = out->buf + out->blen;
+        for (size_t j = 0; j < len;) {
+          if (d->alen && len - j >= d->alen && !memcmp(s + j, d->a, d->alen)) {
+            if (!(i == 0 && d->prepend_scheme != PS_NEVER)) *w++ = ' ';
+            j += d->alen;
+          } else {
+            *w++ = s[j++];
+          }
+        }
+        size_t n = (size_t)(w - (out->buf + out->blen));
+        out->p[out->n++] = (piece){out->blen, n, 0};
+        out->blen += n;
+      }
+      return rc;
   }
   return FT_EINTERNAL;
 }
@@ -1382,9 +1358,9 @@ static int load_node(json_t *j, int kind, node **out, ft_error *err) {
   int rc = 0;
   n->type = -1;
   if (!strcmp(type, "Sequence")) {
-    json_t *arr = json_object_get(j, kind == K_NORM ? "normalizers"
-                                        : kind == K_PRE ? "pretokenizers"
-                                                        : "decoders");
+    json_t *arr = json_object_get(j, kind == K_NORM  ? "normalizers"
+                                     : kind == K_PRE ? "pretokenizers"
+                                                     : "decoders");
     n->type = kind == K_NORM ? N_SEQ : kind == K_PRE ? P_SEQ : D_SEQ;
     if (!json_is_array(arr)) {
       rc = ft_error_set(err, FT_EFORMAT, param, "%s: Sequence without a list", param);
@@ -1429,14 +1405,20 @@ static int load_node(json_t *j, int kind, node **out, ft_error *err) {
       for (int i = 0; b && i < 5; i++)
         if (!strcmp(b, bn[i])) n->behavior = i;
       n->invert = get_bool(j, "invert", 0);
-      if (n->behavior < 0) rc = ft_error_set(err, FT_EFORMAT, param, "Split: unknown behavior");
-      else rc = load_pattern(n, json_object_get(j, "pattern"), param, err);
+      if (n->behavior < 0)
+        rc = ft_error_set(err, FT_EFORMAT, param, "Split: unknown behavior");
+      else
+        rc = load_pattern(n, json_object_get(j, "pattern"), param, err);
     } else if (!strcmp(type, "Metaspace")) {
       n->type = P_METASPACE;
       rc = set_str(&n->a, &n->alen, j, "replacement", "\xE2\x96\x81");
       const char *ps = json_string_value(json_object_get(j, "prepend_scheme"));
-      if (ps) n->prepend_scheme = !strcmp(ps, "first") ? PS_FIRST : !strcmp(ps, "never") ? PS_NEVER : PS_ALWAYS;
-      else n->prepend_scheme = get_bool(j, "add_prefix_space", 1) ? PS_ALWAYS : PS_NEVER;
+      if (ps)
+        n->prepend_scheme = !strcmp(ps, "first")   ? PS_FIRST
+                            : !strcmp(ps, "never") ? PS_NEVER
+                                                   : PS_ALWAYS;
+      else
+        n->prepend_scheme = get_bool(j, "add_prefix_space", 1) ? PS_ALWAYS : PS_NEVER;
       n->split = get_bool(j, "split", 1);
     } else if (!strcmp(type, "Digits")) {
       n->type = P_DIGITS;
@@ -1465,8 +1447,12 @@ static int load_node(json_t *j, int kind, node **out, ft_error *err) {
       n->type = D_METASPACE;
       rc = set_str(&n->a, &n->alen, j, "replacement", "\xE2\x96\x81");
       const char *ps = json_string_value(json_object_get(j, "prepend_scheme"));
-      if (ps) n->prepend_scheme = !strcmp(ps, "first") ? PS_FIRST : !strcmp(ps, "never") ? PS_NEVER : PS_ALWAYS;
-      else n->prepend_scheme = get_bool(j, "add_prefix_space", 1) ? PS_ALWAYS : PS_NEVER;
+      if (ps)
+        n->prepend_scheme = !strcmp(ps, "first")   ? PS_FIRST
+                            : !strcmp(ps, "never") ? PS_NEVER
+                                                   : PS_ALWAYS;
+      else
+        n->prepend_scheme = get_bool(j, "add_prefix_space", 1) ? PS_ALWAYS : PS_NEVER;
     }
   }
   if (!rc && n->type < 0)
@@ -1484,7 +1470,8 @@ static int add_token(tok *t, const char *content, size_t len, int32_t id, int sp
                      int rstrip, int single_word, int normalized) {
   if (id < 0 || id >= TOK_MAX_ID || len == 0) return FT_EFORMAT;
   for (size_t i = 0; i < t->n_added; i++)
-    if (t->added[i].id == id || (t->added[i].len == len && !memcmp(t->added[i].content, content, len)))
+    if (t->added[i].id == id ||
+        (t->added[i].len == len && !memcmp(t->added[i].content, content, len)))
       return 0; /* first definition wins */
   if (t->n_added == t->cap_added) {
     size_t nc = t->cap_added ? t->cap_added * 2 : 64;
@@ -1495,8 +1482,16 @@ static int add_token(tok *t, const char *content, size_t len, int32_t id, int sp
   }
   char *c = arena_dup(t, content, len);
   if (!c) return FT_ENOMEM;
-  t->added[t->n_added++] = (added_tok){c, c, len, len, id, (uint8_t)special, (uint8_t)lstrip,
-                                       (uint8_t)rstrip, (uint8_t)single_word, (uint8_t)normalized};
+  t->added[t->n_added++] = (added_tok){c,
+                                       c,
+                                       len,
+                                       len,
+                                       id,
+                                       (uint8_t)special,
+                                       (uint8_t)lstrip,
+                                       (uint8_t)rstrip,
+                                       (uint8_t)single_word,
+                                       (uint8_t)normalized};
   return sm_put(&t->added_map, c, len, id);
 }
 
@@ -1514,7 +1509,8 @@ static int add_token_json(tok *t, json_t *a, int32_t id, const char *param, ft_e
 
 static int vocab_put(tok *t, const char *k, size_t klen, json_int_t id, ft_error *err) {
   if (id < 0 || id >= TOK_MAX_ID)
-    return ft_error_set(err, FT_EFORMAT, "model.vocab", "vocab id %lld out of range", (long long)id);
+    return ft_error_set(err, FT_EFORMAT, "model.vocab", "vocab id %lld out of range",
+                        (long long)id);
   char *s = arena_dup(t, k, klen);
   if (!s) return FT_ENOMEM;
   return sm_put(&t->vocab, s, klen, (int32_t)id);
@@ -1531,8 +1527,9 @@ static int merge_put(tok *t, const char *a, size_t alen, const char *b, size_t b
   int32_t iab = sm_get(&t->vocab, ab, alen + blen);
   if (ab != buf) free(ab);
   if (ia < 0 || ib < 0 || iab < 0)
-    return ft_error_set(err, FT_EFORMAT, "model.merges", "merge %u (%.*s %.*s) uses a token not in the vocab",
-                        rank, (int)(alen > 64 ? 64 : alen), a, (int)(blen > 64 ? 64 : blen), b);
+    return ft_error_set(err, FT_EFORMAT, "model.merges",
+                        "merge %u (%.*s %.*s) uses a token not in the vocab", rank,
+                        (int)(alen > 64 ? 64 : alen), a, (int)(blen > 64 ? 64 : blen), b);
   mm_put(&t->merges, ia, ib, rank, iab);
   return 0;
 }
@@ -1543,15 +1540,16 @@ static int load_model(tok *t, json_t *m, ft_error *err) {
   if (!json_is_object(m))
     return ft_error_set(err, FT_EFORMAT, "model", "tokenizer.json has no model");
   if (type ? strcmp(type, "BPE") != 0 : !json_is_array(merges))
-    return ft_error_set(err, FT_EUNSUPPORTED, "model.type", "model type %s is not supported (BPE only)",
-                        type ? type : "(none)");
+    return ft_error_set(err, FT_EUNSUPPORTED, "model.type",
+                        "model type %s is not supported (BPE only)", type ? type : "(none)");
   if (!json_is_object(vocab) || !json_is_array(merges))
     return ft_error_set(err, FT_EFORMAT, "model", "BPE model needs vocab and merges");
   const char *s;
   size_t n;
   if ((get_str(m, "continuing_subword_prefix", &s, &n) && n) ||
       (get_str(m, "end_of_word_suffix", &s, &n) && n))
-    return ft_error_set(err, FT_EUNSUPPORTED, "model", "BPE subword prefix/suffix is not supported");
+    return ft_error_set(err, FT_EUNSUPPORTED, "model",
+                        "BPE subword prefix/suffix is not supported");
   json_t *dropout = json_object_get(m, "dropout");
   if (json_is_number(dropout) && json_number_value(dropout) > 0)
     return ft_error_set(err, FT_EUNSUPPORTED, "model.dropout", "BPE dropout is not supported");
@@ -1563,7 +1561,8 @@ static int load_model(tok *t, json_t *m, ft_error *err) {
   int rc;
   json_object_foreach(vocab, key, v) {
     if (!json_is_integer(v))
-      return ft_error_set(err, FT_EFORMAT, "model.vocab", "vocab entry %.64s is not an integer", key);
+      return ft_error_set(err, FT_EFORMAT, "model.vocab", "vocab entry %.64s is not an integer",
+                          key);
     if ((rc = vocab_put(t, key, strlen(key), json_integer_value(v), err))) return rc;
   }
   if ((rc = mm_init(&t->merges, json_array_size(merges)))) return rc;
@@ -1574,14 +1573,16 @@ static int load_model(tok *t, json_t *m, ft_error *err) {
       size_t ml = json_string_length(e);
       const char *sp = memchr(ms, ' ', ml);
       if (!sp) return ft_error_set(err, FT_EFORMAT, "model.merges", "merge %zu has no space", i);
-      rc = merge_put(t, ms, (size_t)(sp - ms), sp + 1, ml - (size_t)(sp - ms) - 1, (uint32_t)i, err);
-    } else if (json_is_array(e) && json_array_size(e) == 2 && json_is_string(json_array_get(e, 0)) &&
-               json_is_string(json_array_get(e, 1))) {
+      rc =
+          merge_put(t, ms, (size_t)(sp - ms), sp + 1, ml - (size_t)(sp - ms) - 1, (uint32_t)i, err);
+    } else if (json_is_array(e) && json_array_size(e) == 2 &&
+               json_is_string(json_array_get(e, 0)) && json_is_string(json_array_get(e, 1))) {
       json_t *a = json_array_get(e, 0), *b = json_array_get(e, 1);
       rc = merge_put(t, json_string_value(a), json_string_length(a), json_string_value(b),
                      json_string_length(b), (uint32_t)i, err);
     } else {
-      return ft_error_set(err, FT_EFORMAT, "model.merges", "merge %zu is neither \"a b\" nor [a, b]", i);
+      return ft_error_set(err, FT_EFORMAT, "model.merges",
+                          "merge %zu is neither \"a b\" nor [a, b]", i);
     }
     if (rc) return rc;
   }
@@ -1605,8 +1606,7 @@ static int load_json_file(const char *path, size_t flags, json_t **out, ft_error
     return ft_error_set(err, errno == ENOENT ? FT_ENOT_FOUND : FT_EIO, "tokenizer", "%s: %s", path,
                         strerror(errno));
   *out = json_load_file(path, JSON_ALLOW_NUL | flags, &je);
-  if (!*out)
-    return ft_error_set(err, FT_EFORMAT, "tokenizer", "%s:%d: %s", path, je.line, je.text);
+  if (!*out) return ft_error_set(err, FT_EFORMAT, "tokenizer", "%s:%d: %s", path, je.line, je.text);
   return 0;
 }
 
@@ -1708,7 +1708,8 @@ static int load_vocab_merges(tok *t, const char *vpath, const char *mpath, ft_er
       if (!sp || memchr(sp + 1, ' ', (size_t)(m + le - sp - 1)))
         rc = ft_error_set(err, FT_EFORMAT, "merges", "%s:%u: expected two tokens", mpath, lineno);
       else
-        rc = merge_put(t, m + i, (size_t)(sp - (m + i)), sp + 1, (size_t)(m + le - sp - 1), rank++, err);
+        rc = merge_put(t, m + i, (size_t)(sp - (m + i)), sp + 1, (size_t)(m + le - sp - 1), rank++,
+                       err);
     }
     i = e + 1;
   }
@@ -1784,8 +1785,25 @@ static int cmp_len_desc(const void *a, const void *b, void *arg) {
   return la < lb ? 1 : la > lb ? -1 : (*(const int32_t *)a - *(const int32_t *)b);
 }
 
+static int flatten(tok *t, const node *p, ft_error *err) {
+  if (p->type == P_SEQ) {
+    for (size_t i = 0; i < p->nkids; i++) {
+      int rc = flatten(t, p->kids[i], err);
+      if (rc) return rc;
+    }
+    return 0;
+  }
+  if (t->nstages == MAX_STAGES)
+    return ft_error_set(err, FT_EUNSUPPORTED, "pre_tokenizer", "more than %d pre-tokenizer steps",
+                        MAX_STAGES);
+  t->stages[t->nstages++] = p;
+  return 0;
+}
+
 /* Builds the id tables and the added-token buckets; resolves bos/eos/pad. */
 static int finalize(tok *t, ft_error *err) {
+  int rc;
+  if (t->pre && (rc = flatten(t, t->pre, err))) return rc;
   int32_t maxid = -1;
   for (size_t i = 0; i < t->vocab.n; i++)
     if (t->vocab.ents[i].id > maxid) maxid = t->vocab.ents[i].id;
@@ -1804,7 +1822,7 @@ static int finalize(tok *t, ft_error *err) {
       enc e = {0};
       char *m;
       size_t mn;
-      int rc = norm_run(&e, t->norm, a->content, a->len, &m, &mn);
+      rc = norm_run(&e, t->norm, a->content, a->len, &m, &mn);
       enc_free(&e);
       if (rc) return rc;
       if (mn == 0) {
@@ -1814,6 +1832,18 @@ static int finalize(tok *t, ft_error *err) {
       a->match = m;
       a->mlen = mn;
     }
+  }
+  /* sp_chunk: "▁" is a token and every merge result is "▁"* then no "▁" */
+  t->sp_chunk = t->merges.keys && sm_get(&t->vocab, "\xE2\x96\x81", 3) >= 0;
+  for (size_t i = 0; t->sp_chunk && i <= t->merges.mask; i++) {
+    if (t->merges.keys[i] == UINT64_MAX) continue;
+    const char *r = t->id_str[(int32_t)(uint32_t)t->merges.vals[i]];
+    size_t rl = strlen(r);
+    while (rl >= 3 && !memcmp(r, "\xE2\x96\x81", 3)) {
+      r += 3;
+      rl -= 3;
+    }
+    if (memmem(r, rl, "\xE2\x96\x81", 3)) t->sp_chunk = 0;
   }
   uint16_t cnt[2][256] = {{0}};
   for (size_t i = 0; i < t->n_added; i++) {
@@ -1841,7 +1871,6 @@ static int finalize(tok *t, ft_error *err) {
   t->bos = t->bos_s ? tok_token_id(t, t->bos_s) : -1;
   t->eos = t->eos_s ? tok_token_id(t, t->eos_s) : -1;
   t->pad = t->pad_s ? tok_token_id(t, t->pad_s) : -1;
-  (void)err;
   return 0;
 }
 
@@ -1854,7 +1883,8 @@ static void gpt2_re_init(void) {
 static int prepare_regex(ft_error *err) {
   static pthread_once_t once = PTHREAD_ONCE_INIT;
   pthread_once(&once, gpt2_re_init);
-  if (gpt2_re_rc) return ft_error_set(err, gpt2_re_rc, "pre_tokenizer", "GPT-2 regex failed to compile");
+  if (gpt2_re_rc)
+    return ft_error_set(err, gpt2_re_rc, "pre_tokenizer", "GPT-2 regex failed to compile");
   return 0;
 }
 
@@ -1878,7 +1908,8 @@ int tok_load_json(tok **out, const char *path, ft_error *err) {
   rc = load_tokenizer_json(t, path, err);
   if (!rc) rc = finalize(t, err);
   if (rc) {
-    if (err && err->code != rc) ft_error_set(err, rc, "tokenizer", "%s: %s", path, ft_err_message(rc));
+    if (err && err->code != rc)
+      ft_error_set(err, rc, "tokenizer", "%s: %s", path, ft_err_message(rc));
     tok_free(t);
     return rc;
   }
@@ -1901,10 +1932,11 @@ int tok_load(tok **out, const char *dir, ft_error *err) {
   } else {
     static const char *pairs[][2] = {{"vocab.json", "merges.txt"}, {"encoder.json", "vocab.bpe"}};
     rc = ft_error_set(err, FT_ENOT_FOUND, "tokenizer",
-                      "%s: no tokenizer.json, vocab.json + merges.txt or encoder.json + vocab.bpe", dir);
+                      "%s: no tokenizer.json, vocab.json + merges.txt or encoder.json + vocab.bpe",
+                      dir);
     for (int k = 0; k < 2; k++) {
-      if (path_join(p1, sizeof p1, dir, pairs[k][0]) && path_join(p2, sizeof p2, dir, pairs[k][1]) &&
-          file_exists(p1) && file_exists(p2)) {
+      if (path_join(p1, sizeof p1, dir, pairs[k][0]) &&
+          path_join(p2, sizeof p2, dir, pairs[k][1]) && file_exists(p1) && file_exists(p2)) {
         if (err) memset(err, 0, sizeof *err);
         rc = load_vocab_merges(t, p1, p2, err);
         break;
@@ -1915,7 +1947,8 @@ int tok_load(tok **out, const char *dir, ft_error *err) {
     rc = load_config(t, p1, err);
   if (!rc) rc = finalize(t, err);
   if (rc) {
-    if (err && err->code != rc) ft_error_set(err, rc, "tokenizer", "%s: %s", dir, ft_err_message(rc));
+    if (err && err->code != rc)
+      ft_error_set(err, rc, "tokenizer", "%s: %s", dir, ft_err_message(rc));
     tok_free(t);
     return rc;
   }

@@ -1,8 +1,9 @@
 /* UTF-8 and canonical normalization (NFC/NFD) for the tokenizer. Qwen's
- * tokenizer.json normalizes to NFC before splitting; most text is ASCII or
- * already composed, so text below U+0300 is copied as is and only other text
- * takes the full decompose / reorder / compose path (UAX #15). The tables
- * come from scripts/gen_tok_unicode.py; Hangul syllables are algorithmic. */
+ * tokenizer.json normalizes to NFC before splitting; most text is already
+ * NFC, so runs of "safe" code points (NFC_QC=Yes, ccc=0) are copied as they
+ * are and only the spans around others take the full decompose / reorder /
+ * compose path (UAX #15). The tables come from scripts/gen_tok_unicode.py;
+ * Hangul syllables are algorithmic. */
 #include "tok_unicode.h"
 
 #include <stdlib.h>
@@ -151,8 +152,10 @@ static int ccc_of(uint32_t cp) {
     size_t mid = (lo + hi) / 2;
     uint32_t c = tok_ccc[mid] >> 8;
     if (c == cp) return (int)(tok_ccc[mid] & 0xFF);
-    if (c < cp) lo = mid + 1;
-    else hi = mid;
+    if (c < cp)
+      lo = mid + 1;
+    else
+      hi = mid;
   }
   return 0;
 }
@@ -163,8 +166,10 @@ static const uint32_t *decomp_of(uint32_t cp) {
   while (lo < hi) {
     size_t mid = (lo + hi) / 2;
     if (tok_decomp[mid][0] == cp) return tok_decomp[mid];
-    if (tok_decomp[mid][0] < cp) lo = mid + 1;
-    else hi = mid;
+    if (tok_decomp[mid][0] < cp)
+      lo = mid + 1;
+    else
+      hi = mid;
   }
   return NULL;
 }
@@ -182,8 +187,10 @@ static uint32_t compose_pair(uint32_t a, uint32_t b) {
     size_t mid = (lo + hi) / 2;
     uint64_t k = ((uint64_t)tok_comp[mid][0] << 32) | tok_comp[mid][1];
     if (k == key) return tok_comp[mid][2];
-    if (k < key) lo = mid + 1;
-    else hi = mid;
+    if (k < key)
+      lo = mid + 1;
+    else
+      hi = mid;
   }
   return 0;
 }
@@ -211,24 +218,27 @@ static size_t decompose(uint32_t cp, uint32_t *buf) {
   return k;
 }
 
-int tok_unicode_normalize(const char *s, size_t n, int compose, char **out, size_t *outn) {
-  size_t i = 0;
-  while (i < n && (unsigned char)s[i] < 0xCC) /* 0xCC 0x80 is U+0300 */
-    i++;
-  if (i == n) {
-    char *o = malloc(n + 1);
-    if (!o) return FT_ENOMEM;
-    memcpy(o, s, n);
-    o[n] = 0;
-    *out = o;
-    *outn = n;
-    return 0;
+static int nfc_unsafe(uint32_t cp) {
+  if (cp < 0x300) return 0;
+  size_t lo = 0, hi = sizeof tok_nfc_unsafe / sizeof tok_nfc_unsafe[0];
+  while (lo < hi) {
+    size_t mid = (lo + hi) / 2;
+    if (cp < tok_nfc_unsafe[mid][0])
+      hi = mid;
+    else if (cp > tok_nfc_unsafe[mid][1])
+      lo = mid + 1;
+    else
+      return 1;
   }
-  /* decompose: n bytes hold at most n code points, each at most 4 wide */
-  uint32_t *cps = malloc(sizeof(uint32_t) * (n * 4 + 1));
-  if (!cps) return FT_ENOMEM;
+  return 0;
+}
+
+/* Full decompose / reorder / (compose) of s[0..n), written at o (room for
+ * 3n bytes: no code point's NFD or NFC is more than 3x its UTF-8 length);
+ * cps has room for 4n code points (a code point decomposes into <= 4). */
+static size_t normalize_span(const char *s, size_t n, int compose, uint32_t *cps, char *o) {
   size_t m = 0;
-  for (i = 0; i < n;) {
+  for (size_t i = 0; i < n;) {
     uint32_t cp;
     i += (size_t)tok_utf8_decode(s + i, &cp);
     m += decompose(cp, cps + m);
@@ -255,7 +265,7 @@ int tok_unicode_normalize(const char *s, size_t n, int compose, char **out, size
       uint32_t c = cps[k];
       int cc = ccc_of(c);
       uint32_t comp = (last < cc || last == 0) ? compose_pair(sc, c) : 0;
-      if (comp && (last == 0 ? w == starter + 1 : 1)) {
+      if (comp) {
         cps[starter] = comp;
         sc = comp;
       } else {
@@ -269,15 +279,62 @@ int tok_unicode_normalize(const char *s, size_t n, int compose, char **out, size
     }
     m = w;
   }
-  char *o = malloc(m * 4 + 1);
-  if (!o) {
-    free(cps);
-    return FT_ENOMEM;
-  }
   size_t j = 0;
   for (size_t k = 0; k < m; k++) j += (size_t)tok_utf8_encode(o + j, cps[k]);
-  o[j] = 0;
+  return j;
+}
+
+int tok_unicode_normalize(const char *s, size_t n, int compose, char **out, size_t *outn) {
+  /* NFD/NFC grow text at most 3x in bytes (checked by the generator's data:
+   * U+0390 is the worst case) */
+  char *o = malloc(n * 3 + 1);
+  uint32_t *cps = NULL;
+  size_t cpcap = 0, j = 0, i = 0;
+  if (!o) return FT_ENOMEM;
+  while (i < n) {
+    /* copy up to the next code point NFC may touch (for NFD: any >= U+00C0) */
+    size_t u = i, last_safe = i;
+    uint32_t cp = 0;
+    while (u < n) {
+      if ((unsigned char)s[u] < 0x80) {
+        last_safe = u++;
+        continue;
+      }
+      int k = tok_utf8_decode(s + u, &cp);
+      if (compose ? nfc_unsafe(cp) : (cp >= 0xC0)) break;
+      last_safe = u;
+      u += (size_t)k;
+    }
+    if (u == n) {
+      memcpy(o + j, s + i, n - i);
+      j += n - i;
+      break;
+    }
+    /* the span: from the last safe starter before u (it may compose with
+     * what follows) to the next safe code point after u */
+    size_t a = (last_safe < u) ? last_safe : u, b = u;
+    if (a < i) a = i;
+    while (b < n) {
+      int k = tok_utf8_decode(s + b, &cp);
+      if (b > u && !(compose ? nfc_unsafe(cp) : (cp >= 0xC0))) break;
+      b += (size_t)k;
+    }
+    memcpy(o + j, s + i, a - i);
+    j += a - i;
+    if (cpcap < (b - a) * 4) {
+      free(cps);
+      cpcap = (b - a) * 4;
+      cps = malloc(cpcap * sizeof *cps);
+      if (!cps) {
+        free(o);
+        return FT_ENOMEM;
+      }
+    }
+    j += normalize_span(s + a, b - a, compose, cps, o + j);
+    i = b;
+  }
   free(cps);
+  o[j] = 0;
   *out = o;
   *outn = j;
   return 0;

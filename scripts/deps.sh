@@ -40,8 +40,9 @@ fi
 mkdir -p .deps
 need=0
 for p in "${npm_pkgs[@]}"; do
-  name="${p%@*}"; [ -z "$name" ] && name="$p"
-  [ -d ".deps/node_modules/$name" ] || need=1
+  name="${p%@*}" ver="${p##*@}"
+  have=$(node -p "try{require('./.deps/node_modules/$name/package.json').version}catch(e){''}" 2>/dev/null)
+  [ "$have" = "$ver" ] || need=1
 done
 if [ $need = 1 ]; then
   (cd .deps && [ -f package.json ] || echo '{"name":"finetuned-deps","private":true}' > package.json

@@ -21,8 +21,20 @@ for cp in range(0x110000):
         decomp.append((cp, parts[0], parts[1] if len(parts) == 2 else 0))
         if len(parts) == 2 and ud.normalize('NFC', chr(parts[0]) + chr(parts[1])) == c:
             comp.append((parts[0], parts[1], cp))
+# NFC "unsafe" code points: not (NFC_QC=Yes and ccc=0), i.e. those NFC may
+# change or compose with what precedes them; NFC leaves text between them as is
+seconds = {b for _, b, _ in comp} | set(range(0x1161, 0x1176)) | set(range(0x11A8, 0x11C3))
+unsafe = sorted({cp for cp, _ in ccc} | seconds |
+                {cp for cp, _, _ in decomp if ud.normalize('NFC', chr(cp)) != chr(cp)})
+ranges = []
+for cp in unsafe:
+    if ranges and ranges[-1][1] == cp - 1:
+        ranges[-1][1] = cp
+    else:
+        ranges.append([cp, cp])
 # the fast path of tok_unicode.c: text below U+0300 is already NFC and NFD
 assert all(cp >= 0x300 for cp, _ in ccc)
+assert min(unsafe) >= 0x300
 assert all(ud.normalize('NFD', chr(cp)) == chr(cp) for cp in range(0xC0) )
 assert min(cp for cp, _, _ in decomp) >= 0xC0
 comp.sort(key=lambda t: (t[0], t[1]))
@@ -39,3 +51,5 @@ def table(name, decl, rows, fmt):
 table('tok_ccc', '', ccc, lambda r: '0x%x' % ((r[0] << 8) | r[1]))
 table('tok_decomp', '[3]', decomp, lambda r: '{0x%x, 0x%x, 0x%x}' % r)
 table('tok_comp', '[3]', comp, lambda r: '{0x%x, 0x%x, 0x%x}' % r)
+# nfc_unsafe: inclusive ranges {first, last}, sorted
+table('tok_nfc_unsafe', '[2]', ranges, lambda r: '{0x%x, 0x%x}' % tuple(r))
