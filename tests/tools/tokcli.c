@@ -18,7 +18,7 @@ static int load(tok **t, const char *path) {
   ft_error err = {0};
   size_t n = strlen(path);
   int rc = (n > 5 && !strcmp(path + n - 5, ".json")) ? tok_load_json(t, path, &err)
-                                                      : tok_load(t, path, &err);
+                                                     : tok_load(t, path, &err);
   if (rc) fprintf(stderr, "tokcli: %s (%s)\n", err.message, ft_err_code(rc));
   return rc;
 }
@@ -36,7 +36,8 @@ static int cmd_encode(tok *t, int parse_special) {
     } else {
       int32_t *ids = NULL;
       size_t n = 0;
-      int rc = tok_encode(t, json_string_value(in), json_string_length(in), parse_special, &ids, &n);
+      int rc =
+          tok_encode(t, json_string_value(in), json_string_length(in), parse_special, &ids, &n);
       if (rc) {
         json_object_set_new(out, "error", json_string(ft_err_code(rc)));
       } else {
@@ -46,8 +47,10 @@ static int cmd_encode(tok *t, int parse_special) {
         char *text = NULL;
         size_t tl;
         rc = tok_decode_len(t, ids, n, 0, &text, &tl);
-        if (rc) json_object_set_new(out, "decode_error", json_string(ft_err_code(rc)));
-        else json_object_set_new(out, "text", json_stringn(text, tl));
+        if (rc)
+          json_object_set_new(out, "decode_error", json_string(ft_err_code(rc)));
+        else
+          json_object_set_new(out, "text", json_stringn(text, tl));
         free(text);
         rc = tok_decode_len(t, ids, n, 1, &text, &tl);
         if (!rc) json_object_set_new(out, "text_skip", json_stringn(text, tl));
