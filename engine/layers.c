@@ -20,7 +20,8 @@ void matmul(float *c, int ldc, const float *a, int lda, int ta, const float *b, 
   if (M <= 0 || N <= 0) return;
   if (K <= 0) { /* empty product: c = beta * c */
     for (int i = 0; i < M; i++)
-      for (int j = 0; j < N; j++) c[(size_t)i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[(size_t)i * ldc + j];
+      for (int j = 0; j < N; j++)
+        c[(size_t)i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[(size_t)i * ldc + j];
     return;
   }
   cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N,
@@ -29,8 +30,8 @@ void matmul(float *c, int ldc, const float *a, int lda, int ta, const float *b, 
 
 /* ---- linear ---- */
 
-void linear_forward(float *out, const float *inp, const float *w, const float *bias, int N,
-                    int in, int outd, int conv1d) {
+void linear_forward(float *out, const float *inp, const float *w, const float *bias, int N, int in,
+                    int outd, int conv1d) {
   // out (N,outd), inp (N,in), w (outd,in) or (in,outd) for conv1d, bias (outd)
   if (bias)
     for (int i = 0; i < N; i++) memcpy(out + (size_t)i * outd, bias, sizeof(float) * outd);
@@ -42,16 +43,16 @@ void linear_forward(float *out, const float *inp, const float *w, const float *b
 
 void linear_backward(float *dinp, float *dw, float *dbias, const float *dout, const float *inp,
                      const float *w, int N, int in, int outd, int conv1d) {
-  if (dinp) { // (N,in) += dout (N,outd) @ W
+  if (dinp) {  // (N,in) += dout (N,outd) @ W
     if (conv1d)
       matmul(dinp, in, dout, outd, 0, w, outd, 1, N, in, outd, 1.0f, 1.0f);
     else
       matmul(dinp, in, dout, outd, 0, w, in, 0, N, in, outd, 1.0f, 1.0f);
   }
   if (dw) {
-    if (conv1d) // (in,outd) += inp^T dout
+    if (conv1d)  // (in,outd) += inp^T dout
       matmul(dw, outd, inp, in, 1, dout, outd, 0, in, outd, N, 1.0f, 1.0f);
-    else // (outd,in) += dout^T inp
+    else  // (outd,in) += dout^T inp
       matmul(dw, in, dout, outd, 1, inp, in, 0, outd, in, N, 1.0f, 1.0f);
   }
   if (dbias)
@@ -227,7 +228,8 @@ void gelu_backward(float *dinp, const float *dout, const float *inp, size_t n) {
   for (size_t i = 0; i < n; i++) {
     float x = inp[i];
     float t = tanh_fast(GELU_K * (x + 0.044715f * (x * x * x)));
-    float g = 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * GELU_K * (1.0f + 3.0f * 0.044715f * x * x);
+    float g =
+        0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * GELU_K * (1.0f + 3.0f * 0.044715f * x * x);
     dinp[i] = dout[i] * g;
   }
 }
@@ -301,7 +303,7 @@ void attention_forward(float *out, float *att, const float *q, const float *k, c
   for (int b = 0; b < B; b++) {
     int L = lens[b];
     for (int h = 0; h < NH; h++) {
-      float *P = att + ((size_t)b * NH + h) * T * T; // (L,L) ld T
+      float *P = att + ((size_t)b * NH + h) * T * T;  // (L,L) ld T
       const float *Q = q + (size_t)b * T * ldq + (size_t)h * HD;
       const float *K = k + (size_t)b * T * ldkv + (size_t)(h / grp) * HD;
       const float *V = v + (size_t)b * T * ldkv + (size_t)(h / grp) * HD;
@@ -347,7 +349,7 @@ void attention_backward(float *dq, float *dk, float *dv, float *scratch, const f
       size_t qo = (size_t)b * T * ldq + (size_t)h * HD;
       size_t ko = (size_t)b * T * ldkv + (size_t)(h / grp) * HD;
       const float *dY = dout + (size_t)b * T * C + (size_t)h * HD;
-      float *dP = scratch; // (L,L) ld T
+      float *dP = scratch;  // (L,L) ld T
       matmul(dP, T, dY, C, 0, v + ko, ldkv, 1, L, L, HD, 1.0f, 0.0f);
       matmul(dv + ko, ldkv, P, T, 1, dY, C, 0, L, HD, L, 1.0f, 1.0f);
       for (int i = 0; i < L; i++) {

@@ -17,8 +17,8 @@ void matmul(float *c, int ldc, const float *a, int lda, int ta, const float *b, 
 
 /* out (N,outd) = inp (N,in) @ W^T + bias, W (outd,in) as nn.Linear; or
  * inp @ W + bias with W (in,outd) as GPT-2's Conv1D (conv1d=1). bias may be NULL. */
-void linear_forward(float *out, const float *inp, const float *w, const float *bias, int N,
-                    int in, int outd, int conv1d);
+void linear_forward(float *out, const float *inp, const float *w, const float *bias, int N, int in,
+                    int outd, int conv1d);
 void linear_backward(float *dinp, float *dw, float *dbias, const float *dout, const float *inp,
                      const float *w, int N, int in, int outd, int conv1d);
 
@@ -47,8 +47,7 @@ void swiglu_backward(float *dgate, float *dup, const float *dout, const float *g
  * Backward applies the inverse rotation to dx in place. */
 void rope_tables(float *cos_t, float *sin_t, int maxT, int HD, float theta);
 void rope_forward(float *x, const float *cos_t, const float *sin_t, int B, int T, int nh, int HD);
-void rope_backward(float *dx, const float *cos_t, const float *sin_t, int B, int T, int nh,
-                   int HD);
+void rope_backward(float *dx, const float *cos_t, const float *sin_t, int B, int T, int nh, int HD);
 
 /* Causal self-attention, scale 1/sqrt(HD), grouped-query (query head h reads
  * kv head h / (NH/NKV)). q (B,T,ldq) holds head h at column h*HD; k, v

@@ -45,13 +45,16 @@ typedef struct {
 
 typedef struct {
   float *ln1, *ln1_mean, *ln1_rstd; /* (N,C) (N) (N); mean GPT-2 only */
-  float *q, *k, *v;       /* GPT-2: into qkv (N,3C) with row stride 3C; Llama: (N,QD) (N,KD) (N,KD), roped */
-  float *att;             /* (B,NH,T,T) attention probabilities */
-  float *atty;            /* (N,QD) attention output before the projection */
-  float *res2;            /* (N,C) residual after attention */
+  float *q, *k,
+      *v;      /* GPT-2: into qkv (N,3C) with row stride 3C; Llama: (N,QD) (N,KD) (N,KD), roped */
+  float *att;  /* (B,NH,T,T) attention probabilities */
+  float *atty; /* (N,QD) attention output before the projection */
+  float *res2; /* (N,C) residual after attention */
   float *ln2, *ln2_mean, *ln2_rstd;
-  float *ffa, *ffb, *ffh; /* GPT-2: c_fc out, -, gelu (N,FF); Llama: gate, up, silu(gate)*up */
-  float *res3;            /* (N,C) layer output */
+  float *ffa, *ffb; /* GPT-2: c_fc out, -; Llama: gate, up (N,FF) */
+  float *ffh;       /* gelu(ffa) or silu(gate)*up (N,FF): one buffer shared by all
+                       layers, recomputed in backward (cheap; saves L x N x FF) */
+  float *res3;      /* (N,C) layer output */
   lin_act la[M_N];
 } layer_a;
 
@@ -71,14 +74,14 @@ struct ft_model {
   ft_param dummy;  /* target of the counting pass */
 
   /* weights */
-  float *wte, *dwte;       /* (V,C) token embedding */
-  float *wpe, *dwpe;       /* (maxP,C) GPT-2 positions */
+  float *wte, *dwte;              /* (V,C) token embedding */
+  float *wpe, *dwpe;              /* (maxP,C) GPT-2 positions */
   float *nfw, *nfb, *dnfw, *dnfb; /* final norm (C) */
-  lin head;                /* lm_head (V,C) or score (NL,C), no bias */
+  lin head;                       /* lm_head (V,C) or score (NL,C), no bias */
   layer_w *lw;
-  int emb_trainable;       /* embeddings (and so every layer's input gradient) trained */
-  int bw_stop;             /* lowest layer with a trainable tensor; L if none */
-  int below_head;          /* anything under the head trainable */
+  int emb_trainable; /* embeddings (and so every layer's input gradient) trained */
+  int bw_stop;       /* lowest layer with a trainable tensor; L if none */
+  int below_head;    /* anything under the head trainable */
 
   /* activations */
   layer_a *la;
@@ -90,6 +93,7 @@ struct ft_model {
   float *rope_cos, *rope_sin;       /* (T,HD/2) */
   /* backward scratch */
   float *dres, *dln;   /* (N,C) */
+  float *dlnc;         /* (N,C) LM head: input gradient of the rows with a loss, packed */
   float *datty;        /* (N,QD) */
   float *dq, *dk, *dv; /* GPT-2: into one (N,3C) block; Llama (N,QD) (N,KD) (N,KD) */
   float *dff1, *dff2;  /* (N,FF) */
@@ -162,8 +166,8 @@ static void add_alias(ft_model *m, int pass, const char *name, const ft_param *t
   p->saved = 0;
 }
 
-static void add_lin(ft_model *m, int pass, lin *ln, const char *path, int in, int out,
-                    int conv1d, int bias, int trainable) {
+static void add_lin(ft_model *m, int pass, lin *ln, const char *path, int in, int out, int conv1d,
+                    int bias, int trainable) {
   char name[FT_NAME_MAX];
   join(name, path, ".weight");
   ft_param *p = addp(m, pass, name, 2, conv1d ? in : out, conv1d ? out : in, trainable);
@@ -264,7 +268,8 @@ static void build_params(ft_model *m, int pass) {
       m->head.w = emb_copy.w;
       m->head.dw = emb_copy.g;
     } else {
-      ft_param *p = addp(m, pass, "lm_head.weight", 2, m->V, C, full || m->method == FT_METHOD_HEAD);
+      ft_param *p =
+          addp(m, pass, "lm_head.weight", 2, m->V, C, full || m->method == FT_METHOD_HEAD);
       m->head.w = p->w;
       m->head.dw = p->g;
     }
@@ -280,8 +285,8 @@ static void build_params(ft_model *m, int pass) {
       for (int i = 0; i < M_N; i++) {
         lin *ln = &m->lw[l].m[i];
         if (!mod_in_arch(m, i) || !(m->lora.targets & (1u << i))) continue;
-        snprintf(path, sizeof path, "base_model.model.%s.%d.%s", gpt2 ? "transformer.h" : "model.layers",
-                 l, mod_path[i]);
+        snprintf(path, sizeof path, "base_model.model.%s.%d.%s",
+                 gpt2 ? "transformer.h" : "model.layers", l, mod_path[i]);
         join(name, path, ".lora_A.weight");
         ft_param *a = addp(m, pass, name, 2, r, ln->in, 1);
         join(name, path, ".lora_B.weight");
@@ -335,7 +340,7 @@ static void build_acts(ft_model *m, int pass) {
     a->ln2_rstd = take(m, pass, N);
     a->ffa = take(m, pass, N * FF);
     a->ffb = gpt2 ? NULL : take(m, pass, N * FF);
-    a->ffh = take(m, pass, N * FF);
+    a->ffh = l == 0 ? take(m, pass, N * FF) : m->la[0].ffh;
     a->res3 = take(m, pass, N * C);
     for (int i = 0; i < M_N; i++) {
       lin *ln = &m->lw[l].m[i];
@@ -360,6 +365,7 @@ static void build_acts(ft_model *m, int pass) {
   m->rope_sin = gpt2 ? NULL : take(m, pass, T * (size_t)m->HD / 2);
   if (!tr) return;
   m->dres = take(m, pass, N * C);
+  m->dlnc = m->task == FT_TASK_CAUSAL_LM ? take(m, pass, N * C) : NULL;
   m->dln = take(m, pass, N * C);
   m->datty = take(m, pass, N * QD);
   m->dq = take(m, pass, N * (QD + 2 * KD));
@@ -411,7 +417,8 @@ static int check_config(const ft_config *c, ft_task task, ft_method method, cons
     return ft_error_set(err, FT_EFORMAT, "num_key_value_heads",
                         "num_attention_heads %d is not a multiple of num_key_value_heads %d",
                         c->n_head, c->n_kv_head);
-  if (c->arch == FT_ARCH_GPT2 && (c->n_head * c->head_dim != c->hidden_size || c->n_kv_head != c->n_head))
+  if (c->arch == FT_ARCH_GPT2 &&
+      (c->n_head * c->head_dim != c->hidden_size || c->n_kv_head != c->n_head))
     return ft_error_set(err, FT_EFORMAT, "n_head", "GPT-2 needs n_embd = n_head * head_dim");
   if (c->arch == FT_ARCH_LLAMA && c->head_dim % 2)
     return ft_error_set(err, FT_EFORMAT, "head_dim", "head_dim must be even for RoPE");
@@ -434,9 +441,10 @@ static int check_config(const ft_config *c, ft_task task, ft_method method, cons
     if (lora->r < 1) return ft_error_set(err, FT_ERANGE, "lora.r", "LoRA rank must be >= 1");
     if (!(lora->dropout >= 0.0f && lora->dropout < 1.0f))
       return ft_error_set(err, FT_ERANGE, "lora.dropout", "LoRA dropout must be in [0,1)");
-    unsigned arch_bits = c->arch == FT_ARCH_GPT2 ? (FT_LORA_C_ATTN | FT_LORA_ATTN_C_PROJ |
-                                                   FT_LORA_C_FC | FT_LORA_MLP_C_PROJ)
-                                                 : ((1u << (M_DOWN + 1)) - 1);
+    unsigned arch_bits =
+        c->arch == FT_ARCH_GPT2
+            ? (FT_LORA_C_ATTN | FT_LORA_ATTN_C_PROJ | FT_LORA_C_FC | FT_LORA_MLP_C_PROJ)
+            : ((1u << (M_DOWN + 1)) - 1);
     if (!(lora->targets & arch_bits))
       return ft_error_set(err, FT_EINVALID, "lora.target_modules",
                           "no LoRA target module exists in this architecture");
@@ -598,7 +606,8 @@ void model_init_random(ft_model *m, uint64_t seed) {
 void model_init_trainable(ft_model *m, uint64_t seed) {
   for (size_t i = 0; i < m->n_params; i++) {
     ft_param *p = &m->params[i];
-    if (strstr(p->name, ".lora_A.") || strstr(p->name, ".lora_B.") || !strcmp(p->name, "score.weight"))
+    if (strstr(p->name, ".lora_A.") || strstr(p->name, ".lora_B.") ||
+        !strcmp(p->name, "score.weight"))
       init_param(m, p, seed);
   }
 }
@@ -606,8 +615,8 @@ void model_init_trainable(ft_model *m, uint64_t seed) {
 /* ---- the LoRA-aware linear ---- */
 
 /* out (N,out) = inp (N,in) through module ln, plus its adapter unless merged. */
-static void lin_forward(ft_model *m, float *out, lin_act *a, const float *inp, const lin *ln,
-                        int N, uint64_t seed) {
+static void lin_forward(ft_model *m, float *out, lin_act *a, const float *inp, const lin *ln, int N,
+                        uint64_t seed) {
   linear_forward(out, inp, ln->w, ln->b, N, ln->in, ln->out, ln->conv1d);
   if (!ln->la || m->merged) return;
   int r = m->lora.r;
@@ -616,7 +625,7 @@ static void lin_forward(ft_model *m, float *out, lin_act *a, const float *inp, c
     dropout_forward(a->xd, a->mask, inp, m->lora.dropout, seed, (size_t)N * ln->in);
     xd = a->xd;
   }
-  matmul(a->h, r, xd, ln->in, 0, ln->la, ln->in, 1, N, r, ln->in, 1.0f, 0.0f); // (N,r)
+  matmul(a->h, r, xd, ln->in, 0, ln->la, ln->in, 1, N, r, ln->in, 1.0f, 0.0f);  // (N,r)
   matmul(out, ln->out, a->h, r, 0, ln->lb, r, 1, N, ln->out, r, m->lscale, 1.0f);
 }
 
@@ -628,11 +637,12 @@ static void lin_backward(ft_model *m, float *dinp, const lin *ln, const lin_act 
   if (!ln->la || m->merged) return;
   int r = m->lora.r, in = ln->in, outd = ln->out;
   const float *xd = m->fw_dropout ? a->xd : inp;
-  if (ln->dlb) // dB (out,r) += s dout^T h
+  if (ln->dlb)  // dB (out,r) += s dout^T h
     matmul(ln->dlb, r, dout, outd, 1, a->h, r, 0, outd, r, N, m->lscale, 1.0f);
   if (!ln->dla && !dinp) return;
-  matmul(m->dh, r, dout, outd, 0, ln->lb, r, 0, N, r, outd, m->lscale, 0.0f); // dh (N,r) = s dout B
-  if (ln->dla) // dA (r,in) += dh^T xd
+  matmul(m->dh, r, dout, outd, 0, ln->lb, r, 0, N, r, outd, m->lscale,
+         0.0f);  // dh (N,r) = s dout B
+  if (ln->dla)   // dA (r,in) += dh^T xd
     matmul(ln->dla, in, m->dh, r, 1, xd, in, 0, r, in, N, 1.0f, 1.0f);
   if (!dinp) return;
   if (m->fw_dropout) {
@@ -655,8 +665,8 @@ static void layer_forward(ft_model *m, int l, const float *x, uint64_t seed) {
   if (is_gpt2(m)) {
     layernorm_forward(a->ln1, a->ln1_mean, a->ln1_rstd, x, w->n1w, w->n1b, N, C, m->cfg.norm_eps);
     lin_forward(m, a->q, &a->la[M_CATTN], a->ln1, &w->m[M_CATTN], N, s + M_CATTN);
-    attention_forward(a->atty, a->att, a->q, a->k, a->v, m->lens, B, T, m->NH, m->NKV, m->HD,
-                      3 * C, 3 * C);
+    attention_forward(a->atty, a->att, a->q, a->k, a->v, m->lens, B, T, m->NH, m->NKV, m->HD, 3 * C,
+                      3 * C);
     lin_forward(m, a->res2, &a->la[M_CPROJ], a->atty, &w->m[M_CPROJ], N, s + M_CPROJ);
     residual_add(a->res2, x, nC);
     layernorm_forward(a->ln2, a->ln2_mean, a->ln2_rstd, a->res2, w->n2w, w->n2b, N, C,
@@ -671,8 +681,8 @@ static void layer_forward(ft_model *m, int l, const float *x, uint64_t seed) {
     lin_forward(m, a->v, &a->la[M_V], a->ln1, &w->m[M_V], N, s + M_V);
     rope_forward(a->q, m->rope_cos, m->rope_sin, B, T, m->NH, m->HD);
     rope_forward(a->k, m->rope_cos, m->rope_sin, B, T, m->NKV, m->HD);
-    attention_forward(a->atty, a->att, a->q, a->k, a->v, m->lens, B, T, m->NH, m->NKV, m->HD,
-                      m->QD, m->KD);
+    attention_forward(a->atty, a->att, a->q, a->k, a->v, m->lens, B, T, m->NH, m->NKV, m->HD, m->QD,
+                      m->KD);
     lin_forward(m, a->res2, &a->la[M_O], a->atty, &w->m[M_O], N, s + M_O);
     residual_add(a->res2, x, nC);
     rmsnorm_forward(a->ln2, a->ln2_rstd, a->res2, w->n2w, N, C, m->cfg.norm_eps);
@@ -744,7 +754,12 @@ int model_forward(ft_model *m, const ft_batch *b, int training, uint64_t rng_see
   long n = 0, correct = 0;
   if (m->task == FT_TASK_CAUSAL_LM) {
     int V = m->V;
-    linear_forward(m->logits, m->lnf, m->head.w, NULL, N, C, V, 0);
+    /* the valid rows of each sequence only; padded rows read as zeros */
+    for (int r = 0; r < B; r++) {
+      size_t o = (size_t)r * T, L = (size_t)m->lens[r];
+      linear_forward(m->logits + o * V, m->lnf + o * C, m->head.w, NULL, (int)L, C, V, 0);
+      memset(m->logits + (o + L) * V, 0, sizeof(float) * (T - L) * V);
+    }
     for (int i = 0; i < N; i++) {
       int t = m->targets[i];
       if (t < 0 || i % T >= m->lens[i / T]) continue;
@@ -793,27 +808,29 @@ static void layer_backward(ft_model *m, int l, const float *x, int need_dx) {
   int want_dln1 = need_dx || w->dn1w;
   if (is_gpt2(m)) {
     memset(m->dff1, 0, sizeof(float) * nF);
+    gelu_forward(a->ffh, a->ffa, nF);
     lin_backward(m, m->dff1, &M[M_MPROJ], &A[M_MPROJ], m->dres, a->ffh, N);
     gelu_backward(m->dff1, m->dff1, a->ffa, nF);
     memset(m->dln, 0, sizeof(float) * nC);
     lin_backward(m, m->dln, &M[M_CFC], &A[M_CFC], m->dff1, a->ln2, N);
-    layernorm_backward(m->dres, w->dn2w, w->dn2b, m->dln, a->res2, w->n2w, a->ln2_mean,
-                       a->ln2_rstd, N, C);
+    layernorm_backward(m->dres, w->dn2w, w->dn2b, m->dln, a->res2, w->n2w, a->ln2_mean, a->ln2_rstd,
+                       N, C);
     memset(m->datty, 0, sizeof(float) * nC);
     lin_backward(m, m->datty, &M[M_CPROJ], &A[M_CPROJ], m->dres, a->atty, N);
     memset(m->dq, 0, sizeof(float) * nC * 3);
-    attention_backward(m->dq, m->dk, m->dv, m->datt, m->datty, a->att, a->q, a->k, a->v, m->lens,
-                       B, T, m->NH, m->NKV, m->HD, 3 * C, 3 * C);
+    attention_backward(m->dq, m->dk, m->dv, m->datt, m->datty, a->att, a->q, a->k, a->v, m->lens, B,
+                       T, m->NH, m->NKV, m->HD, 3 * C, 3 * C);
     if (want_dln1) memset(m->dln, 0, sizeof(float) * nC);
     lin_backward(m, want_dln1 ? m->dln : NULL, &M[M_CATTN], &A[M_CATTN], m->dq, a->ln1, N);
     if (want_dln1)
-      layernorm_backward(need_dx ? m->dres : NULL, w->dn1w, w->dn1b, m->dln, x, w->n1w,
-                         a->ln1_mean, a->ln1_rstd, N, C);
+      layernorm_backward(need_dx ? m->dres : NULL, w->dn1w, w->dn1b, m->dln, x, w->n1w, a->ln1_mean,
+                         a->ln1_rstd, N, C);
   } else {
     size_t nQ = (size_t)N * m->QD, nK = (size_t)N * m->KD;
     memset(m->dff1, 0, sizeof(float) * nF);
+    swiglu_forward(a->ffh, a->ffa, a->ffb, nF);
     lin_backward(m, m->dff1, &M[M_DOWN], &A[M_DOWN], m->dres, a->ffh, N);
-    swiglu_backward(m->dff1, m->dff2, m->dff1, a->ffa, a->ffb, nF); // dgate, dup
+    swiglu_backward(m->dff1, m->dff2, m->dff1, a->ffa, a->ffb, nF);  // dgate, dup
     memset(m->dln, 0, sizeof(float) * nC);
     lin_backward(m, m->dln, &M[M_GATE], &A[M_GATE], m->dff1, a->ln2, N);
     lin_backward(m, m->dln, &M[M_UP], &A[M_UP], m->dff2, a->ln2, N);
@@ -823,8 +840,8 @@ static void layer_backward(ft_model *m, int l, const float *x, int need_dx) {
     memset(m->dq, 0, sizeof(float) * nQ); /* three arrays, each sized for the largest batch */
     memset(m->dk, 0, sizeof(float) * nK);
     memset(m->dv, 0, sizeof(float) * nK);
-    attention_backward(m->dq, m->dk, m->dv, m->datt, m->datty, a->att, a->q, a->k, a->v, m->lens,
-                       B, T, m->NH, m->NKV, m->HD, m->QD, m->KD);
+    attention_backward(m->dq, m->dk, m->dv, m->datt, m->datty, a->att, a->q, a->k, a->v, m->lens, B,
+                       T, m->NH, m->NKV, m->HD, m->QD, m->KD);
     rope_backward(m->dq, m->rope_cos, m->rope_sin, B, T, m->NH, m->HD);
     rope_backward(m->dk, m->rope_cos, m->rope_sin, B, T, m->NKV, m->HD);
     float *dln = want_dln1 ? m->dln : NULL;
@@ -844,19 +861,27 @@ int model_backward(ft_model *m, float scale) {
   int below = m->below_head;
   if (below) memset(m->dln, 0, sizeof(float) * (size_t)N * C);
   if (m->task == FT_TASK_CAUSAL_LM) {
-    int V = m->V;
+    /* Only rows with a loss have a gradient: pack them (dlogits and, in dres,
+     * their lnf rows) so the two big GEMMs skip prompt and padding rows. */
+    int V = m->V, nt = 0;
     for (int i = 0; i < N; i++) {
-      float *d = m->dlogits + (size_t)i * V;
       int t = m->targets[i];
-      if (t < 0 || i % T >= m->lens[i / T]) {
-        memset(d, 0, sizeof(float) * V);
-        continue;
-      }
+      if (t < 0 || i % T >= m->lens[i / T]) continue;
+      float *d = m->dlogits + (size_t)nt * V;
       softmax_scaled(d, m->logits + (size_t)i * V, m->lse[i], s, V);
       d[t] -= s;
+      memcpy(m->dres + (size_t)nt * C, m->lnf + (size_t)i * C, sizeof(float) * C);
+      nt++;
     }
-    linear_backward(below ? m->dln : NULL, m->head.dw, NULL, m->dlogits, m->lnf, m->head.w, N, C,
+    if (below) memset(m->dlnc, 0, sizeof(float) * (size_t)nt * C);
+    linear_backward(below ? m->dlnc : NULL, m->head.dw, NULL, m->dlogits, m->dres, m->head.w, nt, C,
                     V, 0);
+    if (below)
+      for (int i = 0, k = 0; i < N; i++) {
+        int t = m->targets[i];
+        if (t < 0 || i % T >= m->lens[i / T]) continue;
+        memcpy(m->dln + (size_t)i * C, m->dlnc + (size_t)k++ * C, sizeof(float) * C);
+      }
   } else {
     int NL = m->NL;
     for (int i = 0; i < B; i++) {
@@ -882,7 +907,8 @@ int model_backward(ft_model *m, float scale) {
   const float *xl = m->L ? m->la[m->L - 1].res3 : m->x0;
   memset(m->dres, 0, sizeof(float) * (size_t)N * C);
   if (is_gpt2(m))
-    layernorm_backward(m->dres, m->dnfw, m->dnfb, m->dln, xl, m->nfw, m->lnf_mean, m->lnf_rstd, N, C);
+    layernorm_backward(m->dres, m->dnfw, m->dnfb, m->dln, xl, m->nfw, m->lnf_mean, m->lnf_rstd, N,
+                       C);
   else
     rmsnorm_backward(m->dres, m->dnfw, m->dln, xl, m->nfw, m->lnf_rstd, N, C);
   for (int l = m->L - 1; l >= m->bw_stop; l--) {
@@ -912,9 +938,10 @@ void model_merge_lora(ft_model *m) {
     for (int i = 0; i < M_N; i++) {
       const lin *ln = &m->lw[l].m[i];
       if (!ln->la) continue;
-      if (ln->conv1d) // W (in,out) += s A^T B^T
-        matmul(ln->w, ln->out, ln->la, ln->in, 1, ln->lb, r, 1, ln->in, ln->out, r, m->lscale, 1.0f);
-      else // W (out,in) += s B A
+      if (ln->conv1d)  // W (in,out) += s A^T B^T
+        matmul(ln->w, ln->out, ln->la, ln->in, 1, ln->lb, r, 1, ln->in, ln->out, r, m->lscale,
+               1.0f);
+      else  // W (out,in) += s B A
         matmul(ln->w, ln->in, ln->lb, r, 0, ln->la, ln->in, 0, ln->out, ln->in, r, m->lscale, 1.0f);
     }
   m->merged = 1;

@@ -75,6 +75,9 @@ typedef struct {
   int trainable; /* 1 for tensors the method trains */
   int saved;     /* 0 for tensors not written to model.safetensors (tied lm_head) */
 } ft_param;
+/* A tied lm_head is an alias: w is the embedding's storage, g is NULL and
+ * trainable 0 (its gradient accumulates into the embedding's g), so walking
+ * the table over trainable tensors visits the shared tensor once. */
 
 /* One training or evaluation batch. Right padding: row b holds lens[b] valid
  * tokens, the rest is ignored (masked out of attention and the loss). */
@@ -119,13 +122,14 @@ int model_forward(ft_model *m, const ft_batch *b, int training, uint64_t rng_see
 int model_backward(ft_model *m, float scale);
 void model_zero_grad(ft_model *m);
 
-/* The logits of the last forward: (B,T,V) for LM, (B,num_labels) for
- * classification. Valid until the next forward. */
+/* The logits of the last forward: (B,T,V) for LM (rows t >= lens[b] are
+ * zero), (B,num_labels) for classification. Valid until the next forward. */
 const float *model_logits(const ft_model *m);
 /* Per-batch statistics of the last forward: number of trained tokens (LM) or
  * rows (classification) and how many were predicted right (argmax). */
 void model_last_counts(const ft_model *m, long *n_trained, long *n_correct);
 
-/* Merges LoRA into the base weights (W += scale * B A) in place. */
+/* Merges LoRA into the base weights (W += scale * B A) in place. The adapters
+ * stay in the table but are no longer applied (nor trained) by this model. */
 void model_merge_lora(ft_model *m);
 #endif

@@ -16,6 +16,7 @@ static inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k
 void rng_init(ft_rng *r, uint64_t seed) {
   uint64_t x = seed;
   for (int i = 0; i < 4; i++) r->s[i] = splitmix64(&x);
+  r->has_spare = 0;
 }
 
 uint64_t rng_u64(ft_rng *r) {
@@ -34,10 +35,17 @@ uint64_t rng_u64(ft_rng *r) {
 float rng_uniform(ft_rng *r) { return (float)(rng_u64(r) >> 40) * (1.0f / 16777216.0f); }
 
 float rng_normal(ft_rng *r) {
+  if (r->has_spare) {
+    r->has_spare = 0;
+    return r->spare;
+  }
   /* u1 in (0,1] so the log is finite */
   double u1 = ((double)(rng_u64(r) >> 11) + 1.0) * (1.0 / 9007199254740992.0);
   double u2 = (double)(rng_u64(r) >> 11) * (1.0 / 9007199254740992.0);
-  return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
+  double rad = sqrt(-2.0 * log(u1)), a = 6.283185307179586 * u2;
+  r->spare = (float)(rad * sin(a));
+  r->has_spare = 1;
+  return (float)(rad * cos(a));
 }
 
 uint64_t rng_mix(uint64_t seed, uint64_t stream) {

@@ -8,6 +8,8 @@
 
 typedef struct {
   uint64_t s[4];
+  float spare; /* the second normal of the last Box-Muller pair */
+  int has_spare;
 } ft_rng;
 
 void rng_init(ft_rng *r, uint64_t seed);

@@ -41,8 +41,7 @@ static int fd_check(const char *what, double (*loss)(void), float *x, const floa
     double num = (lp - lm) / (2.0 * h);
     double ana = g[i];
     if (!(fabs(num - ana) <= atol + rtol * fmax(fabs(num), fabs(ana)))) {
-      if (!bad)
-        fprintf(stderr, "  %s[%zu]: numeric %.7g analytic %.7g\n", what, i, num, ana);
+      if (!bad) fprintf(stderr, "  %s[%zu]: numeric %.7g analytic %.7g\n", what, i, num, ana);
       bad++;
     }
   }
@@ -118,7 +117,8 @@ static void check_norm(int rms) {
     for (int c = 0; c < NM.C; c++) v += rms ? (double)x[c] * x[c] : (x[c] - mu) * (x[c] - mu);
     v /= NM.C;
     for (int c = 0; c < NM.C; c++) {
-      double ref = rms ? x[c] / sqrt(v + 1e-5) * NM.w[c] : (x[c] - mu) / sqrt(v + 1e-5) * NM.w[c] + NM.b[c];
+      double ref =
+          rms ? x[c] / sqrt(v + 1e-5) * NM.w[c] : (x[c] - mu) / sqrt(v + 1e-5) * NM.w[c] + NM.b[c];
       maxe = fmax(maxe, fabs(ref - NM.y[i * NM.C + c]));
     }
   }
@@ -256,7 +256,8 @@ static void check_attention(int NH, int NKV, int packed) {
     AT.ldq = QD, AT.ldkv = KD;
     AT.q = rnd(N * QD, -1.5f, 1.5f), AT.k = rnd(N * KD, -1.5f, 1.5f), AT.v = rnd(N * KD, -1, 1);
   }
-  AT.out = zeros(N * QD), AT.att = zeros((size_t)AT.B * NH * AT.T * AT.T), AT.R = rnd(N * QD, -1, 1);
+  AT.out = zeros(N * QD), AT.att = zeros((size_t)AT.B * NH * AT.T * AT.T),
+  AT.R = rnd(N * QD, -1, 1);
   att_loss();
   /* naive reference */
   double maxe = 0;

@@ -51,7 +51,8 @@ static ft_lora lora_all(float dropout) {
   return l;
 }
 
-static ft_model *mk(ft_config c, ft_task task, ft_method method, const ft_lora *lora, int training) {
+static ft_model *mk(ft_config c, ft_task task, ft_method method, const ft_lora *lora,
+                    int training) {
   ft_model *m = NULL;
   ft_error err;
   memset(&err, 0, sizeof err);
@@ -139,7 +140,8 @@ static void grad_check(ft_model *m, const ft_batch *b) {
       e2 += (num - ana) * (num - ana);
       a2 += ana * ana;
       if (!(fabs(num - ana) <= 2e-3 + 5e-2 * fabs(ana))) {
-        if (!bad) fprintf(stderr, "  %s[%zu]: numeric %.6g analytic %.6g\n", p[i].name, k, num, ana);
+        if (!bad)
+          fprintf(stderr, "  %s[%zu]: numeric %.6g analytic %.6g\n", p[i].name, k, num, ana);
         bad++;
       }
     }
@@ -293,7 +295,8 @@ static void check_masking(ft_config c) {
   memcpy(ref, model_logits(m), sizeof(float) * nlog);
   /* tokens and targets past lens[b] are ignored */
   for (int r = 0; r < TB; r++)
-    for (int t = lens3[r]; t < TT; t++) toks[r * TT + t] = (toks[r * TT + t] + 5) % V, tgts[r * TT + t] = 1;
+    for (int t = lens3[r]; t < TT; t++)
+      toks[r * TT + t] = (toks[r * TT + t] + 5) % V, tgts[r * TT + t] = 1;
   CHECK_EQ_INT(model_forward(m, &b, 1, 0, &l1), 0);
   CHECK(l0 == l1);
   double e = 0;
@@ -307,7 +310,8 @@ static void check_masking(ft_config c) {
   CHECK(max_diff(ref, model_logits(m), (size_t)3 * V) == 0.0);
   CHECK(max_diff(ref + 3 * V, model_logits(m) + 3 * V, V) > 1e-4);
   /* rows are independent */
-  CHECK(max_diff(ref + (size_t)TT * V, model_logits(m) + (size_t)TT * V, (size_t)lens3[1] * V) == 0.0);
+  CHECK(max_diff(ref + (size_t)TT * V, model_logits(m) + (size_t)TT * V, (size_t)lens3[1] * V) ==
+        0.0);
   /* a row of length 1 works and padded rows give finite logits everywhere */
   int finite = 1;
   for (size_t i = 0; i < nlog; i++) finite &= isfinite(model_logits(m)[i]);
@@ -479,13 +483,18 @@ static void test_errors(void) {
   ft_model *m = (ft_model *)1;
   ft_error err;
   ft_config c = gpt2_cfg();
-  CHECK_EQ_INT(model_new(&m, &c, FT_TASK_CAUSAL_LM, FT_METHOD_HEAD, NULL, 2, 4, 1, &err), FT_EUNSUPPORTED);
+  CHECK_EQ_INT(model_new(&m, &c, FT_TASK_CAUSAL_LM, FT_METHOD_HEAD, NULL, 2, 4, 1, &err),
+               FT_EUNSUPPORTED);
   CHECK(m == NULL);
-  CHECK_EQ_INT(model_new(&m, &c, FT_TASK_CAUSAL_LM, FT_METHOD_FULL, NULL, 2, 9, 1, &err), FT_ESHAPE);
-  CHECK_EQ_INT(model_new(&m, &c, FT_TASK_CAUSAL_LM, FT_METHOD_LORA, NULL, 2, 4, 1, &err), FT_EMISSING);
+  CHECK_EQ_INT(model_new(&m, &c, FT_TASK_CAUSAL_LM, FT_METHOD_FULL, NULL, 2, 9, 1, &err),
+               FT_ESHAPE);
+  CHECK_EQ_INT(model_new(&m, &c, FT_TASK_CAUSAL_LM, FT_METHOD_LORA, NULL, 2, 4, 1, &err),
+               FT_EMISSING);
   ft_lora l = {.r = 2, .alpha = 4, .targets = FT_LORA_Q};
-  CHECK_EQ_INT(model_new(&m, &c, FT_TASK_CAUSAL_LM, FT_METHOD_LORA, &l, 2, 4, 1, &err), FT_EINVALID);
-  CHECK_EQ_INT(model_new(&m, &c, FT_TASK_CLASSIFY, FT_METHOD_FULL, NULL, 2, 4, 1, &err), FT_EUNSUPPORTED);
+  CHECK_EQ_INT(model_new(&m, &c, FT_TASK_CAUSAL_LM, FT_METHOD_LORA, &l, 2, 4, 1, &err),
+               FT_EINVALID);
+  CHECK_EQ_INT(model_new(&m, &c, FT_TASK_CLASSIFY, FT_METHOD_FULL, NULL, 2, 4, 1, &err),
+               FT_EUNSUPPORTED);
   ft_config c3 = llama_cfg(3, 0, 0); /* 4 heads, 3 kv heads */
   CHECK(model_new(&m, &c3, FT_TASK_CAUSAL_LM, FT_METHOD_FULL, NULL, 2, 4, 1, &err) < 0);
 
@@ -589,7 +598,8 @@ static void test_init(void) {
   s2 = 0;
   for (size_t i = 0; i < cp->numel; i++) s2 += (double)cp->w[i] * cp->w[i];
   CHECK_NEAR(sqrt(s2 / cp->numel), 0.02 / sqrt(4.0), 0.002);
-  ft_param *ln = model_param(m, "transformer.h.0.ln_1.weight"), *lb = model_param(m, "transformer.h.0.ln_1.bias");
+  ft_param *ln = model_param(m, "transformer.h.0.ln_1.weight"),
+           *lb = model_param(m, "transformer.h.0.ln_1.bias");
   CHECK(ln->w[0] == 1.0f && ln->w[11] == 1.0f && lb->w[3] == 0.0f);
   ft_param *a = model_param(m, "base_model.model.transformer.h.0.mlp.c_fc.lora_A.weight");
   ft_param *bb = model_param(m, "base_model.model.transformer.h.0.mlp.c_fc.lora_B.weight");
@@ -635,7 +645,9 @@ static void check_sgd(ft_config c, ft_task task, ft_method method, const ft_lora
   CHECK(loss < 0.8f * first);
   model_free(m);
 }
-static void test_sgd_gpt2_full(void) { check_sgd(gpt2_cfg(), FT_TASK_CAUSAL_LM, FT_METHOD_FULL, NULL, 0.5f); }
+static void test_sgd_gpt2_full(void) {
+  check_sgd(gpt2_cfg(), FT_TASK_CAUSAL_LM, FT_METHOD_FULL, NULL, 0.5f);
+}
 static void test_sgd_llama_lora(void) {
   ft_lora l = lora_all(0.0f);
   l.r = 4, l.alpha = 32;
