@@ -44,12 +44,18 @@ void wire_decoder_free(wire_decoder *d) {
   memset(d, 0, sizeof *d);
 }
 
+void wire_decoder_set_limit(wire_decoder *d, uint32_t limit) {
+  d->limit = limit > WIRE_MAX_FRAME ? 0 : limit;
+}
+
+uint32_t wire_decoder_limit(const wire_decoder *d) { return d->limit ? d->limit : WIRE_MAX_FRAME; }
+
 /* Checks every frame header that is completely buffered. */
 static int check_headers(const wire_decoder *d) {
   size_t off = 0;
   while (d->len - off >= 4) {
     uint32_t n = get_be32(d->buf + off);
-    if (n > WIRE_MAX_FRAME) return FT_EPROTO;
+    if (n > wire_decoder_limit(d)) return FT_EPROTO;
     if (d->len - off - 4 < n) break;
     off += 4 + (size_t)n;
   }
@@ -59,8 +65,13 @@ static int check_headers(const wire_decoder *d) {
 int wire_feed(wire_decoder *d, const char *data, size_t n) {
   if (n == 0) return check_headers(d);
   if (d->len + n > d->cap) {
-    size_t cap = d->cap ? d->cap : 4096;
-    while (cap < d->len + n) cap *= 2;
+    /* doubling, but never past what arrived plus what one whole frame of
+     * the limit could still need, so a peer cannot make us reserve memory
+     * for bytes it has not sent */
+    size_t want = d->len + n, cap = d->cap ? d->cap * 2 : 4096;
+    size_t most = want + (size_t)wire_decoder_limit(d) + 4;
+    if (cap > most) cap = most;
+    if (cap < want) cap = want;
     char *b = realloc(d->buf, cap);
     if (!b) return FT_ENOMEM;
     d->buf = b;
@@ -75,15 +86,20 @@ int wire_next(wire_decoder *d, json_t **msg, ft_error *err) {
   *msg = NULL;
   if (d->len < 4) return 0;
   uint32_t n = get_be32(d->buf);
-  if (n > WIRE_MAX_FRAME)
+  if (n > wire_decoder_limit(d))
     return ft_error_set(err, FT_EPROTO, NULL, "frame of %lu bytes exceeds the %u byte limit",
-                        (unsigned long)n, WIRE_MAX_FRAME);
+                        (unsigned long)n, wire_decoder_limit(d));
   if (d->len - 4 < n) return 0;
   json_error_t jerr;
   json_t *j = json_loadb(d->buf + 4, n, JSON_REJECT_DUPLICATES, &jerr);
   /* The frame is consumed whatever it held, so the buffer stays aligned. */
   memmove(d->buf, d->buf + 4 + n, d->len - 4 - n);
   d->len -= 4 + (size_t)n;
+  if (d->len == 0 && d->cap > (64u << 10)) { /* give a large frame's buffer back */
+    free(d->buf);
+    d->buf = NULL;
+    d->cap = 0;
+  }
   if (!j) return ft_error_set(err, FT_EPROTO, NULL, "frame is not valid JSON: %s", jerr.text);
   if (!json_is_object(j)) {
     json_decref(j);

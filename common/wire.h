@@ -25,11 +25,18 @@ int wire_encode(const json_t *msg, char **buf, size_t *len);
 typedef struct {
   char *buf;
   size_t len, cap;
+  uint32_t limit; /* largest frame accepted; 0: WIRE_MAX_FRAME */
 } wire_decoder;
 
 void wire_decoder_init(wire_decoder *d);
 void wire_decoder_free(wire_decoder *d);
-/* Appends bytes. FT_EPROTO if a frame header announces more than WIRE_MAX_FRAME. */
+/* Lowers (or restores, with 0) the largest frame accepted, e.g. for a peer
+ * that has not authenticated yet. Values over WIRE_MAX_FRAME mean that. */
+void wire_decoder_set_limit(wire_decoder *d, uint32_t limit);
+/* The largest frame d accepts now. */
+uint32_t wire_decoder_limit(const wire_decoder *d);
+/* Appends bytes; the buffer grows only with what arrived. FT_EPROTO if a
+ * frame header announces more than the limit. */
 int wire_feed(wire_decoder *d, const char *data, size_t n);
 /* Takes the next whole message: 0 with *msg set (new reference), 0 with *msg
  * NULL when no whole frame is buffered, FT_EPROTO for a frame that is not a

@@ -124,7 +124,11 @@ typedef struct {
   char purpose[32];
   size_t purpose_n;
   int purpose_seen, file_seen, committed;
-  ft_error err; /* the first error (code 0: none) */
+  int last_key;          /* the field of the previous part callback: K_FILE, K_PURPOSE or 0 */
+  uint64_t file_next;    /* offset the file part's next chunk continues at */
+  int purpose_zero_call; /* the purpose part's last call was (off 0, size 0) */
+  int file_zero_call;    /* likewise for the file part */
+  ft_error err;          /* the first error (code 0: none) */
 } upload;
 
 static void upload_free(void *ctx, int completed_ok) {
@@ -176,6 +180,24 @@ static int purpose_ok(upload *u) {
   return 0;
 }
 
+enum { K_FILE = 1, K_PURPOSE = 2 };
+
+/* Whether this callback for key starts a second part of that field. MHD
+ * calls once or more per part with the offset of the data in the part: a
+ * part starts at offset 0, possibly with an empty first call (then its data
+ * comes at offset 0 too). So offset 0 starts a new part unless the previous
+ * call was this field's empty first one; and any call for a field seen
+ * before, after another field's part, is a new part. (One case cannot be
+ * told apart: an empty part directly followed by a non-empty part of the
+ * same field reads as one part.) */
+static int part_repeats(upload *u, int key, uint64_t off, size_t size, int seen, uint64_t next,
+                        int zero_call) {
+  if (!seen) return 0;
+  if (u->last_key != key) return 1;
+  if (off != 0) return 0;
+  return size == 0 || next > 0 || !zero_call;
+}
+
 static enum MHD_Result on_part(void *cls, enum MHD_ValueKind kind, const char *key,
                                const char *filename, const char *content_type,
                                const char *transfer_encoding, const char *data, uint64_t off,
@@ -183,6 +205,14 @@ static enum MHD_Result on_part(void *cls, enum MHD_ValueKind kind, const char *k
   upload *u = cls;
   if (u->err.code) return MHD_NO;
   if (!strcmp(key, "file")) {
+    int again = part_repeats(u, K_FILE, off, size, u->file_seen, u->file_next, u->file_zero_call);
+    u->last_key = K_FILE;
+    u->file_zero_call = off == 0 && size == 0;
+    u->file_next = off + size;
+    if (again) {
+      ft_error_set(&u->err, FT_EINVALID, "file", "only one \"file\" field per upload");
+      return MHD_NO;
+    }
     if (!u->file_seen) {
       u->file_seen = 1;
       const char *name = filename ? filename : "upload.jsonl";
@@ -193,13 +223,18 @@ static enum MHD_Result on_part(void *cls, enum MHD_ValueKind kind, const char *k
       }
       snprintf(u->filename, sizeof u->filename, "%s", name);
       if (upload_open(u, media_is(content_type, "text/csv"))) return MHD_NO;
-    } else if (off == 0 && size > 0 && u->bytes > 0) {
-      ft_error_set(&u->err, FT_EINVALID, "file", "only one file per upload");
-      return MHD_NO;
     }
     return upload_write(u, data, size) ? MHD_NO : MHD_YES;
   }
   if (!strcmp(key, "purpose")) {
+    int again =
+        part_repeats(u, K_PURPOSE, off, size, u->purpose_seen, u->purpose_n, u->purpose_zero_call);
+    u->last_key = K_PURPOSE;
+    u->purpose_zero_call = off == 0 && size == 0;
+    if (again) {
+      ft_error_set(&u->err, FT_EINVALID, "purpose", "only one \"purpose\" field per upload");
+      return MHD_NO;
+    }
     u->purpose_seen = 1;
     if (u->purpose_n + size >= sizeof u->purpose) {
       ft_error_set(&u->err, FT_ERANGE, "purpose", "purpose must be \"fine-tune\"");
@@ -276,12 +311,14 @@ static enum MHD_Result upload_last(http_req *r, upload *u) {
   if (dsval_finish(u->dv, &report)) return http_fail(r, FT_ENOMEM, NULL, NULL);
   char details[640];
   long n_err = dsval_summary(report, details, sizeof details);
-  if (fsync(u->fd) || close(u->fd)) {
-    u->fd = -1;
-    json_decref(report);
-    return http_fail(r, FT_EIO, NULL, "storing the upload: %s", strerror(errno));
-  }
+  /* the fd is closed whatever fsync says */
+  int bad = fsync(u->fd), eno = bad ? errno : 0;
+  if (close(u->fd) && !bad) bad = 1, eno = errno;
   u->fd = -1;
+  if (bad) {
+    json_decref(report);
+    return http_fail(r, FT_EIO, NULL, "storing the upload: %s", strerror(eno));
+  }
   if (rename(u->tmp, u->final) || fsync_dir(u->dir)) {
     json_decref(report);
     return http_fail(r, FT_EIO, NULL, "storing the upload: %s", strerror(errno));
@@ -363,6 +400,8 @@ enum MHD_Result api_files_content(http_req *r) {
   http_pathf(path, sizeof path, "%s/files/%s", r->app->data_dir, r->params[0]);
   int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
   struct stat sb;
+  if (fd < 0 && errno == ENOENT) /* (deleted between the lookup and the open) */
+    return http_fail(r, FT_ENOT_FOUND, "file_id", "no such file: %s", r->params[0]);
   if (fd < 0 || fstat(fd, &sb) || !S_ISREG(sb.st_mode)) {
     if (fd >= 0) close(fd);
     return http_fail(r, FT_EIO, NULL, "the content of %s is missing on disk", r->params[0]);

@@ -12,6 +12,8 @@
  * "data: [DONE]" and ends. The job's status and the events after a seq are
  * read in one locked store call, so no event can slip between the last
  * batch and [DONE]. */
+#include <ctype.h>
+#include <errno.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,8 +30,11 @@
 #define SSE_KEEPALIVE_MS 15000
 #define SSE_BATCH 100
 
+#define JOB_ID_LEN 30 /* "ftjob-" + 24 hex digits */
+#define FT_MODEL_ID_MAX 255
+
 static int job_id_ok(const char *id) {
-  if (strncmp(id, "ftjob-", 6) || strlen(id) != 30) return 0;
+  if (strncmp(id, "ftjob-", 6) || strlen(id) != JOB_ID_LEN) return 0;
   for (const char *p = id + 6; *p; p++)
     if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f'))) return 0;
   return 1;
@@ -71,6 +76,22 @@ static int metadata_or_reply(http_req *r, const json_t *m) {
 static int model_or_reply(http_req *r, ft_spec *spec) {
   char dir[PATH_MAX];
   struct stat sb;
+  /* the name becomes a path below models/ (and part of the fine-tuned
+   * model's directory name) */
+  if (strchr(spec->model, '/') || spec->model[0] == '.' || !strcmp(spec->model, "..")) {
+    http_fail(r, FT_EINVALID, "model",
+              "model must be a plain name (no '/', and not starting with '.')");
+    return -1;
+  }
+  /* "ft:<model>:<suffix or ft>:<job id>" names a directory: at most 255 bytes */
+  size_t id_len = strlen("ft:") + strlen(spec->model) + 1 +
+                  (spec->suffix[0] ? strlen(spec->suffix) : strlen("ft")) + 1 + JOB_ID_LEN;
+  if (id_len > FT_MODEL_ID_MAX) {
+    http_fail(r, FT_EINVALID, "model",
+              "model name too long: the fine-tuned model's id would be %zu bytes (at most %d)",
+              id_len, FT_MODEL_ID_MAX);
+    return -1;
+  }
   if (!api_model_id_ok(spec->model) ||
       http_pathf(dir, sizeof dir, "%s/models/%s", r->app->data_dir, spec->model) ||
       stat(dir, &sb) || !S_ISDIR(sb.st_mode)) {
@@ -315,8 +336,10 @@ static enum MHD_Result events_stream(http_req *r) {
   const char *last = http_header(r, "Last-Event-ID");
   if (last) {
     char *end;
+    errno = 0;
     long long v = strtoll(last, &end, 10);
-    if (*last && !*end && v >= 0)
+    /* digits only: no sign, no space, no garbage, no overflow */
+    if (isdigit((unsigned char)*last) && !*end && errno == 0 && v >= 0)
       s->last_seq = v;
     else {
       free(s);

@@ -10,8 +10,10 @@
  * store, and an FT_EBAD_STATE answer means the worker lost its lease. */
 #include "pool.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <netdb.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -31,6 +33,9 @@
 #define RESTART_MAX_MS 30000
 #define RESTART_RESET_MS 60000
 #define KILL_GRACE_MS 5000
+#define MAX_CONNS 256                 /* worker connections at once; more are refused */
+#define PREAUTH_MAX_FRAME (64u << 10) /* largest frame before hello is accepted */
+#define MAX_COUNT 1000000000000000LL  /* steps, tokens, epochs: 0..1e15 */
 
 typedef enum {
   C_HELLO, /* connected, no hello yet */
@@ -96,6 +101,7 @@ struct pool {
   conn *conns;
   int stopping;
   unsigned serial;
+  int n_conns; /* conns allocated (closing ones until their close callback) */
 
   uv_mutex_t mu; /* guards the fields below */
   int want_dispatch, want_control, want_stop;
@@ -221,6 +227,7 @@ static void on_conn_closed(uv_handle_t *h) {
     p->conns = c->next;
   if (c->next) c->next->prev = c->prev;
   wire_decoder_free(&c->dec);
+  p->n_conns--;
   free(c);
 }
 
@@ -394,6 +401,65 @@ static void model_names(const conn *c, char *id, size_t idn, char *dir, size_t d
     if (*q == '/') *q = '_';
 }
 
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
+  if (remove(path) && errno != ENOENT)
+    FT_WARN("msg=\"cannot remove\" path=%s err=\"%s\"", path, strerror(errno));
+  return 0;
+}
+
+/* Removes path and everything below it (symlinks are removed, not followed). */
+static void rm_tree(const char *path) { nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS); }
+
+/* Whether models/<dirname> is the leftover of job_id's output: the job did
+ * not succeed (its output was moved in, then the daemon died before the
+ * store recorded it), and no job that is not finished uses it as its base.
+ * Unknown jobs and store errors: not a leftover (kept). */
+static int is_leftover(pool *p, const char *job_id, const char *dirname) {
+  char status[24];
+  int users = 1;
+  if (store_job_status(p->s, job_id, status, sizeof status) || !strcmp(status, "succeeded"))
+    return 0;
+  return store_jobs_using_model(p->s, dirname, &users) == 0 && users == 0;
+}
+
+/* Moves models/<dirname> aside to models/.deleting-<random> (so the name is
+ * free at once) and removes it. 0, or -1 with errno set. */
+static int discard_model_dir(const char *models, const char *dirname) {
+  char from[4096 + 608], aside[4096 + 80], id[64];
+  store_new_id(".deleting", id, sizeof id);
+  snprintf(from, sizeof from, "%s/%s", models, dirname);
+  snprintf(aside, sizeof aside, "%s/%s", models, id);
+  if (rename(from, aside)) return -1;
+  fsync_dir(models);
+  rm_tree(aside);
+  return 0;
+}
+
+/* At start: removes what a crash left under models/: half-removed
+ * .deleting-* dirs, and ft:*:<job> dirs whose job did not succeed (the job
+ * is retried and moves its own output in). */
+static void clean_models(pool *p, const char *models) {
+  DIR *d = opendir(models);
+  if (!d) return;
+  struct dirent *e;
+  while ((e = readdir(d)) != NULL) {
+    const char *name = e->d_name;
+    if (!strncmp(name, ".deleting-", 10)) {
+      char path[4096 + 300];
+      snprintf(path, sizeof path, "%s/%s", models, name);
+      rm_tree(path);
+      continue;
+    }
+    const char *job = strrchr(name, ':');
+    if (strncmp(name, "ft:", 3) || !job || strncmp(job + 1, "ftjob-", 6)) continue;
+    if (!is_leftover(p, job + 1, name)) continue;
+    FT_WARN("msg=\"removing the leftover output of a job that did not succeed\" model=%s", name);
+    if (discard_model_dir(models, name))
+      FT_WARN("msg=\"cannot remove a leftover model\" model=%s err=\"%s\"", name, strerror(errno));
+  }
+  closedir(d);
+}
+
 static int finish_done(pool *p, conn *c, const json_t *result) {
   /* (the data dir is short: its socket path fits in sun_path) */
   char model_id[600], dirname[600], out_dir[sizeof c->ckpt_dir + 32], models[4096];
@@ -404,16 +470,25 @@ static int finish_done(pool *p, conn *c, const json_t *result) {
   snprintf(model_path, sizeof model_path, "%s/%s", models, dirname);
   int moved = 0;
   struct stat sb;
-  if (rename(out_dir, model_path) == 0) {
+  int r = rename(out_dir, model_path), rerr = r ? errno : 0;
+  if (r && (rerr == EEXIST || rerr == ENOTEMPTY) && is_leftover(p, c->job_id, dirname)) {
+    /* an earlier attempt's output, moved in before a crash kept the store
+     * from recording it: this attempt's output replaces it */
+    FT_WARN("msg=\"replacing a leftover model of this job\" job=%s model=%s", c->job_id, dirname);
+    r = discard_model_dir(models, dirname);
+    if (!r) r = rename(out_dir, model_path);
+    rerr = r ? errno : 0;
+  }
+  if (r == 0) {
     moved = 1;
     fsync_dir(models);
-  } else if (!(errno == ENOENT && stat(model_path, &sb) == 0 && S_ISDIR(sb.st_mode))) {
+  } else if (!(rerr == ENOENT && stat(model_path, &sb) == 0 && S_ISDIR(sb.st_mode))) {
     /* (ENOENT with the model in place: a repeated done after a move) */
     ft_error e;
     ft_error_set(&e, FT_EIO, NULL, "cannot move the trained model into models/: %s",
-                 strerror(errno));
+                 strerror(rerr));
     FT_ERROR("msg=\"cannot move output\" job=%s from=%s to=%s err=\"%s\"", c->job_id, out_dir,
-             model_path, strerror(errno));
+             model_path, strerror(rerr));
     return store_job_finish(p->s, c->job_id, c->attempt, "failed", &e, NULL, NULL, NULL);
   }
   int rc = store_job_finish(p->s, c->job_id, c->attempt, "succeeded", NULL, model_id, model_path,
@@ -444,6 +519,25 @@ static int ckpt_path_ok(const conn *c, const char *path) {
   return path && strncmp(path, c->ckpt_dir, n) == 0 && path[n] == '/' && safe_rel(path + n + 1);
 }
 
+/* A count a worker reports (step, tokens, epoch): absent, or a JSON integer
+ * in 0..MAX_COUNT; never a double, which the store would have to convert. */
+static int count_ok(const json_t *o, const char *key, int required) {
+  json_t *v = json_object_get(o, key);
+  if (!v) return !required;
+  return json_is_integer(v) && json_integer_value(v) >= 0 && json_integer_value(v) <= MAX_COUNT;
+}
+
+/* Checks every count of o (the keys, NULL-terminated); the first bad one is
+ * FT_EPROTO naming where/key. */
+static int counts_or_error(const json_t *o, const char *where, const char *const *keys,
+                           ft_error *perr) {
+  for (int i = 0; keys[i]; i++)
+    if (!count_ok(o, keys[i], i == 0 && !strcmp(where, "metrics")))
+      return ft_error_set(perr, FT_EPROTO, keys[i], "%s.%s must be an integer from 0 to %lld",
+                          where, keys[i], MAX_COUNT);
+  return 0;
+}
+
 /* Handles one message about a job (heartbeat ... cancelled). Returns 0 or
  * FT_EPROTO (malformed: the connection is closed). */
 static int on_job_msg(pool *p, conn *c, const char *type, json_t *msg, ft_error *perr) {
@@ -461,8 +555,10 @@ static int on_job_msg(pool *p, conn *c, const char *type, json_t *msg, ft_error 
     rc = store_job_heartbeat(p->s, job_id, attempt, p->lease_ms);
   } else if (!strcmp(type, "metrics")) {
     json_t *m = json_object_get(msg, "metrics");
-    if (!json_is_object(m) || !json_is_integer(json_object_get(m, "step")))
+    static const char *const keys[] = {"step", "total_steps", "trained_tokens", "epoch", NULL};
+    if (!json_is_object(m))
       return ft_error_set(perr, FT_EPROTO, "metrics", "metrics without an object with a step");
+    if (counts_or_error(m, "metrics", keys, perr)) return FT_EPROTO;
     rc = store_job_metrics(p->s, job_id, attempt, m, p->lease_ms);
   } else if (!strcmp(type, "event")) {
     const char *level = json_string_value(json_object_get(msg, "level"));
@@ -471,19 +567,27 @@ static int on_job_msg(pool *p, conn *c, const char *type, json_t *msg, ft_error 
     if (!text) return ft_error_set(perr, FT_EPROTO, "message", "event without a message");
     if (!level || (strcmp(level, "info") && strcmp(level, "warn") && strcmp(level, "error")))
       level = "info";
-    rc = store_event_append(p->s, job_id, level, "message", text, json_is_null(data) ? NULL : data,
-                            NULL);
+    /* (only while this attempt holds a running or pausing job) */
+    rc = store_job_event(p->s, job_id, attempt, level, text, json_is_null(data) ? NULL : data);
   } else if (!strcmp(type, "checkpoint")) {
     json_t *step = json_object_get(msg, "step");
     const char *path = json_string_value(json_object_get(msg, "path"));
     json_t *m = json_object_get(msg, "metrics");
     if (!json_is_integer(step) || !path)
       return ft_error_set(perr, FT_EPROTO, "step", "checkpoint without step and path");
+    if (!count_ok(msg, "step", 1))
+      return ft_error_set(perr, FT_EPROTO, "step", "step must be an integer from 0 to %lld",
+                          MAX_COUNT);
     if (!ckpt_path_ok(c, path))
       return ft_error_set(perr, FT_EPROTO, "path", "checkpoint path outside the job's directory");
     rc = store_checkpoint_add(p->s, job_id, attempt, (long)json_integer_value(step), path,
                               json_is_object(m) ? m : NULL);
   } else {
+    json_t *result = json_object_get(msg, "result");
+    static const char *const keys[] = {"steps", "trained_tokens", NULL};
+    if (!strcmp(type, "done") && json_is_object(result) &&
+        counts_or_error(result, "result", keys, perr))
+      return FT_EPROTO;
     terminal = 1;
     if (!strcmp(type, "done"))
       rc = finish_done(p, c, json_object_get(msg, "result"));
@@ -531,6 +635,7 @@ static int on_hello(pool *p, conn *c, json_t *msg) {
   else
     snprintf(c->worker_id, sizeof c->worker_id, "worker-%u", ++p->serial);
   c->st = C_READY;
+  wire_decoder_set_limit(&c->dec, 0); /* full-size frames from now on */
   FT_INFO("msg=\"worker connected\" worker=%s transport=%s", c->worker_id,
           c->is_tcp ? "tcp" : "unix");
   conn_send(c, json_pack("{s:s, s:i, s:i, s:s}", "type", "welcome", "heartbeat_ms", p->heartbeat_ms,
@@ -591,7 +696,8 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b) {
   if (nread == 0 || c->closing || c->flushing) return;
   ft_error e = {0};
   if (wire_feed(&c->dec, b->base, (size_t)nread)) {
-    ft_error_set(&e, FT_EPROTO, NULL, "frame exceeds %u bytes", WIRE_MAX_FRAME);
+    ft_error_set(&e, FT_EPROTO, NULL, "frame exceeds %u bytes%s", wire_decoder_limit(&c->dec),
+                 c->st == C_HELLO ? " (before hello)" : "");
     proto_error(c, &e);
     return;
   }
@@ -625,12 +731,21 @@ static void on_connection(uv_stream_t *server, int status) {
   }
   c->h.handle.data = c;
   wire_decoder_init(&c->dec);
+  /* until hello is accepted a peer is nobody: small frames only */
+  wire_decoder_set_limit(&c->dec, PREAUTH_MAX_FRAME);
   c->st = C_HELLO;
   c->connected_ms = uv_now(&p->loop);
   c->next = p->conns;
   if (p->conns) p->conns->prev = c;
   p->conns = c;
+  p->n_conns++;
+  /* (accepted even when refused: libuv stops listening until it is) */
   if (uv_accept(server, &c->h.stream) || p->stopping) {
+    conn_close(c);
+    return;
+  }
+  if (p->n_conns > MAX_CONNS) {
+    FT_WARN("msg=\"worker connection refused: too many connections\" max=%d", MAX_CONNS);
     conn_close(c);
     return;
   }
@@ -885,6 +1000,7 @@ int pool_start(pool **out, store *s, const pool_opts *o, ft_error *err) {
   char dir[4096];
   snprintf(dir, sizeof dir, "%s/models", p->data_dir);
   mkdir(dir, 0755);
+  clean_models(p, dir);
   snprintf(dir, sizeof dir, "%s/jobs", p->data_dir);
   mkdir(dir, 0755);
 

@@ -647,13 +647,15 @@ int store_job_insert(store *s, const store_job_new *j, json_t **job, ft_error *e
   }
   if (!rc) rc = status_event_locked(s, id, "info", "queued", "Job created", NULL);
   if (!rc) rc = job_get_locked(s, id, 0, job);
-  if (rc) {
+  if (rc)
     rollback(s);
-    json_decref(*job);
-    *job = NULL;
-  } else {
+  else {
     rc = commit(s);
     pthread_cond_broadcast(&s->cv);
+  }
+  if (rc) { /* (a failed COMMIT too: the job does not exist) */
+    json_decref(*job);
+    *job = NULL;
   }
 out:
   pthread_mutex_unlock(&s->mu);
@@ -717,15 +719,15 @@ static int user_action(store *s, const char *id, const char *sql, const char *wh
                              json_pack("{s:s}", "previous_status", before));
   }
   if (!rc && job) rc = job_get_locked(s, id, 0, job);
-  if (rc) {
+  if (rc)
     rollback(s);
-    if (job) {
-      json_decref(*job);
-      *job = NULL;
-    }
-  } else {
+  else {
     rc = commit(s);
     pthread_cond_broadcast(&s->cv);
+  }
+  if (rc && job) { /* (a failed COMMIT too: nothing changed) */
+    json_decref(*job);
+    *job = NULL;
   }
 out:
   pthread_mutex_unlock(&s->mu);
@@ -896,11 +898,19 @@ int store_job_heartbeat(store *s, const char *job_id, int attempt, int lease_ms)
 }
 
 static int has_num(const json_t *o, const char *k) { return json_is_number(json_object_get(o, k)); }
+/* Counts are JSON integers (the pool checks their range); a double is never
+ * converted, so an out-of-range one cannot reach an integer cast. */
+static int has_int(const json_t *o, const char *k) {
+  return json_is_integer(json_object_get(o, k));
+}
+static sqlite3_int64 get_int(const json_t *o, const char *k) {
+  return (sqlite3_int64)json_integer_value(json_object_get(o, k));
+}
 
 int store_job_metrics(store *s, const char *job_id, int attempt, const json_t *metrics,
                       int lease_ms) {
-  if (!json_is_object(metrics)) return FT_EINVALID;
-  long long step = (long long)json_number_value(json_object_get(metrics, "step"));
+  if (!json_is_object(metrics) || !has_int(metrics, "step")) return FT_EINVALID;
+  long long step = (long long)get_int(metrics, "step");
   pthread_mutex_lock(&s->mu);
   int rc = begin(s);
   if (rc) goto out;
@@ -914,15 +924,10 @@ int store_job_metrics(store *s, const char *job_id, int attempt, const json_t *m
     bind_str(st, 1, job_id);
     sqlite3_bind_int(st, 2, attempt);
     sqlite3_bind_int64(st, 4, step);
-    if (has_num(metrics, "total_steps"))
-      sqlite3_bind_int64(st, 5,
-                         (sqlite3_int64)json_number_value(json_object_get(metrics, "total_steps")));
-    if (has_num(metrics, "trained_tokens"))
-      sqlite3_bind_int64(
-          st, 6, (sqlite3_int64)json_number_value(json_object_get(metrics, "trained_tokens")));
-    if (has_num(metrics, "epoch"))
-      sqlite3_bind_int64(st, 7,
-                         (sqlite3_int64)json_number_value(json_object_get(metrics, "epoch")));
+    if (has_int(metrics, "total_steps")) sqlite3_bind_int64(st, 5, get_int(metrics, "total_steps"));
+    if (has_int(metrics, "trained_tokens"))
+      sqlite3_bind_int64(st, 6, get_int(metrics, "trained_tokens"));
+    if (has_int(metrics, "epoch")) sqlite3_bind_int64(st, 7, get_int(metrics, "epoch"));
     sqlite3_bind_int64(st, 8, now_ms() + lease_ms);
     sqlite3_bind_int64(st, 9, store_now());
   }
@@ -931,9 +936,9 @@ int store_job_metrics(store *s, const char *job_id, int attempt, const json_t *m
   if (!rc) {
     char msg[256];
     int len = snprintf(msg, sizeof msg, "Step %lld", step);
-    if (has_num(metrics, "total_steps"))
+    if (has_int(metrics, "total_steps"))
       len += snprintf(msg + len, sizeof msg - (size_t)len, "/%lld",
-                      (long long)json_number_value(json_object_get(metrics, "total_steps")));
+                      (long long)get_int(metrics, "total_steps"));
     if (has_num(metrics, "train_loss"))
       len += snprintf(msg + len, sizeof msg - (size_t)len, ": training loss=%.4f",
                       json_number_value(json_object_get(metrics, "train_loss")));
@@ -965,6 +970,35 @@ int store_event_append(store *s, const char *job_id, const char *level, const ch
       rc = commit(s);
     pthread_cond_broadcast(&s->cv);
   }
+  pthread_mutex_unlock(&s->mu);
+  return rc;
+}
+
+int store_job_event(store *s, const char *job_id, int attempt, const char *level,
+                    const char *message, const json_t *data) {
+  pthread_mutex_lock(&s->mu);
+  int rc = begin(s);
+  if (rc) goto out;
+  sqlite3_stmt *st = prep(s,
+                          "SELECT 1 FROM jobs WHERE id = ? AND attempt = ? AND status IN "
+                          "('running', 'pausing')");
+  if (!st)
+    rc = FT_EDB;
+  else {
+    bind_str(st, 1, job_id);
+    sqlite3_bind_int(st, 2, attempt);
+    int r = sqlite3_step(st);
+    rc = r == SQLITE_ROW ? 0 : r == SQLITE_DONE ? FT_EBAD_STATE : FT_EDB;
+    sqlite3_finalize(st);
+  }
+  if (!rc) rc = event_append_locked(s, job_id, level, "message", message, data, NULL);
+  if (rc)
+    rollback(s);
+  else {
+    rc = commit(s);
+    pthread_cond_broadcast(&s->cv);
+  }
+out:
   pthread_mutex_unlock(&s->mu);
   return rc;
 }
@@ -1020,12 +1054,27 @@ out:
   return rc;
 }
 
+/* A worker's "cancelled": only the acknowledgement of a cancel the user made
+ * (the job is already 'cancelled' and this is its attempt); nothing changes.
+ * A worker can never cancel a job nobody cancelled: FT_EBAD_STATE. */
+static int job_cancel_ack(store *s, const char *job_id, int attempt) {
+  char status[24];
+  int cur = 0;
+  pthread_mutex_lock(&s->mu);
+  int rc = job_status_locked(s, job_id, status, sizeof status, &cur);
+  pthread_mutex_unlock(&s->mu);
+  if (rc == FT_ENOT_FOUND) return FT_EBAD_STATE;
+  if (rc) return rc;
+  return cur == attempt && !strcmp(status, "cancelled") ? 0 : FT_EBAD_STATE;
+}
+
 int store_job_finish(store *s, const char *job_id, int attempt, const char *status,
                      const ft_error *err, const char *model_id, const char *model_path,
                      const json_t *result) {
   int succeeded = !strcmp(status, "succeeded"), failed = !strcmp(status, "failed");
   int cancelled = !strcmp(status, "cancelled"), paused = !strcmp(status, "paused");
   if (!succeeded && !failed && !cancelled && !paused) return FT_EINVALID;
+  if (cancelled) return job_cancel_ack(s, job_id, attempt);
   pthread_mutex_lock(&s->mu);
   int rc = begin(s);
   if (rc) goto out;
@@ -1038,7 +1087,8 @@ int store_job_finish(store *s, const char *job_id, int attempt, const char *stat
            "model_path), result = COALESCE(?7, result), error_code = ?8, error_message = ?9, "
            "error_param = ?10, trained_tokens = COALESCE(?11, trained_tokens), "
            "steps_completed = COALESCE(?12, steps_completed) "
-           "WHERE id = ?1 AND attempt = ?2 AND status IN ('running', 'pausing')");
+           "WHERE id = ?1 AND attempt = ?2 AND (status = 'pausing' OR (?3 <> 'paused' AND "
+           "status = 'running'))");
   if (st) {
     bind_str(st, 1, job_id);
     sqlite3_bind_int(st, 2, attempt);
@@ -1053,12 +1103,9 @@ int store_job_finish(store *s, const char *job_id, int attempt, const char *stat
       bind_str(st, 9, err && err->message[0] ? err->message : ft_err_message(code));
       bind_str(st, 10, err && err->param[0] ? err->param : NULL);
     }
-    if (succeeded && has_num(result, "trained_tokens"))
-      sqlite3_bind_int64(
-          st, 11, (sqlite3_int64)json_number_value(json_object_get(result, "trained_tokens")));
-    if (succeeded && has_num(result, "steps"))
-      sqlite3_bind_int64(st, 12,
-                         (sqlite3_int64)json_number_value(json_object_get(result, "steps")));
+    if (succeeded && has_int(result, "trained_tokens"))
+      sqlite3_bind_int64(st, 11, get_int(result, "trained_tokens"));
+    if (succeeded && has_int(result, "steps")) sqlite3_bind_int64(st, 12, get_int(result, "steps"));
   }
   int n = run_update(s, st);
   rc = n < 0 ? n : n == 0 ? FT_EBAD_STATE : 0;
@@ -1078,8 +1125,6 @@ int store_job_finish(store *s, const char *job_id, int attempt, const char *stat
                           json_pack("{s:s, s:s, s:s?}", "code", ft_err_code(code), "message",
                                     err && err->message[0] ? err->message : ft_err_message(code),
                                     "param", err && err->param[0] ? err->param : NULL));
-    } else if (cancelled) {
-      snprintf(msg, sizeof msg, "Job cancelled");
     } else {
       snprintf(msg, sizeof msg, "Job paused");
     }
@@ -1199,8 +1244,14 @@ int store_job_control(store *s, const char *job_id, int attempt, int *what) {
     *what = 0;
   else if (!strcmp(status, "pausing"))
     *what = 2;
-  else
-    *what = 1; /* cancelled, failed, requeued, paused: stop */
+  else if (!strcmp(status, "cancelled"))
+    *what = 1;
+  else {
+    /* queued (its lease expired and nobody has claimed it yet), paused,
+     * failed, succeeded: this attempt is over; it is stale, not cancelled */
+    *what = 1; /* (whatever runs it must stop) */
+    return FT_EBAD_STATE;
+  }
   return 0;
 }
 

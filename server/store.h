@@ -37,9 +37,16 @@ int store_job_claim(store *s, const char *worker_id, int lease_ms, json_t **job)
 int store_job_heartbeat(store *s, const char *job_id, int attempt, int lease_ms);
 /* Records one step's metrics: updates steps_completed / total_steps /
  * trained_tokens / epochs on the job and appends a "metrics" event whose data
- * is the metrics object. FT_EBAD_STATE for a stale attempt. Renews the lease. */
+ * is the metrics object. The counts are read only when JSON integers (step
+ * must be one: else FT_EINVALID); the pool checks their range. FT_EBAD_STATE
+ * for a stale attempt. Renews the lease. */
 int store_job_metrics(store *s, const char *job_id, int attempt, const json_t *metrics,
                       int lease_ms);
+/* A worker's event (type "message") for (job, attempt): recorded only while
+ * that attempt is the job's and the job is running or pausing, else
+ * FT_EBAD_STATE (stale: the worker lost its lease). data may be NULL. */
+int store_job_event(store *s, const char *job_id, int attempt, const char *level,
+                    const char *message, const json_t *data);
 /* Appends an event (level "info"|"warn"|"error", type "message"|"metrics"|
  * "status"...). Wakes store_events_wait. *seq may be NULL. */
 int store_event_append(store *s, const char *job_id, const char *level, const char *type,
@@ -49,9 +56,13 @@ int store_event_append(store *s, const char *job_id, const char *level, const ch
 int store_checkpoint_add(store *s, const char *job_id, int attempt, long step, const char *path,
                          const json_t *metrics);
 /* Ends an attempt. status: "succeeded" (model_id/model_path set: the daemon
- * has already moved the output into models/), "failed" (err set),
- * "cancelled", or "paused". Refused (FT_EBAD_STATE) for a stale attempt or a
- * job already terminal. Appends a status event. */
+ * has already moved the output into models/) or "failed" (err set), from
+ * running or pausing; "paused" only from pausing; "cancelled" is only a
+ * worker's acknowledgement of the user's cancel: 0 and no change when the
+ * job is already cancelled at this attempt (a worker never cancels a job).
+ * Refused (FT_EBAD_STATE) for a stale attempt or any other status. Appends a
+ * status event when the status changes. Counts in result ("steps",
+ * "trained_tokens") are read only when they are JSON integers. */
 int store_job_finish(store *s, const char *job_id, int attempt, const char *status,
                      const ft_error *err, const char *model_id, const char *model_path,
                      const json_t *result);
@@ -61,7 +72,9 @@ int store_job_finish(store *s, const char *job_id, int attempt, const char *stat
  * how many jobs changed in *n. */
 int store_jobs_expire(store *s, int max_attempts, int *n);
 /* What the pool should tell the worker running (job, attempt): 0 nothing,
- * 1 cancel (job was cancelled), 2 pause (job is pausing). */
+ * 1 cancel (job was cancelled), 2 pause (job is pausing). FT_EBAD_STATE
+ * when the attempt is stale (another attempt, or the job is queued, paused,
+ * failed or succeeded: e.g. its lease expired): the worker lost its lease. */
 int store_job_control(store *s, const char *job_id, int attempt, int *what);
 
 /* ---- events for SSE ------------------------------------------------------ */

@@ -70,6 +70,15 @@ api POST /v1/files -F purpose=fine-tune
 check_eq "file is required" "$CODE $(jget .error.param)" "400 file"
 api POST /v1/files -F purpose=fine-tune -F extra=1 -F "file=@$T_DIR/small.jsonl"
 check_eq "unknown form field is named" "$CODE $(jget .error.param)" "400 extra"
+api POST /v1/files -F purpose=fine-tune -F "file=@$T_DIR/small.jsonl" -F "file=@$T_DIR/small.jsonl"
+check_eq "a second file part is refused" "$CODE $(jget .error.param)" "400 file"
+printf '' >"$T_DIR/empty.jsonl"
+api POST /v1/files -F purpose=fine-tune -F "file=@$T_DIR/small.jsonl" -F "file=@$T_DIR/empty.jsonl"
+check_eq "a second, empty file part is refused" "$CODE $(jget .error.param)" "400 file"
+api POST /v1/files -F purpose=fine-tune -F purpose=fine-tune -F "file=@$T_DIR/small.jsonl"
+check_eq "a second purpose part is refused" "$CODE $(jget .error.param)" "400 purpose"
+api POST /v1/files -F purpose=fine-tune -F "file=@$T_DIR/small.jsonl" -F purpose=
+check_eq "a second, empty purpose part is refused" "$CODE $(jget .error.param)" "400 purpose"
 : >"$T_DIR/empty.jsonl"
 api POST /v1/files -F purpose=fine-tune -F "file=@$T_DIR/empty.jsonl"
 check_eq "empty file is refused" "$CODE" 400
@@ -118,6 +127,15 @@ job "{\"model\":\"no-such-model\",\"training_file\":\"$fid\"}"
 check_eq "unknown model" "$CODE $(jget .error.param)" "400 model"
 job "{\"model\":\"../models\",\"training_file\":\"$fid\"}"
 check_eq "model path traversal" "$CODE $(jget .error.param)" "400 model"
+for m in .. . .hidden a/b; do
+  job "{\"model\":\"$m\",\"training_file\":\"$fid\"}"
+  check_eq "model name '$m' is refused" "$CODE $(jget .error.param)" "400 model"
+done
+long=$(printf 'm%.0s' $(seq 1 220))
+job "{\"model\":\"$long\",\"training_file\":\"$fid\"}"
+check_eq "a model whose fine-tuned id would pass 255 bytes is refused" \
+  "$CODE $(jget .error.param)" "400 model"
+check "the refusal says why" grep -q 'too long' <<<"$(jget .error.message)"
 job '{"model":'
 check_eq "malformed JSON" "$CODE $(jget .error.code)" "400 invalid_json"
 job '{"model":"a","model":"b"}'
@@ -179,6 +197,10 @@ check_eq "SSE event: lines carry the type" "$(grep -c '^event: status' <<<"$sse"
 second=$(grep '^id: ' <<<"$sse" | sed -n 2p | cut -d' ' -f2)
 tail_sse=$(timeout 10 curl -sN -H "Last-Event-ID: $second" "$URL/v1/fine_tuning/jobs/$jid/events?stream=true")
 check_eq "Last-Event-ID resumes after that event" "$(grep -c '^id: ' <<<"$tail_sse")" 2
+for bad in 99999999999999999999 5x +5 -1 abc; do
+  api GET "/v1/fine_tuning/jobs/$jid/events?stream=true" -H "Last-Event-ID: $bad"
+  check_eq "Last-Event-ID '$bad' is refused" "$CODE $(jget .error.param)" "400 Last-Event-ID"
+done
 api GET "/v1/fine_tuning/jobs/$jid/checkpoints"
 check_eq "no checkpoints" "$CODE $(jget '.data | length')" "200 0"
 
@@ -229,5 +251,10 @@ api POST /v1/files -H 'Content-Type: application/jsonl' -H 'Transfer-Encoding: c
   --data-binary "@$T_DIR/over.jsonl"
 check_eq "chunked upload over the cap is 413" "$CODE" 413
 check_eq "the cut-off upload left nothing" "$(ls -A "$D/files" | grep -c '^\.tmp')" 0
+api POST /v1/files -F purpose=fine-tune -F "file=@$T_DIR/small.jsonl"
+gone=$(jget .id)
+rm -f "$D/files/$gone"
+api GET "/v1/files/$gone/content"
+check_eq "content whose bytes are gone is 404" "$CODE $(jget .error.code)" "404 not_found"
 check "daemon still up at the end" curl -sf "$URL/healthz" -o /dev/null
 T_DONE=1

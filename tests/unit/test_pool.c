@@ -6,6 +6,7 @@
  * from the checkpoint), done moving the output into models/, the TCP token
  * check, garbage refused; and local worker supervision (restart with
  * back-off, SIGTERM at stop). No engine: the fake workers do not train. */
+#include <dirent.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -390,11 +391,21 @@ static void test_cancel_relayed(void) {
   CHECK(m != NULL);
   CHECK_EQ_STR(str(m, "job_id", NULL), id);
   json_decref(m);
-  /* the job is already terminal: the worker's late report is stale */
-  cli_send(&T, jmsg("cancelled", id, 1));
+  /* the job is terminal: the worker's late event is not recorded */
+  json_t *before = NULL;
+  store_events_list(g_store, id, NULL, 100, &before);
+  m = jmsg("event", id, 1);
+  json_object_set_new(m, "message", json_string("late"));
+  cli_send(&T, m);
   m = cli_expect(&T, "lease_lost", 2000);
   CHECK(m != NULL);
   json_decref(m);
+  json_t *after = NULL;
+  store_events_list(g_store, id, NULL, 100, &after);
+  CHECK_EQ_INT(json_array_size(json_object_get(after, "data")),
+               json_array_size(json_object_get(before, "data")));
+  json_decref(before);
+  json_decref(after);
   CHECK(job_status_is(id, "cancelled"));
   int conn = 0, busy = -1;
   WAIT_FOR((pool_counts(g_pool, &conn, &busy), busy == 0), 2000);
@@ -492,6 +503,229 @@ static void test_garbage_closes(void) {
   CHECK_EQ_INT(cli_unix(&c), 0);
   CHECK(hello(&c, "after-garbage", NULL));
   cli_close(&c);
+}
+
+/* A unix worker that said hello and holds the next queued job (id, attempt). */
+static int take_job(client *c, const char *name, const char *id, int *attempt) {
+  if (cli_unix(c) || !hello(c, name, NULL)) return -1;
+  cli_send(c, json_pack("{s:s}", "type", "claim"));
+  json_t *m = cli_expect(c, "job", 3000);
+  int ok = m && !strcmp(str(m, "job", "id"), id);
+  *attempt = (int)json_integer_value(json_object_get(json_object_get(m, "job"), "attempt"));
+  json_decref(m);
+  return ok ? 0 : -1;
+}
+
+static int file_exists(const char *fmt, const char *a, const char *b) {
+  char path[700];
+  snprintf(path, sizeof path, fmt, a, b);
+  struct stat sb;
+  return stat(path, &sb) == 0;
+}
+
+static int count_deleting(const char *models) {
+  DIR *d = opendir(models);
+  int n = 0;
+  struct dirent *e;
+  while (d && (e = readdir(d)) != NULL) n += !strncmp(e->d_name, ".deleting-", 10);
+  if (d) closedir(d);
+  return n;
+}
+
+/* The daemon died after moving an attempt's output into models/ and before
+ * recording it: the retry's output replaces that leftover, and the job
+ * succeeds instead of failing on ENOTEMPTY. */
+static void test_done_replaces_leftover(void) {
+  char id[64], dir[600];
+  insert_job("again", id);
+  client c;
+  int attempt = 0;
+  CHECK_EQ_INT(take_job(&c, "fake-l", id, &attempt), 0);
+  snprintf(dir, sizeof dir, "%s/models/ft:base:again:%s", g_dir, id);
+  CHECK_EQ_INT(mkdir(dir, 0755), 0);
+  char f[700];
+  snprintf(f, sizeof f, "%s/stale.bin", dir);
+  fclose(fopen(f, "w"));
+  snprintf(dir, sizeof dir, "%s/jobs/%s", g_dir, id);
+  mkdir(dir, 0755);
+  snprintf(dir, sizeof dir, "%s/jobs/%s/output-%d", g_dir, id, attempt);
+  CHECK_EQ_INT(mkdir(dir, 0755), 0);
+  snprintf(f, sizeof f, "%s/config.json", dir);
+  fclose(fopen(f, "w"));
+  json_t *m = jmsg("done", id, attempt);
+  json_object_set_new(m, "result", json_pack("{s:i, s:i}", "steps", 4, "trained_tokens", 40));
+  cli_send(&c, m);
+  WAIT_FOR(!job_status_is(id, "running"), 3000);
+  CHECK(job_status_is(id, "succeeded"));
+  CHECK(file_exists("%s/models/ft:base:again:%s/config.json", g_dir, id));
+  CHECK(!file_exists("%s/models/ft:base:again:%s/stale.bin", g_dir, id));
+  char models[300];
+  snprintf(models, sizeof models, "%s/models", g_dir);
+  CHECK_EQ_INT(count_deleting(models), 0);
+  cli_close(&c);
+}
+
+/* Counts must be integers in 0..1e15: a double or an out-of-range value is
+ * a protocol error (and nothing is recorded). */
+static void test_counts_checked(void) {
+  char id[64];
+  insert_job(NULL, id);
+  client c;
+  int attempt = 0, eof = 0;
+  CHECK_EQ_INT(take_job(&c, "fake-n1", id, &attempt), 0);
+  json_t *m = jmsg("metrics", id, attempt);
+  json_object_set_new(m, "metrics", json_pack("{s:f}", "step", 1e20));
+  cli_send(&c, m);
+  m = cli_expect(&c, "error", 2000);
+  CHECK(m != NULL);
+  CHECK_EQ_STR(str(m, "error", "code"), "protocol_error");
+  CHECK_EQ_STR(str(m, "error", "param"), "step");
+  json_decref(m);
+  m = cli_recv(&c, 2000, &eof);
+  CHECK(m == NULL && eof);
+  cli_close(&c);
+  /* (the dropped connection requeued the job) */
+  WAIT_FOR(job_status_is(id, "queued"), 2000);
+  CHECK_EQ_INT(take_job(&c, "fake-n2", id, &attempt), 0);
+  m = jmsg("metrics", id, attempt);
+  json_object_set_new(m, "metrics",
+                      json_pack("{s:i, s:I}", "step", 1, "trained_tokens", (json_int_t)2e15));
+  cli_send(&c, m);
+  m = cli_expect(&c, "error", 2000);
+  CHECK(m != NULL);
+  CHECK_EQ_STR(str(m, "error", "param"), "trained_tokens");
+  json_decref(m);
+  cli_close(&c);
+  WAIT_FOR(job_status_is(id, "queued"), 2000);
+  json_t *j = job_get(id);
+  CHECK(json_integer_value(json_object_get(j, "steps_completed")) == 0);
+  json_decref(j);
+  ft_error e;
+  CHECK_EQ_INT(store_job_cancel(g_store, id, NULL, &e), 0);
+  /* a done with a negative count */
+  insert_job(NULL, id);
+  CHECK_EQ_INT(take_job(&c, "fake-n3", id, &attempt), 0);
+  m = jmsg("done", id, attempt);
+  json_object_set_new(m, "result", json_pack("{s:i}", "steps", -1));
+  cli_send(&c, m);
+  m = cli_expect(&c, "error", 2000);
+  CHECK(m != NULL);
+  CHECK_EQ_STR(str(m, "error", "param"), "steps");
+  json_decref(m);
+  cli_close(&c);
+  WAIT_FOR(job_status_is(id, "queued"), 2000);
+  CHECK(job_status_is(id, "queued"));
+  CHECK_EQ_INT(store_job_cancel(g_store, id, NULL, &e), 0);
+}
+
+/* A worker cannot cancel (or pause) a running job nobody cancelled. */
+static void test_worker_cannot_cancel(void) {
+  char id[64];
+  insert_job(NULL, id);
+  client c;
+  int attempt = 0;
+  CHECK_EQ_INT(take_job(&c, "fake-x", id, &attempt), 0);
+  cli_send(&c, jmsg("paused", id, attempt));
+  json_t *m = cli_expect(&c, "lease_lost", 2000);
+  CHECK(m != NULL);
+  json_decref(m);
+  CHECK(job_status_is(id, "running"));
+  cli_close(&c);
+  /* (the connection gave its lease up above; the store's word for a
+   * "cancelled" of the attempt that still runs) */
+  CHECK_EQ_INT(store_job_finish(g_store, id, attempt, "cancelled", NULL, NULL, NULL, NULL),
+               FT_EBAD_STATE);
+  CHECK(job_status_is(id, "running"));
+  ft_error e;
+  CHECK_EQ_INT(store_job_cancel(g_store, id, NULL, &e), 0);
+}
+
+/* Before hello a peer may send only small frames; after it, large ones. */
+static void test_preauth_frame_limit(void) {
+  client c;
+  int eof = 0;
+  CHECK_EQ_INT(cli_unix(&c), 0);
+  cli_send_raw(&c, "\0\x01\0\x01", 4); /* 65537 bytes announced */
+  json_t *m = cli_recv(&c, 2000, NULL);
+  CHECK(m && !strcmp(str(m, "type", NULL), "error"));
+  CHECK_EQ_STR(str(m, "error", "code"), "protocol_error");
+  json_decref(m);
+  m = cli_recv(&c, 2000, &eof);
+  CHECK(m == NULL && eof);
+  cli_close(&c);
+  CHECK_EQ_INT(cli_unix(&c), 0);
+  CHECK(hello(&c, "fake-big", NULL));
+  char *pad = malloc(100001);
+  memset(pad, 'x', 100000);
+  pad[100000] = 0;
+  cli_send(&c, json_pack("{s:s, s:s}", "type", "note", "pad", pad));
+  free(pad);
+  m = jmsg("heartbeat", "ftjob-nope", 1);
+  cli_send(&c, m);
+  m = cli_expect(&c, "lease_lost", 2000);
+  CHECK(m != NULL);
+  json_decref(m);
+  cli_close(&c);
+}
+
+/* Worker connections are capped: past 256 a new one is closed at once. */
+static void test_connection_cap(void) {
+  enum { N = 300 };
+  static client cs[N];
+  int opened = 0;
+  for (int i = 0; i < N; i++) opened += cli_unix(&cs[i]) == 0;
+  CHECK_EQ_INT(opened, N);
+  sleep_ms(500);
+  int eofs = 0;
+  for (int i = 0; i < N; i++) {
+    struct pollfd pf = {.fd = cs[i].fd, .events = POLLIN};
+    char b[64];
+    if (poll(&pf, 1, 0) == 1 && read(cs[i].fd, b, sizeof b) == 0) eofs++;
+  }
+  CHECK(eofs >= N - 256 && eofs <= N - 250);
+  for (int i = 0; i < N; i++) cli_close(&cs[i]);
+  sleep_ms(300);
+  client c;
+  CHECK_EQ_INT(cli_unix(&c), 0);
+  CHECK(hello(&c, "after-cap", NULL));
+  cli_close(&c);
+}
+
+/* At start, ft:*:<job> dirs of jobs that did not succeed (and half-removed
+ * .deleting-* dirs) are removed; other models are kept. */
+static void test_clean_models_at_start(void) {
+  char dir[300], models[320], id[64];
+  snprintf(dir, sizeof dir, "%s/clean", g_dir);
+  snprintf(models, sizeof models, "%s/models", dir);
+  mkdir(dir, 0700);
+  mkdir(models, 0755);
+  insert_job(NULL, id); /* queued: never succeeded */
+  char p1[700], p2[700], p3[700], p4[700];
+  snprintf(p1, sizeof p1, "%s/ft:base:ft:%s", models, id);
+  snprintf(p2, sizeof p2, "%s/ft:base:ft:%s", models, g_job); /* succeeded */
+  snprintf(p3, sizeof p3, "%s/.deleting-000000000000000000000000", models);
+  snprintf(p4, sizeof p4, "%s/tiny", models);
+  CHECK_EQ_INT(mkdir(p1, 0755), 0);
+  CHECK_EQ_INT(mkdir(p2, 0755), 0);
+  CHECK_EQ_INT(mkdir(p3, 0755), 0);
+  CHECK_EQ_INT(mkdir(p4, 0755), 0);
+  char f[800];
+  snprintf(f, sizeof f, "%s/model.safetensors", p1);
+  fclose(fopen(f, "w"));
+  snprintf(f, sizeof f, "%s/x", p3);
+  fclose(fopen(f, "w"));
+  pool_opts o = {.data_dir = dir, .lease_ms = 5000, .heartbeat_ms = 500, .max_attempts = 3};
+  pool *p = NULL;
+  ft_error e = {0};
+  CHECK_EQ_INT(pool_start(&p, g_store, &o, &e), 0);
+  pool_stop(p);
+  struct stat sb;
+  CHECK(stat(p1, &sb) != 0);
+  CHECK(stat(p2, &sb) == 0);
+  CHECK(stat(p3, &sb) != 0);
+  CHECK(stat(p4, &sb) == 0);
+  CHECK_EQ_INT(count_deleting(models), 0);
+  CHECK_EQ_INT(store_job_cancel(g_store, id, NULL, &e), 0);
 }
 
 /* Local workers: a fake "worker" script that logs each start and exits is
@@ -613,7 +847,13 @@ int main(void) {
   RUN(test_failed_recorded);
   RUN(test_tcp_token_required);
   RUN(test_garbage_closes);
+  RUN(test_done_replaces_leftover);
+  RUN(test_counts_checked);
+  RUN(test_worker_cannot_cancel);
+  RUN(test_preauth_frame_limit);
+  RUN(test_connection_cap);
   pool_stop(g_pool);
+  RUN(test_clean_models_at_start);
   RUN(test_local_workers_supervised);
   RUN(test_start_errors);
   store_close(g_store);

@@ -250,6 +250,7 @@ static void test_stale_attempt_refused(void) {
   store_close(s);
   ft_error err = {0};
   CHECK_EQ_INT(store_open(&s, db_path, &err), 0);
+  CHECK_EQ_INT(store_job_pause(s, a, NULL, &err), 0);
   CHECK_EQ_INT(store_job_finish(s, a, 2, "paused", NULL, NULL, NULL, NULL), 0);
   CHECK_EQ_INT(store_job_resume(s, a, NULL, &err), 0);
   CHECK_EQ_INT(store_job_claim(s, "w3", 30000, &job), 0);
@@ -441,6 +442,85 @@ static void test_events_wait(void) {
   store_close(s);
 }
 
+static int64_t count_events(store *s, const char *job) {
+  json_t *list = NULL;
+  store_events_list(s, job, NULL, 100, &list);
+  int64_t n = (int64_t)json_array_size(json_object_get(list, "data"));
+  json_decref(list);
+  return n;
+}
+
+/* What a worker reports is heard only from the current attempt of a job
+ * that is running (or pausing), and a worker cannot pause or cancel a job on
+ * its own. */
+static void test_worker_reports_checked(void) {
+  store *s = open_fresh();
+  char a[64];
+  add_job(s, a, sizeof a);
+  json_t *job = NULL;
+  ft_error err = {0};
+  CHECK_EQ_INT(store_job_claim(s, "w1", 30000, &job), 0);
+  json_decref(job);
+  CHECK_EQ_INT(store_job_event(s, a, 1, "info", "hello", NULL), 0);
+  int64_t n0 = count_events(s, a);
+  CHECK_EQ_INT(store_job_event(s, a, 2, "info", "stale", NULL), FT_EBAD_STATE);
+  CHECK_EQ_INT(store_job_event(s, "ftjob-nope", 1, "info", "x", NULL), FT_EBAD_STATE);
+  CHECK_EQ_INT(count_events(s, a), n0);
+  /* nobody cancelled or paused it: the worker's word does not */
+  CHECK_EQ_INT(store_job_finish(s, a, 1, "cancelled", NULL, NULL, NULL, NULL), FT_EBAD_STATE);
+  CHECK_EQ_INT(store_job_finish(s, a, 1, "paused", NULL, NULL, NULL, NULL), FT_EBAD_STATE);
+  status_is(s, a, "running");
+  /* counts are integers; a double is not converted */
+  json_t *m = json_pack("{s:f}", "step", 3.0);
+  CHECK_EQ_INT(store_job_metrics(s, a, 1, m, 30000), FT_EINVALID);
+  json_decref(m);
+  m = json_pack("{s:i, s:f, s:f}", "step", 5, "trained_tokens", 1e300, "total_steps", -1e300);
+  CHECK_EQ_INT(store_job_metrics(s, a, 1, m, 30000), 0);
+  json_decref(m);
+  CHECK_EQ_INT(store_job_get(s, a, &job), 0);
+  CHECK_EQ_INT(jint(job, "steps_completed"), 5);
+  CHECK(json_is_null(json_object_get(job, "total_steps")) || jint(job, "total_steps") == 0);
+  CHECK(jint(job, "trained_tokens") == 0 || json_is_null(json_object_get(job, "trained_tokens")));
+  json_decref(job);
+  /* the user cancels: the worker's "cancelled" is an acknowledgement only */
+  CHECK_EQ_INT(store_job_cancel(s, a, NULL, &err), 0);
+  int64_t n1 = count_events(s, a);
+  CHECK_EQ_INT(store_job_finish(s, a, 1, "cancelled", NULL, NULL, NULL, NULL), 0);
+  CHECK_EQ_INT(store_job_finish(s, a, 2, "cancelled", NULL, NULL, NULL, NULL), FT_EBAD_STATE);
+  CHECK_EQ_INT(count_events(s, a), n1);
+  status_is(s, a, "cancelled");
+  /* and its events are no longer recorded */
+  CHECK_EQ_INT(store_job_event(s, a, 1, "info", "late", NULL), FT_EBAD_STATE);
+  CHECK_EQ_INT(count_events(s, a), n1);
+  store_close(s);
+}
+
+/* A lease that ran out and is not claimed again (queued, same attempt) is
+ * stale for its old worker: lease_lost, not a cancel. */
+static void test_control_expired_lease_is_stale(void) {
+  store *s = open_fresh();
+  char a[64];
+  add_job(s, a, sizeof a);
+  json_t *job = NULL;
+  CHECK_EQ_INT(store_job_claim(s, "w1", -1000, &job), 0);
+  json_decref(job);
+  int n = 0;
+  CHECK_EQ_INT(store_jobs_expire(s, 3, &n), 0);
+  status_is(s, a, "queued");
+  int what = -1;
+  CHECK_EQ_INT(store_job_control(s, a, 1, &what), FT_EBAD_STATE);
+  /* a cancelled job is a cancel */
+  ft_error err = {0};
+  CHECK_EQ_INT(store_job_claim(s, "w2", 30000, &job), 0);
+  json_decref(job);
+  CHECK_EQ_INT(store_job_control(s, a, 2, &what), 0);
+  CHECK_EQ_INT(what, 0);
+  CHECK_EQ_INT(store_job_cancel(s, a, NULL, &err), 0);
+  CHECK_EQ_INT(store_job_control(s, a, 2, &what), 0);
+  CHECK_EQ_INT(what, 1);
+  store_close(s);
+}
+
 static void test_counts(void) {
   store *s = open_fresh();
   char a[64], b[64];
@@ -475,6 +555,8 @@ int main(void) {
   RUN(test_events_order);
   RUN(test_events_wait);
   RUN(test_counts);
+  RUN(test_worker_reports_checked);
+  RUN(test_control_expired_lease_is_stale);
   char cmd[300];
   snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
   if (system(cmd)) fprintf(stderr, "could not remove %s\n", dir);

@@ -156,6 +156,41 @@ static void test_oversized_frame(void) {
   wire_decoder_free(&d);
 }
 
+/* A lowered limit (a peer before hello) refuses a frame the default takes,
+ * and the buffer holds only what arrived, not what a header announced. */
+static void test_lowered_limit(void) {
+  wire_decoder d;
+  wire_decoder_init(&d);
+  wire_decoder_set_limit(&d, 64u << 10);
+  CHECK_EQ_INT(wire_decoder_limit(&d), 64u << 10);
+  size_t len;
+  char *f = raw_frame("", (64u << 10) + 1, &len);
+  CHECK_EQ_INT(wire_feed(&d, f, 4), FT_EPROTO);
+  free(f);
+  wire_decoder_free(&d);
+
+  wire_decoder_init(&d);
+  wire_decoder_set_limit(&d, 64u << 10);
+  f = raw_frame("", 64u << 10, &len); /* exactly the limit: allowed */
+  CHECK_EQ_INT(wire_feed(&d, f, 4), 0);
+  CHECK(d.cap < 8192);
+  /* restored to the default: a 1 MiB frame's header passes, and a few bytes
+   * of its body do not reserve a megabyte */
+  wire_decoder_free(&d);
+  wire_decoder_init(&d);
+  wire_decoder_set_limit(&d, 64u << 10);
+  wire_decoder_set_limit(&d, 0);
+  CHECK_EQ_INT(wire_decoder_limit(&d), WIRE_MAX_FRAME);
+  char *g = raw_frame("", 1u << 20, &len);
+  CHECK_EQ_INT(wire_feed(&d, g, 4), 0);
+  char body[100] = {0};
+  CHECK_EQ_INT(wire_feed(&d, body, sizeof body), 0);
+  CHECK(d.cap <= 8192);
+  free(f);
+  free(g);
+  wire_decoder_free(&d);
+}
+
 static void expect_proto(const char *body) {
   wire_decoder d;
   wire_decoder_init(&d);
@@ -233,6 +268,7 @@ int main(void) {
   RUN(test_split_every_boundary);
   RUN(test_partial_returns_nothing);
   RUN(test_oversized_frame);
+  RUN(test_lowered_limit);
   RUN(test_bad_frames);
   RUN(test_many_frames_one_read);
   return test_report();
