@@ -89,3 +89,33 @@ upload() { # upload FILE -> prints file id
 }
 # every test script ends with: T_DONE=1
 trap 'finish || exit 1' EXIT
+
+# start_ckpt_job SEED: a full fine-tuning job of 80 steps with a checkpoint
+# every 5 steps on the capitals example; sets JOB (and CODE)
+start_ckpt_job() {
+  local fid body
+  fid=$(upload "$FT_SRC/examples/capitals.jsonl")
+  body=$(jq -nc --arg f "$fid" --argjson s "$1" '{model:"tiny", training_file:$f, seed:$s,
+    adapter:{type:"full"}, method:{type:"supervised", supervised:{hyperparameters:{n_epochs:8,
+    batch_size:4, learning_rate:0.001, max_seq_len:64}}}, checkpoints:{every_steps:5, keep:2}}')
+  api POST /v1/fine_tuning/jobs -H 'Content-Type: application/json' -d "$body"
+  JOB=$(jget .id)
+}
+
+# wait_ckpt JOB MIN_STEP MIN_PAST: waits until the job has a checkpoint at
+# MIN_STEP or later and has trained MIN_PAST steps beyond it; sets CK
+wait_ckpt() {
+  local done_steps
+  for _ in $(seq 1 600); do
+    api GET "/v1/fine_tuning/jobs/$1/checkpoints"
+    CK=$(jq -r '[.data[].step_number] | max // 0' <<<"$BODY")
+    done_steps=$(curl -s "$URL/v1/fine_tuning/jobs/$1" | jq -r .steps_completed)
+    [ "$CK" -ge "$2" ] && [ "$done_steps" -ge $((CK + $3)) ] && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+# first_repeat "STEPS...": the first step number not above the one before it
+# (where an attempt restarted), or nothing
+first_repeat() { awk '{for(i=2;i<=NF;i++) if ($i <= $(i-1)) {print $i; exit}}' <<<"$1"; }

@@ -4,19 +4,10 @@
 source "$(dirname "$0")/../lib.sh"
 tiny_model tiny || { bad "init-model"; exit 1; }
 start_daemon --workers 1 --lease-ms 2000 --heartbeat-ms 500 || exit 1
-fid=$(upload "$FT_SRC/examples/capitals.jsonl")
-body=$(jq -nc --arg f "$fid" '{model:"tiny", training_file:$f, seed:9, adapter:{type:"full"},
-  method:{type:"supervised", supervised:{hyperparameters:{n_epochs:8, batch_size:4,
-  learning_rate:0.001, max_seq_len:64}}}, checkpoints:{every_steps:5, keep:2}}')
-api POST /v1/fine_tuning/jobs -H 'Content-Type: application/json' -d "$body"
-job=$(jget .id)
+start_ckpt_job 9
+job=$JOB
 check_eq "job created" "$CODE" 200
-for _ in $(seq 1 600); do
-  api GET "/v1/fine_tuning/jobs/$job/checkpoints"
-  ck=$(jq -r '[.data[].step_number] | max // 0' <<<"$BODY")
-  [ "$ck" -ge 10 ] && break
-  sleep 0.1
-done
+wait_ckpt "$job" 10 0; ck=$CK
 check "a checkpoint exists before the kill ($ck)" test "$ck" -ge 10
 kill -9 "$DAEMON_PID"; wait "$DAEMON_PID" 2>/dev/null; DAEMON_PID=""
 # the orphaned worker notices the lost connection and exits by itself
@@ -33,7 +24,7 @@ api GET "/v1/fine_tuning/jobs/$job"
 check_eq "second attempt" "$(jget .attempt)" 2
 api GET "/v1/fine_tuning/jobs/$job/events?limit=100"
 steps=$(jq -r '[.data[] | select(.type=="metrics") | .data.step] | reverse | map(tostring) | join(" ")' <<<"$BODY")
-restart=$(awk '{for(i=2;i<=NF;i++) if ($i <= $(i-1)) {print $i; exit}}' <<<"$steps")
+restart=$(first_repeat "$steps")
 check "resumed from a checkpoint, not from step 1 (restart at ${restart:-none})" \
   test "${restart:-1}" -gt 1 -o -z "$restart"
 check_eq "exactly one fine-tuned model" "$(ls "$T_DIR/data/models" | grep -c "^ft:.*:$job\$")" 1

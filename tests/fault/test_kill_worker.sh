@@ -4,23 +4,11 @@
 source "$(dirname "$0")/../lib.sh"
 tiny_model tiny || { bad "init-model"; exit 1; }
 start_daemon --workers 1 || exit 1
-fid=$(upload "$FT_SRC/examples/capitals.jsonl")
-body=$(jq -nc --arg f "$fid" '{model:"tiny", training_file:$f, seed:5, adapter:{type:"full"},
-  method:{type:"supervised", supervised:{hyperparameters:{n_epochs:8, batch_size:4,
-  learning_rate:0.001, max_seq_len:64}}}, checkpoints:{every_steps:5, keep:2}}')
-api POST /v1/fine_tuning/jobs -H 'Content-Type: application/json' -d "$body"
-job=$(jget .id)
+start_ckpt_job 5
+job=$JOB
 check_eq "job created" "$CODE" 200
-
-# wait for a checkpoint past step 10, then kill the worker hard
-for _ in $(seq 1 600); do
-  api GET "/v1/fine_tuning/jobs/$job/checkpoints"
-  ck=$(jq -r '[.data[].step_number] | max // 0' <<<"$BODY")
-  done_steps=$(curl -s "$URL/v1/fine_tuning/jobs/$job" | jq -r .steps_completed)
-  # kill between checkpoints, so the next attempt must redo some steps
-  [ "$ck" -ge 10 ] && [ "$done_steps" -ge $((ck + 2)) ] && break
-  sleep 0.1
-done
+# kill between checkpoints, so the next attempt must redo some steps
+wait_ckpt "$job" 10 2; ck=$CK
 check "a checkpoint exists before the kill ($ck)" test "$ck" -ge 10
 wpid=$(pgrep -f "finetuned-worker --connect unix:$T_DIR/data/" | head -1)
 check "worker process found" test -n "$wpid"
@@ -36,7 +24,7 @@ api GET "/v1/fine_tuning/jobs/$job/events?limit=100"
 # chronological metrics steps: after the kill the next attempt restarts at the
 # checkpoint's step + 1, never at 1
 steps=$(jq -r '[.data[] | select(.type=="metrics") | .data.step] | reverse | map(tostring) | join(" ")' <<<"$BODY")
-restart=$(awk -v k="$killed_at" '{for(i=2;i<=NF;i++) if ($i <= $(i-1)) {print $i; exit}}' <<<"$steps")
+restart=$(first_repeat "$steps")
 check "steps resumed after a checkpoint, not from 1 (restart at ${restart:-none}, killed at $killed_at)" \
   test "${restart:-0}" -gt 1
 check "restart point is not after the kill" test "${restart:-99999}" -le "$killed_at"
