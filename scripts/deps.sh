@@ -11,9 +11,9 @@ want_test=0
 [ "${1:-}" = "--test" ] && want_test=1
 
 pkgs=(build-essential cmake pkg-config libmicrohttpd-dev libjansson-dev libsqlite3-dev
-      libuv1-dev libopenblas-dev libpcre2-dev libsystemd-dev curl nodejs npm ca-certificates)
+      libuv1-dev libopenblas-dev libpcre2-dev libsystemd-dev curl jq nodejs npm ca-certificates)
 if [ $want_test = 1 ]; then
-  pkgs+=(python3-torch python3-numpy sqlite3 jq libcurl4-openssl-dev libjemalloc2)
+  pkgs+=(python3-torch python3-numpy sqlite3 libcurl4-openssl-dev libjemalloc2)
 fi
 missing=()
 for p in "${pkgs[@]}"; do
