@@ -84,6 +84,17 @@ static int commit(store *s) {
   return FT_EDB;
 }
 static void rollback(store *s) { sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL); }
+/* Ends the transaction begun by begin(): rolls back when rc is an error,
+ * else commits and wakes the SSE waiters. Returns the final code. */
+static int end_tx(store *s, int rc) {
+  if (rc) {
+    rollback(s);
+    return rc;
+  }
+  rc = commit(s);
+  pthread_cond_broadcast(&s->cv);
+  return rc;
+}
 
 static sqlite3_stmt *prep(store *s, const char *sql) {
   sqlite3_stmt *st = NULL;
@@ -647,12 +658,7 @@ int store_job_insert(store *s, const store_job_new *j, json_t **job, ft_error *e
   }
   if (!rc) rc = status_event_locked(s, id, "info", "queued", "Job created", NULL);
   if (!rc) rc = job_get_locked(s, id, 0, job);
-  if (rc)
-    rollback(s);
-  else {
-    rc = commit(s);
-    pthread_cond_broadcast(&s->cv);
-  }
+  rc = end_tx(s, rc);
   if (rc) { /* (a failed COMMIT too: the job does not exist) */
     json_decref(*job);
     *job = NULL;
@@ -719,12 +725,7 @@ static int user_action(store *s, const char *id, const char *sql, const char *wh
                              json_pack("{s:s}", "previous_status", before));
   }
   if (!rc && job) rc = job_get_locked(s, id, 0, job);
-  if (rc)
-    rollback(s);
-  else {
-    rc = commit(s);
-    pthread_cond_broadcast(&s->cv);
-  }
+  rc = end_tx(s, rc);
   if (rc && job) { /* (a failed COMMIT too: nothing changed) */
     json_decref(*job);
     *job = NULL;
@@ -947,12 +948,7 @@ int store_job_metrics(store *s, const char *job_id, int attempt, const json_t *m
                json_number_value(json_object_get(metrics, "valid_loss")));
     rc = event_append_locked(s, job_id, "info", "metrics", msg, metrics, NULL);
   }
-  if (rc)
-    rollback(s);
-  else {
-    rc = commit(s);
-    pthread_cond_broadcast(&s->cv);
-  }
+  rc = end_tx(s, rc);
 out:
   pthread_mutex_unlock(&s->mu);
   return rc;
@@ -992,12 +988,7 @@ int store_job_event(store *s, const char *job_id, int attempt, const char *level
     sqlite3_finalize(st);
   }
   if (!rc) rc = event_append_locked(s, job_id, level, "message", message, data, NULL);
-  if (rc)
-    rollback(s);
-  else {
-    rc = commit(s);
-    pthread_cond_broadcast(&s->cv);
-  }
+  rc = end_tx(s, rc);
 out:
   pthread_mutex_unlock(&s->mu);
   return rc;
@@ -1043,12 +1034,7 @@ int store_checkpoint_add(store *s, const char *job_id, int attempt, long step, c
     rc = event_append_locked(s, job_id, "info", "checkpoint", msg, d, NULL);
     json_decref(d);
   }
-  if (rc)
-    rollback(s);
-  else {
-    rc = commit(s);
-    pthread_cond_broadcast(&s->cv);
-  }
+  rc = end_tx(s, rc);
 out:
   pthread_mutex_unlock(&s->mu);
   return rc;
@@ -1130,12 +1116,7 @@ int store_job_finish(store *s, const char *job_id, int attempt, const char *stat
     }
     rc = status_event_locked(s, job_id, level, status, msg, d);
   }
-  if (rc)
-    rollback(s);
-  else {
-    rc = commit(s);
-    pthread_cond_broadcast(&s->cv);
-  }
+  rc = end_tx(s, rc);
 out:
   pthread_mutex_unlock(&s->mu);
   return rc;
