@@ -37,6 +37,38 @@ int wire_encode(const json_t *msg, char **buf, size_t *len) {
   return 0;
 }
 
+typedef struct {
+  uv_write_t req;
+  char *buf;
+} wire_wreq;
+
+static void on_written(uv_write_t *r, int status) {
+  wire_wreq *w = (wire_wreq *)r;
+  free(w->buf);
+  free(w);
+}
+
+int wire_write(uv_stream_t *s, json_t *msg) {
+  char *buf;
+  size_t len;
+  int rc = wire_encode(msg, &buf, &len);
+  json_decref(msg);
+  if (rc) return rc;
+  wire_wreq *w = malloc(sizeof *w);
+  if (!w) {
+    free(buf);
+    return FT_EIO;
+  }
+  w->buf = buf;
+  uv_buf_t b = uv_buf_init(buf, (unsigned)len);
+  if (uv_write(&w->req, s, &b, 1, on_written)) {
+    free(buf);
+    free(w);
+    return FT_EIO;
+  }
+  return 0;
+}
+
 void wire_decoder_init(wire_decoder *d) { memset(d, 0, sizeof *d); }
 
 void wire_decoder_free(wire_decoder *d) {

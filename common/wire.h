@@ -14,6 +14,7 @@
 #include <jansson.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <uv.h>
 
 #include "ft_err.h"
 
@@ -21,6 +22,12 @@
 
 /* Encodes msg into a malloc'd frame (*buf, *len); caller frees *buf. */
 int wire_encode(const json_t *msg, char **buf, size_t *len);
+
+/* Encodes msg (reference stolen) and queues the frame on a libuv stream; the
+ * frame is freed when the write completes. Returns 0, the wire_encode error
+ * when msg cannot be encoded (the stream is still usable), or FT_EIO when the
+ * frame could not be queued (the caller should close the stream). */
+int wire_write(uv_stream_t *s, json_t *msg);
 
 typedef struct {
   char *buf;

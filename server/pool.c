@@ -160,19 +160,6 @@ static void update_counts(pool *p) {
 
 /* ---- writing ------------------------------------------------------------- */
 
-typedef struct {
-  uv_write_t req;
-  char *buf;
-} wreq;
-
-static void on_write(uv_write_t *r, int status) {
-  wreq *w = (wreq *)r;
-  if (status < 0 && status != UV_ECANCELED)
-    FT_DEBUG("msg=\"worker write failed\" err=\"%s\"", uv_strerror(status));
-  free(w->buf);
-  free(w);
-}
-
 static void conn_close(conn *c);
 
 /* Sends msg (reference stolen) to c. */
@@ -182,28 +169,11 @@ static void conn_send(conn *c, json_t *msg) {
     json_decref(msg);
     return;
   }
-  char *buf;
-  size_t len;
-  int rc = wire_encode(msg, &buf, &len);
-  json_decref(msg);
-  if (rc) {
+  int rc = wire_write(&c->h.stream, msg);
+  if (rc == FT_EIO)
+    conn_close(c);
+  else if (rc)
     FT_ERROR("msg=\"cannot encode a worker message\" err=%s", ft_err_code(rc));
-    return;
-  }
-  wreq *w = malloc(sizeof *w);
-  if (!w) {
-    free(buf);
-    conn_close(c);
-    return;
-  }
-  w->buf = buf;
-  uv_buf_t b = uv_buf_init(buf, (unsigned)len);
-  rc = uv_write(&w->req, &c->h.stream, &b, 1, on_write);
-  if (rc) {
-    free(buf);
-    free(w);
-    conn_close(c);
-  }
 }
 
 static void send_job_msg(conn *c, const char *type, const char *job_id, int attempt) {

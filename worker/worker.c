@@ -92,17 +92,6 @@ typedef struct {
 
 /* ---- sending ------------------------------------------------------------- */
 
-typedef struct {
-  uv_write_t req;
-  char *buf;
-} wreq;
-
-static void on_write(uv_write_t *r, int status) {
-  wreq *w = (wreq *)r;
-  free(w->buf);
-  free(w);
-}
-
 static void conn_lost(worker *w, const char *why);
 
 /* Sends msg (reference stolen). */
@@ -112,26 +101,11 @@ static void send_msg(worker *w, json_t *msg) {
     json_decref(msg);
     return;
   }
-  char *buf;
-  size_t len;
-  int rc = wire_encode(msg, &buf, &len);
-  json_decref(msg);
-  if (rc) {
-    FT_ERROR("msg=\"cannot encode a message\" err=%s", ft_err_code(rc));
-    return;
-  }
-  wreq *r = malloc(sizeof *r);
-  if (!r) {
-    free(buf);
-    return;
-  }
-  r->buf = buf;
-  uv_buf_t b = uv_buf_init(buf, (unsigned)len);
-  if (uv_write(&r->req, &w->h.stream, &b, 1, on_write)) {
-    free(buf);
-    free(r);
+  int rc = wire_write(&w->h.stream, msg);
+  if (rc == FT_EIO)
     conn_lost(w, "write failed");
-  }
+  else if (rc)
+    FT_ERROR("msg=\"cannot encode a message\" err=%s", ft_err_code(rc));
 }
 
 /* A message about the current job: type, job_id, attempt, then the rest. */
