@@ -1344,6 +1344,20 @@ static int set_str(char **dst, size_t *dlen, json_t *o, const char *key, const c
   return *dst ? 0 : FT_ENOMEM;
 }
 
+/* The Metaspace pre-tokenizer's and decoder's shared fields: the replacement
+ * character (default U+2581) and when to prepend it. */
+static int load_metaspace(node *n, json_t *j) {
+  int rc = set_str(&n->a, &n->alen, j, "replacement", "\xE2\x96\x81");
+  const char *ps = json_string_value(json_object_get(j, "prepend_scheme"));
+  if (ps)
+    n->prepend_scheme = !strcmp(ps, "first")   ? PS_FIRST
+                        : !strcmp(ps, "never") ? PS_NEVER
+                                               : PS_ALWAYS;
+  else
+    n->prepend_scheme = get_bool(j, "add_prefix_space", 1) ? PS_ALWAYS : PS_NEVER;
+  return rc;
+}
+
 enum { K_NORM, K_PRE, K_DEC };
 
 static int load_node(json_t *j, int kind, node **out, ft_error *err) {
@@ -1411,14 +1425,7 @@ static int load_node(json_t *j, int kind, node **out, ft_error *err) {
         rc = load_pattern(n, json_object_get(j, "pattern"), param, err);
     } else if (!strcmp(type, "Metaspace")) {
       n->type = P_METASPACE;
-      rc = set_str(&n->a, &n->alen, j, "replacement", "\xE2\x96\x81");
-      const char *ps = json_string_value(json_object_get(j, "prepend_scheme"));
-      if (ps)
-        n->prepend_scheme = !strcmp(ps, "first")   ? PS_FIRST
-                            : !strcmp(ps, "never") ? PS_NEVER
-                                                   : PS_ALWAYS;
-      else
-        n->prepend_scheme = get_bool(j, "add_prefix_space", 1) ? PS_ALWAYS : PS_NEVER;
+      rc = load_metaspace(n, j);
       n->split = get_bool(j, "split", 1);
     } else if (!strcmp(type, "Digits")) {
       n->type = P_DIGITS;
@@ -1445,14 +1452,7 @@ static int load_node(json_t *j, int kind, node **out, ft_error *err) {
       n->right = (int)json_integer_value(json_object_get(j, "stop"));
     } else if (!strcmp(type, "Metaspace")) {
       n->type = D_METASPACE;
-      rc = set_str(&n->a, &n->alen, j, "replacement", "\xE2\x96\x81");
-      const char *ps = json_string_value(json_object_get(j, "prepend_scheme"));
-      if (ps)
-        n->prepend_scheme = !strcmp(ps, "first")   ? PS_FIRST
-                            : !strcmp(ps, "never") ? PS_NEVER
-                                                   : PS_ALWAYS;
-      else
-        n->prepend_scheme = get_bool(j, "add_prefix_space", 1) ? PS_ALWAYS : PS_NEVER;
+      rc = load_metaspace(n, j);
     }
   }
   if (!rc && n->type < 0)
