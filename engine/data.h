@@ -79,21 +79,4 @@ static inline int data_len(const ft_dataset *d, size_t i) {
   return (int)(d->off[i + 1] - d->off[i]);
 }
 
-/* The order of epoch `epoch`: a Fisher-Yates permutation of 0..n-1 that
- * depends only on (seed, epoch). */
-void data_permutation(uint32_t *perm, size_t n, uint64_t seed, long epoch);
-
-/* Batches of at most B rows of at most T tokens over a dataset: row r of
- * batch `index` of epoch `epoch` is example perm[index*B + r] (perm the
- * identity when not shuffling), padded right to the longest row in the batch.
- * The position (epoch, index) is all the state a resume needs. limit > 0 uses
- * only the first `limit` examples (evaluation). */
-typedef struct ft_batcher ft_batcher;
-int batcher_new(ft_batcher **out, const ft_dataset *d, int B, int T, int32_t pad_id, uint64_t seed,
-                int shuffle, size_t limit, ft_error *err);
-void batcher_free(ft_batcher *bt);
-long batcher_num_batches(const ft_batcher *bt); /* per epoch: ceil(n / B) */
-/* Fills *b (pointing into the batcher's buffers, valid until the next call).
- * *n_tokens gets the non-padding token count. FT_ERANGE for a bad index. */
-int batcher_get(ft_batcher *bt, long epoch, long index, ft_batch *b, long *n_tokens);
 #endif

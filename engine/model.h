@@ -87,6 +87,11 @@ typedef struct {
   const int32_t *targets; /* (B,T) next-token id to predict at each position, -1 = no loss; LM only */
   const int32_t *labels;  /* (B) class ids; classification only */
   const int32_t *lens;    /* (B) valid length of each row, 1..T */
+  /* Packed rows (several examples in one row), or NULL for one example per
+   * row. A token attends only to earlier tokens of its own segment, and its
+   * position (wpe / RoPE) counts from its segment's start. */
+  const int32_t *pos; /* (B,T) position of each token within its example */
+  const int32_t *seg; /* (B,T) segment number of each token within its row */
 } ft_batch;
 
 typedef struct ft_model ft_model;

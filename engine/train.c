@@ -24,6 +24,7 @@
 #include <time.h>
 
 #include "ckpt.h"
+#include "batcher.h"
 #include "data.h"
 #include "hfdir.h"
 #include "model.h"
@@ -179,9 +180,10 @@ static int setup(run *r, ft_error *err) {
   int32_t pad = tok_pad_id(r->tk);
   if (pad < 0) pad = tok_eos_id(r->tk);
   if (pad < 0 || pad >= r->cfg.vocab_size) pad = 0;
-  if ((rc = batcher_new(&r->tb, r->train, B, T, pad, r->s.seed, 1, 0, err))) return rc;
-  if (r->valid && (rc = batcher_new(&r->vb, r->valid, B, T, pad, 0, 0, EVAL_MAX_EXAMPLES, err)))
-    return rc;
+  ft_batcher_opts bo = {.B = B, .T = T, .pad_id = pad, .seed = r->s.seed, .shuffle = 1};
+  if ((rc = batcher_new(&r->tb, r->train, &bo, err))) return rc;
+  ft_batcher_opts vo = {.B = B, .T = T, .pad_id = pad, .limit = EVAL_MAX_EXAMPLES};
+  if (r->valid && (rc = batcher_new(&r->vb, r->valid, &vo, err))) return rc;
 
   r->n_batches = batcher_num_batches(r->tb);
   r->steps_per_epoch = (r->n_batches + r->s.grad_accum - 1) / r->s.grad_accum;

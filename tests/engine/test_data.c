@@ -367,90 +367,6 @@ static void test_truncation(void) {
         e.code == FT_ETRAIN_FILE && strstr(e.message, "max_seq_len"));
 }
 
-static void test_batches(void) {
-  ft_data_opts o = lm_opts(512);
-  ft_dataset *d = load(
-      "{\"text\": \"a\"}\n{\"text\": \"b b b b\"}\n{\"text\": \"c c\"}\n"
-      "{\"text\": \"d d d d d d d\"}\n{\"text\": \"e\"}\n",
-      gpt2, &o, NULL);
-  CHECK(d != NULL);
-  if (!d) return;
-  ft_batcher *bt;
-  CHECK_EQ_INT(batcher_new(&bt, d, 2, 6, 7, 42, 0, 0, NULL), 0);
-  CHECK_EQ_INT(batcher_num_batches(bt), 3);
-  ft_batch b;
-  long nt;
-  CHECK_EQ_INT(batcher_get(bt, 0, 0, &b, &nt), 0);
-  CHECK_EQ_INT(b.B, 2);
-  CHECK_EQ_INT(b.T, data_len(d, 1)); /* padded to the longest row of the batch */
-  CHECK_EQ_INT(b.lens[0], data_len(d, 0));
-  CHECK_EQ_INT(nt, data_len(d, 0) + data_len(d, 1));
-  CHECK_EQ_INT(b.tokens[b.lens[0]], 7);       /* pad id */
-  CHECK_EQ_INT(b.targets[b.lens[0] - 1], -1); /* EOS predicts nothing */
-  CHECK_EQ_INT(b.targets[b.lens[0]], -1);
-  CHECK(memcmp(b.tokens + b.T, d->tokens + d->off[1], (size_t)b.lens[1] * 4) == 0);
-  CHECK(b.labels == NULL);
-  /* row 4 is longer than T = 6: cut, and its last target dropped */
-  CHECK_EQ_INT(batcher_get(bt, 0, 1, &b, &nt), 0);
-  CHECK_EQ_INT(b.T, 6);
-  CHECK_EQ_INT(b.lens[1], 6);
-  CHECK_EQ_INT(b.targets[6 + 5], -1);
-  CHECK_EQ_INT(b.targets[6 + 4], d->tokens[d->off[3] + 5]);
-  CHECK_EQ_INT(batcher_get(bt, 0, 2, &b, &nt), 0);
-  CHECK_EQ_INT(b.B, 1);
-  CHECK_EQ_INT(batcher_get(bt, 0, 3, &b, &nt), FT_ERANGE);
-  batcher_free(bt);
-  /* eval limit */
-  CHECK_EQ_INT(batcher_new(&bt, d, 2, 16, 0, 0, 0, 3, NULL), 0);
-  CHECK_EQ_INT(batcher_num_batches(bt), 2);
-  batcher_free(bt);
-  data_free(d);
-}
-
-static void test_shuffle(void) {
-  enum { N = 100 };
-  uint32_t a[N], b[N], c[N];
-  data_permutation(a, N, 42, 0);
-  data_permutation(b, N, 42, 0);
-  CHECK(memcmp(a, b, sizeof a) == 0);
-  data_permutation(c, N, 42, 1);
-  CHECK(memcmp(a, c, sizeof a) != 0);
-  data_permutation(c, N, 43, 0);
-  CHECK(memcmp(a, c, sizeof a) != 0);
-  int seen[N] = {0}, fixed = 0;
-  for (int i = 0; i < N; i++) {
-    CHECK(a[i] < N);
-    if (a[i] < N) seen[a[i]]++;
-    fixed += a[i] == (uint32_t)i;
-  }
-  for (int i = 0; i < N; i++) CHECK_EQ_INT(seen[i], 1);
-  CHECK(fixed < 10); /* actually shuffled */
-  /* the batcher follows the permutation, and a fresh batcher (a resumed run)
-   * gives the same batch at the same position */
-  ft_data_opts o = lm_opts(64);
-  char src[2048] = "";
-  for (int i = 0; i < 10; i++)
-    snprintf(src + strlen(src), sizeof src - strlen(src), "{\"text\": \"example %d\"}\n", i);
-  ft_dataset *d = load(src, gpt2, &o, NULL);
-  CHECK(d != NULL);
-  if (!d) return;
-  ft_batcher *b1, *b2;
-  batcher_new(&b1, d, 3, 16, 0, 5, 1, 0, NULL);
-  batcher_new(&b2, d, 3, 16, 0, 5, 1, 0, NULL);
-  ft_batch x, y;
-  batcher_get(b1, 0, 0, &x, NULL);
-  batcher_get(b1, 1, 2, &x, NULL);
-  batcher_get(b2, 1, 2, &y, NULL);
-  CHECK(x.B == y.B && x.T == y.T);
-  CHECK(memcmp(x.tokens, y.tokens, (size_t)(x.B * x.T) * 4) == 0);
-  uint32_t perm[10];
-  data_permutation(perm, 10, 5, 1);
-  CHECK(memcmp(x.tokens, d->tokens + d->off[perm[6]], (size_t)x.lens[0] * 4) == 0);
-  batcher_free(b1);
-  batcher_free(b2);
-  data_free(d);
-}
-
 int main(void) {
   if (setup_tokenizers() != 0) {
     fprintf(stderr, "cannot set up the test tokenizers in %s\n", tmpdir);
@@ -465,8 +381,6 @@ int main(void) {
   RUN(test_csv);
   RUN(test_errors);
   RUN(test_truncation);
-  RUN(test_batches);
-  RUN(test_shuffle);
   tok_free(gpt2);
   tok_free(chatml);
   char cmd[128];

@@ -33,10 +33,10 @@ static const char *sub(const char *name) {
 }
 
 static const char *file_in(const char *dir, const char *name) {
-  static char buf[8][512];
+  static char buf[8][1040];
   static int k;
   char *b = buf[k++ % 8];
-  snprintf(b, 512, "%s/%s", dir, name);
+  snprintf(b, sizeof buf[0], "%.511s/%.511s", dir, name);
   return b;
 }
 
