@@ -27,6 +27,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <jansson.h>
+
+#include "chat.h"
 #include "ft_err.h"
 #include "model.h"
 #include "tok.h"
@@ -47,6 +50,9 @@ typedef struct {
   int train_on_inputs;      /* prompt/completion: train the prompt too */
   int err_code;             /* FT_ETRAIN_FILE (when 0) or FT_EVALID_FILE */
   const ft_dataset *labels; /* validation: the training set whose labels apply; else NULL */
+  ft_chat_family chat;      /* how chat examples are rendered (chat.h) */
+  int drop_long;            /* 1: drop examples longer than max_seq_len (counted), 0: cut them */
+  int no_clean;             /* 1: keep duplicates, empty examples and whitespace as given */
 } ft_data_opts;
 
 /* Read-only after data_load. */
@@ -64,6 +70,12 @@ struct ft_dataset {
   long n_target_tokens;    /* targets != -1 over all examples (LM) */
   int num_labels;          /* classification */
   char (*label_names)[64]; /* (num_labels) sorted; NULL for causal LM */
+  long *line;              /* (n) 1-based source line of each example */
+  uint64_t *hash;          /* (n) hash of each example's cleaned content (split key) */
+  long n_duplicates;       /* cleaning: exact duplicates dropped */
+  long n_empty;            /* cleaning: examples empty after whitespace normalisation */
+  long n_too_long;         /* examples dropped for max_seq_len (drop_long) */
+  long min_len;            /* tokens of the shortest kept example; mean is off[n]/n */
 };
 
 /* Loads and tokenizes path. On failure *out is NULL and err says which line
@@ -75,6 +87,39 @@ int data_load(ft_dataset **out, const char *path, const tok *t, const ft_data_op
 int data_load_buffer(ft_dataset **out, const char *buf, size_t len, const tok *t,
                      const ft_data_opts *o, ft_error *err);
 void data_free(ft_dataset *d);
+
+/* Everything a job trains and evaluates on, prepared the one way both the
+ * daemon (at job creation, status validating_files) and the worker use:
+ * training file cleaned and tokenized; a validation set from valid_path or,
+ * without one, the valid_split share of the training file; a test set from
+ * test_path or the test_split share. Splits are by each example's content
+ * hash with the seed, so the same file and seed give the same split and
+ * duplicates never straddle two sets. Fewer than min_examples training
+ * examples, a format the task cannot use, or a validation/test label the
+ * training set lacks is an error naming the file's field and the line. */
+typedef struct {
+  const char *train_path;
+  const char *valid_path; /* or NULL: split off valid_split of the training file */
+  const char *test_path;  /* or NULL: split off test_split of the training file */
+  float valid_split;      /* [0, 0.5] */
+  float test_split;       /* [0, 0.5] */
+  uint64_t seed;
+  int min_examples;       /* 10 for jobs */
+  ft_data_opts opts;      /* shared options; err_code and labels are set per set */
+} ft_data_job;
+
+typedef struct {
+  ft_dataset *train, *valid, *test; /* valid, test: NULL when there is none */
+  int valid_from_split, test_from_split;
+} ft_data_sets;
+
+int data_prepare(ft_data_sets *out, const ft_data_job *j, const tok *t, ft_error *err);
+void data_sets_free(ft_data_sets *s);
+/* The numbers a job reports for one set (NULL d: JSON null):
+ * {"examples", "lines", "format", "source": "file"|"split",
+ *  "tokens": {"total","min","mean","max"}, "truncated", "dropped_too_long",
+ *  "dropped_no_target", "duplicates", "empty", "label_counts"?}. */
+json_t *data_stats_json(const ft_dataset *d, int from_split);
 static inline int data_len(const ft_dataset *d, size_t i) {
   return (int)(d->off[i + 1] - d->off[i]);
 }

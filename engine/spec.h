@@ -19,6 +19,7 @@ typedef struct {
   char model[256];           /* base model id */
   char training_file[64];    /* file id */
   char validation_file[64];  /* file id or "" */
+  char test_file[64];        /* file id or "": held out, evaluated once at the end */
   char suffix[64];           /* or "" */
   uint64_t seed;
   ft_task task;              /* method.type: supervised -> CAUSAL_LM, classification -> CLASSIFY */
@@ -37,8 +38,17 @@ typedef struct {
   ft_method method;          /* adapter.type: full, lora, head; default lora */
   ft_lora lora;              /* r 1..256 (8), alpha >0 (16), dropout [0,1) (0), target_modules */
   char lora_targets[256];    /* target_modules as given, comma-joined, for reporting */
+  /* data: {"validation_split", "test_split", "truncation", "clean", "packing"} */
+  float validation_split;    /* [0, 0.5]; default 0.1 without validation_file, else 0 */
+  float test_split;          /* [0, 0.5]; default 0; must be 0 with test_file */
+  int drop_long;             /* truncation: "truncate" (0, default) | "drop" (1) */
+  int clean;                 /* default 1: drop duplicates/empty, normalise whitespace */
+  int packing;               /* causal LM: pack short examples into rows; default 1 */
   /* evaluation */
   int eval_every_steps;      /* 0 = off; default 0 */
+  int eval_samples;          /* validation examples in a periodic eval, 1..100000, default 64 */
+  char es_metric[32];        /* early_stopping.metric: valid_loss (default), valid_mean_token_accuracy,
+                                valid_accuracy, valid_f1_macro (classification) */
   int es_patience;           /* early_stopping.patience, 0 = off */
   float es_min_delta;
   /* checkpoints */
