@@ -41,8 +41,10 @@ enum {
   F_W_CRC,
   F_O_SIZE,
   F_O_CRC,
+  F_BEST_STEP, /* version 2 */
   F_COUNT
 };
+#define F_COUNT_V1 F_BEST_STEP
 #define STATE_BYTES (8 + 4 + 4 + 8 * F_COUNT + 4)
 
 uint32_t ckpt_crc32(uint32_t crc, const void *buf, size_t n) {
@@ -264,6 +266,7 @@ static int write_state(const char *dir, const ft_ckpt_state *st, const optim *o,
   f[F_FINGERPRINT] = st->fingerprint;
   f[F_OPT_STEP] = (uint64_t)optim_step_count(o);
   f[F_NUMEL] = (uint64_t)optim_numel(o);
+  f[F_BEST_STEP] = (uint64_t)st->best_step;
   if (join(path, sizeof path, dir, "trainable.safetensors") || file_crc(path, &f[F_W_SIZE], &crc))
     return ft_error_set(err, FT_EIO, NULL, "checkpoint: cannot read back %s", path);
   f[F_W_CRC] = crc;
@@ -282,17 +285,22 @@ static int write_state(const char *dir, const ft_ckpt_state *st, const optim *o,
                         strerror(errno));
 
   /* For people and the API; load never trusts it. JSON has no NaN/Inf. */
-  json_t *j =
-      json_pack("{s:i,s:i,s:i,s:i,s:i,s:i,s:i}", "version", CKPT_VERSION, "step",
+  json_t *j = json_object();
+  if (j && st->info) json_object_update(j, (json_t *)st->info);
+  json_t *core =
+      json_pack("{s:i,s:I,s:I,s:I,s:I,s:I,s:I}", "version", CKPT_VERSION, "step",
                 (json_int_t)st->step, "total_steps", (json_int_t)st->total_steps, "epoch",
                 (json_int_t)st->epoch, "batch_index", (json_int_t)st->batch_index, "trained_tokens",
                 (json_int_t)st->trained_tokens, "skipped_steps", (json_int_t)st->skipped_steps);
+  if (j && core) json_object_update(j, core);
+  json_decref(core);
+  if (j && st->best_step > 0) json_object_set_new(j, "best_step", json_integer(st->best_step));
   if (j && isfinite(st->last_train_loss))
     json_object_set_new(j, "train_loss", json_real(st->last_train_loss));
   if (j && isfinite(st->last_valid_loss))
     json_object_set_new(j, "valid_loss", json_real(st->last_valid_loss));
-  if (j && isfinite(st->best_metric))
-    json_object_set_new(j, "best_valid_loss", json_real(st->best_metric));
+  if (j && st->best_step > 0 && isfinite(st->best_metric))
+    json_object_set_new(j, "best_metric", json_real(st->best_metric));
   char *s = j ? json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
   json_decref(j);
   int bad =
@@ -345,12 +353,14 @@ static int read_state(const char *dir, uint64_t f[F_COUNT], ft_error *err) {
   close(fd);
   if (n < 16 || memcmp(buf, CKPT_MAGIC, 8) != 0)
     return ft_error_set(err, FT_EFORMAT, NULL, "checkpoint %s: not a checkpoint state file", dir);
-  if (get_u32(buf + 8) != CKPT_VERSION || get_u32(buf + 12) != F_COUNT)
-    return ft_error_set(err, FT_EFORMAT, NULL, "checkpoint %s: unsupported version %u", dir,
-                        get_u32(buf + 8));
-  if (n != STATE_BYTES || get_u32(buf + STATE_BYTES - 4) != ckpt_crc32(0, buf, STATE_BYTES - 4))
+  uint32_t ver = get_u32(buf + 8), count = get_u32(buf + 12);
+  if (!(ver == CKPT_VERSION && count == F_COUNT) && !(ver == 1 && count == F_COUNT_V1))
+    return ft_error_set(err, FT_EFORMAT, NULL, "checkpoint %s: unsupported version %u", dir, ver);
+  size_t bytes = 8 + 4 + 4 + 8 * (size_t)count + 4;
+  if ((size_t)n != bytes || get_u32(buf + bytes - 4) != ckpt_crc32(0, buf, bytes - 4))
     return ft_error_set(err, FT_EFORMAT, NULL, "checkpoint %s: state file is torn or corrupt", dir);
-  for (int i = 0; i < F_COUNT; i++) f[i] = get_u64(buf + 16 + 8 * i);
+  memset(f, 0, F_COUNT * sizeof *f);
+  for (uint32_t i = 0; i < count; i++) f[i] = get_u64(buf + 16 + 8 * i);
   return 0;
 }
 
@@ -365,9 +375,11 @@ static void to_state(const uint64_t f[F_COUNT], ft_ckpt_state *st) {
   st->nonfinite_run = (long)f[F_NONFINITE];
   st->best_metric = bitsd(f[F_BEST]);
   st->bad_evals = (long)f[F_BAD];
+  st->best_step = (long)f[F_BEST_STEP];
   st->last_train_loss = bitsd(f[F_LAST_TRAIN]);
   st->last_valid_loss = bitsd(f[F_LAST_VALID]);
   st->fingerprint = f[F_FINGERPRINT];
+  st->info = NULL;
 }
 
 int ckpt_read_state(const char *dir, ft_ckpt_state *st, ft_error *err) {
@@ -404,13 +416,56 @@ static int read_tensor(const st_file *f, const char *name, const ft_param *p, fl
   return st_read_f32(f, t, dst, p->numel, err);
 }
 
-int ckpt_load(const char *dir, ft_ckpt_state *st, optim *o, ft_error *err) {
-  uint64_t f[F_COUNT];
+static int verify_all(const char *dir, uint64_t f[F_COUNT], ft_error *err) {
   int rc = read_state(dir, f, err);
   if (rc) return rc;
   if ((rc = verify_file(dir, "trainable.safetensors", f[F_W_SIZE], f[F_W_CRC], err)) ||
       (rc = verify_file(dir, "optimizer.safetensors", f[F_O_SIZE], f[F_O_CRC], err)))
     return rc;
+  return 0;
+}
+
+int ckpt_verify(const char *dir, ft_error *err) {
+  uint64_t f[F_COUNT];
+  return verify_all(dir, f, err);
+}
+
+int ckpt_load_weights(const char *dir, ft_model *m, ft_error *err) {
+  uint64_t f[F_COUNT];
+  int rc = verify_all(dir, f, err);
+  if (rc) return rc;
+  char path[PATH_MAX];
+  st_file *w = NULL;
+  if (join(path, sizeof path, dir, "trainable.safetensors"))
+    return ft_error_set(err, FT_EFORMAT, NULL, "checkpoint path too long");
+  if ((rc = st_open(&w, path, err))) {
+    if (err) err->code = FT_EFORMAT;
+    return FT_EFORMAT;
+  }
+  size_t np, nt = 0;
+  ft_param *ps = model_params(m, &np);
+  for (size_t i = 0; i < np; i++) nt += ps[i].trainable != 0;
+  if (st_count(w) != nt) {
+    st_close(w);
+    return ft_error_set(err, FT_ESHAPE, NULL,
+                        "checkpoint %s holds other tensors than the model trains", dir);
+  }
+  for (size_t i = 0; i < np && !rc; i++)
+    if (ps[i].trainable) rc = read_tensor(w, ps[i].name, &ps[i], ps[i].w, err);
+  st_close(w);
+  return rc;
+}
+
+json_t *ckpt_read_info(const char *dir) {
+  char path[PATH_MAX];
+  if (join(path, sizeof path, dir, "trainer_state.json")) return NULL;
+  return json_load_file(path, 0, NULL);
+}
+
+int ckpt_load(const char *dir, ft_ckpt_state *st, optim *o, ft_error *err) {
+  uint64_t f[F_COUNT];
+  int rc = verify_all(dir, f, err);
+  if (rc) return rc;
   size_t np = optim_count(o), numel = optim_numel(o);
   if (f[F_NUMEL] != numel)
     return ft_error_set(err, FT_ESHAPE, NULL,
@@ -507,13 +562,20 @@ static int list_ckpts(const char *ckpt_dir, long **steps, size_t *n, int clean) 
   return 0;
 }
 
-int ckpt_prune(const char *ckpt_dir, int keep, ft_error *err) {
+int ckpt_list(const char *ckpt_dir, long **steps, size_t *n, ft_error *err) {
+  if (list_ckpts(ckpt_dir, steps, n, 0) != 0)
+    return ft_error_set(err, FT_EIO, NULL, "cannot list %s: %s", ckpt_dir, strerror(errno));
+  return 0;
+}
+
+int ckpt_prune(const char *ckpt_dir, int keep, long keep_step, ft_error *err) {
   long *steps;
   size_t n;
   if (list_ckpts(ckpt_dir, &steps, &n, 1) != 0)
     return ft_error_set(err, FT_EIO, NULL, "cannot list %s: %s", ckpt_dir, strerror(errno));
   int rc = 0;
   for (size_t i = keep > 0 ? (size_t)keep : n; i < n; i++) {
+    if (keep_step > 0 && steps[i] == keep_step) continue;
     char p[PATH_MAX];
     snprintf(p, sizeof p, "%s/ckpt-%ld", ckpt_dir, steps[i]);
     if (rm_rf(p) != 0) rc = ft_error_set(err, FT_EIO, NULL, "cannot remove %s", p);
@@ -531,9 +593,8 @@ int ckpt_latest(const char *ckpt_dir, char *path, size_t cap, ft_error *err) {
   int rc = FT_ENOT_FOUND;
   for (size_t i = 0; i < n && rc; i++) {
     char p[PATH_MAX];
-    ft_ckpt_state st;
     snprintf(p, sizeof p, "%s/ckpt-%ld", ckpt_dir, steps[i]);
-    if (ckpt_read_state(p, &st, NULL) == 0) {
+    if (ckpt_verify(p, NULL) == 0) {
       snprintf(path, cap, "%s", p);
       rc = 0;
     }

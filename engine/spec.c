@@ -7,7 +7,11 @@
  * learning_rate_multiplier) and for our learning_rate and lr_scheduler; it is
  * resolved here, after the adapter is known, so spec_to_json never writes it.
  * Defaults: seed 42, adapter lora (r 8, alpha 16), n_epochs 3, batch_size 8,
- * learning_rate 1e-4 (lora) / 2e-5 (full) / 1e-3 (head), cosine schedule. */
+ * learning_rate 1e-4 (lora) / 2e-5 (full) / 1e-3 (head), cosine schedule;
+ * data: validation_split 0.1 without a validation_file (else 0), test_split
+ * 0, truncation "truncate", clean and packing on; evaluation: eval_samples 64,
+ * early_stopping.metric valid_loss. Evaluation and early stopping need a
+ * validation_file or a validation_split > 0. */
 #include "spec.h"
 
 #include <math.h>
@@ -341,25 +345,76 @@ static int parse_adapter(const json_t *body, ft_spec *s, ft_error *err) {
   return 0;
 }
 
+/* A boolean at obj[key]; out untouched when absent/null. */
+static int get_bool(const json_t *obj, const char *path, const char *key, int *out, ft_error *err) {
+  const json_t *v = json_object_get(obj, key);
+  if (!v || json_is_null(v)) return 0;
+  if (!json_is_boolean(v)) {
+    char p[256];
+    join(p, sizeof p, path, key);
+    return ft_error_set(err, FT_ETYPE, p, "'%s' must be true or false", p);
+  }
+  *out = json_is_true(v);
+  return 0;
+}
+
+/* "data": {"validation_split", "test_split", "truncation", "clean", "packing"}.
+ * *vsplit_given says whether validation_split was given (its default depends
+ * on validation_file). */
+static int parse_data(const json_t *body, ft_spec *s, int *vsplit_given, ft_error *err) {
+  const json_t *d;
+  int rc = get_obj(body, "", "data", &d, err);
+  *vsplit_given = 0;
+  if (rc || !d) return rc;
+  static const char *const keys[] = {"validation_split", "test_split", "truncation", "clean",
+                                     "packing",          NULL};
+  static const char *const truncs[] = {"truncate", "drop", NULL};
+  if ((rc = only_keys(d, "data", keys, err))) return rc;
+  double x = -1;
+  if ((rc = get_num(d, "data", "validation_split", 0, 0, 0.5, 0, 0, &x, NULL, err))) return rc;
+  if (x >= 0) {
+    s->validation_split = (float)x;
+    *vsplit_given = 1;
+  }
+  x = s->test_split;
+  if ((rc = get_num(d, "data", "test_split", 0, 0, 0.5, 0, 0, &x, NULL, err))) return rc;
+  s->test_split = (float)x;
+  int t;
+  if ((rc = get_enum(d, "data", "truncation", truncs, &t, err))) return rc;
+  if (t >= 0) s->drop_long = t == 1;
+  if ((rc = get_bool(d, "data", "clean", &s->clean, err)) ||
+      (rc = get_bool(d, "data", "packing", &s->packing, err)))
+    return rc;
+  return 0;
+}
+
+static const char *const es_metrics[] = {"valid_loss", "valid_mean_token_accuracy",
+                                         "valid_accuracy", "valid_f1_macro", NULL};
+
 static int parse_evaluation(const json_t *body, ft_spec *s, ft_error *err) {
   const json_t *e, *es;
   int rc = get_obj(body, "", "evaluation", &e, err);
   if (rc || !e) return rc;
-  static const char *const keys[] = {"eval_every_steps", "early_stopping", NULL};
-  static const char *const es_keys[] = {"patience", "min_delta", NULL};
-  long long i = s->eval_every_steps;
+  static const char *const keys[] = {"eval_every_steps", "eval_samples", "early_stopping", NULL};
+  static const char *const es_keys[] = {"metric", "patience", "min_delta", NULL};
+  long long i = s->eval_every_steps, ns = s->eval_samples;
   if ((rc = only_keys(e, "evaluation", keys, err)) ||
       (rc = get_int(e, "evaluation", "eval_every_steps", 0, 1000000000, 0, &i, NULL, err)) ||
+      (rc = get_int(e, "evaluation", "eval_samples", 1, 100000, 0, &ns, NULL, err)) ||
       (rc = get_obj(e, "evaluation", "early_stopping", &es, err)))
     return rc;
   s->eval_every_steps = (int)i;
+  s->eval_samples = (int)ns;
   if (!es) return 0;
   i = s->es_patience;
   double d = s->es_min_delta;
+  int mi;
   if ((rc = only_keys(es, "evaluation.early_stopping", es_keys, err)) ||
+      (rc = get_enum(es, "evaluation.early_stopping", "metric", es_metrics, &mi, err)) ||
       (rc = get_int(es, "evaluation.early_stopping", "patience", 0, 1000, 0, &i, NULL, err)) ||
       (rc = get_num(es, "evaluation.early_stopping", "min_delta", 0, 0, 1e6, 0, 0, &d, NULL, err)))
     return rc;
+  if (mi >= 0) snprintf(s->es_metric, sizeof s->es_metric, "%s", es_metrics[mi]);
   s->es_patience = (int)i;
   s->es_min_delta = (float)d;
   return 0;
@@ -398,9 +453,20 @@ static int check_file_id(const char *v, const char *field, char *dst, size_t siz
 }
 
 static int parse_top(const json_t *body, ft_spec *s, ft_error *err) {
-  static const char *const keys[] = {
-      "model",  "training_file",   "validation_file", "suffix",     "seed",        "metadata",
-      "method", "hyperparameters", "adapter",         "evaluation", "checkpoints", NULL};
+  static const char *const keys[] = {"model",
+                                     "training_file",
+                                     "validation_file",
+                                     "test_file",
+                                     "suffix",
+                                     "seed",
+                                     "metadata",
+                                     "method",
+                                     "hyperparameters",
+                                     "adapter",
+                                     "data",
+                                     "evaluation",
+                                     "checkpoints",
+                                     NULL};
   int rc = only_keys(body, "", keys, err);
   if (rc) return rc;
   const char *v;
@@ -423,6 +489,8 @@ static int parse_top(const json_t *body, ft_spec *s, ft_error *err) {
   if (v && (rc = check_file_id(v, "validation_file", s->validation_file, sizeof s->validation_file,
                                err)))
     return rc;
+  if ((rc = get_str(body, "", "test_file", &v, err))) return rc;
+  if (v && (rc = check_file_id(v, "test_file", s->test_file, sizeof s->test_file, err))) return rc;
 
   if ((rc = get_str(body, "", "suffix", &v, err))) return rc;
   if (v) {
@@ -481,13 +549,17 @@ int spec_parse(const json_t *body, ft_spec *out, ft_error *err) {
   s.method = FT_METHOD_LORA;
   s.lora = (ft_lora){.r = 8, .alpha = 16.0f, .dropout = 0.0f, .targets = 0};
   s.ckpt_keep = 3;
+  s.clean = 1;
+  s.packing = 1;
+  s.eval_samples = 64;
+  snprintf(s.es_metric, sizeof s.es_metric, "valid_loss");
   if (!json_is_object(body))
     return ft_error_set(err, FT_ETYPE, NULL, "the job spec must be a JSON object");
   lr_state lr = {0};
-  int rc;
+  int rc, vsplit_given;
   if ((rc = parse_top(body, &s, err)) || (rc = parse_method(body, &s, &lr, err)) ||
-      (rc = parse_adapter(body, &s, err)) || (rc = parse_evaluation(body, &s, err)) ||
-      (rc = parse_checkpoints(body, &s, err)))
+      (rc = parse_adapter(body, &s, err)) || (rc = parse_data(body, &s, &vsplit_given, err)) ||
+      (rc = parse_evaluation(body, &s, err)) || (rc = parse_checkpoints(body, &s, err)))
     return rc;
 
   double base = s.method == FT_METHOD_LORA ? 1e-4 : s.method == FT_METHOD_FULL ? 2e-5 : 1e-3;
@@ -497,13 +569,28 @@ int spec_parse(const json_t *body, ft_spec *out, ft_error *err) {
                         "learning_rate_multiplier makes the learning rate %g, above 1", lrv);
   s.learning_rate = (float)lrv;
 
-  if (!s.validation_file[0]) {
+  if (s.validation_file[0] && vsplit_given && s.validation_split > 0)
+    return ft_error_set(err, FT_EINVALID, "data.validation_split",
+                        "'data.validation_split' must be 0 (or left out) with a validation_file");
+  if (!vsplit_given) s.validation_split = s.validation_file[0] ? 0.0f : 0.1f;
+  if (s.test_file[0] && s.test_split > 0)
+    return ft_error_set(err, FT_EINVALID, "data.test_split",
+                        "'data.test_split' must be 0 (or left out) with a test_file");
+  if (s.validation_split + s.test_split >= 0.9f)
+    return ft_error_set(err, FT_ERANGE, "data.test_split",
+                        "'data.validation_split' + 'data.test_split' must be below 0.9");
+  if (s.task != FT_TASK_CLASSIFY &&
+      (!strcmp(s.es_metric, "valid_accuracy") || !strcmp(s.es_metric, "valid_f1_macro")))
+    return ft_error_set(err, FT_EINVALID, "evaluation.early_stopping.metric",
+                        "early stopping on %s needs method.type \"classification\"", s.es_metric);
+  if (!s.validation_file[0] && s.validation_split <= 0) {
     if (s.eval_every_steps > 0)
       return ft_error_set(err, FT_EINVALID, "evaluation.eval_every_steps",
-                          "'evaluation.eval_every_steps' needs a validation_file");
+                          "'evaluation.eval_every_steps' needs a validation_file or "
+                          "data.validation_split > 0");
     if (s.es_patience > 0)
       return ft_error_set(err, FT_EINVALID, "evaluation.early_stopping.patience",
-                          "early stopping needs a validation_file");
+                          "early stopping needs a validation_file or data.validation_split > 0");
   }
   *out = s;
   return 0;
@@ -591,12 +678,21 @@ json_t *spec_to_json(const ft_spec *s) {
     adapter = json_pack("{s:s}", "type", s->method == FT_METHOD_FULL ? "full" : "head");
   }
   json_t *j = json_pack(
-      "{s:s, s:s, s:s?, s:s?, s:I, s:{s:s, s:{s:o}}, s:o, s:{s:i, s:{s:i, s:o}}, s:{s:i, s:i}}",
+      "{s:s, s:s, s:s?, s:s?, s:s?, s:I, s:{s:s, s:{s:o}}, s:o, s:{s:i, s:i, s:{s:s, s:i, s:o}},"
+      " s:{s:i, s:i}}",
       "model", s->model, "training_file", s->training_file, "validation_file",
-      s->validation_file[0] ? s->validation_file : NULL, "suffix", s->suffix[0] ? s->suffix : NULL,
-      "seed", (json_int_t)s->seed, "method", "type", type, type, "hyperparameters", h, "adapter",
-      adapter, "evaluation", "eval_every_steps", s->eval_every_steps, "early_stopping", "patience",
+      s->validation_file[0] ? s->validation_file : NULL, "test_file",
+      s->test_file[0] ? s->test_file : NULL, "suffix", s->suffix[0] ? s->suffix : NULL, "seed",
+      (json_int_t)s->seed, "method", "type", type, type, "hyperparameters", h, "adapter", adapter,
+      "evaluation", "eval_every_steps", s->eval_every_steps, "eval_samples", s->eval_samples,
+      "early_stopping", "metric", s->es_metric[0] ? s->es_metric : "valid_loss", "patience",
       s->es_patience, "min_delta", real_of(s->es_min_delta), "checkpoints", "every_steps",
       s->ckpt_every_steps, "keep", s->ckpt_keep);
+  if (j)
+    json_object_set_new(
+        j, "data",
+        json_pack("{s:o, s:o, s:s, s:b, s:b}", "validation_split", real_of(s->validation_split),
+                  "test_split", real_of(s->test_split), "truncation",
+                  s->drop_long ? "drop" : "truncate", "clean", s->clean, "packing", s->packing));
   return j;
 }

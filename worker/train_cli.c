@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ckpt.h"
 #include "ft_log.h"
 #include "spec.h"
 #include "worker.h"
@@ -48,25 +49,36 @@ static void cli_event(void *ud, const char *level, const char *message, const ch
          data_json ? data_json : "");
 }
 
-static void cli_checkpoint(void *ud, long step, const char *path, const ft_step_metrics *m) {
-  FT_INFO("msg=\"checkpoint\" step=%ld path=%s", step, path);
+static void cli_checkpoint(void *ud, const ft_ckpt_info *ci) {
+  char kept[256] = "";
+  for (size_t i = 0, o = 0; i < ci->n_kept && o < sizeof kept - 24; i++)
+    o += (size_t)snprintf(kept + o, sizeof kept - o, "%s%ld", i ? "," : "", ci->kept[i]);
+  FT_INFO("msg=\"checkpoint\" step=%ld path=%s best=%d kept=%s", ci->step, ci->path, ci->best,
+          kept);
 }
 
 static void usage(FILE *f) {
   fprintf(f,
           "usage: finetuned-worker train --model DIR --train FILE.jsonl [--valid FILE]\n"
-          "         --spec SPEC.json --out DIR [--ckpt-dir DIR] [--resume CKPT] [--max-steps N]\n"
+          "         [--test FILE] --spec SPEC.json --out DIR [--ckpt-dir DIR] [--resume CKPT]\n"
+          "         [--max-steps N] [--metrics-csv FILE]\n"
           "\n"
           "Fine-tunes the Hugging Face model directory DIR on FILE as SPEC.json says (the\n"
           "body of POST /v1/fine_tuning/jobs; \"model\" and \"training_file\" may be left\n"
           "out) and writes the result to --out (which must not exist or be empty).\n"
-          "  --valid FILE     validation data\n"
+          "  --valid FILE     validation data (default: the spec's data.validation_split)\n"
+          "  --test FILE      test data, evaluated once at the end (default: data.test_split)\n"
+          "  --metrics-csv F  the per-step metrics CSV (default: OUT.metrics.csv)\n"
           "  --ckpt-dir DIR   where ckpt-<step>/ directories go (default: OUT.ckpt)\n"
-          "  --resume CKPT    resume from a ckpt-<step> directory\n"
+          "  --resume CKPT    resume from a ckpt-<step> directory; \"latest\": the newest intact\n"
+          "                   one in the checkpoint directory (a torn or corrupt one is passed\n"
+          "                   over), or a fresh start when there is none\n"
           "  --max-steps N    stop (as if paused, with a checkpoint) after N steps\n"
-          "stdout: one JSON object per line: each step's metrics, then {\"done\":true,...};\n"
+          "stdout: one JSON object per line: each step's metrics, then {\"done\":true,...}\n"
+          "with the result (best_step, early_stopped, test_metrics, result_csv, ...);\n"
           "on an error a single {\"error\":{\"code\",\"message\",\"param\"}} line and exit 1.\n"
-          "SIGINT/SIGTERM pause: a checkpoint is written and the run stops.\n");
+          "SIGINT/SIGTERM pause: a checkpoint is written and the run stops.\n"
+          "Test hook: FT_TEST_INJECT_NAN=FROM[:COUNT] makes those steps' loss non-finite.\n");
 }
 
 static const char *base_name(const char *path) {
@@ -83,7 +95,7 @@ static const char *base_name(const char *path) {
 
 int worker_train_cli(int argc, char **argv) {
   const char *model = NULL, *train = NULL, *valid = NULL, *spec_path = NULL, *out = NULL;
-  const char *ckpt = NULL, *resume = NULL;
+  const char *ckpt = NULL, *resume = NULL, *test = NULL, *csv = NULL;
   long max_steps = 0;
   ft_error e = {0};
   for (int i = 1; i < argc; i++) {
@@ -92,14 +104,16 @@ int worker_train_cli(int argc, char **argv) {
       usage(stdout);
       return 0;
     }
-    const char **dst = !strcmp(a, "--model")      ? &model
-                       : !strcmp(a, "--train")    ? &train
-                       : !strcmp(a, "--valid")    ? &valid
-                       : !strcmp(a, "--spec")     ? &spec_path
-                       : !strcmp(a, "--out")      ? &out
-                       : !strcmp(a, "--ckpt-dir") ? &ckpt
-                       : !strcmp(a, "--resume")   ? &resume
-                                                  : NULL;
+    const char **dst = !strcmp(a, "--model")         ? &model
+                       : !strcmp(a, "--train")       ? &train
+                       : !strcmp(a, "--valid")       ? &valid
+                       : !strcmp(a, "--spec")        ? &spec_path
+                       : !strcmp(a, "--out")         ? &out
+                       : !strcmp(a, "--ckpt-dir")    ? &ckpt
+                       : !strcmp(a, "--resume")      ? &resume
+                       : !strcmp(a, "--test")        ? &test
+                       : !strcmp(a, "--metrics-csv") ? &csv
+                                                     : NULL;
     int is_max = !strcmp(a, "--max-steps");
     if (!dst && !is_max) {
       usage(stderr);
@@ -164,7 +178,32 @@ int worker_train_cli(int argc, char **argv) {
     snprintf(ckpt_buf, sizeof ckpt_buf, "%.*s.ckpt", (int)n, out);
     ckpt = ckpt_buf;
   }
-  ft_train_opts o = {&spec, model, train, valid, out, ckpt, resume, max_steps};
+  char resume_buf[4096];
+  if (resume && !strcmp(resume, "latest")) {
+    ft_error le = {0};
+    int lr = ckpt_latest(ckpt, resume_buf, sizeof resume_buf, &le);
+    if (lr && lr != FT_ENOT_FOUND) return print_error(&le);
+    resume = lr ? NULL : resume_buf;
+    if (resume) FT_INFO("msg=\"resuming from the latest checkpoint\" path=%s", resume);
+  }
+  char csv_buf[4096];
+  if (!csv) {
+    size_t n = strlen(out);
+    while (n > 1 && out[n - 1] == '/') n--;
+    snprintf(csv_buf, sizeof csv_buf, "%.*s.metrics.csv", (int)n, out);
+    csv = csv_buf;
+  }
+  ft_train_opts o = {.spec = &spec,
+                     .model_dir = model,
+                     .train_path = train,
+                     .valid_path = valid,
+                     .out_dir = out,
+                     .ckpt_dir = ckpt,
+                     .resume_from = resume,
+                     .max_steps = max_steps,
+                     .test_path = test,
+                     .metrics_csv = csv};
+  worker_test_hooks(&o);
   ft_train_hooks h = {NULL, cli_step, cli_event, cli_checkpoint};
   ft_train_result res;
   memset(&res, 0, sizeof res);
@@ -175,17 +214,19 @@ int worker_train_cli(int argc, char **argv) {
   sigaction(SIGTERM, &sa, NULL);
   rc = train_run(&o, &h, &res, &e);
   if (rc && rc != FT_EPAUSED && rc != FT_ECANCELLED) {
+    json_decref(res.test_metrics);
     if (!e.code) ft_error_set(&e, rc, NULL, NULL);
     return print_error(&e);
   }
   int stopped = res.stopped ? res.stopped : rc;
-  print_line(json_pack("{s:b, s:I, s:I, s:o, s:o, s:s?, s:s, s:s}", "done", 1, "steps",
-                       (json_int_t)res.steps, "trained_tokens", (json_int_t)res.trained_tokens,
-                       "final_train_loss", worker_real(res.final_train_loss), "final_valid_loss",
-                       worker_real(res.final_valid_loss), "stopped",
-                       stopped == FT_EPAUSED      ? "paused"
-                       : stopped == FT_ECANCELLED ? "cancelled"
-                                                  : NULL,
-                       "out_dir", out, "ckpt_dir", ckpt));
+  json_t *done = worker_result_json(&res, csv);
+  json_decref(res.test_metrics);
+  json_object_set_new(done, "done", json_true());
+  if (stopped == FT_EPAUSED || stopped == FT_ECANCELLED)
+    json_object_set_new(done, "stopped",
+                        json_string(stopped == FT_EPAUSED ? "paused" : "cancelled"));
+  json_object_set_new(done, "out_dir", json_string(out));
+  json_object_set_new(done, "ckpt_dir", json_string(ckpt));
+  print_line(done);
   return 0;
 }

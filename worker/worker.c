@@ -28,6 +28,7 @@ json_t *worker_metrics_json(const ft_step_metrics *m) {
   json_object_set_new(j, "step", json_integer(m->step));
   json_object_set_new(j, "total_steps", json_integer(m->total_steps));
   json_object_set_new(j, "epoch", json_integer(m->epoch));
+  json_object_set_new(j, "epochs_completed", json_integer(m->epochs_completed));
   json_object_set_new(j, "train_loss", worker_real(m->train_loss));
   json_object_set_new(j, "train_mean_token_accuracy", worker_real(m->train_mean_token_accuracy));
   json_object_set_new(j, "learning_rate", worker_real(m->learning_rate));
@@ -37,8 +38,72 @@ json_t *worker_metrics_json(const ft_step_metrics *m) {
   if (m->has_valid) {
     json_object_set_new(j, "valid_loss", worker_real(m->valid_loss));
     json_object_set_new(j, "valid_mean_token_accuracy", worker_real(m->valid_mean_token_accuracy));
+    if (m->lm) json_object_set_new(j, "valid_perplexity", worker_real(m->valid_perplexity));
+  }
+  if (m->has_full_valid) {
+    json_object_set_new(j, "full_valid_loss", worker_real(m->full_valid_loss));
+    json_object_set_new(j, "full_valid_mean_token_accuracy",
+                        worker_real(m->full_valid_mean_token_accuracy));
+    if (m->lm)
+      json_object_set_new(j, "full_valid_perplexity", worker_real(m->full_valid_perplexity));
+  }
+  if (m->has_cls) {
+    json_object_set_new(j, "valid_accuracy", worker_real(m->valid_accuracy));
+    json_object_set_new(j, "valid_precision_macro", worker_real(m->valid_precision_macro));
+    json_object_set_new(j, "valid_recall_macro", worker_real(m->valid_recall_macro));
+    json_object_set_new(j, "valid_f1_macro", worker_real(m->valid_f1_macro));
+    json_object_set_new(j, "valid_f1_weighted", worker_real(m->valid_f1_weighted));
   }
   return j;
+}
+
+json_t *worker_result_json(const ft_train_result *r, const char *csv) {
+  json_t *j = json_object();
+  json_object_set_new(j, "steps", json_integer(r->steps));
+  json_object_set_new(j, "trained_tokens", json_integer(r->trained_tokens));
+  json_object_set_new(j, "epochs_completed", json_integer(r->epochs_completed));
+  json_object_set_new(j, "final_train_loss", worker_real(r->final_train_loss));
+  json_object_set_new(j, "final_valid_loss", worker_real(r->final_valid_loss));
+  json_object_set_new(j, "skipped_steps", json_integer(r->skipped_steps));
+  json_object_set_new(j, "early_stopped", json_boolean(r->early_stopped));
+  json_object_set_new(j, "best_step", r->best_step > 0 ? json_integer(r->best_step) : json_null());
+  json_object_set_new(j, "best_metric",
+                      r->best_step > 0 ? worker_real(r->best_metric) : json_null());
+  json_object_set_new(j, "best_metric_name", json_string(r->best_metric_name));
+  json_object_set_new(j, "test_metrics",
+                      r->test_metrics ? json_incref(r->test_metrics) : json_null());
+  char abs[4096];
+  if (csv && csv[0] != '/' && realpath(csv, abs)) csv = abs;
+  json_object_set_new(j, "result_csv", csv ? json_string(csv) : json_null());
+  return j;
+}
+
+void worker_test_hooks(ft_train_opts *o) {
+  const char *v = getenv("FT_TEST_INJECT_NAN");
+  o->nan_from = o->nan_count = 0;
+  if (!v || !*v) return;
+  char *e;
+  long from = strtol(v, &e, 10), count = 0;
+  if (e == v || from <= 0) return;
+  if (*e == ':') {
+    const char *c = e + 1;
+    count = strtol(c, &e, 10);
+    if (e == c || count < 0) return;
+  }
+  if (*e) return;
+  o->nan_from = from;
+  o->nan_count = count;
+}
+
+/* <parent of ckpt_dir>/metrics.csv into buf; "" when it does not fit. */
+static void csv_path_of(const char *ckpt_dir, char *buf, size_t cap) {
+  size_t n = strlen(ckpt_dir);
+  while (n > 1 && ckpt_dir[n - 1] == '/') n--;
+  while (n > 0 && ckpt_dir[n - 1] != '/') n--;
+  while (n > 1 && ckpt_dir[n - 1] == '/') n--;
+  int w = n == 0 ? snprintf(buf, cap, "metrics.csv")
+                 : snprintf(buf, cap, "%.*s/metrics.csv", (int)n, ckpt_dir);
+  if (w < 0 || (size_t)w >= cap) buf[0] = 0;
 }
 
 typedef struct item {
@@ -80,6 +145,7 @@ typedef struct {
   ft_spec spec;
   ft_train_opts topts;
   ft_train_result res;
+  char csv[4096]; /* the metrics CSV: <job dir>/metrics.csv */
   ft_error err;
   int rc;
   atomic_int stop;
@@ -162,12 +228,16 @@ static void hook_event(void *ud, const char *level, const char *message, const c
   push(w, msg);
 }
 
-static void hook_checkpoint(void *ud, long step, const char *path, const ft_step_metrics *m) {
+static void hook_checkpoint(void *ud, const ft_ckpt_info *ci) {
   worker *w = ud;
   json_t *msg = job_msg("checkpoint", w->job_id, w->attempt);
-  json_object_set_new(msg, "step", json_integer(step));
-  json_object_set_new(msg, "path", json_string(path));
-  json_object_set_new(msg, "metrics", m ? worker_metrics_json(m) : json_object());
+  json_object_set_new(msg, "step", json_integer(ci->step));
+  json_object_set_new(msg, "path", json_string(ci->path));
+  json_object_set_new(msg, "metrics", ci->m ? worker_metrics_json(ci->m) : json_object());
+  json_t *kept = json_array();
+  for (size_t i = 0; i < ci->n_kept; i++) json_array_append_new(kept, json_integer(ci->kept[i]));
+  json_object_set_new(msg, "kept", kept);
+  json_object_set_new(msg, "best", json_boolean(ci->best));
   push(w, msg);
 }
 
@@ -291,6 +361,10 @@ static void start_job(worker *w, json_t *job) {
   w->topts.out_dir = path_of(paths, "out_dir");
   w->topts.ckpt_dir = path_of(paths, "ckpt_dir");
   w->topts.resume_from = path_of(paths, "resume_from");
+  w->topts.test_path = path_of(paths, "test_path");
+  csv_path_of(w->topts.ckpt_dir, w->csv, sizeof w->csv);
+  w->topts.metrics_csv = w->csv[0] ? w->csv : NULL;
+  worker_test_hooks(&w->topts);
   w->thread_done = 0;
   rc = uv_thread_create(&w->thread, train_thread, w);
   if (rc) {
@@ -319,11 +393,7 @@ static void after_job(worker *w) {
     FT_INFO("msg=\"job stopped: lease lost\" job=%s attempt=%d", w->job_id, w->attempt);
   } else if (rc == 0 && r->stopped == 0) {
     msg = job_msg("done", w->job_id, w->attempt);
-    json_object_set_new(msg, "result",
-                        json_pack("{s:I, s:I, s:o, s:o}", "steps", (json_int_t)r->steps,
-                                  "trained_tokens", (json_int_t)r->trained_tokens,
-                                  "final_train_loss", worker_real(r->final_train_loss),
-                                  "final_valid_loss", worker_real(r->final_valid_loss)));
+    json_object_set_new(msg, "result", worker_result_json(r, w->topts.metrics_csv));
     FT_INFO("msg=\"job done\" job=%s steps=%ld", w->job_id, r->steps);
   } else if (rc == FT_EPAUSED || (rc == 0 && r->stopped == FT_EPAUSED)) {
     msg = job_msg("paused", w->job_id, w->attempt);
@@ -341,6 +411,8 @@ static void after_job(worker *w) {
     job_failed_now(w, &e);
   }
   send_msg(w, msg);
+  json_decref(w->res.test_metrics);
+  w->res.test_metrics = NULL;
   json_decref(w->job);
   w->job = NULL;
   w->job_id[0] = 0;

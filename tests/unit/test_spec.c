@@ -259,20 +259,108 @@ static void test_errors(void) {
          "adapter.target_modules[1]");
   /* evaluation and checkpoints */
   expect("{" BASE ",\"evaluation\":{\"every\":1}}", FT_EUNKNOWN_FIELD, "evaluation.every");
-  expect("{" BASE ",\"evaluation\":{\"eval_every_steps\":5}}", FT_EINVALID,
-         "evaluation.eval_every_steps"); /* no validation_file */
+  expect("{" BASE ",\"data\":{\"validation_split\":0},\"evaluation\":{\"eval_every_steps\":5}}",
+         FT_EINVALID, "evaluation.eval_every_steps");       /* no validation_file nor split */
+  ok("{" BASE ",\"evaluation\":{\"eval_every_steps\":5}}"); /* the default 0.1 split */
   expect("{" BASE
          ",\"validation_file\":\"v\",\"evaluation\":{\"early_stopping\":{\"patience\":-1}}}",
          FT_ERANGE, "evaluation.early_stopping.patience");
   expect("{" BASE ",\"validation_file\":\"v\",\"evaluation\":{\"early_stopping\":{\"wait\":1}}}",
          FT_EUNKNOWN_FIELD, "evaluation.early_stopping.wait");
-  expect("{" BASE ",\"evaluation\":{\"early_stopping\":{\"patience\":2}}}", FT_EINVALID,
-         "evaluation.early_stopping.patience");
+  expect("{" BASE
+         ",\"data\":{\"validation_split\":0},\"evaluation\":{\"early_stopping\":{"
+         "\"patience\":2}}}",
+         FT_EINVALID, "evaluation.early_stopping.patience");
   expect("{" BASE ",\"checkpoints\":{\"keep\":0}}", FT_ERANGE, "checkpoints.keep");
   expect("{" BASE ",\"checkpoints\":{\"every_steps\":-5}}", FT_ERANGE, "checkpoints.every_steps");
   expect("{" BASE ",\"checkpoints\":{\"keep_all\":true}}", FT_EUNKNOWN_FIELD,
          "checkpoints.keep_all");
   expect("{" BASE ",\"checkpoints\":5}", FT_ETYPE, "checkpoints");
+}
+
+/* test_file, data.* and evaluation.eval_samples / early_stopping.metric */
+static void test_data_and_eval(void) {
+  ft_spec s = ok("{" BASE "}");
+  CHECK(s.validation_split == 0.1f); /* no validation_file: 10% split off */
+  CHECK(s.test_split == 0.0f);
+  CHECK_EQ_INT(s.drop_long, 0);
+  CHECK_EQ_INT(s.clean, 1);
+  CHECK_EQ_INT(s.packing, 1);
+  CHECK_EQ_INT(s.eval_samples, 64);
+  CHECK_EQ_STR(s.es_metric, "valid_loss");
+  CHECK_EQ_STR(s.test_file, "");
+  s = ok("{" BASE ",\"validation_file\":\"v\"}");
+  CHECK(s.validation_split == 0.0f); /* with a validation_file: none */
+  s = ok("{" BASE
+         ",\"test_file\":\"file-t\",\"data\":{\"validation_split\":0.2,"
+         "\"test_split\":0,\"truncation\":\"drop\",\"clean\":false,\"packing\":false},"
+         "\"evaluation\":{\"eval_every_steps\":3,\"eval_samples\":16,\"early_stopping\":"
+         "{\"metric\":\"valid_mean_token_accuracy\",\"patience\":2,\"min_delta\":0.01}}}");
+  CHECK_EQ_STR(s.test_file, "file-t");
+  CHECK(s.validation_split == 0.2f);
+  CHECK_EQ_INT(s.drop_long, 1);
+  CHECK_EQ_INT(s.clean, 0);
+  CHECK_EQ_INT(s.packing, 0);
+  CHECK_EQ_INT(s.eval_samples, 16);
+  CHECK_EQ_STR(s.es_metric, "valid_mean_token_accuracy");
+  /* round trip: every new field written back, resolved */
+  json_t *j = spec_to_json(&s);
+  json_t *d = json_object_get(j, "data");
+  CHECK(json_is_object(d));
+  CHECK_EQ_STR(json_string_value(json_object_get(d, "truncation")), "drop");
+  CHECK(json_is_false(json_object_get(d, "clean")));
+  CHECK(json_is_false(json_object_get(d, "packing")));
+  CHECK_EQ_STR(json_string_value(json_object_get(j, "test_file")), "file-t");
+  CHECK_EQ_INT(
+      json_integer_value(json_object_get(json_object_get(j, "evaluation"), "eval_samples")), 16);
+  ft_spec s2;
+  ft_error e = {0};
+  CHECK_EQ_INT(spec_parse(j, &s2, &e), 0);
+  CHECK(s2.validation_split == s.validation_split && s2.test_split == s.test_split);
+  CHECK_EQ_INT(s2.drop_long, 1);
+  CHECK_EQ_INT(s2.clean, 0);
+  CHECK_EQ_INT(s2.packing, 0);
+  CHECK_EQ_INT(s2.eval_samples, 16);
+  CHECK_EQ_STR(s2.es_metric, s.es_metric);
+  CHECK_EQ_STR(s2.test_file, "file-t");
+  json_decref(j);
+  /* the resolved default split of a spec with a validation_file reads back */
+  s = ok("{" BASE ",\"validation_file\":\"v\"}");
+  j = spec_to_json(&s);
+  CHECK_EQ_INT(spec_parse(j, &s2, &e), 0);
+  CHECK(s2.validation_split == 0.0f);
+  json_decref(j);
+  s = ok("{" BASE
+         ",\"method\":{\"type\":\"classification\"},\"evaluation\":{"
+         "\"early_stopping\":{\"metric\":\"valid_f1_macro\",\"patience\":1}}}");
+  CHECK_EQ_STR(s.es_metric, "valid_f1_macro");
+  ok("{" BASE ",\"test_file\":\"t\",\"data\":{\"test_split\":0}}");
+
+  expect("{" BASE ",\"test_file\":\"a/b\"}", FT_ERANGE, "test_file");
+  expect("{" BASE ",\"test_file\":1}", FT_ETYPE, "test_file");
+  expect("{" BASE ",\"data\":[]}", FT_ETYPE, "data");
+  expect("{" BASE ",\"data\":{\"split\":0.1}}", FT_EUNKNOWN_FIELD, "data.split");
+  expect("{" BASE ",\"data\":{\"validation_split\":0.6}}", FT_ERANGE, "data.validation_split");
+  expect("{" BASE ",\"data\":{\"validation_split\":-0.1}}", FT_ERANGE, "data.validation_split");
+  expect("{" BASE ",\"data\":{\"validation_split\":\"0.1\"}}", FT_ETYPE, "data.validation_split");
+  expect("{" BASE ",\"data\":{\"test_split\":0.51}}", FT_ERANGE, "data.test_split");
+  expect("{" BASE ",\"data\":{\"validation_split\":0.45,\"test_split\":0.45}}", FT_ERANGE,
+         "data.test_split"); /* sum 0.9 */
+  expect("{" BASE ",\"validation_file\":\"v\",\"data\":{\"validation_split\":0.1}}", FT_EINVALID,
+         "data.validation_split");
+  expect("{" BASE ",\"test_file\":\"t\",\"data\":{\"test_split\":0.1}}", FT_EINVALID,
+         "data.test_split");
+  expect("{" BASE ",\"data\":{\"truncation\":\"cut\"}}", FT_ERANGE, "data.truncation");
+  expect("{" BASE ",\"data\":{\"clean\":1}}", FT_ETYPE, "data.clean");
+  expect("{" BASE ",\"data\":{\"packing\":\"yes\"}}", FT_ETYPE, "data.packing");
+  expect("{" BASE ",\"evaluation\":{\"eval_samples\":0}}", FT_ERANGE, "evaluation.eval_samples");
+  expect("{" BASE ",\"evaluation\":{\"eval_samples\":1.5}}", FT_ETYPE, "evaluation.eval_samples");
+  expect("{" BASE ",\"evaluation\":{\"early_stopping\":{\"metric\":\"loss\"}}}", FT_ERANGE,
+         "evaluation.early_stopping.metric");
+  expect("{" BASE ",\"evaluation\":{\"early_stopping\":{\"metric\":\"valid_accuracy\"}}}",
+         FT_EINVALID, "evaluation.early_stopping.metric"); /* supervised */
+  expect("{" BASE ",\"evaluation\":{\"early_stopping\":{\"metric\":\"valid_f1_macro\"}}}",
+         FT_EINVALID, "evaluation.early_stopping.metric");
 }
 
 static void test_check_model(void) {
@@ -335,6 +423,7 @@ int main(void) {
   RUN(test_defaults);
   RUN(test_full_and_round_trip);
   RUN(test_errors);
+  RUN(test_data_and_eval);
   RUN(test_check_model);
   return test_report();
 }
