@@ -1,5 +1,6 @@
-/* Fine-tuning jobs API: create (validated completely before anything is
- * queued), list, get, cancel, pause, resume, events (a page, or a live
+/* Fine-tuning jobs API: create (the request validated completely, then the
+ * job is inserted in validating_files and validate.c checks its data before
+ * it is queued), list, get, cancel, pause, resume, events (a page, or a live
  * Server-Sent Events stream) and checkpoints.
  *
  * SSE: the connection has its own MHD thread (http.c), so the stream's
@@ -25,6 +26,7 @@
 #include "hfdir.h"
 #include "http.h"
 #include "spec.h"
+#include "validate.h"
 
 #define SSE_WAIT_MS 1000
 #define SSE_KEEPALIVE_MS 15000
@@ -71,9 +73,58 @@ static int metadata_or_reply(http_req *r, const json_t *m) {
   return 0;
 }
 
-/* The base model must be a loadable HF directory under models/, and the
- * spec must fit it. On error replies and returns -1. */
-static int model_or_reply(http_req *r, ft_spec *spec) {
+/* A checkpoint id as the model ("ft:…:ftjob-…:ckpt-step-N", continuing
+ * training): the checkpoint must be still on disk; the config that checks
+ * the spec is its job's base model's (the checkpoint is materialised from
+ * it while the job is validating_files). dir gets that base's directory and
+ * *lineage {"model","job","step"}. On error replies and returns -1. */
+static int ckpt_model_or_reply(http_req *r, const ft_spec *spec, char *dir, size_t n,
+                               json_t **lineage) {
+  char job[64];
+  long step = 0;
+  json_t *ck = NULL;
+  if (!validate_ckpt_id(spec->model, job, sizeof job, &step)) {
+    http_fail(r, FT_EINVALID, "model", "unknown model \"%.200s\"", spec->model);
+    return -1;
+  }
+  int rc = store_checkpoint_find(r->app->store, job, step, &ck);
+  if (rc == FT_ENOT_FOUND) {
+    http_fail(r, FT_EINVALID, "model",
+              "no checkpoint \"%.200s\": job %s has no checkpoint at step %ld on disk", spec->model,
+              job, step);
+    return -1;
+  }
+  if (rc) {
+    http_fail(r, rc, NULL, NULL);
+    return -1;
+  }
+  /* the id must be exactly the one the checkpoints list shows */
+  char want[700];
+  snprintf(want, sizeof want, "ft:%s:%s:%s:ckpt-step-%ld",
+           json_string_value(json_object_get(ck, "model")),
+           json_string_value(json_object_get(ck, "suffix")), job, step);
+  if (strcmp(want, spec->model)) {
+    http_fail(r, FT_EINVALID, "model", "unknown model \"%.200s\" (the checkpoint is %.300s)",
+              spec->model, want);
+    json_decref(ck);
+    return -1;
+  }
+  rc = http_pathf(dir, n, "%s/models/%s", r->app->data_dir,
+                  json_string_value(json_object_get(ck, "model")));
+  json_decref(ck);
+  if (rc) {
+    http_fail(r, FT_EINVALID, "model", "model path too long");
+    return -1;
+  }
+  *lineage =
+      json_pack("{s:s, s:s, s:I}", "model", spec->model, "job", job, "step", (json_int_t)step);
+  return 0;
+}
+
+/* The base model must be a loadable HF directory under models/ (a base
+ * model, or a fine-tuned "ft:…" one: its lineage goes in *lineage), or a
+ * checkpoint id, and the spec must fit it. On error replies and returns -1. */
+static int model_or_reply(http_req *r, ft_spec *spec, json_t **lineage) {
   char dir[PATH_MAX];
   struct stat sb;
   /* the name becomes a path below models/ (and part of the fine-tuned
@@ -93,10 +144,30 @@ static int model_or_reply(http_req *r, ft_spec *spec) {
     return -1;
   }
   if (!api_model_id_ok(spec->model) ||
-      http_pathf(dir, sizeof dir, "%s/models/%s", r->app->data_dir, spec->model) ||
-      stat(dir, &sb) || !S_ISDIR(sb.st_mode)) {
+      http_pathf(dir, sizeof dir, "%s/models/%s", r->app->data_dir, spec->model)) {
     http_fail(r, FT_EINVALID, "model", "unknown model \"%.200s\"", spec->model);
     return -1;
+  }
+  char cdir[PATH_MAX + 16];
+  snprintf(cdir, sizeof cdir, "%s/config.json", dir);
+  if (strstr(spec->model, ":ckpt-step-") && stat(cdir, &sb)) {
+    if (ckpt_model_or_reply(r, spec, dir, sizeof dir, lineage)) return -1;
+  } else if (stat(dir, &sb) || !S_ISDIR(sb.st_mode)) {
+    http_fail(r, FT_EINVALID, "model", "unknown model \"%.200s\"", spec->model);
+    return -1;
+  } else if (!strncmp(spec->model, "ft:", 3)) {
+    char job[64];
+    long step = 0;
+    json_t *origin = NULL;
+    if (validate_ckpt_id(spec->model, job, sizeof job, &step))
+      *lineage =
+          json_pack("{s:s, s:s, s:I}", "model", spec->model, "job", job, "step", (json_int_t)step);
+    else if (store_model_origin(r->app->store, spec->model, &origin) == 0)
+      *lineage =
+          json_pack("{s:s, s:O}", "model", spec->model, "job", json_object_get(origin, "job"));
+    else
+      *lineage = json_pack("{s:s, s:n}", "model", spec->model, "job");
+    json_decref(origin);
   }
   ft_config *cfg = calloc(1, sizeof *cfg);
   if (!cfg) {
@@ -149,7 +220,7 @@ enum MHD_Result api_jobs_create(http_req *r) {
   json_object_del(body, "metadata");
   ft_spec *spec = calloc(1, sizeof *spec);
   ft_error err = {0};
-  json_t *resolved = NULL, *job = NULL;
+  json_t *resolved = NULL, *job = NULL, *lineage = NULL;
   enum MHD_Result res = MHD_YES;
   if (!spec) {
     res = http_fail(r, FT_ENOMEM, NULL, NULL);
@@ -163,7 +234,8 @@ enum MHD_Result api_jobs_create(http_req *r) {
     goto out;
   }
   if (file_or_reply(r, spec->training_file, "training_file") ||
-      file_or_reply(r, spec->validation_file, "validation_file") || model_or_reply(r, spec))
+      file_or_reply(r, spec->validation_file, "validation_file") ||
+      file_or_reply(r, spec->test_file, "test_file") || model_or_reply(r, spec, &lineage))
     goto out;
   resolved = spec_to_json(spec);
   if (!resolved) {
@@ -174,18 +246,21 @@ enum MHD_Result api_jobs_create(http_req *r) {
                      .training_file = spec->training_file,
                      .validation_file = spec->validation_file,
                      .suffix = spec->suffix,
+                     .test_file = spec->test_file,
                      .seed = spec->seed,
                      .spec = resolved,
-                     .metadata = json_is_null(metadata) ? NULL : metadata};
+                     .metadata = json_is_null(metadata) ? NULL : metadata,
+                     .parent_model = lineage};
   if ((rc = store_job_insert(r->app->store, &j, &job, &err)) != 0) {
     res = http_fail_err(r, &err);
     goto out;
   }
+  /* (validate.c wakes on the insert, checks the files, then queues it) */
   FT_INFO("msg=\"job created\" id=%s model=%s", json_string_value(json_object_get(job, "id")),
           spec->model);
-  if (r->app->pool) pool_notify(r->app->pool);
   res = http_reply_json(r, 200, job);
 out:
+  json_decref(lineage);
   json_decref(body);
   json_decref(metadata);
   json_decref(resolved);

@@ -19,6 +19,7 @@
 
 #include "ft_log.h"
 #include "http.h"
+#include "validate.h"
 
 /* The files of a model directory that can be downloaded. The adapter files
  * may sit in an adapter/ subdirectory beside the merged weights. */
@@ -39,6 +40,23 @@ int api_model_id_ok(const char *id) {
 
 static int is_fine_tuned(const char *id) { return !strncmp(id, "ft:", 3); }
 
+/* A checkpoint id ("…:ckpt-step-N") whose checkpoint is still on disk, as a
+ * model object with its job, that job's model (parent) and the step; NULL
+ * when it is not one. */
+static json_t *ckpt_model_json(ft_app *app, const char *id) {
+  char job[64];
+  long step = 0;
+  json_t *ck = NULL;
+  if (!validate_ckpt_id(id, job, sizeof job, &step) ||
+      store_checkpoint_find(app->store, job, step, &ck))
+    return NULL;
+  json_t *m = json_pack("{s:s, s:s, s:O, s:s, s:s, s:O, s:I}", "id", id, "object", "model",
+                        "created", json_object_get(ck, "created_at"), "owned_by", "user", "job",
+                        job, "parent", json_object_get(ck, "model"), "step", (json_int_t)step);
+  json_decref(ck);
+  return m;
+}
+
 /* The model object for id, or NULL if models/<id>/config.json is missing. */
 static json_t *model_json(ft_app *app, const char *id) {
   char path[PATH_MAX];
@@ -46,11 +64,18 @@ static json_t *model_json(ft_app *app, const char *id) {
   if (!api_model_id_ok(id) ||
       http_pathf(path, sizeof path, "%s/models/%s/config.json", app->data_dir, id) ||
       stat(path, &sb) || !S_ISREG(sb.st_mode))
-    return NULL;
+    return ckpt_model_json(app, id);
   json_t *m =
       json_pack("{s:s, s:s, s:I, s:s}", "id", id, "object", "model", "created",
                 (json_int_t)sb.st_mtime, "owned_by", is_fine_tuned(id) ? "user" : "finetuned");
-  if (m && is_fine_tuned(id)) {
+  json_t *ck = NULL;
+  if (m && is_fine_tuned(id) && (ck = ckpt_model_json(app, id)) != NULL) {
+    /* a checkpoint materialised as a model: its lineage */
+    json_object_set(m, "job", json_object_get(ck, "job"));
+    json_object_set(m, "parent", json_object_get(ck, "parent"));
+    json_object_set(m, "step", json_object_get(ck, "step"));
+    json_decref(ck);
+  } else if (m && is_fine_tuned(id)) {
     json_t *origin = NULL;
     if (store_model_origin(app->store, id, &origin) == 0) {
       json_object_update(m, origin);

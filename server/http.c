@@ -10,7 +10,11 @@
  * A request goes: headers -> route lookup (404/405 at once, so MHD discards
  * the body) -> Content-Length cap (413 before reading) -> body chunks ->
  * handler -> MHD's completion callback frees the request state and runs the
- * handler's cleanup, whichever way the request ended. */
+ * handler's cleanup, whichever way the request ended.
+ *
+ * Graceful stop: http_quiesce refuses new connections and answers 503 to
+ * new requests on open ones, while shutdown.c waits for http_inflight() (the
+ * requests between headers and completion) to reach 0. */
 #include "http.h"
 
 #include <arpa/inet.h>
@@ -21,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include "ft_log.h"
 #include "routes.h"
@@ -264,6 +269,39 @@ int http_json_body_or_reply(http_req *r, json_t **out) {
   return 0;
 }
 
+/* ---- graceful stop (see http.h, shutdown.c) ------------------------------- */
+
+static atomic_int inflight;                         /* requests between headers and completion */
+static MHD_socket quiesced_fd = MHD_INVALID_SOCKET; /* the listening socket after quiesce */
+
+int http_inflight(void) { return atomic_load(&inflight); }
+
+void http_quiesce(struct MHD_Daemon *d, ft_app *app) {
+  atomic_store(&app->draining, 1);
+  if (!d || quiesced_fd != MHD_INVALID_SOCKET) return;
+  /* MHD stops polling the socket but leaves it open (queued connections
+   * would wait there); shutting it down makes the kernel refuse new ones at
+   * once. It is closed after MHD_stop_daemon, when no thread can use it. */
+  quiesced_fd = MHD_quiesce_daemon(d);
+  if (quiesced_fd != MHD_INVALID_SOCKET && shutdown(quiesced_fd, SHUT_RDWR))
+    FT_WARN("msg=\"cannot shut the listening socket down\" err=\"%s\"", strerror(errno));
+}
+
+/* A request that arrived after the drain began: 503, and the connection is
+ * closed after the reply. */
+static enum MHD_Result reply_draining(http_req *r) {
+  ft_error e;
+  ft_error_set(&e, FT_EUNAVAILABLE, NULL, "the server is shutting down; retry after it restarts");
+  json_t *obj = error_json(&e);
+  struct MHD_Response *resp = obj ? json_response(obj) : NULL;
+  json_decref(obj);
+  if (!resp) return MHD_NO;
+  MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
+  MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, "5");
+  r->replied = 1;
+  return http_queue(r->conn, 503, resp);
+}
+
 /* ---- the MHD callbacks --------------------------------------------------- */
 
 static enum MHD_Result reply_no_route(http_req *r, const char *method, const char *url) {
@@ -337,6 +375,8 @@ static enum MHD_Result on_headers(ft_app *app, struct MHD_Connection *conn, cons
   r->method = method;
   r->url = url;
   *con_cls = r;
+  atomic_fetch_add(&inflight, 1); /* (on_completed takes it off) */
+  if (atomic_load(&app->draining)) return reply_draining(r);
   const char *m = strcmp(method, "HEAD") ? method : "GET";
   const route *rt = NULL;
   for (size_t i = 0; i < NROUTES && !rt; i++)
@@ -388,6 +428,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
   free(r->body);
   free(r);
   *con_cls = NULL;
+  atomic_fetch_sub(&inflight, 1);
 }
 
 static void mhd_log(void *cls, const char *fmt, va_list ap) {
@@ -431,8 +472,9 @@ int http_start(struct MHD_Daemon **out, ft_app *app, const char *listen, int *po
   memcpy(&addr, ai->ai_addr, ai->ai_addrlen);
   int v6 = ai->ai_family == AF_INET6;
   freeaddrinfo(ai);
+  /* (MHD_USE_ITC: MHD_quiesce_daemon needs it in this threading mode) */
   unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL |
-                   MHD_USE_ERROR_LOG | (v6 ? MHD_USE_IPv6 : 0);
+                   MHD_USE_ERROR_LOG | MHD_USE_ITC | (v6 ? MHD_USE_IPv6 : 0);
   struct MHD_Daemon *d =
       MHD_start_daemon(flags, (uint16_t)p, NULL, NULL, on_request, app, MHD_OPTION_SOCK_ADDR,
                        (struct sockaddr *)&addr, MHD_OPTION_NOTIFY_COMPLETED, on_completed, app,
@@ -449,4 +491,8 @@ int http_start(struct MHD_Daemon **out, ft_app *app, const char *listen, int *po
 
 void http_stop(struct MHD_Daemon *d) {
   if (d) MHD_stop_daemon(d);
+  if (d && quiesced_fd != MHD_INVALID_SOCKET) {
+    close(quiesced_fd);
+    quiesced_fd = MHD_INVALID_SOCKET;
+  }
 }

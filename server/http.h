@@ -24,6 +24,7 @@ typedef struct {
   const char *data_dir;      /* absolute */
   uint64_t max_upload_bytes; /* POST /v1/files cap */
   atomic_int stopping;       /* set at shutdown: SSE streams end */
+  atomic_int draining;       /* graceful stop under way: new requests get 503 */
 } ft_app;
 
 enum { HTTP_BODY_NONE, HTTP_BODY_JSON, HTTP_BODY_STREAM };
@@ -64,6 +65,14 @@ struct http_req {
 
 int http_start(struct MHD_Daemon **out, ft_app *app, const char *listen, int *port, ft_error *err);
 void http_stop(struct MHD_Daemon *d);
+/* Graceful stop (shutdown.c), step one: the listening socket stops taking
+ * connections (new ones are refused), and requests arriving on connections
+ * already open are answered 503 with "Connection: close"; requests in flight
+ * go on. http_stop later closes what is left. */
+void http_quiesce(struct MHD_Daemon *d, ft_app *app);
+/* Requests from their headers to their completion (idle keep-alive
+ * connections do not count). */
+int http_inflight(void);
 
 /* Every reply goes through http_queue (it counts statuses for /metrics);
  * resp is released here. */

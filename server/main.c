@@ -5,8 +5,10 @@
  *   init-model    write a randomly initialised model directory (tests, demos)
  * The only place that exits (STYLE.md 7). Signals are blocked in every thread
  * and taken synchronously here with sigwait, so no handler runs in the middle
- * of a library call. Shutdown order: the HTTP server first (no handler can
- * call into the pool any more), then the pool (workers stop), then the store. */
+ * of a library call. Shutdown: first a drain (shutdown.h: no new
+ * connections, running jobs paused at a checkpoint and queued again, requests
+ * in flight finished), then the HTTP server (no handler can call into the
+ * pool any more), then the pool (workers stop), then the store. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -26,7 +28,9 @@
 #include "http.h"
 #include "init.h"
 #include "pool.h"
+#include "shutdown.h"
 #include "store.h"
+#include "validate.h"
 #ifdef FT_HAVE_SYSTEMD
 #include <systemd/sd-daemon.h>
 #endif
@@ -50,6 +54,9 @@ static void usage(FILE *f) {
           "  --heartbeat-ms N        worker heartbeat interval; default 2000\n"
           "  --max-attempts N        leases a job may lose (its worker vanished) before it\n"
           "                          fails with worker_lost; default 3\n"
+          "  --drain-timeout-ms N    on SIGTERM/SIGINT, how long to wait for running jobs to\n"
+          "                          pause at a checkpoint and requests to finish; default\n"
+          "                          30000 (systemd's TimeoutStopSec is 60 s)\n"
           "  --worker-exe PATH       worker executable; default finetuned-worker next to\n"
           "                          this executable\n"
           "  --log-level LEVEL       debug, info, warn or error; default info\n"
@@ -75,6 +82,7 @@ typedef struct {
   char *data_dir, *listen, *worker_listen, *worker_token, *worker_exe, *log_level;
   long workers, lease_ms, heartbeat_ms, max_attempts;
   long long max_upload;
+  long drain_timeout_ms; /* graceful shutdown */
 } serve_opts;
 
 static int parse_long(const char *s, long lo, long hi, long *out) {
@@ -111,6 +119,8 @@ static int set_opt(serve_opts *o, const char *name, const char *val, int from_fi
     num = &o->heartbeat_ms, lo = 10, hi = 600000;
   else if (!strcmp(name, "max-attempts"))
     num = &o->max_attempts, lo = 1, hi = 100;
+  else if (!strcmp(name, "drain-timeout-ms"))
+    num = &o->drain_timeout_ms, lo = 0, hi = 600000;
   else if (!strcmp(name, "max-upload-bytes")) {
     char *end;
     errno = 0;
@@ -312,11 +322,13 @@ static int cmd_serve(int argc, char **argv, const char *argv0) {
                                            {"lease-ms", required_argument, 0, 0},
                                            {"heartbeat-ms", required_argument, 0, 0},
                                            {"max-attempts", required_argument, 0, 0},
+                                           {"drain-timeout-ms", required_argument, 0, 0},
                                            {"worker-exe", required_argument, 0, 0},
                                            {"log-level", required_argument, 0, 0},
                                            {"config", required_argument, 0, 'c'},
                                            {"help", no_argument, 0, 'h'},
                                            {0, 0, 0, 0}};
+  o.drain_timeout_ms = -1;
   const char *config = NULL;
   int c, idx, rc = 1;
   optind = 1;
@@ -377,6 +389,7 @@ static int cmd_serve(int argc, char **argv, const char *argv0) {
   ft_error err = {0};
   store *st = NULL;
   pool *pl = NULL;
+  validator *vd = NULL;
   struct MHD_Daemon *httpd = NULL;
   char db[PATH_MAX];
   http_pathf(db, sizeof db, "%s/finetuned.db", data_dir);
@@ -397,6 +410,12 @@ static int cmd_serve(int argc, char **argv, const char *argv0) {
   free(worker_exe);
   if (rc) {
     fprintf(stderr, "finetuned: worker pool: %s\n", err.message);
+    rc = 1;
+    goto out;
+  }
+  /* jobs in validating_files (new ones, and any a restart interrupted) */
+  if (validate_start(&vd, st, pl, data_dir, &err)) {
+    fprintf(stderr, "finetuned: %s\n", err.message);
     rc = 1;
     goto out;
   }
@@ -426,11 +445,14 @@ static int cmd_serve(int argc, char **argv, const char *argv0) {
   }
   FT_INFO("msg=\"stopping\" signal=%d", sig);
   notify("STOPPING=1");
-  rc = 0;
+  /* graceful: a second signal cuts it short (exit 1) */
+  int drain_ms = o.drain_timeout_ms >= 0 ? (int)o.drain_timeout_ms : SHUTDOWN_DEFAULT_DRAIN_MS;
+  rc = shutdown_drain(&app, httpd, &stop, drain_ms);
 out:
   atomic_store(&app.stopping, 1);
   if (st) store_wake_all(st);
   http_stop(httpd);
+  validate_stop(vd);
   if (pl) pool_stop(pl);
   store_close(st);
   if (httpd) {

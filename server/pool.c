@@ -26,6 +26,8 @@
 #include <uv.h>
 
 #include "ft_log.h"
+#include "hfdir.h"
+#include "shutdown.h"
 #include "wire.h"
 
 #define HELLO_TIMEOUT_MS 10000
@@ -62,7 +64,7 @@ typedef struct conn {
   /* the lease, when C_BUSY */
   char job_id[64];
   int attempt;
-  int ctl_sent; /* 0, 1 cancel sent, 2 pause sent */
+  int ctl_sent; /* 0, 1 cancel sent, 2 pause sent, 3 pause for the shutdown sent */
   char model[256];
   char suffix[128];
   char ckpt_dir[4096];
@@ -102,9 +104,12 @@ struct pool {
   int stopping;
   unsigned serial;
   int n_conns; /* conns allocated (closing ones until their close callback) */
+  /* graceful shutdown block: no dispatch while draining */
+  int draining;
 
   uv_mutex_t mu; /* guards the fields below */
   int want_dispatch, want_control, want_stop;
+  int want_drain, drain_started, drain_requeue; /* graceful shutdown block */
   int n_connected, n_busy;
 };
 
@@ -301,8 +306,12 @@ static void assign(pool *p, conn *c, json_t *job) {
     set_path(paths, "valid_path", "%s/files/%s", p->data_dir, vfile);
   else
     json_object_set_new(paths, "valid_path", json_null());
+  const char *xfile = json_string_value(json_object_get(job, "test_file"));
+  if (xfile && safe_rel(xfile)) set_path(paths, "test_path", "%s/files/%s", p->data_dir, xfile);
   set_path(paths, "out_dir", "%s/jobs/%s/output-%d", p->data_dir, id, attempt);
-  set_path(paths, "ckpt_dir", "%s/jobs/%s", p->data_dir, id);
+  /* checkpoints in a directory of their own inside the job's; the worker
+   * writes the metrics CSV beside it (jobs/<id>/metrics.csv) */
+  set_path(paths, "ckpt_dir", "%s/jobs/%s/checkpoints", p->data_dir, id);
   json_t *resume = json_object_get(job, "resume_from");
   json_object_set(paths, "resume_from", json_is_string(resume) ? resume : json_null());
   json_object_set_new(job, "paths", paths);
@@ -319,7 +328,7 @@ static void assign(pool *p, conn *c, json_t *job) {
 }
 
 static void dispatch(pool *p) {
-  if (p->stopping) return;
+  if (p->stopping || p->draining) return;
   int changed = 0;
   for (conn *c = p->conns; c; c = c->next) {
     if (c->closing || c->flushing || c->st != C_IDLE) continue;
@@ -361,6 +370,8 @@ static void control_check(pool *p) {
 }
 
 /* ---- job messages -------------------------------------------------------- */
+
+static int drain_paused(pool *p, conn *c, json_t *msg); /* graceful shutdown block */
 
 /* The fine-tuned model's id and the name of its directory under models/
  * ('/' of an "org/name" base becomes '_' there; the id keeps it). */
@@ -430,7 +441,50 @@ static void clean_models(pool *p, const char *models) {
   closedir(d);
 }
 
+/* The metrics CSV the worker wrote (result.result_csv, inside the job's
+ * directory) becomes a file of purpose "fine-tune-results": copied to
+ * files/<id>, its row inserted, its id put in result.result_files. A missing
+ * or unusable CSV is logged and skipped (the job still succeeds). */
+static void result_csv_register(pool *p, conn *c, json_t *result) {
+  const char *csv = json_string_value(json_object_get(result, "result_csv"));
+  if (!csv) return;
+  size_t n = strlen(c->ckpt_dir);
+  if (strncmp(csv, c->ckpt_dir, n) || csv[n] != '/' || !safe_rel(csv + n + 1)) {
+    FT_WARN("msg=\"result CSV outside the job's directory; ignored\" job=%s", c->job_id);
+    return;
+  }
+  char id[64], tmp[4096 + 96], dst[4096 + 96];
+  store_new_id("file", id, sizeof id);
+  snprintf(tmp, sizeof tmp, "%s/files/.tmp-%s", p->data_dir, id);
+  snprintf(dst, sizeof dst, "%s/files/%s", p->data_dir, id);
+  ft_error e = {0};
+  struct stat sb;
+  json_t *file = NULL;
+  const char *base = strrchr(csv, '/') + 1;
+  char fname[256];
+  snprintf(fname, sizeof fname, "%s-%s", c->job_id, base);
+  if (hf_copy_file(csv, tmp, &e) || rename(tmp, dst) || stat(dst, &sb)) {
+    FT_WARN("msg=\"cannot store the result CSV\" job=%s err=\"%s\"", c->job_id,
+            e.message[0] ? e.message : strerror(errno));
+    unlink(tmp);
+    return;
+  }
+  char files[4096 + 16];
+  snprintf(files, sizeof files, "%s/files", p->data_dir);
+  fsync_dir(files);
+  if (store_file_insert(p->s, id, (int64_t)sb.st_size, fname, "fine-tune-results", &file)) {
+    FT_WARN("msg=\"cannot record the result CSV\" job=%s", c->job_id);
+    unlink(dst);
+    return;
+  }
+  json_decref(file);
+  json_object_set_new(result, "result_files", json_pack("[s]", id));
+}
+
 static int finish_done(pool *p, conn *c, const json_t *result) {
+  /* (before the output moves: the CSV may be inside it) */
+  json_t *res = json_is_object(result) ? json_deep_copy(result) : NULL;
+  if (res) result_csv_register(p, c, res);
   /* (the data dir is short: its socket path fits in sun_path) */
   char model_id[600], dirname[600], out_dir[sizeof c->ckpt_dir + 32], models[4096];
   char model_path[sizeof models + sizeof dirname + 2];
@@ -459,10 +513,12 @@ static int finish_done(pool *p, conn *c, const json_t *result) {
                  strerror(rerr));
     FT_ERROR("msg=\"cannot move output\" job=%s from=%s to=%s err=\"%s\"", c->job_id, out_dir,
              model_path, strerror(rerr));
+    json_decref(res);
     return store_job_finish(p->s, c->job_id, c->attempt, "failed", &e, NULL, NULL, NULL);
   }
-  int rc = store_job_finish(p->s, c->job_id, c->attempt, "succeeded", NULL, model_id, model_path,
-                            json_is_object(result) ? result : NULL);
+  int rc =
+      store_job_finish(p->s, c->job_id, c->attempt, "succeeded", NULL, model_id, model_path, res);
+  json_decref(res);
   if (rc && moved) {
     if (rename(model_path, out_dir) == 0) fsync_dir(models);
   }
@@ -552,6 +608,9 @@ static int on_job_msg(pool *p, conn *c, const char *type, json_t *msg, ft_error 
       return ft_error_set(perr, FT_EPROTO, "path", "checkpoint path outside the job's directory");
     rc = store_checkpoint_add(p->s, job_id, attempt, (long)json_integer_value(step), path,
                               json_is_object(m) ? m : NULL);
+    /* "kept": the steps still on disk; the others were pruned */
+    if (!rc && json_is_array(json_object_get(msg, "kept")))
+      rc = store_checkpoints_prune(p->s, job_id, json_object_get(msg, "kept"));
   } else {
     json_t *result = json_object_get(msg, "result");
     static const char *const keys[] = {"steps", "trained_tokens", NULL};
@@ -564,7 +623,7 @@ static int on_job_msg(pool *p, conn *c, const char *type, json_t *msg, ft_error 
     else if (!strcmp(type, "failed"))
       rc = finish_failed(p, c, msg);
     else if (!strcmp(type, "paused"))
-      rc = store_job_finish(p->s, job_id, attempt, "paused", NULL, NULL, NULL, NULL);
+      rc = drain_paused(p, c, msg); /* (the user's pause, or the shutdown's) */
     else
       rc = store_job_finish(p->s, job_id, attempt, "cancelled", NULL, NULL, NULL, NULL);
     if (!rc && strcmp(type, "done") && strcmp(type, "failed"))
@@ -778,6 +837,8 @@ static void lw_spawn(lworker *w) {
   o.args = args;
   o.stdio_count = 3;
   o.stdio = stdio;
+  /* its own session: a terminal's ^C reaches only the daemon, which drains */
+  o.flags = UV_PROCESS_DETACHED;
   w->proc.data = w;
   int rc = uv_spawn(&p->loop, &w->proc, &o);
   w->proc_open = 1;
@@ -792,6 +853,93 @@ static void lw_spawn(lworker *w) {
   w->proc_alive = 1;
   w->started_ms = uv_now(&p->loop);
   FT_INFO("msg=\"local worker started\" n=%d pid=%d", w->idx, w->proc.pid);
+}
+
+/* ---- graceful shutdown (shutdown.h, issue #7) ----------------------------
+ * While the daemon drains, nothing is dispatched and every busy worker is
+ * told to pause (ctl_sent 3: our pause, not the user's). Its checkpoint
+ * message comes before its "paused", so resume_from is that checkpoint when
+ * store_job_interrupt puts the job back to queued, no attempt counted as lost
+ * (a job the user was pausing meanwhile ends paused). When the drain timed
+ * out, do_stop does the same for the jobs still held (step -1). */
+
+static void drain_begin(pool *p) {
+  if (p->draining) return;
+  p->draining = 1;
+  int n = 0;
+  for (conn *c = p->conns; c; c = c->next) {
+    if (c->closing || c->flushing || c->st != C_BUSY) continue;
+    n++;
+    if (c->ctl_sent) continue; /* cancel or pause already sent */
+    send_job_msg(c, "pause", c->job_id, c->attempt);
+    c->ctl_sent = 3;
+  }
+  FT_INFO("msg=\"pool draining: no new leases; pausing running jobs\" jobs=%d", n);
+  update_counts(p);
+  uv_mutex_lock(&p->mu);
+  p->drain_started = 1;
+  uv_mutex_unlock(&p->mu);
+}
+
+/* From on_async: a drain asked for by pool_drain_begin. */
+static void drain_poll(pool *p) {
+  uv_mutex_lock(&p->mu);
+  int want = p->want_drain;
+  uv_mutex_unlock(&p->mu);
+  if (want) drain_begin(p);
+}
+
+/* A worker's "paused": the user's pause, or ours. */
+static int drain_paused(pool *p, conn *c, json_t *msg) {
+  if (c->ctl_sent != 3)
+    return store_job_finish(p->s, c->job_id, c->attempt, "paused", NULL, NULL, NULL, NULL);
+  json_t *step = json_object_get(msg, "step");
+  long at = count_ok(msg, "step", 1) ? (long)json_integer_value(step) : -1;
+  int rc = store_job_interrupt(p->s, c->job_id, c->attempt, at);
+  if (!rc)
+    FT_INFO("msg=\"job stopped for the shutdown; queued to resume\" job=%s attempt=%d step=%ld",
+            c->job_id, c->attempt, at);
+  return rc;
+}
+
+/* From do_stop: after a timed-out drain, the jobs still held are queued
+ * again rather than left to their leases (their workers are stopped next). */
+static void drain_stop(pool *p) {
+  uv_mutex_lock(&p->mu);
+  int requeue = p->drain_requeue;
+  uv_mutex_unlock(&p->mu);
+  if (!requeue) return;
+  for (conn *c = p->conns; c; c = c->next) {
+    if (c->closing || c->st != C_BUSY) continue;
+    int rc = store_job_interrupt(p->s, c->job_id, c->attempt, -1);
+    FT_WARN("msg=\"job still running at the stop; queued again\" job=%s attempt=%d err=%s",
+            c->job_id, c->attempt, rc ? ft_err_code(rc) : "-");
+    if (!rc) c->st = C_READY;
+  }
+  update_counts(p);
+}
+
+void pool_drain_begin(pool *p) {
+  if (!p) return;
+  uv_mutex_lock(&p->mu);
+  p->want_drain = 1;
+  uv_mutex_unlock(&p->mu);
+  uv_async_send(&p->async);
+}
+
+int pool_drain_started(pool *p) {
+  if (!p) return 1;
+  uv_mutex_lock(&p->mu);
+  int started = p->drain_started;
+  uv_mutex_unlock(&p->mu);
+  return started;
+}
+
+void pool_drain_requeue_at_stop(pool *p) {
+  if (!p) return;
+  uv_mutex_lock(&p->mu);
+  p->drain_requeue = 1;
+  uv_mutex_unlock(&p->mu);
 }
 
 /* ---- timers, async, stop ------------------------------------------------- */
@@ -829,6 +977,7 @@ static void finish_stop_if_done(pool *p) {
 
 static void do_stop(pool *p) {
   if (p->stopping) return;
+  drain_stop(p); /* graceful shutdown block */
   p->stopping = 1;
   if (p->has_unix) {
     uv_close((uv_handle_t *)&p->unix_srv, NULL);
@@ -848,6 +997,7 @@ static void do_stop(pool *p) {
 
 static void on_async(uv_async_t *a) {
   pool *p = a->data;
+  drain_poll(p); /* graceful shutdown block */
   uv_mutex_lock(&p->mu);
   int stop = p->want_stop, ctl = p->want_control, disp = p->want_dispatch;
   p->want_control = p->want_dispatch = 0;

@@ -155,7 +155,7 @@ static json_t *file_json(sqlite3_stmt *st) {
   "id, created_at, model, training_file, validation_file, suffix, seed, status, attempt, "  \
   "spec, metadata, error_code, error_message, error_param, steps_completed, total_steps, "  \
   "trained_tokens, fine_tuned_model, finished_at, resume_from, started_at, epoch, worker, " \
-  "result"
+  "result, test_file, datasets, metrics, parent_model, rate_t0_ms, rate_step0, rate_t1_ms"
 enum {
   J_ID,
   J_CREATED,
@@ -180,7 +180,14 @@ enum {
   J_STARTED,
   J_EPOCH,
   J_WORKER,
-  J_RESULT
+  J_RESULT,
+  J_TFILE_TEST,
+  J_DATASETS,
+  J_METRICS,
+  J_PARENT,
+  J_RATE_T0,
+  J_RATE_STEP0,
+  J_RATE_T1
 };
 
 /* spec.method.<type>.hyperparameters, or {} */
@@ -195,6 +202,54 @@ static json_t *spec_hyperparameters(const json_t *spec) {
 static json_t *spec_part(const json_t *spec, const char *key) {
   json_t *v = json_object_get(spec, key);
   return v ? json_deep_copy(v) : json_null();
+}
+
+/* A value of the worker's result (when the job has ended) or else of the
+ * latest step's metrics; a new reference, JSON null when neither has it. */
+static json_t *result_or_metrics(const json_t *result, const json_t *metrics, const char *key) {
+  json_t *v = json_object_get(result, key);
+  if (!v) v = json_object_get(metrics, key);
+  return v ? json_deep_copy(v) : json_null();
+}
+
+/* The fields of datasets (#4) and trustworthy training (#5): the data sets'
+ * statistics, the latest metrics, the result's early stopping, best
+ * checkpoint and test metrics, the result files, lineage, and the expected
+ * finish from the step rate of the current attempt. */
+static void job_json_trust(json_t *j, sqlite3_stmt *st) {
+  json_t *result = col_json(st, J_RESULT), *metrics = col_json(st, J_METRICS);
+  json_object_set_new(j, "test_file", col_str(st, J_TFILE_TEST));
+  json_object_set_new(j, "datasets", col_json(st, J_DATASETS));
+  json_object_set(j, "metrics", metrics);
+  json_object_set_new(j, "parent_model", col_json(st, J_PARENT));
+  json_t *ec = result_or_metrics(result, metrics, "epochs_completed");
+  json_object_set_new(j, "epochs_completed", json_is_integer(ec) ? ec : json_integer(0));
+  if (!json_is_integer(ec)) json_decref(ec);
+  json_t *es = json_object_get(result, "early_stopped");
+  json_object_set_new(j, "early_stopped", json_boolean(json_is_true(es)));
+  json_object_set_new(j, "best_step", result_or_metrics(result, NULL, "best_step"));
+  json_object_set_new(j, "best_metric", result_or_metrics(result, NULL, "best_metric"));
+  json_object_set_new(j, "best_metric_name", result_or_metrics(result, NULL, "best_metric_name"));
+  json_object_set_new(j, "test_metrics", result_or_metrics(result, NULL, "test_metrics"));
+  json_t *files = json_object_get(result, "result_files");
+  json_object_set_new(j, "result_files",
+                      json_is_array(files) ? json_deep_copy(files) : json_array());
+  /* estimated_finish: while running, from the rate of this attempt's steps */
+  json_t *eta = json_null();
+  const char *status = col_text(st, J_STATUS);
+  if (!strcmp(status, "running") && sqlite3_column_type(st, J_RATE_T0) != SQLITE_NULL &&
+      sqlite3_column_type(st, J_TOTAL) != SQLITE_NULL) {
+    int64_t t0 = sqlite3_column_int64(st, J_RATE_T0), t1 = sqlite3_column_int64(st, J_RATE_T1);
+    int64_t s0 = sqlite3_column_int64(st, J_RATE_STEP0), s1 = sqlite3_column_int64(st, J_STEPS);
+    int64_t total = sqlite3_column_int64(st, J_TOTAL);
+    if (s1 > s0 && t1 >= t0 && total >= s1) {
+      double ms_per_step = (double)(t1 - t0) / (double)(s1 - s0);
+      eta = json_integer((json_int_t)((t1 + ms_per_step * (double)(total - s1)) / 1000.0 + 0.5));
+    }
+  }
+  json_object_set_new(j, "estimated_finish", eta);
+  json_decref(result);
+  json_decref(metrics);
 }
 
 /* The job object as the API returns it; internal adds spec, resume_from,
@@ -228,6 +283,8 @@ static json_t *job_json(sqlite3_stmt *st, int internal) {
   json_object_set_new(j, "adapter", spec_part(spec, "adapter"));
   json_object_set_new(j, "evaluation", spec_part(spec, "evaluation"));
   json_object_set_new(j, "checkpoints", spec_part(spec, "checkpoints"));
+  json_object_set_new(j, "data", spec_part(spec, "data"));
+  job_json_trust(j, st);
   if (internal) {
     json_object_set(j, "spec", spec);
     json_object_set_new(j, "resume_from", col_str(st, J_RESUME));
@@ -251,8 +308,9 @@ static json_t *event_json(sqlite3_stmt *st) {
 static json_t *ckpt_json(sqlite3_stmt *st) {
   char name[600];
   const char *suffix = col_text(st, 6);
-  snprintf(name, sizeof name, "ft:%s%s%s:%s:ckpt-step-%lld", col_text(st, 5), *suffix ? ":" : "",
-           suffix, col_text(st, 4), (long long)sqlite3_column_int64(st, 2));
+  /* the id of the model the job will make (pool.c model_names), then the step */
+  snprintf(name, sizeof name, "ft:%s:%s:%s:ckpt-step-%lld", col_text(st, 5),
+           *suffix ? suffix : "ft", col_text(st, 4), (long long)sqlite3_column_int64(st, 2));
   json_t *metrics = col_json(st, 3);
   if (json_is_null(metrics)) {
     json_decref(metrics);
@@ -572,7 +630,7 @@ int store_file_delete(store *s, const char *id, ft_error *err) {
   if (rc) goto out;
   sqlite3_stmt *st = prep(s,
                           "SELECT id FROM jobs WHERE (training_file = ?1 OR validation_file "
-                          "= ?1) AND status NOT IN " TERMINAL_SQL " LIMIT 1");
+                          "= ?1 OR test_file = ?1) AND status NOT IN " TERMINAL_SQL " LIMIT 1");
   if (!st) {
     rc = FT_EDB;
     rollback(s);
@@ -636,12 +694,18 @@ int store_job_insert(store *s, const store_job_new *j, json_t **job, ft_error *e
       rc =
           ft_error_set(err, FT_EINVALID, "validation_file", "no such file: %s", j->validation_file);
   }
+  if (!rc && j->test_file && *j->test_file) {
+    rc = file_exists_locked(s, j->test_file);
+    if (rc == FT_ENOT_FOUND)
+      rc = ft_error_set(err, FT_EINVALID, "test_file", "no such file: %s", j->test_file);
+  }
   if (!rc) {
     int64_t now = store_now();
     sqlite3_stmt *st = prep(s,
                             "INSERT INTO jobs (id, created_at, updated_at, model, "
                             "training_file, validation_file, suffix, seed, status, spec, "
-                            "metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?)");
+                            "metadata, test_file, parent_model) VALUES (?, ?, ?, ?, ?, ?, ?, ?, "
+                            "?, ?, ?, ?, ?)");
     if (st) {
       bind_str(st, 1, id);
       sqlite3_bind_int64(st, 2, now);
@@ -651,12 +715,17 @@ int store_job_insert(store *s, const store_job_new *j, json_t **job, ft_error *e
       bind_str(st, 6, j->validation_file && *j->validation_file ? j->validation_file : NULL);
       bind_str(st, 7, j->suffix && *j->suffix ? j->suffix : NULL);
       sqlite3_bind_int64(st, 8, (sqlite3_int64)j->seed);
-      bind_json(st, 9, j->spec);
-      bind_json(st, 10, j->metadata);
+      bind_str(st, 9, j->queued ? "queued" : "validating_files");
+      bind_json(st, 10, j->spec);
+      bind_json(st, 11, j->metadata);
+      bind_str(st, 12, j->test_file && *j->test_file ? j->test_file : NULL);
+      bind_json(st, 13, j->parent_model);
     }
     rc = run_update(s, st) == 1 ? 0 : FT_EDB;
   }
-  if (!rc) rc = status_event_locked(s, id, "info", "queued", "Job created", NULL);
+  if (!rc)
+    rc = status_event_locked(s, id, "info", j->queued ? "queued" : "validating_files",
+                             "Job created", NULL);
   if (!rc) rc = job_get_locked(s, id, 0, job);
   rc = end_tx(s, rc);
   if (rc) { /* (a failed COMMIT too: the job does not exist) */
@@ -838,7 +907,8 @@ int store_job_claim(store *s, const char *worker_id, int lease_ms, json_t **job)
   int64_t now = store_now();
   st = prep(s,
             "UPDATE jobs SET status = 'running', attempt = attempt + 1, worker = ?2, "
-            "lease_expires_ms = ?3, started_at = COALESCE(started_at, ?4), updated_at = ?4 "
+            "lease_expires_ms = ?3, started_at = COALESCE(started_at, ?4), updated_at = ?4, "
+            "rate_t0_ms = NULL, rate_step0 = NULL, rate_t1_ms = NULL "
             "WHERE id = ?1 AND status = 'queued'");
   if (st) {
     bind_str(st, 1, id);
@@ -919,8 +989,10 @@ int store_job_metrics(store *s, const char *job_id, int attempt, const json_t *m
       prep(s,
            "UPDATE jobs SET steps_completed = ?4, total_steps = COALESCE(?5, total_steps), "
            "trained_tokens = COALESCE(?6, trained_tokens), epoch = COALESCE(?7, epoch), "
-           "lease_expires_ms = ?8, updated_at = ?9 WHERE id = ?1 AND attempt = ?2 AND status IN "
-           "('running', 'pausing')");
+           "lease_expires_ms = ?8, updated_at = ?9, metrics = ?10, "
+           "rate_step0 = CASE WHEN rate_t0_ms IS NULL THEN ?4 ELSE rate_step0 END, "
+           "rate_t0_ms = COALESCE(rate_t0_ms, ?11), rate_t1_ms = ?11 "
+           "WHERE id = ?1 AND attempt = ?2 AND status IN ('running', 'pausing')");
   if (st) {
     bind_str(st, 1, job_id);
     sqlite3_bind_int(st, 2, attempt);
@@ -931,6 +1003,8 @@ int store_job_metrics(store *s, const char *job_id, int attempt, const json_t *m
     if (has_int(metrics, "epoch")) sqlite3_bind_int64(st, 7, get_int(metrics, "epoch"));
     sqlite3_bind_int64(st, 8, now_ms() + lease_ms);
     sqlite3_bind_int64(st, 9, store_now());
+    bind_json(st, 10, metrics);
+    sqlite3_bind_int64(st, 11, now_ms());
   }
   int n = run_update(s, st);
   rc = n < 0 ? n : n == 0 ? FT_EBAD_STATE : 0;
@@ -1236,6 +1310,172 @@ int store_job_control(store *s, const char *job_id, int attempt, int *what) {
   return 0;
 }
 
+/* ---- jobs: file validation (validate.c) ----------------------------------- */
+
+int store_job_next_validating(store *s, int64_t *after_n, char *id, size_t n, int timeout_ms) {
+  if (n) id[0] = 0;
+  struct timespec deadline;
+  clock_gettime(CLOCK_MONOTONIC, &deadline);
+  deadline.tv_sec += timeout_ms / 1000;
+  deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+  if (deadline.tv_nsec >= 1000000000L) {
+    deadline.tv_sec++;
+    deadline.tv_nsec -= 1000000000L;
+  }
+  int rc = FT_ENOT_FOUND;
+  pthread_mutex_lock(&s->mu);
+  for (;;) {
+    if (s->stopping) {
+      rc = FT_ECANCELLED;
+      break;
+    }
+    sqlite3_stmt *st = prep(s,
+                            "SELECT n, id FROM jobs WHERE status = 'validating_files' AND n > ? "
+                            "ORDER BY n LIMIT 1");
+    if (!st) {
+      rc = FT_EDB;
+      break;
+    }
+    sqlite3_bind_int64(st, 1, *after_n);
+    int r = sqlite3_step(st);
+    if (r == SQLITE_ROW) {
+      *after_n = sqlite3_column_int64(st, 0);
+      snprintf(id, n, "%s", col_text(st, 1));
+    }
+    sqlite3_finalize(st);
+    if (r == SQLITE_ROW) {
+      rc = 0;
+      break;
+    }
+    if (r != SQLITE_DONE) {
+      rc = FT_EDB;
+      break;
+    }
+    if (pthread_cond_timedwait(&s->cv, &s->mu, &deadline) == ETIMEDOUT) break;
+  }
+  pthread_mutex_unlock(&s->mu);
+  return rc;
+}
+
+int store_job_get_internal(store *s, const char *id, json_t **job) {
+  pthread_mutex_lock(&s->mu);
+  int rc = job_get_locked(s, id, 1, job);
+  pthread_mutex_unlock(&s->mu);
+  return rc;
+}
+
+/* Moves a job out of validating_files: to queued with its data sets'
+ * statistics, or to failed with err. */
+static int job_validation_end(store *s, const char *id, const json_t *datasets,
+                              const ft_error *err) {
+  pthread_mutex_lock(&s->mu);
+  int rc = begin(s);
+  if (rc) goto out;
+  int64_t now = store_now();
+  sqlite3_stmt *st = prep(s,
+                          "UPDATE jobs SET status = ?2, datasets = COALESCE(?3, datasets), "
+                          "updated_at = ?4, finished_at = CASE WHEN ?2 = 'failed' THEN ?4 END, "
+                          "error_code = ?5, error_message = ?6, error_param = ?7 "
+                          "WHERE id = ?1 AND status = 'validating_files'");
+  if (st) {
+    bind_str(st, 1, id);
+    bind_str(st, 2, err ? "failed" : "queued");
+    bind_json(st, 3, datasets);
+    sqlite3_bind_int64(st, 4, now);
+    if (err) {
+      int code = err->code ? err->code : FT_EINTERNAL;
+      bind_str(st, 5, ft_err_code(code));
+      bind_str(st, 6, err->message[0] ? err->message : ft_err_message(code));
+      bind_str(st, 7, err->param[0] ? err->param : NULL);
+    }
+  }
+  int n = run_update(s, st);
+  rc = n < 0 ? n : n == 0 ? FT_EBAD_STATE : 0;
+  if (!rc && err) {
+    int code = err->code ? err->code : FT_EINTERNAL;
+    const char *m = err->message[0] ? err->message : ft_err_message(code);
+    char msg[700];
+    snprintf(msg, sizeof msg, "The job failed: %s", m);
+    rc = status_event_locked(s, id, "error", "failed", msg,
+                             json_pack("{s:{s:s, s:s, s:s?}}", "error", "code", ft_err_code(code),
+                                       "message", m, "param", err->param[0] ? err->param : NULL));
+  } else if (!rc) {
+    rc = status_event_locked(s, id, "info", "queued", "Files validated; the job is queued",
+                             json_pack("{s:O}", "datasets", datasets ? datasets : json_null()));
+  }
+  rc = end_tx(s, rc);
+out:
+  pthread_mutex_unlock(&s->mu);
+  return rc;
+}
+
+int store_job_validated(store *s, const char *id, const json_t *datasets) {
+  return job_validation_end(s, id, datasets, NULL);
+}
+
+int store_job_invalid(store *s, const char *id, const ft_error *err) {
+  ft_error e = {0};
+  if (!err) ft_error_set(&e, FT_EINTERNAL, NULL, NULL);
+  return job_validation_end(s, id, NULL, err ? err : &e);
+}
+
+int store_checkpoint_find(store *s, const char *job_id, long step, json_t **ckpt) {
+  *ckpt = NULL;
+  pthread_mutex_lock(&s->mu);
+  sqlite3_stmt *st = prep(s,
+                          "SELECT c.path, c.created_at, j.model, j.spec, j.suffix FROM "
+                          "checkpoints c JOIN jobs j ON j.id = c.job_id WHERE c.job_id = ? AND "
+                          "c.step = ? ORDER BY c.n DESC LIMIT 1");
+  int rc = SQLITE_ERROR;
+  if (st) {
+    bind_str(st, 1, job_id);
+    sqlite3_bind_int64(st, 2, step);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+      const char *suffix = col_text(st, 4);
+      *ckpt = json_pack("{s:o, s:o, s:o, s:o, s:s}", "path", col_str(st, 0), "created_at",
+                        col_int(st, 1), "model", col_str(st, 2), "spec", col_json(st, 3), "suffix",
+                        *suffix ? suffix : "ft");
+    }
+  }
+  sqlite3_finalize(st);
+  pthread_mutex_unlock(&s->mu);
+  if (rc == SQLITE_ROW) return *ckpt ? 0 : FT_ENOMEM;
+  return rc == SQLITE_DONE ? FT_ENOT_FOUND : FT_EDB;
+}
+
+int store_checkpoints_prune(store *s, const char *job_id, const json_t *kept) {
+  if (!json_is_array(kept)) return 0;
+  /* the kept steps as "(a,b,c)": integers only, so the SQL is ours */
+  size_t i, cap = 16 + 24 * json_array_size(kept), len = 0;
+  char *in = malloc(cap);
+  if (!in) return FT_ENOMEM;
+  len += (size_t)snprintf(in + len, cap - len, "(-1");
+  json_t *v;
+  json_array_foreach(kept, i, v) {
+    if (json_is_integer(v))
+      len += (size_t)snprintf(in + len, cap - len, ",%lld", (long long)json_integer_value(v));
+  }
+  snprintf(in + len, cap - len, ")");
+  char *sql = NULL;
+  if (asprintf(&sql, "DELETE FROM checkpoints WHERE job_id = ? AND step NOT IN %s", in) < 0)
+    sql = NULL;
+  free(in);
+  if (!sql) return FT_ENOMEM;
+  pthread_mutex_lock(&s->mu);
+  int rc = begin(s);
+  if (!rc) {
+    sqlite3_stmt *st = prep(s, sql);
+    if (st) bind_str(st, 1, job_id);
+    int n = run_update(s, st);
+    rc = n < 0 ? n : 0;
+    rc = end_tx(s, rc);
+  }
+  pthread_mutex_unlock(&s->mu);
+  free(sql);
+  return rc;
+}
+
 /* ---- events and checkpoints ---------------------------------------------- */
 
 int store_events_list(store *s, const char *job_id, const char *after, int limit, json_t **list) {
@@ -1318,6 +1558,80 @@ int store_checkpoints_list(store *s, const char *job_id, const char *after, int 
   if (!rc)
     rc = list_page_locked(s, "checkpoints c JOIN jobs j ON j.id = c.job_id", CKPT_COLS, "c.n",
                           "c.id", "c.job_id", job_id, after, limit, ckpt_json, list);
+  pthread_mutex_unlock(&s->mu);
+  return rc;
+}
+
+/* ---- graceful shutdown (shutdown.c, issue #7) ----------------------------- */
+
+int store_job_interrupt(store *s, const char *job_id, int attempt, long step) {
+  pthread_mutex_lock(&s->mu);
+  int rc = begin(s);
+  if (rc) goto out;
+  char before[24];
+  int cur = 0;
+  rc = job_status_locked(s, job_id, before, sizeof before, &cur);
+  if (rc == FT_ENOT_FOUND ||
+      (!rc && (cur != attempt || (strcmp(before, "running") && strcmp(before, "pausing")))))
+    rc = FT_EBAD_STATE;
+  int pausing = !rc && !strcmp(before, "pausing");
+  long resume_step = -1;
+  if (!rc) {
+    sqlite3_stmt *st = prep(s,
+                            "UPDATE jobs SET status = CASE status WHEN 'pausing' THEN 'paused' "
+                            "ELSE 'queued' END, worker = NULL, lease_expires_ms = NULL, "
+                            "updated_at = ?3 WHERE id = ?1 AND attempt = ?2 AND status IN "
+                            "('running', 'pausing')");
+    if (st) {
+      bind_str(st, 1, job_id);
+      sqlite3_bind_int(st, 2, attempt);
+      sqlite3_bind_int64(st, 3, store_now());
+    }
+    int n = run_update(s, st);
+    rc = n < 0 ? n : n == 0 ? FT_EBAD_STATE : 0;
+  }
+  if (!rc) { /* the step of the checkpoint the next attempt resumes from */
+    sqlite3_stmt *st = prep(s,
+                            "SELECT c.step FROM checkpoints c JOIN jobs j ON j.id = c.job_id "
+                            "WHERE j.id = ? AND c.path = j.resume_from ORDER BY c.n DESC LIMIT 1");
+    if (!st)
+      rc = FT_EDB;
+    else {
+      bind_str(st, 1, job_id);
+      int r = sqlite3_step(st);
+      if (r == SQLITE_ROW)
+        resume_step = (long)sqlite3_column_int64(st, 0);
+      else if (r != SQLITE_DONE)
+        rc = FT_EDB;
+      sqlite3_finalize(st);
+    }
+  }
+  if (!rc) {
+    char msg[300], from[64];
+    if (resume_step >= 0)
+      snprintf(from, sizeof from, "its checkpoint at step %ld", resume_step);
+    else
+      snprintf(from, sizeof from, "the start (no checkpoint yet)");
+    if (pausing)
+      snprintf(msg, sizeof msg, "Job paused");
+    else if (step >= 0)
+      snprintf(msg, sizeof msg,
+               "The daemon is shutting down: the job stopped at step %ld and is queued again; "
+               "it resumes from %s after the restart",
+               step, from);
+    else
+      snprintf(msg, sizeof msg,
+               "The daemon is shutting down and the job did not reach a step boundary in time: "
+               "it is queued again and resumes from %s after the restart",
+               from);
+    json_t *d = json_pack("{s:s, s:i}", "reason", "shutdown", "attempt", attempt);
+    json_object_set_new(d, "step", step >= 0 ? json_integer(step) : json_null());
+    json_object_set_new(d, "resume_step",
+                        resume_step >= 0 ? json_integer(resume_step) : json_null());
+    rc = status_event_locked(s, job_id, "info", pausing ? "paused" : "queued", msg, d);
+  }
+  rc = end_tx(s, rc);
+out:
   pthread_mutex_unlock(&s->mu);
   return rc;
 }

@@ -77,6 +77,31 @@ int store_jobs_expire(store *s, int max_attempts, int *n);
  * failed or succeeded: e.g. its lease expired): the worker lost its lease. */
 int store_job_control(store *s, const char *job_id, int attempt, int *what);
 
+/* ---- jobs: file validation (validate.c) ----------------------------------
+ * A job is created in validating_files; the validator prepares its data as
+ * the worker will, then moves it to queued (with the data sets' statistics)
+ * or failed. */
+
+/* Blocks until a job in validating_files comes after list position
+ * *after_n (0 at first: every such job), then its id into id and its
+ * position into *after_n; FT_ENOT_FOUND after timeout_ms, FT_ECANCELLED once
+ * store_wake_all was called. Any job insert wakes it. */
+int store_job_next_validating(store *s, int64_t *after_n, char *id, size_t n, int timeout_ms);
+/* The job object plus spec, resume_from, worker and result (as claim). */
+int store_job_get_internal(store *s, const char *id, json_t **job);
+/* validating_files -> queued with datasets ({"training","validation","test"});
+ * FT_EBAD_STATE when the job is not validating_files (cancelled meanwhile). */
+int store_job_validated(store *s, const char *id, const json_t *datasets);
+/* validating_files -> failed with err (its code, param and message). */
+int store_job_invalid(store *s, const char *id, const ft_error *err);
+/* The checkpoint of job_id at step still on disk: {"path", "created_at",
+ * "model" (the job's base), "spec" (the job's resolved spec), "suffix"};
+ * FT_ENOT_FOUND. */
+int store_checkpoint_find(store *s, const char *job_id, long step, json_t **ckpt);
+/* Drops the rows of job_id's checkpoints whose step is not in kept (an array
+ * of integers: the steps still on disk). Not an array: nothing changes. */
+int store_checkpoints_prune(store *s, const char *job_id, const json_t *kept);
+
 /* ---- events for SSE ------------------------------------------------------ */
 /* Blocks until the job has an event with seq > after_seq, the job is
  * terminal, or timeout_ms passes. */
@@ -113,13 +138,17 @@ int store_file_delete(store *s, const char *id, ft_error *err);
 /* A job to create, already validated (spec_parse/spec_check_model). */
 typedef struct {
   const char *model, *training_file, *validation_file /* or NULL */, *suffix /* or NULL */;
+  const char *test_file;      /* or NULL */
   uint64_t seed;
-  const json_t *spec;     /* resolved spec (spec_to_json) */
-  const json_t *metadata; /* object or NULL */
+  const json_t *spec;         /* resolved spec (spec_to_json) */
+  const json_t *metadata;     /* object or NULL */
+  const json_t *parent_model; /* lineage {"model","job"} when model is fine-tuned, or NULL */
+  int queued;                 /* 1: insert as queued (its files need no validation: tests) */
 } store_job_new;
-/* Inserts a queued job and its "Job created" event in one transaction, after
- * checking (in it) that the files exist (else FT_EINVALID naming
- * training_file/validation_file). *job is the job object. */
+/* Inserts a job in validating_files (queued with j->queued) and its "Job
+ * created" event in one transaction, after checking (in it) that the files
+ * exist (else FT_EINVALID naming training_file/validation_file/test_file).
+ * *job is the job object. */
 int store_job_insert(store *s, const store_job_new *j, json_t **job, ft_error *err);
 int store_job_get(store *s, const char *id, json_t **job); /* FT_ENOT_FOUND */
 int store_job_list(store *s, const char *after, int limit, json_t **list);
@@ -153,4 +182,14 @@ int store_checkpoints_list(store *s, const char *job_id, const char *after, int 
 
 /* True for succeeded/failed/cancelled. */
 int store_status_terminal(const char *status);
+
+/* ---- graceful shutdown (shutdown.c, issue #7) ----------------------------- */
+/* The daemon is stopping and ends (job, attempt) itself: a running job goes
+ * back to queued (resume_from stays its latest checkpoint, which a worker's
+ * pause has just written) and a pausing one becomes paused, with no lost
+ * attempt counted and a status event (data: reason "shutdown", step,
+ * resume_step). step: where the worker stopped, or -1 if it did not stop
+ * (the drain timed out). FT_EBAD_STATE for a stale attempt or another
+ * status (e.g. cancelled meanwhile). */
+int store_job_interrupt(store *s, const char *job_id, int attempt, long step);
 #endif

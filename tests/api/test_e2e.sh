@@ -16,7 +16,7 @@ spec() { # spec ADAPTER EPOCHS CKPT_EVERY
 }
 
 # --- full fine-tuning, followed live over SSE
-api POST /v1/fine_tuning/jobs -H 'Content-Type: application/json' -d "$(spec full 3 5)"
+api POST /v1/fine_tuning/jobs -H 'Content-Type: application/json' -d "$(spec full 6 5)"
 check_eq "create job" "$CODE" 200
 job=$(jget .id)
 check_eq "job object" "$(jget .object)" "fine_tuning.job"

@@ -129,7 +129,12 @@ static json_t *jmsg(const char *type, const char *job, int attempt) {
 
 static void insert_job(const char *suffix, char *id_out) {
   json_t *spec = json_pack("{s:s, s:s}", "model", "base", "training_file", "file-test");
-  store_job_new n = {"base", "file-test", NULL, suffix, 42, spec, NULL};
+  store_job_new n = {.model = "base",
+                     .training_file = "file-test",
+                     .suffix = suffix,
+                     .seed = 42,
+                     .spec = spec,
+                     .queued = 1};
   json_t *job = NULL;
   ft_error e = {0};
   int rc = store_job_insert(g_store, &n, &job, &e);
@@ -218,7 +223,7 @@ static void test_claim_gets_job(void) {
   CHECK_EQ_STR(str(job, "paths", "train_path"), want);
   snprintf(want, sizeof want, "%s/jobs/%s/output-1", g_dir, g_job);
   CHECK_EQ_STR(str(job, "paths", "out_dir"), want);
-  snprintf(want, sizeof want, "%s/jobs/%s", g_dir, g_job);
+  snprintf(want, sizeof want, "%s/jobs/%s/checkpoints", g_dir, g_job);
   CHECK_EQ_STR(str(job, "paths", "ckpt_dir"), want);
   CHECK(json_is_null(json_object_get(json_object_get(job, "paths"), "valid_path")));
   CHECK(json_is_null(json_object_get(json_object_get(job, "paths"), "resume_from")));

@@ -1,6 +1,7 @@
 /* The store against a real SQLite file in a temp dir: migrations, file rows,
  * the job state machine (claim order, stale attempts, lease expiry, pause,
- * terminal states that never change), event order and waiting. */
+ * terminal states that never change), event order and waiting, the
+ * validating_files phase and the fields of trustworthy training. */
 #include <pthread.h>
 #include <stdlib.h>
 #include <time.h>
@@ -39,7 +40,7 @@ static void add_job(store *s, char *buf, size_t n) {
   add_file(s, fid, sizeof fid);
   json_t *spec = json_pack("{s:s, s:{s:s, s:{s:{s:i}}}}", "model", "tiny", "method", "type",
                            "supervised", "supervised", "hyperparameters", "n_epochs", 2);
-  store_job_new j = {.model = "tiny", .training_file = fid, .seed = 7, .spec = spec};
+  store_job_new j = {.model = "tiny", .training_file = fid, .seed = 7, .spec = spec, .queued = 1};
   json_t *job = NULL;
   ft_error err = {0};
   CHECK_EQ_INT(store_job_insert(s, &j, &job, &err), 0);
@@ -126,7 +127,7 @@ static void test_job_insert_checks_files(void) {
   j.metadata = meta;
   CHECK_EQ_INT(store_job_insert(s, &j, &job, &err), 0);
   CHECK_EQ_STR(jstr(job, "object"), "fine_tuning.job");
-  CHECK_EQ_STR(jstr(job, "status"), "queued");
+  CHECK_EQ_STR(jstr(job, "status"), "validating_files");
   CHECK_EQ_STR(jstr(json_object_get(job, "metadata"), "team"), "a");
   CHECK(json_is_null(json_object_get(job, "error")));
   CHECK(json_is_array(json_object_get(job, "result_files")));
@@ -495,6 +496,135 @@ static void test_worker_reports_checked(void) {
   store_close(s);
 }
 
+/* validating_files: jobs are found in creation order (again after a
+ * restart), then queued with their datasets or failed with the file error;
+ * a cancel meanwhile wins. */
+static void test_validating_files(void) {
+  store *s = open_fresh();
+  char fid[64];
+  add_file(s, fid, sizeof fid);
+  json_t *spec = json_object();
+  store_job_new j = {.model = "tiny", .training_file = fid, .seed = 1, .spec = spec};
+  json_t *job = NULL;
+  ft_error err = {0};
+  char ids[3][64];
+  for (int i = 0; i < 3; i++) {
+    CHECK_EQ_INT(store_job_insert(s, &j, &job, &err), 0);
+    CHECK_EQ_STR(jstr(job, "status"), "validating_files");
+    CHECK(json_is_null(json_object_get(job, "datasets")));
+    snprintf(ids[i], 64, "%s", jstr(job, "id"));
+    json_decref(job);
+  }
+  /* nothing is claimable while validating */
+  CHECK_EQ_INT(store_job_claim(s, "w1", 30000, &job), 0);
+  CHECK(job == NULL);
+  int64_t after = 0;
+  char id[64];
+  CHECK_EQ_INT(store_job_next_validating(s, &after, id, sizeof id, 10), 0);
+  CHECK_EQ_STR(id, ids[0]);
+  json_t *ds = json_pack("{s:{s:i}, s:n, s:n}", "training", "examples", 40, "validation", "test");
+  CHECK_EQ_INT(store_job_validated(s, id, ds), 0);
+  CHECK_EQ_INT(store_job_validated(s, id, ds), FT_EBAD_STATE);
+  CHECK_EQ_INT(store_job_get(s, id, &job), 0);
+  CHECK_EQ_STR(jstr(job, "status"), "queued");
+  CHECK_EQ_INT(jint(json_object_get(json_object_get(job, "datasets"), "training"), "examples"), 40);
+  json_decref(job);
+  CHECK_EQ_INT(store_job_next_validating(s, &after, id, sizeof id, 10), 0);
+  CHECK_EQ_STR(id, ids[1]);
+  ft_error_set(&err, FT_ETRAIN_FILE, "training_file", "line 3: too few examples");
+  CHECK_EQ_INT(store_job_invalid(s, id, &err), 0);
+  CHECK_EQ_INT(store_job_get(s, id, &job), 0);
+  CHECK_EQ_STR(jstr(job, "status"), "failed");
+  json_t *e = json_object_get(job, "error");
+  CHECK_EQ_STR(jstr(e, "code"), "invalid_training_file");
+  CHECK_EQ_STR(jstr(e, "param"), "training_file");
+  CHECK_EQ_STR(jstr(e, "message"), "line 3: too few examples");
+  CHECK(jint(job, "finished_at") > 0);
+  json_decref(job);
+  /* cancelled while validating: the cancel wins; a restart (after = 0) finds none */
+  CHECK_EQ_INT(store_job_cancel(s, ids[2], NULL, &err), 0);
+  after = 0;
+  CHECK_EQ_INT(store_job_next_validating(s, &after, id, sizeof id, 10), FT_ENOT_FOUND);
+  CHECK_EQ_INT(store_job_validated(s, ids[2], ds), FT_EBAD_STATE);
+  status_is(s, ids[2], "cancelled");
+  /* only the validated one is claimable */
+  CHECK_EQ_INT(store_job_claim(s, "w1", 30000, &job), 0);
+  CHECK_EQ_STR(jstr(job, "id"), ids[0]);
+  json_decref(job);
+  /* a stopping store answers at once */
+  store_wake_all(s);
+  CHECK_EQ_INT(store_job_next_validating(s, &after, id, sizeof id, 5000), FT_ECANCELLED);
+  json_decref(ds);
+  json_decref(spec);
+  store_close(s);
+}
+
+/* The latest metrics, the result's fields, pruned checkpoints and the
+ * checkpoint lookup behind checkpoint model ids. */
+static void test_trust_fields(void) {
+  store *s = open_fresh();
+  char a[64];
+  add_job(s, a, sizeof a);
+  json_t *job = NULL;
+  CHECK_EQ_INT(store_job_claim(s, "w1", 30000, &job), 0);
+  CHECK(json_is_null(json_object_get(job, "metrics")));
+  CHECK(json_is_null(json_object_get(job, "estimated_finish")));
+  json_decref(job);
+  for (int step = 1; step <= 4; step++) {
+    json_t *m = json_pack("{s:i, s:i, s:f, s:i}", "step", step, "total_steps", 10, "train_loss",
+                          2.0 / step, "epochs_completed", step / 2);
+    CHECK_EQ_INT(store_job_metrics(s, a, 1, m, 30000), 0);
+    json_decref(m);
+    json_t *kept = json_pack("[i, i]", step - 1, step);
+    char path[64];
+    snprintf(path, sizeof path, "/x/ckpt-%d", step);
+    CHECK_EQ_INT(store_checkpoint_add(s, a, 1, step, path, NULL), 0);
+    CHECK_EQ_INT(store_checkpoints_prune(s, a, kept), 0);
+    json_decref(kept);
+    usleep(20000);
+  }
+  CHECK_EQ_INT(store_job_get(s, a, &job), 0);
+  CHECK_EQ_INT(jint(json_object_get(job, "metrics"), "step"), 4);
+  CHECK_EQ_INT(jint(job, "epochs_completed"), 2);
+  CHECK(json_is_integer(json_object_get(job, "estimated_finish")));
+  CHECK(jint(job, "estimated_finish") >= (long long)store_now() - 1);
+  CHECK(json_is_false(json_object_get(job, "early_stopped")));
+  json_decref(job);
+  json_t *list = NULL;
+  CHECK_EQ_INT(store_checkpoints_list(s, a, NULL, 10, &list), 0);
+  json_t *data = json_object_get(list, "data");
+  CHECK_EQ_INT((int)json_array_size(data), 2);
+  json_t *c0 = json_array_get(data, 0);
+  CHECK_EQ_INT(jint(c0, "step_number"), 4);
+  char want[200];
+  snprintf(want, sizeof want, "ft:tiny:ft:%s:ckpt-step-4", a);
+  CHECK_EQ_STR(jstr(c0, "fine_tuned_model_checkpoint"), want);
+  json_decref(list);
+  json_t *ck = NULL;
+  CHECK_EQ_INT(store_checkpoint_find(s, a, 3, &ck), 0);
+  CHECK_EQ_STR(jstr(ck, "path"), "/x/ckpt-3");
+  CHECK_EQ_STR(jstr(ck, "model"), "tiny");
+  CHECK(json_is_object(json_object_get(ck, "spec")));
+  json_decref(ck);
+  CHECK_EQ_INT(store_checkpoint_find(s, a, 1, &ck), FT_ENOT_FOUND);
+  json_t *res = json_pack("{s:i, s:b, s:i, s:f, s:{s:f}, s:[s], s:i}", "steps", 4, "early_stopped",
+                          1, "best_step", 2, "best_metric", 0.5, "test_metrics", "test_loss", 0.7,
+                          "result_files", "file-abc", "epochs_completed", 3);
+  CHECK_EQ_INT(store_job_finish(s, a, 1, "succeeded", NULL, "ft:x", "/m", res), 0);
+  json_decref(res);
+  CHECK_EQ_INT(store_job_get(s, a, &job), 0);
+  CHECK(json_is_true(json_object_get(job, "early_stopped")));
+  CHECK_EQ_INT(jint(job, "best_step"), 2);
+  CHECK_EQ_INT(jint(job, "epochs_completed"), 3);
+  CHECK_NEAR(json_number_value(json_object_get(json_object_get(job, "test_metrics"), "test_loss")),
+             0.7, 1e-9);
+  CHECK_EQ_STR(json_string_value(json_array_get(json_object_get(job, "result_files"), 0)),
+               "file-abc");
+  CHECK(json_is_null(json_object_get(job, "estimated_finish")));
+  json_decref(job);
+  store_close(s);
+}
+
 /* A lease that ran out and is not claimed again (queued, same attempt) is
  * stale for its old worker: lease_lost, not a cancel. */
 static void test_control_expired_lease_is_stale(void) {
@@ -557,6 +687,8 @@ int main(void) {
   RUN(test_counts);
   RUN(test_worker_reports_checked);
   RUN(test_control_expired_lease_is_stale);
+  RUN(test_validating_files);
+  RUN(test_trust_fields);
   char cmd[300];
   snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
   if (system(cmd)) fprintf(stderr, "could not remove %s\n", dir);

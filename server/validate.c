@@ -1,0 +1,237 @@
+/* The validating_files phase (validate.h): one thread, woken by the store
+ * whenever a job is inserted, takes the jobs in validating_files in creation
+ * order and prepares each one's data with the worker's own code path, so a
+ * bad file fails the job in seconds, with the line named, instead of after a
+ * worker has claimed it. Workload: a handful of jobs, each file read and
+ * tokenized once here (the worker does it again when it trains: the daemon
+ * keeps nothing in memory). A cancel while a job is being validated wins:
+ * the final status change only applies to a job still in validating_files. */
+#include "validate.h"
+
+#include <errno.h>
+#include <ftw.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "chat.h"
+#include "data.h"
+#include "ft_log.h"
+#include "hfdir.h"
+#include "spec.h"
+#include "tok.h"
+#include "train.h"
+
+#define WAIT_MS 1000
+
+struct validator {
+  store *s;
+  pool *p;
+  char *data_dir;
+  pthread_t thread;
+  atomic_int stop;
+};
+
+int validate_ckpt_id(const char *id, char *job, size_t job_n, long *step) {
+  const char *k = strstr(id, ":ckpt-step-");
+  if (!k || strncmp(id, "ft:", 3)) return 0;
+  while (strstr(k + 1, ":ckpt-step-")) k = strstr(k + 1, ":ckpt-step-");
+  const char *num = k + strlen(":ckpt-step-");
+  char *end;
+  errno = 0;
+  long n = strtol(num, &end, 10);
+  if (*num < '0' || *num > '9' || *end || errno || n < 0) return 0;
+  /* the job id is the last ':' component before the suffix */
+  const char *j = k;
+  while (j > id && j[-1] != ':') j--;
+  size_t len = (size_t)(k - j);
+  if (len != 30 || strncmp(j, "ftjob-", 6) || len >= job_n) return 0;
+  memcpy(job, j, len);
+  job[len] = 0;
+  *step = n;
+  return 1;
+}
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
+  remove(path);
+  return 0;
+}
+
+/* models/<id> for a checkpoint id: the base model of the checkpoint's job
+ * with its trained tensors applied, written once (to a temp dir, then
+ * renamed in). */
+static int materialise(validator *v, const char *id, ft_error *err) {
+  char dir[PATH_MAX], cfg[PATH_MAX + 16], job[64];
+  long step = 0;
+  struct stat sb;
+  if (snprintf(dir, sizeof dir, "%s/models/%s", v->data_dir, id) >= (int)sizeof dir)
+    return ft_error_set(err, FT_EINVALID, "model", "model id too long");
+  snprintf(cfg, sizeof cfg, "%s/config.json", dir);
+  if (stat(cfg, &sb) == 0) return 0; /* done before */
+  if (!validate_ckpt_id(id, job, sizeof job, &step))
+    return ft_error_set(err, FT_EINVALID, "model", "unknown model \"%.200s\"", id);
+  json_t *ck = NULL;
+  int rc = store_checkpoint_find(v->s, job, step, &ck);
+  if (rc == FT_ENOT_FOUND)
+    return ft_error_set(err, FT_EINVALID, "model",
+                        "checkpoint \"%.200s\" no longer exists (it was pruned)", id);
+  if (rc) return ft_error_set(err, rc, NULL, "cannot read checkpoint %.200s", id);
+  ft_spec *pspec = calloc(1, sizeof *pspec);
+  char base[PATH_MAX], tmp[PATH_MAX], tag[64];
+  store_new_id(".tmp-ckpt", tag, sizeof tag);
+  snprintf(base, sizeof base, "%s/models/%s", v->data_dir,
+           json_string_value(json_object_get(ck, "model")));
+  snprintf(tmp, sizeof tmp, "%s/models/%s", v->data_dir, tag);
+  const char *path = json_string_value(json_object_get(ck, "path"));
+  if (!pspec)
+    rc = ft_error_set(err, FT_ENOMEM, NULL, NULL);
+  else if ((rc = spec_parse(json_object_get(ck, "spec"), pspec, err)) == 0)
+    rc = train_export_checkpoint(pspec, base, path, tmp, err);
+  if (!rc && rename(tmp, dir) && errno != EEXIST && errno != ENOTEMPTY)
+    rc = ft_error_set(err, FT_EIO, "model", "cannot move checkpoint %.200s into models/: %s", id,
+                      strerror(errno));
+  if (rc) {
+    char m[sizeof err->message], param[sizeof err->param];
+    snprintf(m, sizeof m, "%s", err->message[0] ? err->message : ft_err_message(rc));
+    snprintf(param, sizeof param, "%s", err->param[0] ? err->param : "model");
+    ft_error_set(err, rc, param, "cannot use checkpoint %.120s: %s", id, m);
+  }
+  nftw(tmp, rm_entry, 16, FTW_DEPTH | FTW_PHYS); /* (gone after a successful rename) */
+  if (!rc) FT_INFO("msg=\"checkpoint materialised as a model\" model=%s from=%s", id, path);
+  free(pspec);
+  json_decref(ck);
+  return rc;
+}
+
+/* Prepares the job's data as the worker will; *datasets gets the stats. */
+static int prepare(validator *v, const json_t *job, json_t **datasets, ft_error *err) {
+  const char *model = json_string_value(json_object_get(job, "model"));
+  char mdir[PATH_MAX], tpath[PATH_MAX], vpath[PATH_MAX], xpath[PATH_MAX];
+  ft_spec *spec = calloc(1, sizeof *spec);
+  ft_config *cfg = calloc(1, sizeof *cfg);
+  tok *t = NULL;
+  ft_data_sets sets;
+  memset(&sets, 0, sizeof sets);
+  int rc = 0, have_sets = 0;
+  if (!spec || !cfg || !model) {
+    rc = ft_error_set(err, spec && cfg ? FT_EINTERNAL : FT_ENOMEM, NULL, NULL);
+    goto out;
+  }
+  if ((rc = spec_parse(json_object_get(job, "spec"), spec, err))) goto out;
+  char ck_job[64];
+  long ck_step = 0;
+  if (validate_ckpt_id(model, ck_job, sizeof ck_job, &ck_step) && (rc = materialise(v, model, err)))
+    goto out;
+  snprintf(mdir, sizeof mdir, "%s/models/%s", v->data_dir, model);
+  if ((rc = hf_config_load(cfg, mdir, err)) || (rc = spec_check_model(spec, cfg, err)) ||
+      (rc = tok_load(&t, mdir, err))) {
+    if (!err->param[0]) snprintf(err->param, sizeof err->param, "model");
+    goto out;
+  }
+  ft_chat_family chat = FT_CHAT_PLAIN;
+  if ((rc = chat_detect(mdir, t, &chat, err))) goto out;
+  snprintf(tpath, sizeof tpath, "%s/files/%s", v->data_dir, spec->training_file);
+  snprintf(vpath, sizeof vpath, "%s/files/%s", v->data_dir, spec->validation_file);
+  snprintf(xpath, sizeof xpath, "%s/files/%s", v->data_dir, spec->test_file);
+  ft_data_job dj;
+  memset(&dj, 0, sizeof dj);
+  train_data_job(&dj, spec, cfg, chat, tpath, spec->validation_file[0] ? vpath : NULL,
+                 spec->test_file[0] ? xpath : NULL);
+  if ((rc = data_prepare(&sets, &dj, t, err))) goto out;
+  have_sets = 1;
+  *datasets = json_pack("{s:o, s:o, s:o}", "training", data_stats_json(sets.train, 0), "validation",
+                        data_stats_json(sets.valid, sets.valid_from_split), "test",
+                        data_stats_json(sets.test, sets.test_from_split));
+  if (!*datasets) rc = ft_error_set(err, FT_ENOMEM, NULL, NULL);
+out:
+  if (have_sets) data_sets_free(&sets);
+  if (t) tok_free(t);
+  free(cfg);
+  free(spec);
+  return rc;
+}
+
+static void validate_job(validator *v, const char *id) {
+  json_t *job = NULL;
+  int rc = store_job_get_internal(v->s, id, &job);
+  if (rc) {
+    FT_WARN("msg=\"cannot read a job to validate\" job=%s err=%s", id, ft_err_code(rc));
+    return;
+  }
+  const char *status = json_string_value(json_object_get(job, "status"));
+  if (!status || strcmp(status, "validating_files")) {
+    json_decref(job); /* cancelled before its turn */
+    return;
+  }
+  ft_error err = {0};
+  json_t *datasets = NULL;
+  rc = prepare(v, job, &datasets, &err);
+  if (rc) {
+    if (!err.code) ft_error_set(&err, rc, NULL, NULL);
+    FT_INFO("msg=\"job files invalid\" job=%s code=%s param=%s err=\"%s\"", id,
+            ft_err_code(err.code), err.param, err.message);
+    rc = store_job_invalid(v->s, id, &err);
+  } else {
+    rc = store_job_validated(v->s, id, datasets);
+    if (!rc) {
+      FT_INFO("msg=\"job files validated\" job=%s", id);
+      pool_notify(v->p);
+    }
+  }
+  if (rc == FT_EBAD_STATE)
+    FT_INFO("msg=\"job left validating_files meanwhile\" job=%s", id);
+  else if (rc)
+    FT_WARN("msg=\"cannot record a job's validation\" job=%s err=%s", id, ft_err_code(rc));
+  json_decref(datasets);
+  json_decref(job);
+}
+
+static void *run(void *arg) {
+  validator *v = arg;
+  int64_t after = 0;
+  while (!atomic_load(&v->stop)) {
+    char id[64];
+    int rc = store_job_next_validating(v->s, &after, id, sizeof id, WAIT_MS);
+    if (rc == FT_ECANCELLED) break;
+    if (rc == FT_EDB) {
+      FT_WARN("msg=\"validation queue: database error\"");
+      usleep(WAIT_MS * 1000);
+    }
+    if (rc == 0) validate_job(v, id);
+  }
+  return NULL;
+}
+
+int validate_start(validator **out, store *s, pool *p, const char *data_dir, ft_error *err) {
+  *out = NULL;
+  validator *v = calloc(1, sizeof *v);
+  if (!v || !(v->data_dir = strdup(data_dir))) {
+    free(v);
+    return ft_error_set(err, FT_ENOMEM, NULL, NULL);
+  }
+  v->s = s;
+  v->p = p;
+  atomic_init(&v->stop, 0);
+  int rc = pthread_create(&v->thread, NULL, run, v);
+  if (rc) {
+    free(v->data_dir);
+    free(v);
+    return ft_error_set(err, FT_EINTERNAL, NULL, "cannot start the validation thread: %s",
+                        strerror(rc));
+  }
+  *out = v;
+  return 0;
+}
+
+void validate_stop(validator *v) {
+  if (!v) return;
+  atomic_store(&v->stop, 1);
+  pthread_join(v->thread, NULL);
+  free(v->data_dir);
+  free(v);
+}
