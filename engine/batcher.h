@@ -23,10 +23,18 @@ typedef struct {
   int B, T;       /* rows per batch, tokens per row (> 0) */
   int32_t pad_id; /* token id for padding (< 0: 0) */
   uint64_t seed;
-  int shuffle;   /* a seeded new order every epoch; else file order */
-  int pack;      /* causal LM only: fill rows with several whole examples */
-  int by_length; /* batch examples of similar length together */
-  size_t limit;  /* > 0: use only the first `limit` examples (evaluation) */
+  int shuffle; /* a seeded new order every epoch; else file order */
+  /* Causal LM only (ignored without targets): rows of up to T tokens holding
+   * whole examples (best-fit decreasing, computed once from the lengths and
+   * the seed, so the rows are the same every epoch and only their order
+   * changes); pos/seg filled, the last target of each example is -1, lens[r]
+   * the row's used tokens. The number of batches is ceil(rows / B). */
+  int pack;
+  /* Rows (examples, or packed rows) sorted by length, longest first, inside
+   * chunks of 64 batches of the epoch's order; with shuffle the order of the
+   * batches is then a seeded permutation per epoch. Less padding. */
+  int by_length;
+  size_t limit; /* > 0: use only the first `limit` examples (evaluation) */
 } ft_batcher_opts;
 
 typedef struct ft_batcher ft_batcher;

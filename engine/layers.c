@@ -267,12 +267,13 @@ void rope_tables(float *cos_t, float *sin_t, int maxT, int HD, float theta) {
   }
 }
 
-static void rope_apply(float *x, const float *cos_t, const float *sin_t, int B, int T, int nh,
-                       int HD, float sgn) {
+static void rope_apply(float *x, const float *cos_t, const float *sin_t, const int32_t *pos, int B,
+                       int T, int nh, int HD, float sgn) {
   int h = HD / 2;
   for (int b = 0; b < B; b++)
     for (int t = 0; t < T; t++) {
-      const float *cs = cos_t + (size_t)t * h, *sn = sin_t + (size_t)t * h;
+      size_t p0 = pos ? (size_t)pos[(size_t)b * T + t] : (size_t)t;
+      const float *cs = cos_t + p0 * h, *sn = sin_t + p0 * h;
       for (int hd = 0; hd < nh; hd++) {
         float *p = x + ((size_t)b * T + t) * nh * HD + (size_t)hd * HD;
         for (int i = 0; i < h; i++) {
@@ -284,53 +285,69 @@ static void rope_apply(float *x, const float *cos_t, const float *sin_t, int B, 
     }
 }
 
-void rope_forward(float *x, const float *cos_t, const float *sin_t, int B, int T, int nh, int HD) {
-  rope_apply(x, cos_t, sin_t, B, T, nh, HD, 1.0f);
+void rope_forward(float *x, const float *cos_t, const float *sin_t, const int32_t *pos, int B,
+                  int T, int nh, int HD) {
+  rope_apply(x, cos_t, sin_t, pos, B, T, nh, HD, 1.0f);
 }
 
-void rope_backward(float *dx, const float *cos_t, const float *sin_t, int B, int T, int nh,
-                   int HD) {
-  rope_apply(dx, cos_t, sin_t, B, T, nh, HD, -1.0f);
+void rope_backward(float *dx, const float *cos_t, const float *sin_t, const int32_t *pos, int B,
+                   int T, int nh, int HD) {
+  rope_apply(dx, cos_t, sin_t, pos, B, T, nh, HD, -1.0f);
 }
 
 /* ---- attention ---- */
 
+/* One segment [t0, t0+n) of one row and head: its causal n x n block of
+ * probabilities P (ld T), and Y = P V. With one segment per row this is the
+ * whole lens[b] x lens[b] corner. */
+static void attn_block_forward(float *Y, int ldy, float *P, int T, const float *Q, int ldq,
+                               const float *K, const float *V, int ldkv, int n, int HD,
+                               float scale) {
+  matmul(P, T, Q, ldq, 0, K, ldkv, 1, n, n, HD, scale, 0.0f);
+  for (int i = 0; i < n; i++) {
+    float *p = P + (size_t)i * T;
+    float m = max_f(p, i + 1);
+    float acc[16] = {0};
+    int j = 0;
+    for (; j + 16 <= i + 1; j += 16)
+      for (int u = 0; u < 16; u++) {
+        float e = ft_expf(p[j + u] - m);
+        p[j + u] = e;
+        acc[u] += e;
+      }
+    double s = 0.0;
+    for (int u = 0; u < 16; u++) s += acc[u];
+    for (; j <= i; j++) {
+      p[j] = ft_expf(p[j] - m);
+      s += p[j];
+    }
+    float inv = (float)(1.0 / s);
+    for (j = 0; j <= i; j++) p[j] *= inv;
+    for (j = i + 1; j < n; j++) p[j] = 0.0f;
+  }
+  matmul(Y, ldy, P, T, 0, V, ldkv, 0, n, HD, n, 1.0f, 0.0f);
+}
+
 void attention_forward(float *out, float *att, const float *q, const float *k, const float *v,
-                       const int32_t *lens, int B, int T, int NH, int NKV, int HD, int ldq,
-                       int ldkv) {
+                       const int32_t *lens, const int32_t *seg, int B, int T, int NH, int NKV,
+                       int HD, int ldq, int ldkv) {
   int C = NH * HD, grp = NH / NKV;
   float scale = 1.0f / sqrtf((float)HD);
   for (int b = 0; b < B; b++) {
     int L = lens[b];
+    const int32_t *sg = seg ? seg + (size_t)b * T : NULL;
     for (int h = 0; h < NH; h++) {
       float *P = att + ((size_t)b * NH + h) * T * T;  // (L,L) ld T
       const float *Q = q + (size_t)b * T * ldq + (size_t)h * HD;
       const float *K = k + (size_t)b * T * ldkv + (size_t)(h / grp) * HD;
       const float *V = v + (size_t)b * T * ldkv + (size_t)(h / grp) * HD;
-      matmul(P, T, Q, ldq, 0, K, ldkv, 1, L, L, HD, scale, 0.0f);
-      for (int i = 0; i < L; i++) {
-        float *p = P + (size_t)i * T;
-        float m = max_f(p, i + 1);
-        float acc[16] = {0};
-        int j = 0;
-        for (; j + 16 <= i + 1; j += 16)
-          for (int u = 0; u < 16; u++) {
-            float e = ft_expf(p[j + u] - m);
-            p[j + u] = e;
-            acc[u] += e;
-          }
-        double s = 0.0;
-        for (int u = 0; u < 16; u++) s += acc[u];
-        for (; j <= i; j++) {
-          p[j] = ft_expf(p[j] - m);
-          s += p[j];
-        }
-        float inv = (float)(1.0 / s);
-        for (j = 0; j <= i; j++) p[j] *= inv;
-        for (j = i + 1; j < L; j++) p[j] = 0.0f;
-      }
       float *Y = out + (size_t)b * T * C + (size_t)h * HD;
-      matmul(Y, C, P, T, 0, V, ldkv, 0, L, HD, L, 1.0f, 0.0f);
+      for (int t0 = 0, t1; t0 < L; t0 = t1) {
+        t1 = seg_run(sg, t0, L);
+        size_t o = (size_t)t0;
+        attn_block_forward(Y + o * C, C, P + o * T + o, T, Q + o * ldq, ldq, K + o * ldkv,
+                           V + o * ldkv, ldkv, t1 - t0, HD, scale);
+      }
     }
     if (L < T) memset(out + ((size_t)b * T + L) * C, 0, sizeof(float) * (size_t)(T - L) * C);
   }
@@ -338,29 +355,34 @@ void attention_forward(float *out, float *att, const float *q, const float *k, c
 
 void attention_backward(float *dq, float *dk, float *dv, float *scratch, const float *dout,
                         const float *att, const float *q, const float *k, const float *v,
-                        const int32_t *lens, int B, int T, int NH, int NKV, int HD, int ldq,
-                        int ldkv) {
+                        const int32_t *lens, const int32_t *seg, int B, int T, int NH, int NKV,
+                        int HD, int ldq, int ldkv) {
   int C = NH * HD, grp = NH / NKV;
   float scale = 1.0f / sqrtf((float)HD);
   for (int b = 0; b < B; b++) {
     int L = lens[b];
+    const int32_t *sg = seg ? seg + (size_t)b * T : NULL;
     for (int h = 0; h < NH; h++) {
-      const float *P = att + ((size_t)b * NH + h) * T * T;
-      size_t qo = (size_t)b * T * ldq + (size_t)h * HD;
-      size_t ko = (size_t)b * T * ldkv + (size_t)(h / grp) * HD;
-      const float *dY = dout + (size_t)b * T * C + (size_t)h * HD;
-      float *dP = scratch;  // (L,L) ld T
-      matmul(dP, T, dY, C, 0, v + ko, ldkv, 1, L, L, HD, 1.0f, 0.0f);
-      matmul(dv + ko, ldkv, P, T, 1, dY, C, 0, L, HD, L, 1.0f, 1.0f);
-      for (int i = 0; i < L; i++) {
-        const float *p = P + (size_t)i * T;
-        float *d = dP + (size_t)i * T;
-        float s = (float)dot_f(p, d, i + 1);
-        for (int j = 0; j <= i; j++) d[j] = p[j] * (d[j] - s);
-        for (int j = i + 1; j < L; j++) d[j] = 0.0f;
+      for (int t0 = 0, t1; t0 < L; t0 = t1) {
+        t1 = seg_run(sg, t0, L);
+        int n = t1 - t0;
+        const float *P = att + (((size_t)b * NH + h) * T + t0) * T + t0;
+        size_t qo = ((size_t)b * T + t0) * ldq + (size_t)h * HD;
+        size_t ko = ((size_t)b * T + t0) * ldkv + (size_t)(h / grp) * HD;
+        const float *dY = dout + ((size_t)b * T + t0) * C + (size_t)h * HD;
+        float *dP = scratch;  // (n,n) ld T
+        matmul(dP, T, dY, C, 0, v + ko, ldkv, 1, n, n, HD, 1.0f, 0.0f);
+        matmul(dv + ko, ldkv, P, T, 1, dY, C, 0, n, HD, n, 1.0f, 1.0f);
+        for (int i = 0; i < n; i++) {
+          const float *p = P + (size_t)i * T;
+          float *d = dP + (size_t)i * T;
+          float s = (float)dot_f(p, d, i + 1);
+          for (int j = 0; j <= i; j++) d[j] = p[j] * (d[j] - s);
+          for (int j = i + 1; j < n; j++) d[j] = 0.0f;
+        }
+        matmul(dq + qo, ldq, dP, T, 0, k + ko, ldkv, 0, n, HD, n, scale, 1.0f);
+        matmul(dk + ko, ldkv, dP, T, 1, q + qo, ldq, 0, n, HD, n, scale, 1.0f);
       }
-      matmul(dq + qo, ldq, dP, T, 0, k + ko, ldkv, 0, L, HD, L, scale, 1.0f);
-      matmul(dk + ko, ldkv, dP, T, 1, q + qo, ldq, 0, L, HD, L, scale, 1.0f);
     }
   }
 }

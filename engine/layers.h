@@ -43,25 +43,39 @@ void swiglu_backward(float *dgate, float *dup, const float *dout, const float *g
                      const float *up, size_t n);
 
 /* Rotary embedding in place on x (B,T,nh*HD), HF rotate_half convention:
- * pairs (i, i+HD/2) at position t rotated by cos/sin (maxT, HD/2)[t][i].
+ * pairs (i, i+HD/2) at position p rotated by cos/sin (maxT, HD/2)[p][i], where
+ * p = pos[b][t] (B,T), or t when pos is NULL; every p < maxT.
  * Backward applies the inverse rotation to dx in place. */
 void rope_tables(float *cos_t, float *sin_t, int maxT, int HD, float theta);
-void rope_forward(float *x, const float *cos_t, const float *sin_t, int B, int T, int nh, int HD);
-void rope_backward(float *dx, const float *cos_t, const float *sin_t, int B, int T, int nh, int HD);
+void rope_forward(float *x, const float *cos_t, const float *sin_t, const int32_t *pos, int B,
+                  int T, int nh, int HD);
+void rope_backward(float *dx, const float *cos_t, const float *sin_t, const int32_t *pos, int B,
+                   int T, int nh, int HD);
 
 /* Causal self-attention, scale 1/sqrt(HD), grouped-query (query head h reads
  * kv head h / (NH/NKV)). q (B,T,ldq) holds head h at column h*HD; k, v
  * (B,T,ldkv) hold kv head g at g*HD. Row b attends within its first lens[b]
- * tokens; out (B,T,NH*HD) is zero at t >= lens[b]. att (B,NH,T,T) caches the
- * probabilities (lower-left lens[b] x lens[b] block valid). */
+ * tokens; out (B,T,NH*HD) is zero at t >= lens[b]. seg (B,T) or NULL: packed
+ * rows, where a token attends only to earlier tokens of its own segment; a
+ * segment is a run of equal seg values (seg_run), so only the diagonal blocks
+ * of the segments are computed. att (B,NH,T,T) caches the probabilities (the
+ * diagonal segment blocks inside the lens[b] x lens[b] corner are valid). */
 void attention_forward(float *out, float *att, const float *q, const float *k, const float *v,
-                       const int32_t *lens, int B, int T, int NH, int NKV, int HD, int ldq,
-                       int ldkv);
+                       const int32_t *lens, const int32_t *seg, int B, int T, int NH, int NKV,
+                       int HD, int ldq, int ldkv);
 /* dq/dk/dv share the layouts of q/k/v and are accumulated; scratch (T,T). */
 void attention_backward(float *dq, float *dk, float *dv, float *scratch, const float *dout,
                         const float *att, const float *q, const float *k, const float *v,
-                        const int32_t *lens, int B, int T, int NH, int NKV, int HD, int ldq,
-                        int ldkv);
+                        const int32_t *lens, const int32_t *seg, int B, int T, int NH, int NKV,
+                        int HD, int ldq, int ldkv);
+/* End of the segment that starts at t0 in a row of segment ids seg (L tokens;
+ * NULL: one segment): the first t > t0 with seg[t] != seg[t0], or L. */
+static inline int seg_run(const int32_t *seg, int t0, int L) {
+  if (!seg) return L;
+  int t = t0 + 1;
+  while (t < L && seg[t] == seg[t0]) t++;
+  return t;
+}
 
 /* out += inp */
 void residual_add(float *out, const float *inp, size_t n);

@@ -70,7 +70,7 @@ struct ft_model {
   ft_param *params;
   size_t n_params, p_n, g_n, a_n; /* counts of the three blocks, in floats */
   float *pblock, *gblock, *ablock;
-  int32_t *iblock; /* batch copy: tokens, targets (N), lens, labels (B) */
+  int32_t *iblock; /* batch copy: tokens, targets, pos, seg (N), lens, labels (B) */
   ft_param dummy;  /* target of the counting pass */
 
   /* weights */
@@ -107,6 +107,8 @@ struct ft_model {
   int fw_train, fw_B, fw_T, fw_dropout, merged;
   long n_trained, n_correct;
   int32_t *tokens, *targets, *lens, *labels;
+  int32_t *pos, *seg;       /* (N) the batch's, padding positions set to t */
+  int32_t *fw_pos, *fw_seg; /* pos/seg, or NULL for a batch without them */
 };
 
 /* ---- building the tables ---- */
@@ -492,7 +494,7 @@ int model_new(ft_model **out, const ft_config *cfg, ft_task task, ft_method meth
   build_acts(m, 0);
   size_t an = m->a_n, N = (size_t)B * T;
   m->params = calloc(np, sizeof *m->params);
-  m->iblock = malloc(sizeof(int32_t) * (2 * N + 2 * (size_t)B));
+  m->iblock = malloc(sizeof(int32_t) * (4 * N + 2 * (size_t)B));
   if (!m->params || !m->iblock) goto nomem;
   if (posix_memalign((void **)&m->pblock, 64, sizeof(float) * (pn ? pn : 1))) m->pblock = NULL;
   if (!m->pblock) goto nomem;
@@ -508,8 +510,10 @@ int model_new(ft_model **out, const ft_config *cfg, ft_task task, ft_method meth
   build_acts(m, 1);
   m->tokens = m->iblock;
   m->targets = m->iblock + N;
-  m->lens = m->iblock + 2 * N;
-  m->labels = m->iblock + 2 * N + B;
+  m->pos = m->iblock + 2 * N;
+  m->seg = m->iblock + 3 * N;
+  m->lens = m->iblock + 4 * N;
+  m->labels = m->iblock + 4 * N + B;
   if (!is_gpt2(m)) rope_tables(m->rope_cos, m->rope_sin, T, m->HD, cfg->rope_theta);
 
   /* how far backward has to go */
@@ -665,8 +669,8 @@ static void layer_forward(ft_model *m, int l, const float *x, uint64_t seed) {
   if (is_gpt2(m)) {
     layernorm_forward(a->ln1, a->ln1_mean, a->ln1_rstd, x, w->n1w, w->n1b, N, C, m->cfg.norm_eps);
     lin_forward(m, a->q, &a->la[M_CATTN], a->ln1, &w->m[M_CATTN], N, s + M_CATTN);
-    attention_forward(a->atty, a->att, a->q, a->k, a->v, m->lens, B, T, m->NH, m->NKV, m->HD, 3 * C,
-                      3 * C);
+    attention_forward(a->atty, a->att, a->q, a->k, a->v, m->lens, m->fw_seg, B, T, m->NH, m->NKV,
+                      m->HD, 3 * C, 3 * C);
     lin_forward(m, a->res2, &a->la[M_CPROJ], a->atty, &w->m[M_CPROJ], N, s + M_CPROJ);
     residual_add(a->res2, x, nC);
     layernorm_forward(a->ln2, a->ln2_mean, a->ln2_rstd, a->res2, w->n2w, w->n2b, N, C,
@@ -679,10 +683,10 @@ static void layer_forward(ft_model *m, int l, const float *x, uint64_t seed) {
     lin_forward(m, a->q, &a->la[M_Q], a->ln1, &w->m[M_Q], N, s + M_Q);
     lin_forward(m, a->k, &a->la[M_K], a->ln1, &w->m[M_K], N, s + M_K);
     lin_forward(m, a->v, &a->la[M_V], a->ln1, &w->m[M_V], N, s + M_V);
-    rope_forward(a->q, m->rope_cos, m->rope_sin, B, T, m->NH, m->HD);
-    rope_forward(a->k, m->rope_cos, m->rope_sin, B, T, m->NKV, m->HD);
-    attention_forward(a->atty, a->att, a->q, a->k, a->v, m->lens, B, T, m->NH, m->NKV, m->HD, m->QD,
-                      m->KD);
+    rope_forward(a->q, m->rope_cos, m->rope_sin, m->fw_pos, B, T, m->NH, m->HD);
+    rope_forward(a->k, m->rope_cos, m->rope_sin, m->fw_pos, B, T, m->NKV, m->HD);
+    attention_forward(a->atty, a->att, a->q, a->k, a->v, m->lens, m->fw_seg, B, T, m->NH, m->NKV,
+                      m->HD, m->QD, m->KD);
     lin_forward(m, a->res2, &a->la[M_O], a->atty, &w->m[M_O], N, s + M_O);
     residual_add(a->res2, x, nC);
     rmsnorm_forward(a->ln2, a->ln2_rstd, a->res2, w->n2w, N, C, m->cfg.norm_eps);
@@ -707,6 +711,16 @@ static int check_batch(const ft_model *m, const ft_batch *b) {
     if (b->tokens[i] < 0 || b->tokens[i] >= m->V) return FT_EINVALID;
     if (m->task == FT_TASK_CAUSAL_LM && b->targets && b->targets[i] >= m->V) return FT_EINVALID;
   }
+  /* packed rows: positions index wpe / the RoPE table (T rows); segments are
+   * runs, so a segment id never comes back after another one (past lens:
+   * ignored) */
+  int maxp = is_gpt2(m) ? m->maxP : m->T;
+  for (int r = 0; r < b->B; r++)
+    for (int t = 0; t < b->lens[r]; t++) {
+      size_t i = (size_t)r * b->T + t;
+      if (b->pos && (b->pos[i] < 0 || b->pos[i] >= maxp)) return FT_EINVALID;
+      if (b->seg && t > 0 && b->seg[i] < b->seg[i - 1]) return FT_EINVALID;
+    }
   return 0;
 }
 
@@ -722,6 +736,13 @@ int model_forward(ft_model *m, const ft_batch *b, int training, uint64_t rng_see
   m->fw_dropout = training && m->has_lora && m->lora.dropout > 0.0f;
   memcpy(m->tokens, b->tokens, sizeof(int32_t) * N);
   memcpy(m->lens, b->lens, sizeof(int32_t) * B);
+  m->fw_pos = b->pos ? m->pos : NULL;
+  m->fw_seg = b->seg ? m->seg : NULL;
+  for (int i = 0; i < N; i++) {
+    int in = i % T < m->lens[i / T];
+    if (b->pos) m->pos[i] = in ? b->pos[i] : i % T;
+    if (b->seg) m->seg[i] = b->seg[i];
+  }
   if (m->task == FT_TASK_CAUSAL_LM) {
     for (int i = 0; i < N; i++) m->targets[i] = b->targets ? b->targets[i] : -1;
   } else {
@@ -733,7 +754,7 @@ int model_forward(ft_model *m, const ft_batch *b, int training, uint64_t rng_see
     float *o = m->x0 + (size_t)i * C;
     const float *e = m->wte + (size_t)m->tokens[i] * C;
     if (is_gpt2(m)) {
-      const float *p = m->wpe + (size_t)(i % T) * C;
+      const float *p = m->wpe + (size_t)(m->fw_pos ? m->fw_pos[i] : i % T) * C;
       for (int c = 0; c < C; c++) o[c] = e[c] + p[c];
     } else {
       memcpy(o, e, sizeof(float) * C);
@@ -818,8 +839,8 @@ static void layer_backward(ft_model *m, int l, const float *x, int need_dx) {
     memset(m->datty, 0, sizeof(float) * nC);
     lin_backward(m, m->datty, &M[M_CPROJ], &A[M_CPROJ], m->dres, a->atty, N);
     memset(m->dq, 0, sizeof(float) * nC * 3);
-    attention_backward(m->dq, m->dk, m->dv, m->datt, m->datty, a->att, a->q, a->k, a->v, m->lens, B,
-                       T, m->NH, m->NKV, m->HD, 3 * C, 3 * C);
+    attention_backward(m->dq, m->dk, m->dv, m->datt, m->datty, a->att, a->q, a->k, a->v, m->lens,
+                       m->fw_seg, B, T, m->NH, m->NKV, m->HD, 3 * C, 3 * C);
     if (want_dln1) memset(m->dln, 0, sizeof(float) * nC);
     lin_backward(m, want_dln1 ? m->dln : NULL, &M[M_CATTN], &A[M_CATTN], m->dq, a->ln1, N);
     if (want_dln1)
@@ -840,10 +861,10 @@ static void layer_backward(ft_model *m, int l, const float *x, int need_dx) {
     memset(m->dq, 0, sizeof(float) * nQ); /* three arrays, each sized for the largest batch */
     memset(m->dk, 0, sizeof(float) * nK);
     memset(m->dv, 0, sizeof(float) * nK);
-    attention_backward(m->dq, m->dk, m->dv, m->datt, m->datty, a->att, a->q, a->k, a->v, m->lens, B,
-                       T, m->NH, m->NKV, m->HD, m->QD, m->KD);
-    rope_backward(m->dq, m->rope_cos, m->rope_sin, B, T, m->NH, m->HD);
-    rope_backward(m->dk, m->rope_cos, m->rope_sin, B, T, m->NKV, m->HD);
+    attention_backward(m->dq, m->dk, m->dv, m->datt, m->datty, a->att, a->q, a->k, a->v, m->lens,
+                       m->fw_seg, B, T, m->NH, m->NKV, m->HD, m->QD, m->KD);
+    rope_backward(m->dq, m->rope_cos, m->rope_sin, m->fw_pos, B, T, m->NH, m->HD);
+    rope_backward(m->dk, m->rope_cos, m->rope_sin, m->fw_pos, B, T, m->NKV, m->HD);
     float *dln = want_dln1 ? m->dln : NULL;
     if (dln) memset(dln, 0, sizeof(float) * nC);
     lin_backward(m, dln, &M[M_Q], &A[M_Q], m->dq, a->ln1, N);
@@ -923,7 +944,7 @@ int model_backward(ft_model *m, float scale) {
       float *dw = m->dwte + (size_t)m->tokens[i] * C;
       for (int c = 0; c < C; c++) dw[c] += d[c];
       if (m->dwpe) {
-        float *dp = m->dwpe + (size_t)t * C;
+        float *dp = m->dwpe + (size_t)(m->fw_pos ? m->fw_pos[i] : t) * C;
         for (int c = 0; c < C; c++) dp[c] += d[c];
       }
     }

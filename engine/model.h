@@ -89,7 +89,10 @@ typedef struct {
   const int32_t *lens;    /* (B) valid length of each row, 1..T */
   /* Packed rows (several examples in one row), or NULL for one example per
    * row. A token attends only to earlier tokens of its own segment, and its
-   * position (wpe / RoPE) counts from its segment's start. */
+   * position (wpe / RoPE) counts from its segment's start. Within lens[b],
+   * seg must not decrease (a segment is one run of tokens) and pos must be
+   * below n_positions (GPT-2) or the model's T (Llama), else FT_EINVALID;
+   * past lens[b] both are ignored. Either may be NULL on its own. */
   const int32_t *pos; /* (B,T) position of each token within its example */
   const int32_t *seg; /* (B,T) segment number of each token within its row */
 } ft_batch;

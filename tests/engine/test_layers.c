@@ -203,7 +203,7 @@ static void test_rope(void) {
   rope_tables(cs, sn, T, HD, 10000.0f);
   float *x = rnd(n, -1, 1), *y = malloc(sizeof(float) * n);
   memcpy(y, x, sizeof(float) * n);
-  rope_forward(y, cs, sn, B, T, nh, HD);
+  rope_forward(y, cs, sn, NULL, B, T, nh, HD);
   /* HF: q*cos + rotate_half(q)*sin, cos = cat(freqs, freqs) */
   double maxe = 0;
   for (int b = 0; b < B; b++)
@@ -221,13 +221,32 @@ static void test_rope(void) {
   /* rotation: backward of a linear map is its transpose; check <R, rope(x)> = <rope^T(R), x> */
   float *R = rnd(n, -1, 1), *dR = malloc(sizeof(float) * n);
   memcpy(dR, R, sizeof(float) * n);
-  rope_backward(dR, cs, sn, B, T, nh, HD);
+  rope_backward(dR, cs, sn, NULL, B, T, nh, HD);
   CHECK_NEAR(dotd(R, y, n), dotd(dR, x, n), 1e-4);
   /* and the inverse: backward(forward(x)) = x */
-  rope_backward(y, cs, sn, B, T, nh, HD);
+  rope_backward(y, cs, sn, NULL, B, T, nh, HD);
   maxe = 0;
   for (size_t i = 0; i < n; i++) maxe = fmax(maxe, fabs(y[i] - x[i]));
   CHECK(maxe < 1e-5);
+  /* explicit positions (packed rows): token t of row b at angle pos[b][t] */
+  int32_t pos[2 * 5] = {0, 1, 0, 1, 2, 3, 4, 0, 2, 1};
+  memcpy(y, x, sizeof(float) * n);
+  rope_forward(y, cs, sn, pos, B, T, nh, HD);
+  maxe = 0;
+  for (int b = 0; b < B; b++)
+    for (int t = 0; t < T; t++)
+      for (int k = 0; k < nh; k++)
+        for (int i = 0; i < HD; i++) {
+          size_t o = (((size_t)b * T + t) * nh + k) * HD;
+          int j = i % h;
+          double ang = pos[b * T + t] * pow(10000.0, -2.0 * j / HD);
+          double rot = i < h ? -x[o + i + h] : x[o + i - h];
+          maxe = fmax(maxe, fabs(x[o + i] * cos(ang) + rot * sin(ang) - y[o + i]));
+        }
+  CHECK(maxe < 1e-5);
+  memcpy(dR, R, sizeof(float) * n);
+  rope_backward(dR, cs, sn, pos, B, T, nh, HD);
+  CHECK_NEAR(dotd(R, y, n), dotd(dR, x, n), 1e-4);
   free(cs), free(sn), free(x), free(y), free(R), free(dR);
 }
 
@@ -235,15 +254,20 @@ static void test_rope(void) {
 static struct {
   int B, T, NH, NKV, HD, ldq, ldkv;
   int32_t lens[3];
+  const int32_t *seg; /* (B,T) or NULL */
   float *q, *k, *v, *out, *att, *R;
 } AT;
 static double att_loss(void) {
-  attention_forward(AT.out, AT.att, AT.q, AT.k, AT.v, AT.lens, AT.B, AT.T, AT.NH, AT.NKV, AT.HD,
-                    AT.ldq, AT.ldkv);
+  attention_forward(AT.out, AT.att, AT.q, AT.k, AT.v, AT.lens, AT.seg, AT.B, AT.T, AT.NH, AT.NKV,
+                    AT.HD, AT.ldq, AT.ldkv);
   return dotd(AT.out, AT.R, (size_t)AT.B * AT.T * AT.NH * AT.HD);
 }
-static void check_attention(int NH, int NKV, int packed) {
-  AT.B = 3, AT.T = 6, AT.NH = NH, AT.NKV = NKV, AT.HD = 4;
+/* Packed rows for the segment tests (B=3, T=6, lens 6/4/1): row 0 holds
+ * three examples, row 1 two (its ids need not start at 0; past lens junk),
+ * row 2 one. */
+static const int32_t segs3[3 * 6] = {0, 0, 0, 1, 1, 2, 4, 5, 5, 5, 0, 0, 7, 1, 0, 9, 9, 9};
+static void check_attention(int NH, int NKV, int packed, const int32_t *seg) {
+  AT.B = 3, AT.T = 6, AT.NH = NH, AT.NKV = NKV, AT.HD = 4, AT.seg = seg;
   AT.lens[0] = 6, AT.lens[1] = 4, AT.lens[2] = 1;
   int QD = NH * AT.HD, KD = NKV * AT.HD;
   size_t N = (size_t)AT.B * AT.T;
@@ -271,6 +295,8 @@ static void check_attention(int NH, int NKV, int packed) {
           double s[16], m = -1e30, z = 0;
           for (int j = 0; j <= i; j++) {
             const float *kj = AT.k + ((size_t)b * AT.T + j) * AT.ldkv + (h / grp) * AT.HD;
+            s[j] = -1e300; /* another segment: masked */
+            if (seg && seg[b * AT.T + j] != seg[b * AT.T + i]) continue;
             s[j] = 0;
             for (int d = 0; d < AT.HD; d++) s[j] += (double)qi[d] * kj[d];
             s[j] /= sqrt(AT.HD);
@@ -294,8 +320,8 @@ static void check_attention(int NH, int NKV, int packed) {
     dq = zeros(N * QD), dk = zeros(N * KD), dv = zeros(N * KD);
   }
   float *scratch = zeros((size_t)AT.T * AT.T);
-  attention_backward(dq, dk, dv, scratch, AT.R, AT.att, AT.q, AT.k, AT.v, AT.lens, AT.B, AT.T, NH,
-                     NKV, AT.HD, AT.ldq, AT.ldkv);
+  attention_backward(dq, dk, dv, scratch, AT.R, AT.att, AT.q, AT.k, AT.v, AT.lens, AT.seg, AT.B,
+                     AT.T, NH, NKV, AT.HD, AT.ldq, AT.ldkv);
   if (packed) {
     CHECK(fd_check("dqkv", att_loss, qkv, dqkv, N * AT.ldq, 1e-2f, 1e-3, 2e-2) == 0);
   } else {
@@ -312,9 +338,33 @@ static void check_attention(int NH, int NKV, int packed) {
   }
   free(AT.out), free(AT.att), free(AT.R), free(scratch);
 }
-static void test_attention_mha_packed(void) { check_attention(2, 2, 1); }
-static void test_attention_gqa(void) { check_attention(4, 2, 0); }
-static void test_attention_mqa(void) { check_attention(3, 1, 0); }
+static void test_attention_mha_packed(void) { check_attention(2, 2, 1, NULL); }
+static void test_attention_gqa(void) { check_attention(4, 2, 0, NULL); }
+static void test_attention_mqa(void) { check_attention(3, 1, 0, NULL); }
+static void test_attention_segments_mha_packed(void) { check_attention(2, 2, 1, segs3); }
+static void test_attention_segments_gqa(void) { check_attention(4, 2, 0, segs3); }
+
+/* A token of a later segment does not see earlier segments: its output is
+ * the same as attention over its own segment alone, run as a row of its own. */
+static void test_attention_segment_isolation(void) {
+  enum { T = 7, NH = 2, HD = 4, C = NH * HD };
+  int32_t lens1[1] = {T}, seg[T] = {0, 0, 0, 1, 1, 1, 1}, lens2[1] = {4};
+  float *q = rnd(T * C, -1.5f, 1.5f), *k = rnd(T * C, -1.5f, 1.5f), *v = rnd(T * C, -1, 1);
+  float *out = zeros(T * C), *att = zeros((size_t)NH * T * T);
+  float *out2 = zeros(T * C), *att2 = zeros((size_t)NH * T * T);
+  attention_forward(out, att, q, k, v, lens1, seg, 1, T, NH, NH, HD, C, C);
+  attention_forward(out2, att2, q + 3 * C, k + 3 * C, v + 3 * C, lens2, NULL, 1, T, NH, NH, HD, C,
+                    C);
+  double e = 0;
+  for (int i = 0; i < 4 * C; i++) e = fmax(e, fabs(out[3 * C + i] - out2[i]));
+  CHECK(e < 1e-6);
+  /* and without segments the outputs differ (the test can fail) */
+  attention_forward(out2, att2, q, k, v, lens1, NULL, 1, T, NH, NH, HD, C, C);
+  e = 0;
+  for (int i = 3 * C; i < T * C; i++) e = fmax(e, fabs(out[i] - out2[i]));
+  CHECK(e > 1e-3);
+  free(q), free(k), free(v), free(out), free(att), free(out2), free(att2);
+}
 
 /* ---- cross-entropy helpers ---- */
 static struct {
@@ -399,6 +449,9 @@ int main(void) {
   RUN(test_attention_mha_packed);
   RUN(test_attention_gqa);
   RUN(test_attention_mqa);
+  RUN(test_attention_segments_mha_packed);
+  RUN(test_attention_segments_gqa);
+  RUN(test_attention_segment_isolation);
   RUN(test_cross_entropy);
   RUN(test_dropout);
   return test_report();

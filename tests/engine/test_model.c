@@ -2,7 +2,8 @@
  * finite-difference gradient checks of every trainable tensor (full, LoRA with
  * dropout, head-only; LM and classification; tied and untied; GQA; q/k/v
  * bias), LoRA identities (B = 0 gives the base logits, merging keeps them),
- * masking (padding and causality), the tensor table (HF names and shapes,
+ * masking (padding and causality), packed rows (pos/seg: gradients, and a
+ * packed row equals its examples run separately), the tensor table (HF names and shapes,
  * frozen tensors without gradients), initialisation statistics, errors, and
  * that a few SGD steps lower the loss. */
 #include <stdint.h>
@@ -220,6 +221,124 @@ static void test_grad_small_batch_after_full(void) {
   model_free(m);
 }
 
+static double max_diff(const float *a, const float *b, size_t n) {
+  double e = 0;
+  for (size_t i = 0; i < n; i++) e = fmax(e, fabs((double)a[i] - b[i]));
+  return e;
+}
+
+/* ---- packed rows (ft_batch.pos / .seg) ---- */
+
+/* Row 0 holds three examples (2+3+1 tokens), row 1 two (3+1), row 2 one;
+ * past lens junk that must be ignored (a position beyond GPT-2's 8, a
+ * decreasing segment id). */
+static const int32_t pos3[TB * TT] = {0, 1, 0, 1, 2, 0, 0, 1, 2, 0, 99, 99, 0, 1, 0, 0, 0, 0};
+static const int32_t seg3[TB * TT] = {0, 0, 1, 1, 1, 2, 3, 3, 3, 4, 0, 0, 0, 0, 0, 0, 0, 0};
+
+static void check_packed_grads(ft_config c, ft_method method, const ft_lora *lora) {
+  ft_model *m = mk(c, FT_TASK_CAUSAL_LM, method, lora, 1);
+  CHECK(m != NULL);
+  if (!m) return;
+  fill_random(m, 13);
+  ft_batch b = make_batch(c.vocab_size, 0, 4);
+  b.pos = pos3;
+  b.seg = seg3;
+  grad_check(m, &b);
+  model_free(m);
+}
+static void test_grad_packed_gpt2_full(void) {
+  check_packed_grads(gpt2_cfg(), FT_METHOD_FULL, NULL);
+}
+static void test_grad_packed_llama_full_gqa(void) {
+  check_packed_grads(llama_cfg(2, 0, 1), FT_METHOD_FULL, NULL);
+}
+static void test_grad_packed_llama_lora(void) {
+  ft_lora l = lora_all(0.0f);
+  check_packed_grads(llama_cfg(2, 1, 0), FT_METHOD_LORA, &l);
+}
+
+/* Copies every gradient of m into one array (caller frees). */
+static float *grads_of(ft_model *m, size_t *total) {
+  size_t n, tot = 0;
+  ft_param *p = model_params(m, &n);
+  for (size_t i = 0; i < n; i++)
+    if (p[i].g) tot += p[i].numel;
+  float *g = malloc(sizeof(float) * (tot ? tot : 1)), *o = g;
+  for (size_t i = 0; i < n; i++)
+    if (p[i].g) memcpy(o, p[i].g, sizeof(float) * p[i].numel), o += p[i].numel;
+  *total = tot;
+  return g;
+}
+
+/* A packed row of two examples (4 + 2 tokens) gives the logits, loss and
+ * gradients of the two examples run as separate rows. */
+static void check_packed_equals_separate(ft_config c, ft_method method, const ft_lora *lora) {
+  ft_model *m = mk(c, FT_TASK_CAUSAL_LM, method, lora, 1);
+  CHECK(m != NULL);
+  if (!m) return;
+  fill_random(m, 23);
+  int V = c.vocab_size;
+  int32_t a[4] = {3, 7, 1, 9}, bb[2] = {5, 2}, ta[4] = {7, 1, 9, -1}, tb[2] = {2, 4};
+  int32_t ptok[6], ptgt[6], ppos[6] = {0, 1, 2, 3, 0, 1}, pseg[6] = {0, 0, 0, 0, 1, 1};
+  int32_t plen[1] = {6}, stok[8] = {0}, stgt[8], slen[2] = {4, 2};
+  for (int i = 0; i < 8; i++) stgt[i] = -1;
+  for (int i = 0; i < 4; i++) ptok[i] = stok[i] = a[i] % V, ptgt[i] = stgt[i] = ta[i];
+  for (int i = 0; i < 2; i++)
+    ptok[4 + i] = stok[4 + i] = bb[i] % V, ptgt[4 + i] = stgt[4 + i] = tb[i];
+  ft_batch packed = {
+      .B = 1, .T = 6, .tokens = ptok, .targets = ptgt, .lens = plen, .pos = ppos, .seg = pseg};
+  ft_batch sep = {.B = 2, .T = 4, .tokens = stok, .targets = stgt, .lens = slen};
+  float lp = 0, ls = 0, lu = 0;
+  model_zero_grad(m);
+  CHECK_EQ_INT(model_forward(m, &packed, 1, 0, &lp), 0);
+  float *logp = malloc(sizeof(float) * 6 * V);
+  memcpy(logp, model_logits(m), sizeof(float) * 6 * V);
+  CHECK_EQ_INT(model_backward(m, 1.0f), 0);
+  size_t ng, ng2;
+  float *gp = grads_of(m, &ng);
+  model_zero_grad(m);
+  CHECK_EQ_INT(model_forward(m, &sep, 1, 0, &ls), 0);
+  const float *logs = model_logits(m);
+  double e = fmax(max_diff(logp, logs, (size_t)4 * V),
+                  max_diff(logp + 4 * V, logs + (size_t)4 * V, (size_t)2 * V));
+  CHECK(e < 1e-5);
+  CHECK_NEAR(lp, ls, 1e-5);
+  CHECK_EQ_INT(model_backward(m, 1.0f), 0);
+  float *gs = grads_of(m, &ng2);
+  CHECK(ng == ng2 && ng > 0);
+  double gmax = 0;
+  for (size_t i = 0; i < ng; i++) gmax = fmax(gmax, fabs(gs[i]));
+  CHECK(gmax > 0);
+  CHECK(max_diff(gp, gs, ng) <= 1e-5 * gmax + 1e-7);
+  /* without pos/seg the second example sees the first: different logits */
+  packed.pos = packed.seg = NULL;
+  CHECK_EQ_INT(model_forward(m, &packed, 1, 0, &lu), 0);
+  CHECK(max_diff(logp + 4 * V, model_logits(m) + 4 * V, (size_t)2 * V) > 1e-3);
+  CHECK(max_diff(logp, model_logits(m), (size_t)4 * V) == 0.0); /* the first is unchanged */
+  /* bad segments or positions inside lens are refused */
+  packed.seg = pseg;
+  pseg[5] = 0; /* 0 0 0 0 1 0: a segment id comes back */
+  CHECK_EQ_INT(model_forward(m, &packed, 1, 0, &lu), FT_EINVALID);
+  pseg[5] = 1;
+  packed.pos = ppos;
+  ppos[5] = c.arch == FT_ARCH_GPT2 ? c.max_position : TT;
+  CHECK_EQ_INT(model_forward(m, &packed, 1, 0, &lu), FT_EINVALID);
+  ppos[5] = -1;
+  CHECK_EQ_INT(model_forward(m, &packed, 1, 0, &lu), FT_EINVALID);
+  free(logp), free(gp), free(gs);
+  model_free(m);
+}
+static void test_packed_equals_separate_gpt2(void) {
+  check_packed_equals_separate(gpt2_cfg(), FT_METHOD_FULL, NULL);
+}
+static void test_packed_equals_separate_llama_gqa(void) {
+  check_packed_equals_separate(llama_cfg(2, 0, 1), FT_METHOD_FULL, NULL);
+}
+static void test_packed_equals_separate_llama_lora(void) {
+  ft_lora l = lora_all(0.0f);
+  check_packed_equals_separate(llama_cfg(1, 1, 0), FT_METHOD_LORA, &l);
+}
+
 /* ---- LoRA identities ---- */
 
 static void copy_base(ft_model *dst, ft_model *src) {
@@ -229,12 +348,6 @@ static void copy_base(ft_model *dst, ft_model *src) {
     ft_param *q = model_param(src, p[i].name);
     if (q && p[i].saved && q->numel == p[i].numel) memcpy(p[i].w, q->w, sizeof(float) * q->numel);
   }
-}
-
-static double max_diff(const float *a, const float *b, size_t n) {
-  double e = 0;
-  for (size_t i = 0; i < n; i++) e = fmax(e, fabs((double)a[i] - b[i]));
-  return e;
 }
 
 static void check_lora_identities(ft_config c) {
@@ -669,6 +782,12 @@ int main(void) {
   RUN(test_grad_llama_cls_lora);
   RUN(test_grad_llama_lm_head);
   RUN(test_grad_small_batch_after_full);
+  RUN(test_grad_packed_gpt2_full);
+  RUN(test_grad_packed_llama_full_gqa);
+  RUN(test_grad_packed_llama_lora);
+  RUN(test_packed_equals_separate_gpt2);
+  RUN(test_packed_equals_separate_llama_gqa);
+  RUN(test_packed_equals_separate_llama_lora);
   RUN(test_lora_identities_gpt2);
   RUN(test_lora_identities_llama);
   RUN(test_masking_gpt2);

@@ -13,7 +13,10 @@ learned positions, tied lm_head; RMSNorm computed as x * rsqrt(mean(x^2)+eps)
 SwiGLU. Batches are right-padded: row b has lens[b] valid tokens, keys past
 lens[b] are masked, classification pools the logits at lens[b]-1 (HF pools at
 the last non-pad token), and the LM loss is cross-entropy with ignore_index -1
-over the already shifted targets, mean over trained tokens.
+over the already shifted targets, mean over trained tokens. Packed rows (the
+engine's ft_batch.pos/.seg) are given as position_ids (B,T), the wpe index or
+RoPE angle of each token, and segment ids (B,T): the mask becomes
+block-diagonal causal (a token sees earlier tokens of its own segment only).
 
 Runs under /usr/bin/python3 (Debian's PyTorch 1.13). No transformers and no
 safetensors package is needed: save_safetensors/load_safetensors write and read
@@ -188,13 +191,17 @@ def gelu_new(x):
     return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0))))
 
 
-def attention(q, k, v, lens):
+def attention(q, k, v, lens, seg=None):
     """q (B,NH,T,HD), k/v (B,NH,T,HD) after repeat_kv; causal + key mask
-    (keys j >= lens[b] masked). Returns (B,T,NH*HD)."""
+    (keys j >= lens[b] masked), and with seg (B,T) keys of another segment
+    masked. Returns (B,T,NH*HD)."""
     B, NH, T, HD = q.shape
     att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(HD))
     i = torch.arange(T)
     mask = (i[None, :] <= i[:, None])[None, :, :] & (i[None, None, :] < lens[:, None, None])
+    if seg is not None:  # padded queries (i >= lens) keep a key, so no row is all -inf
+        pad_q = i[None, :, None] >= lens[:, None, None]
+        mask = mask & ((seg[:, :, None] == seg[:, None, :]) | pad_q)
     att = att.masked_fill(~mask[:, None, :, :], float("-inf"))
     att = F.softmax(att, dim=-1)
     y = att @ v
@@ -211,11 +218,11 @@ class GPT2Attn(nn.Module):
         self.c_proj = Conv1D(c.C, c.C, dtype)
         self.NH = c.NH
 
-    def forward(self, x, lens):
+    def forward(self, x, lens, seg=None):
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)
         sh = lambda t: t.view(B, T, self.NH, C // self.NH).transpose(1, 2)
-        return self.c_proj(attention(sh(q), sh(k), sh(v), lens))
+        return self.c_proj(attention(sh(q), sh(k), sh(v), lens, seg))
 
 
 class GPT2MLP(nn.Module):
@@ -236,8 +243,8 @@ class GPT2Block(nn.Module):
         self.ln_2 = nn.LayerNorm(c.C, eps=c.eps, dtype=dtype)
         self.mlp = GPT2MLP(c, dtype)
 
-    def forward(self, x, lens):
-        x = x + self.attn(self.ln_1(x), lens)
+    def forward(self, x, lens, seg=None):
+        x = x + self.attn(self.ln_1(x), lens, seg)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -249,11 +256,11 @@ class GPT2Model(nn.Module):
         self.h = nn.ModuleList([GPT2Block(c, dtype) for _ in range(c.L)])
         self.ln_f = nn.LayerNorm(c.C, eps=c.eps, dtype=dtype)
 
-    def forward(self, tokens, lens):
+    def forward(self, tokens, lens, pos=None, seg=None):
         T = tokens.shape[1]
-        x = self.wte(tokens) + self.wpe(torch.arange(T))[None]
+        x = self.wte(tokens) + (self.wpe(torch.arange(T))[None] if pos is None else self.wpe(pos))
         for blk in self.h:
-            x = blk(x, lens)
+            x = blk(x, lens, seg)
         return self.ln_f(x)
 
 
@@ -281,7 +288,7 @@ class LlamaAttn(nn.Module):
         self.v_proj = Linear(c.C, c.NKV * c.HD, c.attn_bias, dtype)
         self.o_proj = Linear(c.NH * c.HD, c.C, c.o_bias, dtype)
 
-    def forward(self, x, lens, cos, sin):
+    def forward(self, x, lens, cos, sin, seg=None):
         c = self.c
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, c.NH, c.HD).transpose(1, 2)
@@ -292,7 +299,7 @@ class LlamaAttn(nn.Module):
         rep = c.NH // c.NKV  # repeat_kv: query head h reads kv head h // rep
         k = k.repeat_interleave(rep, dim=1)
         v = v.repeat_interleave(rep, dim=1)
-        return self.o_proj(attention(q, k, v, lens))
+        return self.o_proj(attention(q, k, v, lens, seg))
 
 
 class LlamaMLP(nn.Module):
@@ -314,8 +321,8 @@ class LlamaLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(c.C, c.eps, dtype)
         self.mlp = LlamaMLP(c, dtype)
 
-    def forward(self, x, lens, cos, sin):
-        x = x + self.self_attn(self.input_layernorm(x), lens, cos, sin)
+    def forward(self, x, lens, cos, sin, seg=None):
+        x = x + self.self_attn(self.input_layernorm(x), lens, cos, sin, seg)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -327,12 +334,17 @@ class LlamaModel(nn.Module):
         self.layers = nn.ModuleList([LlamaLayer(c, dtype) for _ in range(c.L)])
         self.norm = RMSNorm(c.C, c.eps, dtype)
 
-    def forward(self, tokens, lens):
+    def forward(self, tokens, lens, pos=None, seg=None):
         T = tokens.shape[1]
-        cos, sin = rope_cos_sin(T, self.c.HD, self.c.theta, self.embed_tokens.weight.dtype)
+        if pos is None:
+            cos, sin = rope_cos_sin(T, self.c.HD, self.c.theta, self.embed_tokens.weight.dtype)
+        else:  # position_ids: (B,1,T,HD), broadcast over heads
+            cos, sin = rope_cos_sin(int(pos.max()) + 1, self.c.HD, self.c.theta,
+                                    self.embed_tokens.weight.dtype)
+            cos, sin = cos[pos][:, None], sin[pos][:, None]
         x = self.embed_tokens(tokens)
         for layer in self.layers:
-            x = layer(x, lens, cos, sin)
+            x = layer(x, lens, cos, sin, seg)
         return self.norm(x)
 
 
@@ -363,9 +375,10 @@ class Model(nn.Module):
         t = self.trunk()
         return t.wte.weight if self.c.arch == "gpt2" else t.embed_tokens.weight
 
-    def forward(self, tokens, lens):
-        """LM: logits (B,T,V); cls: pooled logits (B,num_labels)."""
-        h = self.trunk()(tokens, lens)
+    def forward(self, tokens, lens, pos=None, seg=None):
+        """LM: logits (B,T,V); cls: pooled logits (B,num_labels). pos, seg:
+        (B,T) position and segment ids of packed rows, or None."""
+        h = self.trunk()(tokens, lens, pos, seg)
         if self.task == "lm":
             if self.c.tie:
                 return F.linear(h, self.embedding_weight())

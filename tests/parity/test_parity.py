@@ -22,6 +22,10 @@ same float32 weights, and compares:
     gives the same results (three runs use --alloc);
   - junk in padding (other pad tokens, targets past lens) changes nothing;
   - logits are bit-identical after hf_save_model and a reload;
+  - packed rows (ft_batch.pos/.seg: several examples per row, positions
+    restarting at each, attention block-diagonal causal) for GPT-2, Llama
+    GQA (full and LoRA), Qwen2 and Mistral LM: the same comparisons against
+    the reference given position_ids and the block-diagonal mask;
   - a LoRA model merged (model_merge_lora), saved and reloaded as a full
     model gives the LoRA model's logits (float32 tolerance).
 
@@ -189,6 +193,10 @@ ALLOC = {("gpt2", "lm", "full"): "4x24", ("llama-gqa", "cls", "lora"): "5x32",
          ("qwen2", "lm", "lora"): "3x21"}  # model allocated larger than the batch
 MERGE = {("gpt2", "lm", "lora"), ("llama-gqa", "cls", "lora"), ("mistral-hd", "lm", "lora")}
 PAD_JUNK = {("gpt2", "lm", "full"), ("llama-gqa", "cls", "full")}
+# packed-row runs: (arch, "lm", method, "packed")
+PACKED_RUNS = [("gpt2", "lm", "full", "packed"), ("llama-gqa", "lm", "full", "packed"),
+               ("llama-gqa", "lm", "lora", "packed"), ("qwen2", "lm", "full", "packed"),
+               ("mistral-hd", "lm", "lora", "packed")]
 
 
 def config_json(arch, task):
@@ -230,6 +238,38 @@ def make_batch(V, seed, junk=False):
     return {"tokens": tokens, "targets": targets, "lens": lens, "labels": labels}
 
 
+def make_packed_batch(V, seed):
+    """B=2 packed rows in T=20, as engine/batcher.c makes them: row 0 holds
+    examples of 7, 9 and 4 tokens (full), row 1 of 5 and 6 (lens 11, then
+    padding). pos counts from each example's start, seg numbers the examples
+    of a row; targets are the next token inside an example, -1 at each
+    example's last token and on a 2-token "prompt" of row 1's second example;
+    padding has pos 0 and the next segment id, as the batcher writes."""
+    rng = np.random.default_rng(seed)
+    B, T = 2, 20
+    rows = [[7, 9, 4], [5, 6]]
+    tokens = np.zeros((B, T), dtype=np.int32)
+    targets = np.full((B, T), -1, dtype=np.int32)
+    pos = np.zeros((B, T), dtype=np.int32)
+    seg = np.zeros((B, T), dtype=np.int32)
+    lens = np.zeros(B, dtype=np.int32)
+    for b, exs in enumerate(rows):
+        t = 0
+        for k, n in enumerate(exs):
+            tok = rng.integers(0, V, size=n)
+            tokens[b, t:t + n] = tok
+            targets[b, t:t + n - 1] = tok[1:]
+            pos[b, t:t + n] = np.arange(n)
+            seg[b, t:t + n] = k
+            t += n
+        lens[b] = t
+        seg[b, t:] = len(exs)
+    targets[1, 5:7] = -1
+    labels = np.array([0, 1], dtype=np.int32)
+    return {"tokens": tokens, "targets": targets, "lens": lens, "labels": labels,
+            "pos": pos, "seg": seg}
+
+
 def run_tool(args, what):
     t0 = time.time()
     p = subprocess.run([TOOL] + args, capture_output=True, text=True)
@@ -245,10 +285,12 @@ def reference(model, batch, task, method, steps, clip):
     lens = torch.as_tensor(batch["lens"], dtype=torch.long)
     tgt = torch.as_tensor(batch["targets"], dtype=torch.long)
     lab = torch.as_tensor(batch["labels"], dtype=torch.long)
+    pos = torch.as_tensor(batch["pos"], dtype=torch.long) if "pos" in batch else None
+    seg = torch.as_tensor(batch["seg"], dtype=torch.long) if "seg" in batch else None
     model.set_trainable(method)
     tr = model.trainable()
     out = {}
-    logits = model(tok, lens)
+    logits = model(tok, lens, pos, seg)
     loss = model.loss(logits, tgt, lab)
     loss.backward()
     out["logits"] = logits.detach().numpy()
@@ -273,7 +315,7 @@ def reference(model, batch, task, method, steps, clip):
         gmin = {n: np.full(tuple(p.shape), np.inf) for n, p in tr}
         for _ in range(steps):
             opt.zero_grad(set_to_none=False)
-            lg = model(tok, lens)
+            lg = model(tok, lens, pos, seg)
             lo = model.loss(lg, tgt, lab)
             lo.backward()
             for n, p in tr:
@@ -350,8 +392,10 @@ def main():
     tmp = tempfile.mkdtemp(prefix="ft-parity.")
     t_start = time.time()
     try:
-        for i, (arch, task, method) in enumerate(RUNS):
-            tag = f"{arch}/{task}/{method}"
+        for i, run in enumerate(RUNS + PACKED_RUNS):
+            arch, task, method = run[:3]
+            packed = len(run) > 3
+            tag = f"{arch}/{task}/{method}" + (" packed" if packed else "")
             cfgd = config_json(arch, task)
             c = ref.Config(cfgd)
             model = ref.Model(c, task, torch.float64)
@@ -360,7 +404,7 @@ def main():
                 model.add_lora(targets.split(","), LORA_R, LORA_ALPHA)
             w = ref.random_weights(model, seed=1000 + i)
             model.load(w)
-            d = os.path.join(tmp, f"{arch}-{task}-{method}")
+            d = os.path.join(tmp, f"{arch}-{task}-{method}" + ("-packed" if packed else ""))
             os.makedirs(d)
             with open(os.path.join(d, "config.json"), "w") as f:
                 json.dump(cfgd, f, indent=2)
@@ -369,7 +413,7 @@ def main():
             if method == "lora":
                 ref.save_safetensors(os.path.join(d, "lora.safetensors"),
                                      {n: a for n, a in w.items() if ".lora_" in n})
-            batch = make_batch(c.V, seed=i)
+            batch = make_packed_batch(c.V, seed=i) if packed else make_batch(c.V, seed=i)
             bpath = os.path.join(d, "batch.safetensors")
             ref.save_safetensors(bpath, batch)
 
@@ -384,10 +428,10 @@ def main():
             if steps:
                 args += ["--adamw-steps", str(steps), "--lr", repr(LR), "--wd", repr(WD),
                          "--clip", repr(want["clip"])]
-            if (arch, task, method) in ALLOC:
-                args += ["--alloc", ALLOC[(arch, task, method)]]
-                tag += " (alloc " + ALLOC[(arch, task, method)] + ")"
-            if (arch, task, method) in SAVE_RELOAD | MERGE:
+            if run in ALLOC:
+                args += ["--alloc", ALLOC[run]]
+                tag += " (alloc " + ALLOC[run] + ")"
+            if run in SAVE_RELOAD | MERGE:
                 args += ["--save-reload", os.path.join(d, "saved")]
             ok, dt = run_tool(args, tag)
             if not ok:
@@ -395,13 +439,13 @@ def main():
             got = ref.load_safetensors(os.path.join(d, "out.safetensors"))
             got["loss"] = got["loss"].reshape(1)
             compare(tag, got, want, batch, task, steps, init)
-            if (arch, task, method) in SAVE_RELOAD:
+            if run in SAVE_RELOAD:
                 same = (np.array_equal(got["logits_before"], got["logits_reloaded"]) and
                         got["loss_before_reloaded"][0] == got["loss_before_reloaded"][1])
                 diff = float(np.max(np.abs(got["logits_before"] - got["logits_reloaded"])))
                 report(same, f"{tag} logits bit-identical after hf_save_model + reload",
                        f"maxdiff={diff:.3g}")
-            if (arch, task, method) in MERGE:
+            if run in MERGE:
                 a, e = got["logits_reloaded"], got["logits_before"]
                 if task == "lm":
                     L = batch["lens"]
@@ -409,7 +453,7 @@ def main():
                     e = np.concatenate([e[b, :L[b]].ravel() for b in range(3)])
                 close(f"{tag} merged (model_merge_lora + hf_save_model) logits == LoRA logits",
                       a, e, *TOL["logits"])
-            if (arch, task, method) in PAD_JUNK:
+            if run in PAD_JUNK:
                 jb = make_batch(c.V, seed=i, junk=True)
                 jpath = os.path.join(d, "batch_junk.safetensors")
                 ref.save_safetensors(jpath, jb)

@@ -15,7 +15,19 @@
  * QK^T and AV forward (4 B T^2 C per layer) and backward (twice that), with
  * no discount for the causal mask. LoRA does no weight gradient for frozen
  * matmuls (4N instead of 6N); its own r-rank matmuls are ignored (<1%).
- * usage: bench_train gpt2|smollm full|lora [--B 4 --T 256 --warmup 1 --steps 3] */
+ * With --short-epoch N it instead trains one epoch of N short examples (random
+ * tokens, lengths uniform in 16..128, every token but each example's last
+ * trained) three ways through engine/batcher.c: padded rows (one example per
+ * row, shuffled), by_length, and packed rows (ft_batch.pos/.seg), and prints
+ *   {"bench":"short_epoch", ..., "rows":[{mode, batches, tokens, padded_tokens,
+ *    seconds, tokens_per_s}], "packed_over_padded": ratio of tokens_per_s}
+ * where tokens are real (non-padding) tokens and padded_tokens sum(B x T);
+ * cpu_seconds / tokens_per_cpu_s count the process's CPU time, steadier than
+ * wall time on a shared machine (with OPENBLAS_NUM_THREADS=1 it excludes
+ * waiting). One untimed step on a full-size batch of each mode first touches
+ * all activation memory.
+ * usage: bench_train gpt2|smollm full|lora [--B 4 --T 256 --warmup 1 --steps 3]
+ *        [--short-epoch N] */
 #include <cblas.h>
 #include <jansson.h>
 #include <stdint.h>
@@ -25,12 +37,19 @@
 #include <sys/resource.h>
 #include <time.h>
 
+#include "batcher.h"
 #include "model.h"
 #include "optim.h"
 
 static double now(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static double cpu_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
   return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
@@ -104,18 +123,129 @@ static double sgemm_peak(void) {
   return 2.0 * n * (double)n * n / best / 1e9;
 }
 
+typedef struct {
+  long batches, tokens, padded;
+  double seconds, cpu_seconds;
+} epoch_stats;
+
+/* Trains the batches of epoch 0 of d batched with bo (only the first when
+ * warm is 0) and measures them. */
+static int run_epoch(ft_model *m, optim *opt, const ft_dataset *d, const ft_batcher_opts *bo,
+                     int warm, epoch_stats *st) {
+  ft_batcher *bt = NULL;
+  ft_error err = {0};
+  memset(st, 0, sizeof *st);
+  if (batcher_new(&bt, d, bo, &err)) {
+    fprintf(stderr, "bench_train: batcher_new: %s\n", err.message);
+    return 1;
+  }
+  st->batches = batcher_num_batches(bt);
+  double t0 = now(), c0 = cpu_now();
+  for (long i = 0; i < (warm ? st->batches : 1); i++) {
+    ft_batch b;
+    long nt = 0;
+    float loss = 0;
+    batcher_get(bt, 0, i, &b, &nt);
+    model_zero_grad(m);
+    int rc = model_forward(m, &b, 1, (uint64_t)i, &loss);
+    if (!rc) rc = model_backward(m, 1.0f);
+    if (rc) {
+      fprintf(stderr, "bench_train: step failed: %s\n", ft_err_message(rc));
+      batcher_free(bt);
+      return 1;
+    }
+    optim_clip_grad_norm(opt, 1.0f);
+    optim_step(opt, 1e-5f);
+    st->tokens += nt;
+    st->padded += (long)b.B * b.T;
+  }
+  st->seconds = now() - t0;
+  st->cpu_seconds = cpu_now() - c0;
+  batcher_free(bt);
+  return 0;
+}
+
+/* One epoch over a synthetic dataset of n short examples per batching mode;
+ * prints the JSON line described at the top. */
+static int short_epoch(ft_model *m, optim *opt, const ft_config *cfg, int B, int T, int n,
+                       const char *which, const char *method_s) {
+  ft_dataset d;
+  memset(&d, 0, sizeof d);
+  d.format = FT_DATA_TEXT;
+  d.n = (size_t)n;
+  d.off = calloc((size_t)n + 1, sizeof *d.off);
+  uint64_t s = 0x9E3779B97F4A7C15ull;
+  for (int i = 0; i < n; i++) {
+    s ^= s << 13, s ^= s >> 7, s ^= s << 17;
+    d.off[i + 1] = d.off[i] + 16 + (size_t)(s % 113); /* 16..128 tokens */
+  }
+  d.tokens = malloc(d.off[n] * sizeof *d.tokens);
+  d.targets = malloc(d.off[n] * sizeof *d.targets);
+  for (size_t i = 0; i < d.off[n]; i++) {
+    s ^= s << 13, s ^= s >> 7, s ^= s << 17;
+    d.tokens[i] = (int32_t)(s % (uint64_t)cfg->vocab_size);
+  }
+  for (int e = 0; e < n; e++)
+    for (size_t i = d.off[e]; i < d.off[e + 1]; i++)
+      d.targets[i] = i + 1 < d.off[e + 1] ? d.tokens[i + 1] : -1;
+  static const char *const modes[3] = {"padded", "by_length", "packed"};
+  ft_batcher_opts bo[3];
+  for (int k = 0; k < 3; k++)
+    bo[k] = (ft_batcher_opts){
+        .B = B, .T = T, .seed = 7, .shuffle = 1, .by_length = k == 1, .pack = k == 2};
+  epoch_stats st[3];
+  int rc = 0;
+  for (int k = 0; k < 3 && !rc; k++) rc = run_epoch(m, opt, &d, &bo[k], 0, &st[k]); /* warmup */
+  for (int k = 0; k < 3 && !rc; k++) rc = run_epoch(m, opt, &d, &bo[k], 1, &st[k]);
+  if (!rc) {
+    json_t *rows = json_array();
+    double tps[3], tpc[3];
+    for (int k = 0; k < 3; k++) {
+      tps[k] = (double)st[k].tokens / st[k].seconds;
+      tpc[k] = (double)st[k].tokens / st[k].cpu_seconds;
+      json_array_append_new(
+          rows,
+          json_pack("{s:s, s:I, s:I, s:I, s:f, s:f, s:f, s:f}", "mode", modes[k], "batches",
+                    (json_int_t)st[k].batches, "tokens", (json_int_t)st[k].tokens, "padded_tokens",
+                    (json_int_t)st[k].padded, "seconds", st[k].seconds, "tokens_per_s", tps[k],
+                    "cpu_seconds", st[k].cpu_seconds, "tokens_per_cpu_s", tpc[k]));
+    }
+    json_t *j =
+        json_pack("{s:s, s:s, s:s, s:s, s:i, s:i, s:i, s:o, s:f, s:f, s:f, s:f}", "bench",
+                  "short_epoch", "side", "finetuned", "model", which, "method", method_s, "B", B,
+                  "T", T, "examples", n, "rows", rows, "packed_over_padded", tps[2] / tps[0],
+                  "by_length_over_padded", tps[1] / tps[0], "packed_over_padded_cpu",
+                  tpc[2] / tpc[0], "by_length_over_padded_cpu", tpc[1] / tpc[0]);
+    char *txt = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6));
+    printf("%s\n", txt);
+    free(txt);
+    json_decref(j);
+  }
+  free(d.off);
+  free(d.tokens);
+  free(d.targets);
+  return rc;
+}
+
 int main(int argc, char **argv) {
   if (argc < 3) {
-    fprintf(stderr, "usage: bench_train gpt2|smollm full|lora [--B n --T n --warmup n --steps n]\n");
+    fprintf(stderr,
+            "usage: bench_train gpt2|smollm full|lora [--B n --T n --warmup n --steps n]\n");
     return 2;
   }
   const char *which = argv[1], *method_s = argv[2];
-  int B = 4, T = 256, warmup = 1, steps = 3;
+  int B = 4, T = 256, warmup = 1, steps = 3, short_n = 0;
   for (int i = 3; i + 1 < argc; i += 2) {
-    if (!strcmp(argv[i], "--B")) B = atoi(argv[i + 1]);
-    else if (!strcmp(argv[i], "--T")) T = atoi(argv[i + 1]);
-    else if (!strcmp(argv[i], "--warmup")) warmup = atoi(argv[i + 1]);
-    else if (!strcmp(argv[i], "--steps")) steps = atoi(argv[i + 1]);
+    if (!strcmp(argv[i], "--B"))
+      B = atoi(argv[i + 1]);
+    else if (!strcmp(argv[i], "--T"))
+      T = atoi(argv[i + 1]);
+    else if (!strcmp(argv[i], "--warmup"))
+      warmup = atoi(argv[i + 1]);
+    else if (!strcmp(argv[i], "--steps"))
+      steps = atoi(argv[i + 1]);
+    else if (!strcmp(argv[i], "--short-epoch"))
+      short_n = atoi(argv[i + 1]);
   }
   if (steps < 1 || steps > 100) steps = 3;
   int lora_m = !strcmp(method_s, "lora");
@@ -158,6 +288,15 @@ int main(int argc, char **argv) {
     fprintf(stderr, "bench_train: optim_new: %s\n", err.message);
     return 1;
   }
+  if (short_n > 0) {
+    int rc = short_epoch(m, opt, &cfg, B, T, short_n, which, method_s);
+    optim_free(opt);
+    model_free(m);
+    free(tokens);
+    free(targets);
+    free(lens);
+    return rc;
+  }
   double *times = calloc((size_t)steps, sizeof *times);
   float loss = 0;
   for (int k = 0; k < warmup + steps; k++) {
@@ -179,9 +318,9 @@ int main(int argc, char **argv) {
 
   qsort(times, (size_t)steps, sizeof *times, cmp_double);
   double step_s = times[steps / 2];
-  double tok = (double)B * T;
+  double step_tok = (double)B * T;
   double N = matmul_params(&cfg);
-  double flops = (lora_m ? 4.0 : 6.0) * N * tok +
+  double flops = (lora_m ? 4.0 : 6.0) * N * step_tok +
                  12.0 * cfg.n_layer * (double)B * T * T * cfg.hidden_size;
   double gflops = flops / step_s / 1e9;
   double peak = sgemm_peak();
@@ -189,11 +328,10 @@ int main(int argc, char **argv) {
   json_t *j = json_pack(
       "{s:s, s:s, s:s, s:i, s:i, s:i, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:s}",
       "side", "finetuned", "model", which, "method", method_s, "B", B, "T", T, "steps", steps,
-      "step_s", step_s, "tokens_per_s", tok / step_s, "gflops", gflops, "peak_gflops", peak,
-      "frac_peak", peak > 0 ? gflops / peak : 0.0, "peak_rss_mb", rss_mb, "params",
-      nparams, "trainable", (double)model_num_trainable(m), "matmul_params", N, "last_loss",
-      (double)loss, "flop_formula",
-      lora_m ? "4*N*B*T + 12*L*B*T^2*C" : "6*N*B*T + 12*L*B*T^2*C");
+      "step_s", step_s, "tokens_per_s", step_tok / step_s, "gflops", gflops, "peak_gflops", peak,
+      "frac_peak", peak > 0 ? gflops / peak : 0.0, "peak_rss_mb", rss_mb, "params", nparams,
+      "trainable", (double)model_num_trainable(m), "matmul_params", N, "last_loss", (double)loss,
+      "flop_formula", lora_m ? "4*N*B*T + 12*L*B*T^2*C" : "6*N*B*T + 12*L*B*T^2*C");
   char *txt = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6));
   printf("%s\n", txt);
   free(txt);

@@ -12,7 +12,8 @@
  * names, copied over the LoRA tensors (so both sides start from the same
  * non-zero B). --alloc BxT allocates the model for a larger batch than the
  * one run (a short last batch). The batch file holds I32 tensors tokens (B,T), lens (B) and
- * targets (B,T) or labels (B). --save-reload DIR also writes the model with
+ * targets (B,T) or labels (B), and optionally pos and seg (B,T) for packed rows
+ * (ft_batch.pos/.seg). --save-reload DIR also writes the model with
  * hf_save_model to DIR (a LoRA model merged first with model_merge_lora),
  * loads it back into a fresh full model and writes the inference logits of
  * both as logits_before / logits_reloaded.
@@ -315,6 +316,13 @@ int main(int argc, char **argv) {
   int B = (int)tokens.shape[0], T = (int)tokens.shape[1];
   int have_targets = read_i32(o.batch_path, "targets", &targets) == 0;
   int have_labels = read_i32(o.batch_path, "labels", &labels) == 0;
+  i32_tensor pos, seg;
+  int have_pos = read_i32(o.batch_path, "pos", &pos) == 0;
+  int have_seg = read_i32(o.batch_path, "seg", &seg) == 0;
+  if ((have_pos && pos.numel != tokens.numel) || (have_seg && seg.numel != tokens.numel)) {
+    fprintf(stderr, "parity_dump: %s: pos and seg must be (B,T) like tokens\n", o.batch_path);
+    return 1;
+  }
   if (o.task == FT_TASK_CAUSAL_LM ? !have_targets : !have_labels) {
     fprintf(stderr, "parity_dump: %s lacks %s\n", o.batch_path,
             o.task == FT_TASK_CAUSAL_LM ? "targets" : "labels");
@@ -325,7 +333,9 @@ int main(int argc, char **argv) {
                     .tokens = tokens.data,
                     .targets = o.task == FT_TASK_CAUSAL_LM ? targets.data : NULL,
                     .labels = o.task == FT_TASK_CLASSIFY ? labels.data : NULL,
-                    .lens = lens.data};
+                    .lens = lens.data,
+                    .pos = have_pos ? pos.data : NULL,
+                    .seg = have_seg ? seg.data : NULL};
 
   ft_config cfg;
   if (hf_config_load(&cfg, o.model_dir, &err)) die("hf_config_load", &err);
@@ -409,5 +419,7 @@ int main(int argc, char **argv) {
   free(lens.data);
   if (have_targets) free(targets.data);
   if (have_labels) free(labels.data);
+  if (have_pos) free(pos.data);
+  if (have_seg) free(seg.data);
   return 0;
 }
