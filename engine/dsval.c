@@ -23,7 +23,7 @@
 #include "ft_err.h"
 #include "record.h"
 
-#define DSVAL_MAX_HASHES (1u << 22) /* 32 MiB of set at most */
+#define DSVAL_MAX_HASHES (1u << 21) /* 16 MiB per set at most: two sets stay under 64 MiB */
 #define DSVAL_MAX_LABELS 1000       /* distinct labels counted */
 
 typedef struct {
