@@ -7,7 +7,10 @@
  *
  * An ft_infer is one loaded model with its tokenizer, chat family and one
  * sequence's KV cache: not thread-safe, one request at a time (the server
- * keeps a pool of them). Weights are read-only after infer_load. */
+ * keeps a pool of them). Weights are read-only after infer_load.
+ *
+ * Changes since the first commit: additions only (infer_eval, infer_is_eos);
+ * every declaration the serving code uses is unchanged. */
 #ifndef FT_INFER_H
 #define FT_INFER_H
 #include <stddef.h>
@@ -52,6 +55,34 @@ typedef struct {
  * (possibly empty while a multi-byte character or a possible stop string is
  * held back; text never includes a stop string). logprob is log p(token |
  * prefix) (NaN for the first prompt token). */
+/* Exact semantics (infer.c):
+ * - text points into the engine's buffer, valid during the callback only;
+ *   the concatenated texts of the new tokens are the completion: the decode
+ *   of the new ids (special tokens skipped; decoded after the last few
+ *   prompt tokens so a SentencePiece leading space is kept), cut before the
+ *   earliest stop string. Held back: a trailing U+FFFD run (an unfinished
+ *   character) and the longest tail that is a proper prefix of a stop
+ *   string; both are released by the token that ends the completion
+ *   (max_tokens or EOS), never past a stop string. Echoed prompt tokens carry
+ *   the prompt's text the same way (special tokens kept, no stop strings).
+ * - logprob, top_logprob: log-softmax of the model's raw logits (the
+ *   model's distribution, independent of temperature/top_p), equal to the
+ *   training-time per-token log-probabilities; always filled; top_id holds
+ *   min(logprobs, 5) alternatives, most likely first (ties: lower id).
+ * - Under stop_eos the ending token (EOS or chat end marker) is reported,
+ *   with empty text plus whatever held-back text became final, and counts in
+ *   completion_tokens; finish_reason "stop". Without stop_eos it is an
+ *   ordinary token whose text is skipped (special).
+ * - A stop string ends generation at the token whose decode completes it
+ *   (that token is reported, with the text before the stop string);
+ *   finish_reason "stop". At most FT_MAX_STOP, non-empty (else FT_EINVALID
+ *   "stop").
+ * - temperature 0: argmax (ties: lower id), the seed unused. Else one
+ *   rng_uniform draw per token from the seed: same seed, options and prompt,
+ *   same tokens. top_p < 1 keeps the most probable tokens whose mass first
+ *   reaches top_p.
+ * - max_tokens 0 without echo runs nothing ("length", no tokens); with echo
+ *   it scores the prompt. */
 typedef struct {
   int32_t id;
   const char *text;
@@ -81,4 +112,16 @@ int infer_generate(ft_infer *m, const int32_t *prompt, size_t n, const ft_gen_op
 /* Classification: probs[0..num_labels) = softmax of the score head on the
  * last token of ids[0..n). FT_EINVALID for a causal LM. */
 int infer_classify(ft_infer *m, const int32_t *ids, size_t n, float *probs, ft_error *err);
+
+/* True for the ids that end a completion under stop_eos: the tokenizer's and
+ * config's EOS, and <|im_end|> (ChatML) or <|eot_id|> (Llama 3). */
+int infer_is_eos(const ft_infer *m, int32_t id);
+
+/* Low level (tests, benchmarks): runs ids[0..n) at positions start..start+n
+ * on the cache (which must hold the positions before start from earlier
+ * calls) and, if logits is not NULL, writes every row's logits there
+ * (n x vocab_size; num_labels for a classifier). FT_ERANGE ("prompt") past
+ * the context or for an id outside the vocabulary. */
+int infer_eval(ft_infer *m, const int32_t *ids, size_t n, size_t start, float *logits,
+               ft_error *err);
 #endif
