@@ -29,6 +29,9 @@ static const preset_row presets[] = {
     {"llama", "tiny", 2, 64, 4, 2, 172, 256, 0},
     {"llama", "llama-test", 4, 128, 4, 2, 344, 512, 1},
     {"llama", "smollm-135m", 30, 576, 9, 3, 1536, 2048, 1},
+    /* pretraining from scratch (scripts/make-base-model.sh): ~7.9M parameters at an
+       8192 vocabulary (2.1M of them the tied embedding) */
+    {"llama", "llama-base-8m", 8, 256, 8, 4, 688, 512, 1},
 };
 
 int model_preset(const char *arch, const char *preset, ft_config *cfg, ft_error *err) {
@@ -47,7 +50,7 @@ int model_preset(const char *arch, const char *preset, ft_config *cfg, ft_error 
   if (!p)
     return ft_error_set(
         err, FT_ERANGE, "preset", "unknown %s preset '%s' (%s)", family, preset,
-        !strcmp(family, "gpt2") ? "tiny, small-test, gpt2-small" : "tiny, llama-test, smollm-135m");
+        !strcmp(family, "gpt2") ? "tiny, small-test, gpt2-small" : "tiny, llama-test, smollm-135m, llama-base-8m");
   snprintf(cfg->model_type, sizeof cfg->model_type, "%s", arch);
   cfg->arch = !strcmp(family, "gpt2") ? FT_ARCH_GPT2 : FT_ARCH_LLAMA;
   cfg->n_layer = p->L;

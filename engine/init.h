@@ -16,7 +16,9 @@
  *          gpt2-small (L12 C768 NH12 maxT1024)
  *   llama: tiny (L2 C64 NH4 NKV2 FF172 maxT256, untied lm_head),
  *          llama-test (L4 C128 NH4 NKV2 FF344 maxT512, tied),
- *          smollm-135m (L30 C576 NH9 NKV3 FF1536 maxT2048, tied)
+ *          smollm-135m (L30 C576 NH9 NKV3 FF1536 maxT2048, tied),
+ *          llama-base-8m (L8 C256 NH8 NKV4 FF688 maxT512, tied: ~7.9M parameters
+ *          with an 8k vocabulary; a base model pretrained from scratch)
  * FT_ERANGE naming "arch" or "preset" when unknown. */
 int model_preset(const char *arch, const char *preset, ft_config *cfg, ft_error *err);
 

@@ -143,7 +143,37 @@ static uint64_t fingerprint(const run *r) {
                   (uint64_t)r->train->off[r->train->n]};
   uint64_t h = 0x6674636B70740001ull;
   for (size_t i = 0; i < sizeof v / sizeof *v; i++) h = rng_mix(h, v[i]);
+  if (s->token_budget > 0) h = rng_mix(h, (uint64_t)s->token_budget ^ 0x746F6B656E73ull);
   return h;
+}
+
+/* The steps of a token budget (spec.token_budget): the training tokens of an
+ * epoch are the same in every epoch (the same examples, only reordered), so
+ * the budget is k whole epochs plus the steps of epoch k until the trained
+ * tokens reach it. A function of the data and the seed only, so a resumed
+ * run plans the same steps. */
+static int budget_steps(run *r, long *total, ft_error *err) {
+  long long per_epoch = 0, budget = r->s.token_budget, cum = 0;
+  ft_batch b;
+  long nt;
+  int rc;
+  for (long i = 0; i < r->n_batches; i++) {
+    if ((rc = batcher_get(r->tb, 0, i, &b, &nt))) return ft_error_set(err, rc, NULL, "batching");
+    per_epoch += nt;
+  }
+  if (per_epoch <= 0)
+    return ft_error_set(err, FT_ETRAIN_FILE, "training_file", "the training data has no tokens");
+  long long k = (budget - 1) / per_epoch, rem = budget - k * per_epoch, steps = 0;
+  for (long first = 0; first < r->n_batches && cum < rem; first += r->s.grad_accum, steps++)
+    for (long i = first; i < first + r->s.grad_accum && i < r->n_batches; i++) {
+      if ((rc = batcher_get(r->tb, (long)k, i, &b, &nt)))
+        return ft_error_set(err, rc, NULL, "batching");
+      cum += nt;
+    }
+  if (k > (1LL << 40) / (r->steps_per_epoch + 1))
+    return ft_error_set(err, FT_ERANGE, "token_budget", "token_budget is too large for this data");
+  *total = (long)(k * r->steps_per_epoch + steps);
+  return 0;
 }
 
 /* Mean loss and token (row) accuracy over the batches of bt; for
@@ -414,6 +444,7 @@ static int setup(run *r, ft_error *err) {
   r->n_batches = batcher_num_batches(r->tb);
   r->steps_per_epoch = (r->n_batches + r->s.grad_accum - 1) / r->s.grad_accum;
   r->total = (long)r->s.n_epochs * r->steps_per_epoch;
+  if (r->s.token_budget > 0 && (rc = budget_steps(r, &r->total, err))) return rc;
   r->warmup = sched_warmup_steps(r->s.warmup_ratio, r->total);
   if (!r->s.es_metric[0]) snprintf(r->s.es_metric, sizeof r->s.es_metric, "valid_loss");
   r->lower_better = !higher_is_better(r->s.es_metric);
@@ -640,10 +671,12 @@ int train_run(const ft_train_opts *o, const ft_train_hooks *h, ft_train_result *
     snprintf(data, sizeof data,
              "{\"examples\":%zu,\"validation_examples\":%zu,\"test_examples\":%zu,"
              "\"dropped\":%ld,\"truncated\":%ld,\"total_steps\":%ld,"
-             "\"warmup_steps\":%ld,\"trainable_parameters\":%zu,\"packing\":%s}",
+             "\"warmup_steps\":%ld,\"trainable_parameters\":%zu,\"packing\":%s,"
+             "\"token_budget\":%lld}",
              r->train->n, r->valid ? r->valid->n : 0, r->test ? r->test->n : 0, r->train->n_dropped,
              r->train->n_truncated, r->total, r->warmup, optim_numel(r->opt),
-             r->s.packing && r->s.task == FT_TASK_CAUSAL_LM ? "true" : "false");
+             r->s.packing && r->s.task == FT_TASK_CAUSAL_LM ? "true" : "false",
+             r->s.token_budget);
     event(r, "info", data, "training started: %zu examples, %ld steps", r->train->n, r->total);
   }
 
