@@ -11,7 +11,9 @@
  * data: validation_split 0.1 without a validation_file (else 0), test_split
  * 0, truncation "truncate", clean and packing on; evaluation: eval_samples 64,
  * early_stopping.metric valid_loss. Evaluation and early stopping need a
- * validation_file or a validation_split > 0. */
+ * validation_file or a validation_split > 0. hyperparameters.token_budget
+ * (pretraining) replaces n_epochs: giving both is refused, and spec_to_json
+ * then writes token_budget and no n_epochs. */
 #include "spec.h"
 
 #include <math.h>
@@ -105,7 +107,12 @@ static int get_num(const json_t *obj, const char *path, const char *key, double 
     return ft_error_set(err, FT_ETYPE, p, "'%s' must be a number%s", p,
                         allow_auto ? " or \"auto\"" : "");
   double x = json_number_value(v);
-  if (!isfinite(x) || (lo_open ? x <= lo : x < lo) || (hi_open ? x >= hi : x > hi))
+  /* the value is kept as a float: check it as rounded too, or 0.9999999999999999
+   * passes [0, 1) and is stored as 1, 1e-320 passes (0, 1] and is stored as 0
+   * (fuzz/regressions/spec) */
+  float xf = (float)x;
+  if (!isfinite(x) || (lo_open ? x <= lo : x < lo) || (hi_open ? x >= hi : x > hi) ||
+      (lo_open ? xf <= lo : xf < lo) || (hi_open ? xf >= hi : xf > hi))
     return ft_error_set(err, FT_ERANGE, p, "'%s' must be in %c%g, %g%c (got %g)", p,
                         lo_open ? '(' : '[', lo, hi, hi_open ? ')' : ']', x);
   *out = x;
@@ -166,6 +173,7 @@ static int parse_hparams(const json_t *h, const char *path, ft_spec *s, lr_state
                                      "gradient_accumulation_steps",
                                      "max_seq_len",
                                      "train_on_inputs",
+                                     "token_budget",
                                      NULL};
   static const char *const scheds[] = {"constant", "linear", "cosine", "auto", NULL};
   int rc = only_keys(h, path, keys, err), a;
@@ -175,6 +183,18 @@ static int parse_hparams(const json_t *h, const char *path, ft_spec *s, lr_state
   i = s->n_epochs;
   if ((rc = get_int(h, path, "n_epochs", 1, 1000, 1, &i, &a, err))) return rc;
   s->n_epochs = (int)i;
+  const json_t *ne = json_object_get(h, "n_epochs");
+  int epochs_given = ne && !json_is_null(ne) && !a;
+  i = 0;
+  if ((rc = get_int(h, path, "token_budget", 1, 1000000000000LL, 0, &i, NULL, err))) return rc;
+  s->token_budget = i;
+  if (s->token_budget > 0 && epochs_given) {
+    char p[256];
+    join(p, sizeof p, path, "token_budget");
+    return ft_error_set(err, FT_EINVALID, p,
+                        "give n_epochs or token_budget, not both (a token budget repeats the "
+                        "data as often as it needs)");
+  }
   i = s->batch_size;
   if ((rc = get_int(h, path, "batch_size", 1, 1024, 1, &i, &a, err))) return rc;
   s->batch_size = (int)i;
@@ -657,6 +677,10 @@ json_t *spec_to_json(const ft_spec *s) {
                 real_of(s->warmup_ratio), "weight_decay", real_of(s->weight_decay), "max_grad_norm",
                 real_of(s->max_grad_norm), "gradient_accumulation_steps", s->grad_accum,
                 "max_seq_len", s->max_seq_len, "train_on_inputs", s->train_on_inputs);
+  if (h && s->token_budget > 0) { /* the budget replaces n_epochs */
+    json_object_del(h, "n_epochs");
+    json_object_set_new(h, "token_budget", json_integer((json_int_t)s->token_budget));
+  }
   json_t *adapter;
   if (s->method == FT_METHOD_LORA) {
     adapter = json_pack("{s:s, s:i, s:o, s:o}", "type", "lora", "r", s->lora.r, "alpha",

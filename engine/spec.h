@@ -34,6 +34,9 @@ typedef struct {
   int grad_accum;            /* gradient_accumulation_steps 1..1024, default 1 */
   int max_seq_len;           /* 8..32768, default 512 (capped at the model's max later) */
   int train_on_inputs;       /* prompt/completion: loss on the prompt too; default 0 */
+  long long token_budget;    /* token_budget 1..1e12: train until this many tokens are trained
+                                (the data repeats as needed); 0 = off (n_epochs). With it,
+                                n_epochs must be absent or "auto" */
   /* adapter */
   ft_method method;          /* adapter.type: full, lora, head; default lora */
   ft_lora lora;              /* r 1..256 (8), alpha >0 (16), dropout [0,1) (0), target_modules */

@@ -913,7 +913,9 @@ static int bpe_word_cached(const tok *t, enc *e, const char *w, size_t len) {
     e->cidcap = nc;
   }
   memcpy(e->kbuf + e->klen, w, len);
-  memcpy(e->cids + e->cidn, e->ids + before, cnt * sizeof(int32_t));
+  /* (fuzz/regressions/tok: a word with no tokens, e.g. no unk token, has
+   * cnt 0 while e->ids and e->cids may still be NULL: NULL + 0 is UB) */
+  if (cnt) memcpy(e->cids + e->cidn, e->ids + before, cnt * sizeof(int32_t));
   e->cache[j] = (cache_ent){(uint32_t)e->klen, (uint32_t)len, (uint32_t)e->cidn, (uint32_t)cnt};
   e->klen += len;
   e->cidn += cnt;

@@ -419,7 +419,52 @@ static void test_check_model(void) {
   json_decref(j);
 }
 
+/* hyperparameters.token_budget (issue #8): trains until that many tokens,
+ * replacing n_epochs; spec_to_json writes it instead of n_epochs. */
+static void test_token_budget(void) {
+  ft_spec s = ok("{\"model\":\"m\",\"training_file\":\"f\"}");
+  CHECK_EQ_INT(s.token_budget, 0);
+  json_t *j = spec_to_json(&s);
+  json_t *h = json_object_get(json_object_get(json_object_get(j, "method"), "supervised"),
+                              "hyperparameters");
+  CHECK(json_object_get(h, "token_budget") == NULL);
+  CHECK(json_is_integer(json_object_get(h, "n_epochs")));
+  json_decref(j);
+
+  s = ok("{\"model\":\"m\",\"training_file\":\"f\",\"method\":{\"type\":\"supervised\","
+         "\"supervised\":{\"hyperparameters\":{\"token_budget\":5000000000,\"n_epochs\":\"auto\"}}}}");
+  CHECK_EQ_INT(s.token_budget, 5000000000LL);
+  s = ok("{\"model\":\"m\",\"training_file\":\"f\",\"hyperparameters\":{\"token_budget\":1,"
+         "\"n_epochs\":null}}");
+  CHECK_EQ_INT(s.token_budget, 1);
+  s = ok("{\"model\":\"m\",\"training_file\":\"f\",\"method\":{\"type\":\"supervised\","
+         "\"supervised\":{\"hyperparameters\":{\"token_budget\":20000}}}}");
+  CHECK_EQ_INT(s.token_budget, 20000);
+  j = spec_to_json(&s);
+  h = json_object_get(json_object_get(json_object_get(j, "method"), "supervised"),
+                      "hyperparameters");
+  CHECK_EQ_INT(json_integer_value(json_object_get(h, "token_budget")), 20000);
+  CHECK(json_object_get(h, "n_epochs") == NULL);
+  ft_spec s2;
+  ft_error e = {0};
+  CHECK_EQ_INT(spec_parse(j, &s2, &e), 0); /* the resolved form parses back */
+  CHECK_EQ_INT(s2.token_budget, 20000);
+  json_decref(j);
+
+  expect(HP("{\"token_budget\":0}"), FT_ERANGE, HPATH "token_budget");
+  expect(HP("{\"token_budget\":-5}"), FT_ERANGE, HPATH "token_budget");
+  expect(HP("{\"token_budget\":1000000000001}"), FT_ERANGE, HPATH "token_budget");
+  expect(HP("{\"token_budget\":1.5}"), FT_ETYPE, HPATH "token_budget");
+  expect(HP("{\"token_budget\":\"auto\"}"), FT_ETYPE, HPATH "token_budget");
+  expect(HP("{\"token_budget\":\"100\"}"), FT_ETYPE, HPATH "token_budget");
+  expect(HP("{\"token_budget\":100,\"n_epochs\":2}"), FT_EINVALID, HPATH "token_budget");
+  expect("{" BASE ",\"hyperparameters\":{\"token_budget\":100,\"n_epochs\":1}}", FT_EINVALID,
+         "hyperparameters.token_budget");
+  expect("{" BASE ",\"training\":{\"token_budget\":100}}", FT_EUNKNOWN_FIELD, "training");
+}
+
 int main(void) {
+  RUN(test_token_budget);
   RUN(test_defaults);
   RUN(test_full_and_round_trip);
   RUN(test_errors);
