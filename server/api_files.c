@@ -15,7 +15,10 @@
  * line), not a refused request; the file NAME must be UTF-8 (400).
  * Two body forms: multipart/form-data
  * (fields "file" and "purpose", as OpenAI clients send) and a raw JSONL/CSV
- * body with ?filename= and ?purpose=. */
+ * body with ?filename= and ?purpose=.
+ * Tenants (auth.h): a file belongs to the uploading key's tenant; another
+ * tenant's file answers 404 like an unknown one. The client's file name is
+ * only ever data (a column): paths are built from the id alone. */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -26,6 +29,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "auth.h"
 #include "dsval.h"
 #include "ft_log.h"
 #include "http.h"
@@ -202,6 +206,12 @@ static enum MHD_Result on_part(void *cls, enum MHD_ValueKind kind, const char *k
                                size_t size) {
   upload *u = cls;
   if (u->err.code) return MHD_NO;
+  /* hostile input: a part whose Content-Disposition has no name= reaches
+   * us with key NULL (strcmp(NULL) crashed the daemon) */
+  if (!key) {
+    ft_error_set(&u->err, FT_EINVALID, NULL, "a form part has no name");
+    return MHD_NO;
+  }
   if (!strcmp(key, "file")) {
     int again = part_repeats(u, K_FILE, off, size, u->file_seen, u->file_next, u->file_zero_call);
     u->last_key = K_FILE;
@@ -320,9 +330,9 @@ static enum MHD_Result upload_last(http_req *r, upload *u) {
     return http_fail(r, FT_EIO, NULL, "storing the upload: %s", strerror(errno));
   }
   json_t *file = NULL;
-  int rc = store_file_insert_checked(r->app->store, u->id, (int64_t)u->bytes, u->filename,
-                                     u->purpose, n_err ? "error" : "processed",
-                                     n_err ? details : NULL, report, &file);
+  int rc = store_file_insert_tenant(r->app->store, r->tenant, u->id, (int64_t)u->bytes, u->filename,
+                                    u->purpose, n_err ? "error" : "processed",
+                                    n_err ? details : NULL, report, &file);
   json_decref(report);
   if (rc) {
     unlink(u->final);
@@ -365,7 +375,7 @@ enum MHD_Result api_files_list(http_req *r) {
   int limit;
   if (http_page_or_reply(r, &after, &limit)) return MHD_YES;
   json_t *list;
-  int rc = store_file_list(r->app->store, after, limit, &list);
+  int rc = store_file_list_tenant(r->app->store, auth_tenant(r), after, limit, &list);
   if (rc == FT_ENOT_FOUND) return http_fail(r, rc, "after", "no such file: %s", after);
   if (rc) return http_fail(r, rc, NULL, NULL);
   return http_reply_json(r, 200, list);
@@ -375,6 +385,7 @@ enum MHD_Result api_files_list(http_req *r) {
 static json_t *file_or_reply(http_req *r) {
   const char *id = r->params[0];
   json_t *file = NULL;
+  if (id_ok(id, "file") && auth_file_or_reply(r, id, "file_id")) return NULL;
   int rc = id_ok(id, "file") ? store_file_get(r->app->store, id, &file) : FT_ENOT_FOUND;
   if (rc == FT_ENOT_FOUND)
     http_fail(r, rc, "file_id", "no such file: %s", id);
@@ -415,6 +426,7 @@ enum MHD_Result api_files_content(http_req *r) {
 enum MHD_Result api_files_delete(http_req *r) {
   const char *id = r->params[0];
   if (!id_ok(id, "file")) return http_fail(r, FT_ENOT_FOUND, "file_id", "no such file: %s", id);
+  if (auth_file_or_reply(r, id, "file_id")) return MHD_YES;
   ft_error err = {0};
   int rc = store_file_delete(r->app->store, id, &err);
   if (rc) return http_fail_err(r, &err);

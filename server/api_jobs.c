@@ -12,7 +12,13 @@
  * the job is terminal or paused and every event is out, it sends
  * "data: [DONE]" and ends. The job's status and the events after a seq are
  * read in one locked store call, so no event can slip between the last
- * batch and [DONE]. */
+ * batch and [DONE].
+ *
+ * Tenants (auth.h): a job belongs to the creating key's tenant, and so do its
+ * events, checkpoints and fine-tuned model; its files and a fine-tuned base
+ * model must be that tenant's too. Every route with a job id goes through
+ * job_id_or_reply, which answers another tenant's job exactly like an
+ * unknown one (404). */
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
@@ -22,9 +28,11 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "auth.h"
 #include "ft_log.h"
 #include "hfdir.h"
 #include "http.h"
+#include "obs.h"
 #include "spec.h"
 #include "validate.h"
 
@@ -143,7 +151,8 @@ static int model_or_reply(http_req *r, ft_spec *spec, json_t **lineage) {
               id_len, FT_MODEL_ID_MAX);
     return -1;
   }
-  if (!api_model_id_ok(spec->model) ||
+  /* another tenant's fine-tuned model or checkpoint is unknown here */
+  if (!api_model_id_ok(spec->model) || !auth_model_visible(r, spec->model) ||
       http_pathf(dir, sizeof dir, "%s/models/%s", r->app->data_dir, spec->model)) {
     http_fail(r, FT_EINVALID, "model", "unknown model \"%.200s\"", spec->model);
     return -1;
@@ -187,12 +196,17 @@ static int model_or_reply(http_req *r, ft_spec *spec, json_t **lineage) {
   return rc ? -1 : 0;
 }
 
-/* A file the job names must exist and have passed validation at upload
- * (status "processed"). On error replies and returns -1. */
+/* A file the job names must exist, belong to the job's tenant (admin keys
+ * included: a job never reaches into another tenant's data) and have passed
+ * validation at upload (status "processed"). On error replies and returns
+ * -1. */
 static int file_or_reply(http_req *r, const char *id, const char *param) {
   if (!id[0]) return 0;
   json_t *f = NULL;
-  int rc = store_file_get(r->app->store, id, &f);
+  char owner[STORE_TENANT_MAX + 1];
+  int rc = store_tenant_of(r->app->store, "file", id, owner, sizeof owner);
+  if (rc == 0 && strcmp(owner, r->tenant)) rc = FT_ENOT_FOUND;
+  if (rc == 0) rc = store_file_get(r->app->store, id, &f);
   const char *status = rc ? NULL : json_string_value(json_object_get(f, "status"));
   if (status && !strcmp(status, "error")) {
     const char *details = json_string_value(json_object_get(f, "status_details"));
@@ -237,6 +251,20 @@ enum MHD_Result api_jobs_create(http_req *r) {
       file_or_reply(r, spec->validation_file, "validation_file") ||
       file_or_reply(r, spec->test_file, "test_file") || model_or_reply(r, spec, &lineage))
     goto out;
+  int waiting = 0;
+  if (r->app->max_waiting_jobs > 0 &&
+      (rc = store_jobs_waiting(r->app->store, r->tenant, &waiting)) != 0) {
+    res = http_fail(r, rc, NULL, NULL);
+    goto out;
+  }
+  if (r->app->max_waiting_jobs > 0 && waiting >= r->app->max_waiting_jobs) {
+    obs_reject(OBS_REJECT_QUOTA);
+    res = http_fail(r, FT_EQUEUE_FULL, NULL,
+                    "too many jobs waiting to run: tenant %s has %d (validating_files or "
+                    "queued), at most %d; retry when some have started",
+                    r->tenant, waiting, r->app->max_waiting_jobs);
+    goto out;
+  }
   resolved = spec_to_json(spec);
   if (!resolved) {
     res = http_fail(r, FT_ENOMEM, NULL, NULL);
@@ -250,7 +278,8 @@ enum MHD_Result api_jobs_create(http_req *r) {
                      .seed = spec->seed,
                      .spec = resolved,
                      .metadata = json_is_null(metadata) ? NULL : metadata,
-                     .parent_model = lineage};
+                     .parent_model = lineage,
+                     .tenant = r->tenant};
   if ((rc = store_job_insert(r->app->store, &j, &job, &err)) != 0) {
     res = http_fail_err(r, &err);
     goto out;
@@ -273,17 +302,20 @@ enum MHD_Result api_jobs_list(http_req *r) {
   int limit;
   if (http_page_or_reply(r, &after, &limit)) return MHD_YES;
   json_t *list;
-  int rc = store_job_list(r->app->store, after, limit, &list);
+  int rc = store_job_list_tenant(r->app->store, auth_tenant(r), after, limit, &list);
   if (rc == FT_ENOT_FOUND) return http_fail(r, rc, "after", "no such job: %s", after);
   if (rc) return http_fail(r, rc, NULL, NULL);
   return http_reply_json(r, 200, list);
 }
 
-/* Replies 404 for an id that cannot be a job; returns -1 then. */
+/* Replies 404 for an id that cannot be a job, an unknown job and another
+ * tenant's job alike; returns -1 then. */
 static int job_id_or_reply(http_req *r) {
-  if (job_id_ok(r->params[0])) return 0;
-  http_fail(r, FT_ENOT_FOUND, "fine_tuning_job_id", "no such job: %s", r->params[0]);
-  return -1;
+  if (!job_id_ok(r->params[0])) {
+    http_fail(r, FT_ENOT_FOUND, "fine_tuning_job_id", "no such job: %s", r->params[0]);
+    return -1;
+  }
+  return auth_job_or_reply(r, r->params[0], "fine_tuning_job_id");
 }
 
 /* Replies 404 unless the job exists; returns -1 then. */

@@ -5,7 +5,10 @@
  * import-model` or `init-model`; fine-tuned ones, named "ft:…", from the
  * pool when a job succeeds). Names starting with "." are work in progress
  * (temp copies, deletions) and never listed. Downloads are served from the
- * file descriptor (sendfile), never read into memory. */
+ * file descriptor (sendfile), never read into memory.
+ * Tenants (auth.h): base models are everyone's; a fine-tuned model or a
+ * checkpoint is its job's tenant's, and to anyone else it does not exist
+ * (404 on every route, absent from the list). */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -17,6 +20,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "auth.h"
 #include "ft_log.h"
 #include "http.h"
 #include "validate.h"
@@ -115,7 +119,7 @@ enum MHD_Result api_models_list(http_req *r) {
     closedir(d);
     if (n) qsort(names, n, sizeof *names, cmp_str);
     for (size_t i = 0; i < n; i++) {
-      json_t *m = model_json(r->app, names[i]);
+      json_t *m = auth_model_visible(r, names[i]) ? model_json(r->app, names[i]) : NULL;
       if (m) json_array_append_new(data, m);
       free(names[i]);
     }
@@ -126,6 +130,7 @@ enum MHD_Result api_models_list(http_req *r) {
 }
 
 enum MHD_Result api_models_get(http_req *r) {
+  if (auth_model_or_reply(r, r->params[0], "model")) return MHD_YES;
   json_t *m = model_json(r->app, r->params[0]);
   if (!m) return http_fail(r, FT_ENOT_FOUND, "model", "no such model: %s", r->params[0]);
   return http_reply_json(r, 200, m);
@@ -137,6 +142,7 @@ static int rm_entry(const char *path, const struct stat *sb, int flag, struct FT
 
 enum MHD_Result api_models_delete(http_req *r) {
   const char *id = r->params[0];
+  if (auth_model_or_reply(r, id, "model")) return MHD_YES;
   json_t *m = model_json(r->app, id);
   if (!m) return http_fail(r, FT_ENOT_FOUND, "model", "no such model: %s", id);
   json_decref(m);
@@ -168,6 +174,7 @@ enum MHD_Result api_models_delete(http_req *r) {
 
 enum MHD_Result api_models_file(http_req *r) {
   const char *id = r->params[0], *name = r->params[1];
+  if (auth_model_or_reply(r, id, "model")) return MHD_YES;
   json_t *m = model_json(r->app, id);
   if (!m) return http_fail(r, FT_ENOT_FOUND, "model", "no such model: %s", id);
   json_decref(m);
@@ -198,4 +205,50 @@ enum MHD_Result api_models_file(http_req *r) {
   MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ct);
   r->replied = 1;
   return http_queue(r->conn, 200, resp);
+}
+
+/* ---- model resolution for serving and export ----------------------------- */
+
+/* The job id inside an "ft:…:ftjob-<24 hex>" model id, or 0. */
+static int ft_job_of(const char *id, char *job, size_t n) {
+  if (strncmp(id, "ft:", 3)) return 0;
+  const char *j = strrchr(id, ':');
+  if (!j || strncmp(j + 1, "ftjob-", 6) || strlen(j + 1) != 30 || n <= 30) return 0;
+  memcpy(job, j + 1, 31);
+  return 1;
+}
+
+/* (http.h) */
+int api_model_resolve(http_req *r, const char *param, const char *id, char *dir, size_t n,
+                         ft_error *err) {
+  ft_app *app = r->app;
+  char cfg[PATH_MAX], job[64];
+  struct stat sb;
+  long step;
+  if (!api_model_id_ok(id) || !auth_model_visible(r, id) ||
+      http_pathf(dir, n, "%s/models/%s", app->data_dir, id) ||
+      http_pathf(cfg, sizeof cfg, "%s/config.json", dir))
+    return ft_error_set(err, FT_ENOT_FOUND, param, "no such model: %.200s", id);
+  if (stat(cfg, &sb) == 0 && S_ISREG(sb.st_mode)) return 0;
+  if (validate_ckpt_id(id, job, sizeof job, &step)) {
+    int rc = validate_materialise(app->store, app->data_dir, id, err);
+    if (rc) {
+      snprintf(err->param, sizeof err->param, "%s", param);
+      return rc;
+    }
+    return 0;
+  }
+  if (ft_job_of(id, job, sizeof job)) {
+    char status[32];
+    if (store_job_status(app->store, job, status, sizeof status) == 0 &&
+        strcmp(status, "succeeded")) {
+      if (!store_status_terminal(status))
+        return ft_error_set(err, FT_EBAD_STATE, param,
+                            "model %.200s is not ready: its fine-tuning job %s is %s", id, job,
+                            status);
+      return ft_error_set(err, FT_ENOT_FOUND, param,
+                          "no such model: %.200s (its fine-tuning job %s is %s)", id, job, status);
+    }
+  }
+  return ft_error_set(err, FT_ENOT_FOUND, param, "no such model: %.200s", id);
 }

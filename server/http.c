@@ -27,6 +27,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "auth.h"
+#include "obs.h"
 #include "ft_log.h"
 #include "routes.h"
 
@@ -133,10 +135,71 @@ static struct MHD_Response *json_response(json_t *obj) {
   return resp;
 }
 
+/* ---- hostile input (tests/fault/test_hostile_slow.py) -------------------- */
+
+/* Copies src into dst (n bytes with the NUL) with every byte that is not part
+ * of a valid UTF-8 sequence replaced by '?': error messages quote what the
+ * client sent (ids, names, URLs) and ft_error truncates them, and jansson
+ * refuses a string that is not UTF-8, which made such an error a 500. */
+static void utf8_scrub(char *dst, size_t n, const char *src) {
+  const unsigned char *s = (const unsigned char *)src;
+  size_t o = 0;
+  while (*s && o + 1 < n) {
+    unsigned c = *s;
+    size_t len = c < 0x80 ? 1 : (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3
+                                                    : (c & 0xf8) == 0xf0 ? 4 : 0;
+    unsigned cp = len == 2 ? c & 0x1f : len == 3 ? c & 0x0f : c & 0x07;
+    size_t k = 1;
+    for (; len > 1 && k < len && (s[k] & 0xc0) == 0x80; k++) cp = cp << 6 | (s[k] & 0x3f);
+    int valid = len == 1 || (len > 1 && k == len &&
+                             !(len == 2 && cp < 0x80) && !(len == 3 && cp < 0x800) &&
+                             !(len == 4 && (cp < 0x10000 || cp > 0x10ffff)) &&
+                             !(cp >= 0xd800 && cp <= 0xdfff));
+    if (!valid) {
+      dst[o++] = '?';
+      s++;
+      continue;
+    }
+    if (o + len >= n) break;
+    memcpy(dst + o, s, len);
+    o += len;
+    s += len;
+  }
+  dst[o] = 0;
+}
+
+/* libmicrohttpd's %-decoding of the path and query, except that "%00" stays
+ * as it is: a decoded NUL cut the C string, so "/v1/files/<id>%00junk" was
+ * <id> and "?filename=a%00b" was "a". */
+static int hex_digit(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  c = (char)(c | 32);
+  return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+static size_t unescape_keep_nul(void *cls, struct MHD_Connection *c, char *s) {
+  char *w = s;
+  for (const char *r = s; *r;) {
+    int hi = r[0] == '%' ? hex_digit(r[1]) : -1, lo = hi >= 0 ? hex_digit(r[2]) : -1;
+    if (lo >= 0 && (hi || lo)) {
+      *w++ = (char)(hi << 4 | lo);
+      r += 3;
+    } else {
+      *w++ = *r++;
+    }
+  }
+  *w = 0;
+  return (size_t)(w - s);
+}
+/* ---- end hostile input ---------------------------------------------------- */
+
 static json_t *error_json(const ft_error *e) {
   const char *msg = e->message[0] ? e->message : ft_err_message(e->code);
-  return json_pack("{s:{s:s, s:s, s:s?, s:s}}", "error", "message", msg, "type",
-                   ft_err_type(e->code), "param", e->param[0] ? e->param : NULL, "code",
+  char m[sizeof e->message], pm[sizeof e->param]; /* (hostile input: see utf8_scrub) */
+  utf8_scrub(m, sizeof m, msg);
+  utf8_scrub(pm, sizeof pm, e->param);
+  return json_pack("{s:{s:s, s:s, s:s?, s:s}}", "error", "message", m, "type",
+                   ft_err_type(e->code), "param", pm[0] ? pm : NULL, "code",
                    ft_err_code(e->code));
 }
 
@@ -245,23 +308,33 @@ int http_page_or_reply(http_req *r, const char **after, int *limit) {
 int http_json_body_or_reply(http_req *r, json_t **out) {
   *out = NULL;
   if (!r->body || r->body_n == 0) {
+    obs_reject(OBS_REJECT_BAD_JSON);
     http_fail(r, FT_EJSON, NULL, "request body is empty; a JSON object is required");
+    return -1;
+  }
+  if (!auth_json_depth_ok(r->body, r->body_n, AUTH_JSON_MAX_DEPTH)) { /* (jansson has no cap) */
+    obs_reject(OBS_REJECT_BAD_JSON);
+    http_fail(r, FT_EJSON, NULL, "request body nests arrays and objects deeper than %d",
+              AUTH_JSON_MAX_DEPTH);
     return -1;
   }
   json_error_t je;
   json_t *v = json_loadb(r->body, r->body_n, JSON_REJECT_DUPLICATES, &je);
   if (!v && json_error_code(&je) == json_error_invalid_utf8) {
+    obs_reject(OBS_REJECT_BAD_JSON);
     http_fail(r, FT_EUTF8, NULL, "request body is not valid UTF-8 (line %d, column %d)", je.line,
               je.column);
     return -1;
   }
   if (!v) {
+    obs_reject(OBS_REJECT_BAD_JSON);
     http_fail(r, FT_EJSON, NULL, "request body is not valid JSON: %s (line %d, column %d)", je.text,
               je.line, je.column);
     return -1;
   }
   if (!json_is_object(v)) {
     json_decref(v);
+    obs_reject(OBS_REJECT_BAD_JSON);
     http_fail(r, FT_ETYPE, NULL, "request body must be a JSON object");
     return -1;
   }
@@ -313,7 +386,10 @@ static enum MHD_Result reply_no_route(http_req *r, const char *method, const cha
     if (!strcmp(routes[i].method, "GET") && n < sizeof allow)
       n += (size_t)snprintf(allow + n, sizeof allow - n, ", HEAD");
   }
-  if (!n) return http_fail(r, FT_ENO_ROUTE, NULL, "unknown URL: %s %s", method, url);
+  if (!n) {
+    obs_reject(OBS_REJECT_NO_ROUTE);
+    return http_fail(r, FT_ENO_ROUTE, NULL, "unknown URL: %s %s", method, url);
+  }
   ft_error e;
   ft_error_set(&e, FT_EMETHOD, NULL, "method %s is not allowed for %s; allowed: %s", method, url,
                allow);
@@ -372,18 +448,32 @@ static enum MHD_Result on_headers(ft_app *app, struct MHD_Connection *conn, cons
   if (!r) return MHD_NO;
   r->app = app;
   r->conn = conn;
+  r->route_ix = -1;        /* (obs.c: "unmatched" until a route matches) */
+  r->t0_ns = obs_now_ns(); /* (obs.c: the duration) */
   r->method = method;
   r->url = url;
   *con_cls = r;
   atomic_fetch_add(&inflight, 1); /* (on_completed takes it off) */
-  if (atomic_load(&app->draining)) return reply_draining(r);
+  if (atomic_load(&app->draining)) {
+    obs_reject(OBS_REJECT_DRAINING);
+    return reply_draining(r);
+  }
   const char *m = strcmp(method, "HEAD") ? method : "GET";
   const route *rt = NULL;
   for (size_t i = 0; i < NROUTES && !rt; i++)
     if (!strcmp(routes[i].method, m) && path_match(routes[i].pattern, url, r)) rt = &routes[i];
+  if (rt) r->route_ix = (int)(rt - routes); /* (obs.c: a refused request has its route) */
+  /* keys (auth.c): before the body, and before telling what URLs exist */
+  if (auth_request(r, rt ? rt->pattern : NULL)) return MHD_YES;
   if (!rt) return reply_no_route(r, method, url);
   r->route_ix = (int)(rt - routes);
   r->body_kind = rt->body;
+  /* hostile input: microhttpd reads a body of any other transfer coding
+   * ("gzip", "gzip, chunked") until the client closes */
+  const char *te = http_header(r, MHD_HTTP_HEADER_TRANSFER_ENCODING);
+  if (te && strcasecmp(te, "chunked"))
+    return http_fail(r, FT_EINVALID, NULL, "Transfer-Encoding \"%.40s\" is not supported",
+                     te);
   const char *cl = http_header(r, MHD_HTTP_HEADER_CONTENT_LENGTH);
   if (cl && rt->body != HTTP_BODY_STREAM && strtoull(cl, NULL, 10) > HTTP_JSON_BODY_MAX)
     return http_fail(r, FT_ETOO_LARGE, NULL, "request body over %u bytes", HTTP_JSON_BODY_MAX);
@@ -413,6 +503,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
   r->upload = upload_data;
   r->upload_n = *upload_data_size;
   r->seen += *upload_data_size;
+  obs_upload_bytes(*upload_data_size);
   enum MHD_Result res = rt->handler(r);
   *upload_data_size = 0;
   if (r->phase == HTTP_PHASE_LAST && !r->replied && res == MHD_YES)
@@ -425,6 +516,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
   http_req *r = *con_cls;
   if (!r) return;
   if (r->ctx_free) r->ctx_free(r->ctx, toe == MHD_REQUEST_TERMINATED_COMPLETED_OK);
+  obs_request_end(conn, r); /* counts and logs the request (obs.c) */
   free(r->body);
   free(r);
   *con_cls = NULL;
@@ -475,11 +567,29 @@ int http_start(struct MHD_Daemon **out, ft_app *app, const char *listen, int *po
   /* (MHD_USE_ITC: MHD_quiesce_daemon needs it in this threading mode) */
   unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL |
                    MHD_USE_ERROR_LOG | MHD_USE_ITC | (v6 ? MHD_USE_IPv6 : 0);
+  /* TLS (issue #7): HTTPS with the PEM certificate and key main read */
+  struct MHD_OptionItem tls_opts[] = {
+      {MHD_OPTION_HTTPS_MEM_CERT, 0, (void *)app->tls_cert_pem},
+      {MHD_OPTION_HTTPS_MEM_KEY, 0, (void *)app->tls_key_pem},
+      {MHD_OPTION_END, 0, NULL}};
+  if (app->tls_cert_pem && app->tls_key_pem)
+    flags |= MHD_USE_TLS;
+  else
+    tls_opts[0].option = MHD_OPTION_END;
   struct MHD_Daemon *d =
       MHD_start_daemon(flags, (uint16_t)p, NULL, NULL, on_request, app, MHD_OPTION_SOCK_ADDR,
                        (struct sockaddr *)&addr, MHD_OPTION_NOTIFY_COMPLETED, on_completed, app,
-                       MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120, MHD_OPTION_CONNECTION_LIMIT,
-                       (unsigned)512, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_END);
+                       MHD_OPTION_CONNECTION_TIMEOUT,
+                       app->conn_timeout_s ? app->conn_timeout_s : (unsigned)120,
+                       MHD_OPTION_CONNECTION_LIMIT,
+                       app->max_connections ? app->max_connections : (unsigned)512,
+                       MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+                       app->max_per_ip ? app->max_per_ip : (unsigned)128,
+                       MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+                       app->conn_memory ? app->conn_memory : (size_t)(64u << 10),
+                       MHD_OPTION_UNESCAPE_CALLBACK, unescape_keep_nul, NULL, /* (hostile) */
+                       MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_ARRAY, tls_opts,
+                       MHD_OPTION_END);
   if (!d)
     return ft_error_set(err, FT_EIO, "listen", "cannot listen on %s: %s", listen,
                         errno ? strerror(errno) : "microhttpd failed to start");

@@ -25,6 +25,19 @@ typedef struct {
   uint64_t max_upload_bytes; /* POST /v1/files cap */
   atomic_int stopping;       /* set at shutdown: SSE streams end */
   atomic_int draining;       /* graceful stop under way: new requests get 503 */
+  /* ---- keys, tenants and limits (auth.c, issue #7) ---- */
+  int auth_open_allowed;        /* loopback listener: open while no key was ever made */
+  struct auth_limiter *limiter; /* per-key token buckets, NULL: no rate limit */
+  int max_waiting_jobs;         /* per tenant (validating_files + queued); 0: no cap */
+  unsigned max_connections;     /* MHD_OPTION_CONNECTION_LIMIT; 0: 512 */
+  unsigned max_per_ip;          /* MHD_OPTION_PER_IP_CONNECTION_LIMIT; 0: 128 */
+  unsigned conn_timeout_s;      /* MHD_OPTION_CONNECTION_TIMEOUT; 0: 120 */
+  size_t conn_memory;           /* MHD_OPTION_CONNECTION_MEMORY_LIMIT (headers); 0: 64 KiB */
+  /* ---- serving (api_infer.c, issue #6) ---- */
+  struct infer_pool *infer; /* loaded models and the inference slots; NULL: serving is off (503) */
+  /* ---- TLS (obs/ops, issue #7) ---- */
+  const char *tls_cert_pem; /* PEM certificate chain: serve HTTPS; NULL: plain HTTP */
+  const char *tls_key_pem;  /* its PEM private key */
 } ft_app;
 
 enum { HTTP_BODY_NONE, HTTP_BODY_JSON, HTTP_BODY_STREAM };
@@ -61,6 +74,12 @@ struct http_req {
   uint64_t discarded;
   void *ctx; /* handler state */
   void (*ctx_free)(void *ctx, int completed_ok);
+  /* ---- the caller (auth.c, set before any handler runs) ---- */
+  char tenant[64]; /* the key's tenant, or "default" in open mode */
+  char key_id[40]; /* "key-…", or "" in open mode */
+  int admin;       /* an admin key: sees every tenant */
+  /* ---- observability (obs.c, issue #7) ---- */
+  int64_t t0_ns; /* CLOCK_MONOTONIC at the headers: the request's duration */
 };
 
 int http_start(struct MHD_Daemon **out, ft_app *app, const char *listen, int *port, ft_error *err);
@@ -116,6 +135,13 @@ int http_pathf(char *out, size_t n, const char *fmt, ...) __attribute__((format(
 /* A model id that can name a directory under models/: 1..255 bytes, no
  * path separators, no leading dot, no control characters (api_models.c). */
 int api_model_id_ok(const char *id);
+/* models/<id> into dir, once its config.json is there: a checkpoint id is
+ * exported on first use (validate_materialise); a model whose job has not
+ * succeeded is FT_EBAD_STATE (409); an unknown one, or another tenant's
+ * (auth.h), FT_ENOT_FOUND (404). param names the field ("model",
+ * "models[1]"). The one lookup of serving and export (api_models.c). */
+int api_model_resolve(http_req *r, const char *param, const char *id, char *dir, size_t n,
+                      ft_error *err);
 
 /* Handlers, from routes.h. */
 #define FT_ROUTE_DECL_(method, pattern, handler, body) enum MHD_Result handler(http_req *r);

@@ -3,6 +3,8 @@
  *                 run until SIGTERM/SIGINT (systemd: Type=notify)
  *   import-model  copy a Hugging Face model directory into <data>/models/NAME
  *   init-model    write a randomly initialised model directory (tests, demos)
+ *   train-tokenizer  learn a byte-level BPE tokenizer from text (engine/bpe_train.h)
+ *   export-gguf   write a model directory or its LoRA adapter as GGUF (llama.cpp)
  * The only place that exits (STYLE.md 7). Signals are blocked in every thread
  * and taken synchronously here with sigwait, so no handler runs in the middle
  * of a library call. Shutdown: first a drain (shutdown.h: no new
@@ -23,9 +25,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "auth.h"
+#include "bpe_train.h" /* train-tokenizer (issue #8) */
 #include "ft_log.h"
+#include "gguf.h"
 #include "hfdir.h"
 #include "http.h"
+#include "infer_pool.h"
 #include "init.h"
 #include "pool.h"
 #include "shutdown.h"
@@ -57,9 +63,30 @@ static void usage(FILE *f) {
           "  --drain-timeout-ms N    on SIGTERM/SIGINT, how long to wait for running jobs to\n"
           "                          pause at a checkpoint and requests to finish; default\n"
           "                          30000 (systemd's TimeoutStopSec is 60 s)\n"
+          "  --infer-cache-mb N      memory for models loaded for serving (completions,\n"
+          "                          classifications), least recently used evicted; default\n"
+          "                          a quarter of physical memory\n"
+          "  --infer-concurrency N   inference requests run at once; default 2\n"
+          "  --infer-queue N         requests that may wait for a slot (up to 10 s) before\n"
+          "                          429 with Retry-After; default 4\n"
           "  --worker-exe PATH       worker executable; default finetuned-worker next to\n"
           "                          this executable\n"
           "  --log-level LEVEL       debug, info, warn or error; default info\n"
+          "  --tls-cert FILE         serve HTTPS with this PEM certificate (chain); needs\n"
+          "  --tls-key FILE          its PEM private key (unencrypted); read at start\n"
+          "  --rate-limit N          requests per second per API key (token bucket); 0: no\n"
+          "                          limit; default 50\n"
+          "  --rate-burst N          requests a key may send at once; default 100\n"
+          "  --max-waiting-jobs N    jobs per tenant waiting to run (validating_files or\n"
+          "                          queued); 0: no cap; default 100\n"
+          "  --max-connections N     open HTTP connections; default 512\n"
+          "  --max-connections-per-ip N  default 128\n"
+          "  --connection-timeout S  idle HTTP connection timeout in seconds; default 120\n"
+          "  --max-header-bytes N    memory per connection for the request line and\n"
+          "                          headers (larger: 431); default 65536\n"
+          "  API keys: listening on loopback with no key created, the API is open (tenant\n"
+          "  \"default\"); anywhere else, or once a key exists, every request but /healthz\n"
+          "  and /readyz needs \"Authorization: Bearer KEY\" (see finetuned keys).\n"
           "  --config FILE           read options from FILE: lines \"name = value\" with the\n"
           "                          option names above (without --), '#' comments;\n"
           "                          command-line options win\n"
@@ -73,6 +100,22 @@ static void usage(FILE *f) {
           "  Writes a randomly initialised model of a preset size (e.g. tiny) with the\n"
           "  tokenizer found at PATH into DIR.\n"
           "\n"
+          "finetuned train-tokenizer --vocab-size N --out DIR [--min-frequency K] FILE...\n"
+          "  Learns a byte-level BPE tokenizer (GPT-2 style, with <|endoftext|>,\n"
+          "  <|im_start|>, <|im_end|> and a ChatML chat template) from JSONL (\"text\",\n"
+          "  prompt/completion, messages) or plain text FILEs; writes DIR/tokenizer.json and\n"
+          "  DIR/tokenizer_config.json (use with init-model --tokenizer DIR). K default 2.\n"
+          "\n"
+          "finetuned export-gguf --model DIR --out FILE [--type f32|f16] [--adapter]\n"
+          "  Writes the model directory DIR as a GGUF file for llama.cpp / Ollama (default\n"
+          "  f16); with --adapter, its LoRA adapter (DIR/adapter/ or DIR itself) instead.\n"
+          "\n"
+          "finetuned keys create [--data-dir DIR] --name NAME [--tenant T] [--admin]\n"
+          "finetuned keys list [--data-dir DIR]\n"
+          "finetuned keys revoke [--data-dir DIR] ID|NAME\n"
+          "  API keys: create prints a key once (only its hash is stored); its tenant\n"
+          "  defaults to \"default\" (the open mode's); an admin key sees every tenant's.\n"
+          "\n"
           "finetuned --help | --version\n");
 }
 
@@ -83,6 +126,11 @@ typedef struct {
   long workers, lease_ms, heartbeat_ms, max_attempts;
   long long max_upload;
   long drain_timeout_ms; /* graceful shutdown */
+  long infer_cache_mb, infer_concurrency, infer_queue; /* serving (infer_pool.h) */
+  char *tls_cert, *tls_key; /* TLS (issue #7): PEM files */
+  /* keys and limits (auth.c, issue #7); -1: default */
+  long rate_limit, rate_burst, max_waiting_jobs, max_connections, max_per_ip, conn_timeout,
+      max_header_bytes;
 } serve_opts;
 
 static int parse_long(const char *s, long lo, long hi, long *out) {
@@ -111,6 +159,10 @@ static int set_opt(serve_opts *o, const char *name, const char *val, int from_fi
     str = &o->worker_exe;
   else if (!strcmp(name, "log-level"))
     str = &o->log_level;
+  else if (!strcmp(name, "tls-cert"))
+    str = &o->tls_cert;
+  else if (!strcmp(name, "tls-key"))
+    str = &o->tls_key;
   else if (!strcmp(name, "workers"))
     num = &o->workers, lo = 0, hi = 256;
   else if (!strcmp(name, "lease-ms"))
@@ -121,6 +173,26 @@ static int set_opt(serve_opts *o, const char *name, const char *val, int from_fi
     num = &o->max_attempts, lo = 1, hi = 100;
   else if (!strcmp(name, "drain-timeout-ms"))
     num = &o->drain_timeout_ms, lo = 0, hi = 600000;
+  else if (!strcmp(name, "infer-cache-mb"))
+    num = &o->infer_cache_mb, lo = 1, hi = 1 << 24;
+  else if (!strcmp(name, "infer-concurrency"))
+    num = &o->infer_concurrency, lo = 1, hi = 256;
+  else if (!strcmp(name, "infer-queue"))
+    num = &o->infer_queue, lo = 0, hi = 4096;
+  else if (!strcmp(name, "rate-limit"))
+    num = &o->rate_limit, lo = 0, hi = 1000000;
+  else if (!strcmp(name, "rate-burst"))
+    num = &o->rate_burst, lo = 1, hi = 1000000;
+  else if (!strcmp(name, "max-waiting-jobs"))
+    num = &o->max_waiting_jobs, lo = 0, hi = 1000000;
+  else if (!strcmp(name, "max-connections"))
+    num = &o->max_connections, lo = 1, hi = 100000;
+  else if (!strcmp(name, "max-connections-per-ip"))
+    num = &o->max_per_ip, lo = 1, hi = 100000;
+  else if (!strcmp(name, "connection-timeout"))
+    num = &o->conn_timeout, lo = 1, hi = 86400;
+  else if (!strcmp(name, "max-header-bytes"))
+    num = &o->max_header_bytes, lo = 8192, hi = 16 << 20;
   else if (!strcmp(name, "max-upload-bytes")) {
     char *end;
     errno = 0;
@@ -308,6 +380,35 @@ static void notify(const char *state) {
 #endif
 }
 
+/* ---- TLS (issue #7) ------------------------------------------------------- */
+
+/* Reads a PEM file (at most 1 MiB) into a new NUL-terminated string; NULL and
+ * a message on stderr when it cannot be read or holds no PEM block. */
+static char *read_pem(const char *path, const char *what) {
+  FILE *f = fopen(path, "rb");
+  if (!f) {
+    fprintf(stderr, "finetuned: cannot read the TLS %s %s: %s\n", what, path, strerror(errno));
+    return NULL;
+  }
+  size_t cap = 1u << 20, n = 0;
+  char *buf = malloc(cap + 1);
+  if (buf) n = fread(buf, 1, cap + 1, f);
+  fclose(f);
+  if (!buf || n > cap) {
+    fprintf(stderr, "finetuned: the TLS %s %s is %s\n", what, path,
+            buf ? "over 1 MiB" : "not readable: out of memory");
+    free(buf);
+    return NULL;
+  }
+  buf[n] = 0;
+  if (!strstr(buf, "-----BEGIN ")) {
+    fprintf(stderr, "finetuned: the TLS %s %s is not a PEM file\n", what, path);
+    free(buf);
+    return NULL;
+  }
+  return buf;
+}
+
 /* ---- serve ---------------------------------------------------------------- */
 
 static int cmd_serve(int argc, char **argv, const char *argv0) {
@@ -323,12 +424,27 @@ static int cmd_serve(int argc, char **argv, const char *argv0) {
                                            {"heartbeat-ms", required_argument, 0, 0},
                                            {"max-attempts", required_argument, 0, 0},
                                            {"drain-timeout-ms", required_argument, 0, 0},
+                                           {"infer-cache-mb", required_argument, 0, 0},
+                                           {"infer-concurrency", required_argument, 0, 0},
+                                           {"infer-queue", required_argument, 0, 0},
                                            {"worker-exe", required_argument, 0, 0},
                                            {"log-level", required_argument, 0, 0},
+                                           {"tls-cert", required_argument, 0, 0},
+                                           {"tls-key", required_argument, 0, 0},
+                                           {"rate-limit", required_argument, 0, 0},
+                                           {"rate-burst", required_argument, 0, 0},
+                                           {"max-waiting-jobs", required_argument, 0, 0},
+                                           {"max-connections", required_argument, 0, 0},
+                                           {"max-connections-per-ip", required_argument, 0, 0},
+                                           {"connection-timeout", required_argument, 0, 0},
+                                           {"max-header-bytes", required_argument, 0, 0},
                                            {"config", required_argument, 0, 'c'},
                                            {"help", no_argument, 0, 'h'},
                                            {0, 0, 0, 0}};
   o.drain_timeout_ms = -1;
+  o.infer_cache_mb = o.infer_concurrency = o.infer_queue = -1;
+  o.rate_limit = o.rate_burst = o.max_waiting_jobs = o.max_connections = o.max_per_ip =
+      o.conn_timeout = o.max_header_bytes = -1;
   const char *config = NULL;
   int c, idx, rc = 1;
   optind = 1;
@@ -391,12 +507,30 @@ static int cmd_serve(int argc, char **argv, const char *argv0) {
   pool *pl = NULL;
   validator *vd = NULL;
   struct MHD_Daemon *httpd = NULL;
+  char *tls_cert_pem = NULL, *tls_key_pem = NULL; /* TLS (issue #7) */
   char db[PATH_MAX];
   http_pathf(db, sizeof db, "%s/finetuned.db", data_dir);
   if (store_open(&st, db, &err)) {
     fprintf(stderr, "finetuned: %s\n", err.message);
     goto out;
   }
+  /* API keys (auth.h): open only on loopback while no key was ever made */
+  int n_keys = 0, loopback = auth_listen_is_loopback(o.listen ? o.listen : "127.0.0.1:8080");
+  if (store_key_count(st, &n_keys)) {
+    fprintf(stderr, "finetuned: cannot read the API keys from %s\n", db);
+    goto out;
+  }
+  if (!loopback && n_keys == 0) {
+    fprintf(stderr,
+            "finetuned: refusing to listen on %s without API keys: create one with "
+            "`finetuned keys create --data-dir %s --name NAME`, or listen on 127.0.0.1\n",
+            o.listen, data_dir);
+    goto out;
+  }
+  if (n_keys == 0)
+    FT_WARN(
+        "msg=\"no API keys: the API is open to anyone on this machine (tenant "
+        "default); create keys with finetuned keys create\"");
   char *worker_exe = o.worker_exe ? strdup(o.worker_exe) : default_worker_exe(argv0);
   pool_opts po = {.data_dir = data_dir,
                   .worker_exe = worker_exe,
@@ -421,11 +555,52 @@ static int cmd_serve(int argc, char **argv, const char *argv0) {
   }
   rc = 1;
   static ft_app app;
+  /* ---- serving (infer_pool.h) ---- */
+  infer_pool *ip = NULL;
+  infer_pool_opts ipo = {
+      .cache_bytes = o.infer_cache_mb > 0 ? (size_t)o.infer_cache_mb << 20
+                                          : infer_pool_default_cache_bytes(),
+      .concurrency =
+          o.infer_concurrency > 0 ? (int)o.infer_concurrency : INFER_POOL_DEFAULT_CONCURRENCY,
+      .queue = o.infer_queue >= 0 ? (int)o.infer_queue : INFER_POOL_DEFAULT_QUEUE,
+      .wait_ms = INFER_POOL_DEFAULT_WAIT_MS};
+  if (infer_pool_new(&ip, &ipo, &err)) {
+    fprintf(stderr, "finetuned: %s\n", err.message);
+    goto out;
+  }
+  app.infer = ip;
   app.store = st;
   app.pool = pl;
   app.data_dir = data_dir;
   app.max_upload_bytes = o.max_upload > 0 ? (uint64_t)o.max_upload : HTTP_DEFAULT_UPLOAD_MAX;
+  /* keys and limits (auth.c, issue #7) */
+  app.auth_open_allowed = loopback;
+  long rate = o.rate_limit >= 0 ? o.rate_limit : 50;
+  if (rate > 0 && !(app.limiter = auth_limiter_new(
+                        (double)rate, (double)(o.rate_burst > 0 ? o.rate_burst : 2 * rate)))) {
+    fprintf(stderr, "finetuned: out of memory\n");
+    goto out;
+  }
+  app.max_waiting_jobs = o.max_waiting_jobs >= 0 ? (int)o.max_waiting_jobs : 100;
+  app.max_connections = o.max_connections > 0 ? (unsigned)o.max_connections : 512;
+  app.max_per_ip = o.max_per_ip > 0 ? (unsigned)o.max_per_ip : 128;
+  app.conn_timeout_s = o.conn_timeout > 0 ? (unsigned)o.conn_timeout : 120;
+  app.conn_memory = o.max_header_bytes > 0 ? (size_t)o.max_header_bytes : (size_t)(64u << 10);
   atomic_store(&app.stopping, 0);
+  /* TLS (issue #7): both files or neither */
+  if (!o.tls_cert != !o.tls_key) {
+    fprintf(stderr, "finetuned: --tls-cert and --tls-key go together\n");
+    goto out;
+  }
+  if (o.tls_cert && MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES) {
+    fprintf(stderr, "finetuned: this libmicrohttpd was built without TLS (GnuTLS)\n");
+    goto out;
+  }
+  if (o.tls_cert && (!(tls_cert_pem = read_pem(o.tls_cert, "certificate")) ||
+                     !(tls_key_pem = read_pem(o.tls_key, "key"))))
+    goto out;
+  app.tls_cert_pem = tls_cert_pem;
+  app.tls_key_pem = tls_key_pem;
   const char *listen = o.listen ? o.listen : "127.0.0.1:8080";
   int port = 0;
   if (http_start(&httpd, &app, listen, &port, &err)) {
@@ -436,7 +611,7 @@ static int cmd_serve(int argc, char **argv, const char *argv0) {
   snprintf(host, sizeof host, "%.*s", (int)(strrchr(listen, ':') - listen), listen);
   if (write_port_file(data_dir, port))
     FT_WARN("msg=\"cannot write the port file\" err=\"%s\"", strerror(errno));
-  fprintf(stderr, "listening on http://%s:%d\n", host, port);
+  fprintf(stderr, "listening on %s://%s:%d\n", tls_cert_pem ? "https" : "http", host, port);
   FT_INFO("msg=\"ready\" data_dir=\"%s\" port=%d workers=%d", data_dir, port, po.n_workers);
   notify("READY=1\nSTATUS=serving");
 
@@ -452,9 +627,13 @@ out:
   atomic_store(&app.stopping, 1);
   if (st) store_wake_all(st);
   http_stop(httpd);
+  infer_pool_free(app.infer); /* (after the last request) */
+  app.infer = NULL;
   validate_stop(vd);
   if (pl) pool_stop(pl);
   store_close(st);
+  auth_limiter_free(app.limiter);
+  app.limiter = NULL;
   if (httpd) {
     char path[PATH_MAX];
     http_pathf(path, sizeof path, "%s/finetuned.port", data_dir);
@@ -463,6 +642,8 @@ out:
   free(data_dir);
   free(o.data_dir), free(o.listen), free(o.worker_listen), free(o.worker_token);
   free(o.worker_exe), free(o.log_level);
+  if (tls_key_pem) explicit_bzero(tls_key_pem, strlen(tls_key_pem));
+  free(o.tls_cert), free(o.tls_key), free(tls_cert_pem), free(tls_key_pem);
   return rc;
 }
 
@@ -662,6 +843,115 @@ static int cmd_init(int argc, char **argv) {
   return 0;
 }
 
+/* ---- export-gguf (engine/gguf.h) ------------------------------------------ */
+
+static int cmd_export_gguf(int argc, char **argv) {
+  static const struct option longopts[] = {{"model", required_argument, 0, 'm'},
+                                           {"out", required_argument, 0, 'o'},
+                                           {"type", required_argument, 0, 't'},
+                                           {"adapter", no_argument, 0, 'a'},
+                                           {"help", no_argument, 0, 'h'},
+                                           {0, 0, 0, 0}};
+  const char *model = NULL, *out = NULL, *type = "f16";
+  int adapter = 0, c;
+  optind = 1;
+  while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+    switch (c) {
+      case 'm':
+        model = optarg;
+        break;
+      case 'o':
+        out = optarg;
+        break;
+      case 't':
+        type = optarg;
+        break;
+      case 'a':
+        adapter = 1;
+        break;
+      case 'h':
+        usage(stdout);
+        return 0;
+      default:
+        usage(stderr);
+        return 2;
+    }
+  }
+  if (!model || !out || optind != argc || (strcmp(type, "f16") && strcmp(type, "f32"))) {
+    fprintf(stderr, "usage: finetuned export-gguf --model DIR --out FILE [--type f32|f16] "
+                    "[--adapter]\n");
+    return 2;
+  }
+  ft_error err = {0};
+  int f16 = !strcmp(type, "f16"), rc;
+  if (adapter) {
+    char adir[PATH_MAX], probe[PATH_MAX];
+    if (snprintf(adir, sizeof adir, "%s/adapter", model) >= (int)sizeof adir ||
+        snprintf(probe, sizeof probe, "%s/adapter/adapter_config.json", model) >=
+            (int)sizeof probe ||
+        access(probe, F_OK))
+      snprintf(adir, sizeof adir, "%s", model);
+    rc = gguf_export_adapter(model, adir, out, f16, NULL, &err);
+  } else {
+    rc = gguf_export_model(model, out, f16, NULL, &err);
+  }
+  if (rc) {
+    fprintf(stderr, "finetuned: export-gguf: %s\n", err.message);
+    return 1;
+  }
+  printf("wrote %s %s to %s\n", adapter ? "LoRA adapter" : "model", type, out);
+  return 0;
+}
+
+/* ---- train-tokenizer (issue #8; engine/bpe_train.h) ---------------------- */
+
+static int cmd_train_tokenizer(int argc, char **argv) {
+  static const struct option longopts[] = {{"vocab-size", required_argument, 0, 'v'},
+                                           {"out", required_argument, 0, 'o'},
+                                           {"min-frequency", required_argument, 0, 'm'},
+                                           {"help", no_argument, 0, 'h'},
+                                           {0, 0, 0, 0}};
+  const char *out = NULL;
+  long vocab = 0, minf = 2;
+  int c;
+  optind = 1;
+  while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+    if (c == 'o') {
+      out = optarg;
+    } else if (c == 'v' || c == 'm') {
+      if (parse_long(optarg, c == 'v' ? 259 : 1, c == 'v' ? 1 << 20 : INT32_MAX,
+                     c == 'v' ? &vocab : &minf)) {
+        fprintf(stderr, "finetuned: %s wants an integer %s\n",
+                c == 'v' ? "--vocab-size" : "--min-frequency",
+                c == 'v' ? "259..1048576" : ">= 1");
+        return 2;
+      }
+    } else if (c == 'h') {
+      usage(stdout);
+      return 0;
+    } else {
+      usage(stderr);
+      return 2;
+    }
+  }
+  if (!out || !vocab || optind >= argc) {
+    fprintf(stderr, "usage: finetuned train-tokenizer --vocab-size N --out DIR "
+                    "[--min-frequency K] FILE...\n");
+    return 2;
+  }
+  bpe_train_opts o = {.vocab_size = (int)vocab, .min_frequency = (int)minf};
+  ft_error err = {0};
+  if (bpe_train_files((const char *const *)(argv + optind), (size_t)(argc - optind), &o, out,
+                      &err)) {
+    fprintf(stderr, "finetuned: train-tokenizer: %s\n", err.message);
+    return 1;
+  }
+  printf("wrote tokenizer to %s\n", out);
+  return 0;
+}
+
+/* ---- end train-tokenizer ---- */
+
 int main(int argc, char **argv) {
   if (argc < 2) {
     usage(stderr);
@@ -679,6 +969,9 @@ int main(int argc, char **argv) {
   if (!strcmp(cmd, "serve")) return cmd_serve(argc - 1, argv + 1, argv[0]);
   if (!strcmp(cmd, "import-model")) return cmd_import(argc - 1, argv + 1);
   if (!strcmp(cmd, "init-model")) return cmd_init(argc - 1, argv + 1);
+  if (!strcmp(cmd, "train-tokenizer")) return cmd_train_tokenizer(argc - 1, argv + 1);
+  if (!strcmp(cmd, "export-gguf")) return cmd_export_gguf(argc - 1, argv + 1);
+  if (!strcmp(cmd, "keys")) return auth_cmd_keys(argc - 1, argv + 1);
   fprintf(stderr, "finetuned: unknown command \"%s\"\n\n", cmd);
   usage(stderr);
   return 2;

@@ -27,6 +27,7 @@
 
 #include "ft_log.h"
 #include "hfdir.h"
+#include "obs.h"
 #include "shutdown.h"
 #include "wire.h"
 
@@ -586,6 +587,10 @@ static int on_job_msg(pool *p, conn *c, const char *type, json_t *msg, ft_error 
       return ft_error_set(perr, FT_EPROTO, "metrics", "metrics without an object with a step");
     if (counts_or_error(m, "metrics", keys, perr)) return FT_EPROTO;
     rc = store_job_metrics(p->s, job_id, attempt, m, p->lease_ms);
+    if (!rc) /* (obs.h: trained tokens and throughput for /metrics) */
+      obs_job_progress(job_id, (long)json_integer_value(json_object_get(m, "step")),
+                       json_integer_value(json_object_get(m, "trained_tokens")),
+                       json_number_value(json_object_get(m, "tokens_per_second")));
   } else if (!strcmp(type, "event")) {
     const char *level = json_string_value(json_object_get(msg, "level"));
     const char *text = json_string_value(json_object_get(msg, "message"));
@@ -652,6 +657,7 @@ static int on_hello(pool *p, conn *c, json_t *msg) {
   const char *tok = json_string_value(json_object_get(msg, "token"));
   if (c->is_tcp && (!tok || !token_equal(tok, p->token))) {
     FT_WARN("msg=\"worker refused: bad token\"");
+    obs_reject(OBS_REJECT_WORKER_AUTH);
     send_error(c, FT_EUNAUTHORIZED, "token", "missing or invalid worker token");
     conn_close_after_flush(c);
     return 0;
@@ -957,6 +963,7 @@ static void on_tick(uv_timer_t *t) {
     if (!c->closing && c->st == C_HELLO && now - c->connected_ms > HELLO_TIMEOUT_MS) conn_close(c);
   control_check(p);
   dispatch(p);
+  obs_watchdog_tick(p->s); /* systemd's watchdog: the loop and the store answer (obs.h) */
 }
 
 static void on_kill_timer(uv_timer_t *t) {

@@ -31,5 +31,10 @@
   X(GET, "/v1/models", api_models_list, HTTP_BODY_NONE)                                        \
   X(GET, "/v1/models/{model}", api_models_get, HTTP_BODY_NONE)                                 \
   X(DELETE, "/v1/models/{model}", api_models_delete, HTTP_BODY_NONE)                           \
-  X(GET, "/v1/models/{model}/files/{name}", api_models_file, HTTP_BODY_NONE)
+  X(GET, "/v1/models/{model}/files/{name}", api_models_file, HTTP_BODY_NONE)                   \
+  X(GET, "/v1/models/{model}/content", api_models_content, HTTP_BODY_NONE)                     \
+  X(GET, "/v1/models/{model}/gguf", api_models_gguf, HTTP_BODY_NONE)                           \
+  X(POST, "/v1/completions", api_completions, HTTP_BODY_JSON)                                  \
+  X(POST, "/v1/chat/completions", api_chat_completions, HTTP_BODY_JSON)                        \
+  X(POST, "/v1/classifications", api_classifications, HTTP_BODY_JSON)
 #endif

@@ -21,6 +21,8 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "obs.h"
+
 extern const struct ft_migration {
   const char *name;
   const char *sql;
@@ -448,13 +450,31 @@ static int event_append_locked(store *s, const char *job_id, const char *level, 
   return 0;
 }
 
+/* ---- job transitions for the log (obs.h, issue #7) ---- */
+/* The status of job_id's latest status event ("" if none) into buf: every
+ * transition appends one, so it is the status the job leaves. */
+static void last_status_locked(store *s, const char *job_id, char *buf, size_t n) {
+  buf[0] = 0;
+  sqlite3_stmt *st = prep(s,
+                          "SELECT json_extract(data, '$.status') FROM events WHERE job_id = ? "
+                          "AND type = 'status' ORDER BY seq DESC LIMIT 1");
+  if (!st) return;
+  bind_str(st, 1, job_id);
+  if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_text(st, 0))
+    snprintf(buf, n, "%s", (const char *)sqlite3_column_text(st, 0));
+  sqlite3_finalize(st);
+}
+
 /* A status event {status, ...extra} with message. */
 static int status_event_locked(store *s, const char *job_id, const char *level, const char *status,
                                const char *message, json_t *extra) {
   json_t *d = extra ? extra : json_object();
   json_object_set_new(d, "status", json_string(status));
+  char from[32]; /* (obs.h: the transition's log line) */
+  last_status_locked(s, job_id, from, sizeof from);
   int rc = event_append_locked(s, job_id, level, "status", message, d, NULL);
   json_decref(d);
+  if (!rc) obs_job_transition(job_id, from, status, message);
   return rc;
 }
 
@@ -581,13 +601,21 @@ int store_file_insert(store *s, const char *id, int64_t bytes, const char *filen
 int store_file_insert_checked(store *s, const char *id, int64_t bytes, const char *filename,
                               const char *purpose, const char *status, const char *status_details,
                               const json_t *validation, json_t **file) {
+  return store_file_insert_tenant(s, NULL, id, bytes, filename, purpose, status, status_details,
+                                  validation, file);
+}
+
+int store_file_insert_tenant(store *s, const char *tenant, const char *id, int64_t bytes,
+                             const char *filename, const char *purpose, const char *status,
+                             const char *status_details, const json_t *validation, json_t **file) {
   if (file) *file = NULL;
   pthread_mutex_lock(&s->mu);
   int rc = begin(s);
   if (!rc) {
     sqlite3_stmt *st = prep(s,
                             "INSERT INTO files (id, bytes, created_at, filename, purpose, "
-                            "status, status_details, validation) VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
+                            "status, status_details, validation, tenant) VALUES (?, ?, ?, ?, ?, "
+                            "?, ?, ?, ?)");
     if (st) {
       bind_str(st, 1, id);
       sqlite3_bind_int64(st, 2, bytes);
@@ -597,6 +625,7 @@ int store_file_insert_checked(store *s, const char *id, int64_t bytes, const cha
       bind_str(st, 6, status);
       bind_str(st, 7, status_details);
       bind_json(st, 8, validation);
+      bind_str(st, 9, tenant ? tenant : "default");
     }
     rc = run_update(s, st) == 1 ? 0 : FT_EDB;
     if (!rc)
@@ -704,8 +733,8 @@ int store_job_insert(store *s, const store_job_new *j, json_t **job, ft_error *e
     sqlite3_stmt *st = prep(s,
                             "INSERT INTO jobs (id, created_at, updated_at, model, "
                             "training_file, validation_file, suffix, seed, status, spec, "
-                            "metadata, test_file, parent_model) VALUES (?, ?, ?, ?, ?, ?, ?, ?, "
-                            "?, ?, ?, ?, ?)");
+                            "metadata, test_file, parent_model, tenant) VALUES (?, ?, ?, ?, ?, "
+                            "?, ?, ?, ?, ?, ?, ?, ?, ?)");
     if (st) {
       bind_str(st, 1, id);
       sqlite3_bind_int64(st, 2, now);
@@ -720,6 +749,7 @@ int store_job_insert(store *s, const store_job_new *j, json_t **job, ft_error *e
       bind_json(st, 11, j->metadata);
       bind_str(st, 12, j->test_file && *j->test_file ? j->test_file : NULL);
       bind_json(st, 13, j->parent_model);
+      bind_str(st, 14, j->tenant ? j->tenant : "default");
     }
     rc = run_update(s, st) == 1 ? 0 : FT_EDB;
   }
@@ -1634,4 +1664,176 @@ int store_job_interrupt(store *s, const char *job_id, int attempt, long step) {
 out:
   pthread_mutex_unlock(&s->mu);
   return rc;
+}
+
+/* ---- API keys and tenants (auth.c, issue #7) ------------------------------ */
+
+int store_key_insert(store *s, const char *id, const char *name, const char *tenant, int admin,
+                     const char *hash, const char *prefix, ft_error *err) {
+  pthread_mutex_lock(&s->mu);
+  int rc = begin(s);
+  if (!rc) {
+    sqlite3_stmt *st = prep(s, "SELECT 1 FROM api_keys WHERE name = ?");
+    int r = SQLITE_ERROR;
+    if (st) {
+      bind_str(st, 1, name);
+      r = sqlite3_step(st);
+    }
+    sqlite3_finalize(st);
+    if (r == SQLITE_ROW)
+      rc = ft_error_set(err, FT_EBAD_STATE, "name", "a key named \"%s\" exists already", name);
+    else if (r != SQLITE_DONE)
+      rc = FT_EDB;
+  }
+  if (!rc) {
+    sqlite3_stmt *st = prep(s,
+                            "INSERT INTO api_keys (id, name, tenant, admin, hash, prefix, "
+                            "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)");
+    if (st) {
+      bind_str(st, 1, id);
+      bind_str(st, 2, name);
+      bind_str(st, 3, tenant);
+      sqlite3_bind_int(st, 4, admin ? 1 : 0);
+      bind_str(st, 5, hash);
+      bind_str(st, 6, prefix);
+      sqlite3_bind_int64(st, 7, store_now());
+    }
+    rc = run_update(s, st) == 1 ? 0 : FT_EDB;
+  }
+  rc = end_tx(s, rc);
+  pthread_mutex_unlock(&s->mu);
+  if (rc == FT_EDB) ft_error_set(err, FT_EDB, NULL, "recording the key: database error");
+  return rc;
+}
+
+#define KEY_COLS "id, name, tenant, admin, prefix, created_at, revoked_at"
+
+static json_t *key_json(sqlite3_stmt *st) {
+  return json_pack("{s:o, s:o, s:o, s:b, s:o, s:o, s:o}", "id", col_str(st, 0), "name",
+                   col_str(st, 1), "tenant", col_str(st, 2), "admin", sqlite3_column_int(st, 3),
+                   "prefix", col_str(st, 4), "created_at", col_int(st, 5), "revoked_at",
+                   col_int(st, 6));
+}
+
+int store_key_list(store *s, json_t **keys) {
+  *keys = json_array();
+  if (!*keys) return FT_ENOMEM;
+  pthread_mutex_lock(&s->mu);
+  sqlite3_stmt *st = prep(s, "SELECT " KEY_COLS " FROM api_keys ORDER BY n");
+  int rc = SQLITE_ERROR;
+  while (st && (rc = sqlite3_step(st)) == SQLITE_ROW) json_array_append_new(*keys, key_json(st));
+  sqlite3_finalize(st);
+  pthread_mutex_unlock(&s->mu);
+  return rc == SQLITE_DONE ? 0 : FT_EDB;
+}
+
+int store_key_revoke(store *s, const char *id_or_name, json_t **key) {
+  if (key) *key = NULL;
+  pthread_mutex_lock(&s->mu);
+  int rc = begin(s);
+  if (!rc) {
+    sqlite3_stmt *st = prep(s,
+                            "UPDATE api_keys SET revoked_at = coalesce(revoked_at, ?2) "
+                            "WHERE id = ?1 OR name = ?1");
+    if (st) {
+      bind_str(st, 1, id_or_name);
+      sqlite3_bind_int64(st, 2, store_now());
+    }
+    int n = run_update(s, st);
+    rc = n < 0 ? n : n == 0 ? FT_ENOT_FOUND : 0;
+  }
+  if (!rc && key) {
+    sqlite3_stmt *st = prep(s, "SELECT " KEY_COLS " FROM api_keys WHERE id = ?1 OR name = ?1");
+    if (st) bind_str(st, 1, id_or_name);
+    if (st && sqlite3_step(st) == SQLITE_ROW) *key = key_json(st);
+    sqlite3_finalize(st);
+  }
+  rc = end_tx(s, rc);
+  pthread_mutex_unlock(&s->mu);
+  return rc;
+}
+
+int store_key_find(store *s, const char *hash, char *id, size_t id_n, char *tenant, size_t tenant_n,
+                   int *admin) {
+  pthread_mutex_lock(&s->mu);
+  sqlite3_stmt *st =
+      prep(s, "SELECT id, tenant, admin FROM api_keys WHERE hash = ? AND revoked_at IS NULL");
+  int rc = SQLITE_ERROR;
+  if (st) {
+    bind_str(st, 1, hash);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+      snprintf(id, id_n, "%s", col_text(st, 0));
+      snprintf(tenant, tenant_n, "%s", col_text(st, 1));
+      *admin = sqlite3_column_int(st, 2);
+    }
+  }
+  sqlite3_finalize(st);
+  pthread_mutex_unlock(&s->mu);
+  return rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? FT_ENOT_FOUND : FT_EDB;
+}
+
+int store_key_count(store *s, int *n) {
+  *n = 0;
+  pthread_mutex_lock(&s->mu);
+  sqlite3_stmt *st = prep(s, "SELECT count(*) FROM api_keys");
+  int rc = st ? sqlite3_step(st) : SQLITE_ERROR;
+  if (rc == SQLITE_ROW) *n = sqlite3_column_int(st, 0);
+  sqlite3_finalize(st);
+  pthread_mutex_unlock(&s->mu);
+  return rc == SQLITE_ROW ? 0 : FT_EDB;
+}
+
+int store_tenant_of(store *s, const char *kind, const char *id, char *tenant, size_t n) {
+  if (n) tenant[0] = 0;
+  const char *sql = !strcmp(kind, "file")  ? "SELECT tenant FROM files WHERE id = ?"
+                    : !strcmp(kind, "job") ? "SELECT tenant FROM jobs WHERE id = ?"
+                                           : NULL;
+  if (!sql) return FT_EINVALID;
+  pthread_mutex_lock(&s->mu);
+  sqlite3_stmt *st = prep(s, sql);
+  int rc = SQLITE_ERROR;
+  if (st) {
+    bind_str(st, 1, id);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) snprintf(tenant, n, "%s", col_text(st, 0));
+  }
+  sqlite3_finalize(st);
+  pthread_mutex_unlock(&s->mu);
+  return rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? FT_ENOT_FOUND : FT_EDB;
+}
+
+int store_file_list_tenant(store *s, const char *tenant, const char *after, int limit,
+                           json_t **list) {
+  pthread_mutex_lock(&s->mu);
+  int rc = list_page_locked(s, "files", FILE_COLS, "n", "id", tenant ? "tenant" : NULL, tenant,
+                            after, limit, file_json, list);
+  pthread_mutex_unlock(&s->mu);
+  return rc;
+}
+
+int store_job_list_tenant(store *s, const char *tenant, const char *after, int limit,
+                          json_t **list) {
+  pthread_mutex_lock(&s->mu);
+  int rc = list_page_locked(s, "jobs", JOB_COLS, "n", "id", tenant ? "tenant" : NULL, tenant, after,
+                            limit, job_json_api, list);
+  pthread_mutex_unlock(&s->mu);
+  return rc;
+}
+
+int store_jobs_waiting(store *s, const char *tenant, int *n) {
+  *n = 0;
+  pthread_mutex_lock(&s->mu);
+  sqlite3_stmt *st = prep(s,
+                          "SELECT count(*) FROM jobs WHERE tenant = ? AND status IN "
+                          "('validating_files', 'queued')");
+  int rc = SQLITE_ERROR;
+  if (st) {
+    bind_str(st, 1, tenant ? tenant : "default");
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) *n = sqlite3_column_int(st, 0);
+  }
+  sqlite3_finalize(st);
+  pthread_mutex_unlock(&s->mu);
+  return rc == SQLITE_ROW ? 0 : FT_EDB;
 }

@@ -144,6 +144,7 @@ typedef struct {
   const json_t *metadata;     /* object or NULL */
   const json_t *parent_model; /* lineage {"model","job"} when model is fine-tuned, or NULL */
   int queued;                 /* 1: insert as queued (its files need no validation: tests) */
+  const char *tenant;         /* owner (auth.h); NULL: "default" */
 } store_job_new;
 /* Inserts a job in validating_files (queued with j->queued) and its "Job
  * created" event in one transaction, after checking (in it) that the files
@@ -192,4 +193,41 @@ int store_status_terminal(const char *status);
  * (the drain timed out). FT_EBAD_STATE for a stale attempt or another
  * status (e.g. cancelled meanwhile). */
 int store_job_interrupt(store *s, const char *job_id, int attempt, long step);
+
+/* ---- API keys and tenants (auth.c, issue #7) -------------------------------
+ * Keys are stored by the hex SHA-256 of the whole key; names and tenants are
+ * checked by the caller (auth_name_ok). A tenant argument of NULL means every
+ * tenant (admin keys); files and jobs without one belong to "default". */
+#define STORE_TENANT_MAX 64
+/* FT_EBAD_STATE (err names "name") when a key has that name already. */
+int store_key_insert(store *s, const char *id, const char *name, const char *tenant, int admin,
+                     const char *hash, const char *prefix, ft_error *err);
+/* Every key, oldest first, without hashes: [{id,name,tenant,admin,prefix,
+ * created_at,revoked_at}]. */
+int store_key_list(store *s, json_t **keys);
+/* Revokes the key whose id or name is id_or_name (a revoked key stays
+ * revoked); *key (may be NULL) is the key after. FT_ENOT_FOUND. */
+int store_key_revoke(store *s, const char *id_or_name, json_t **key);
+/* The working key with that hash: its id, tenant and admin flag;
+ * FT_ENOT_FOUND for an unknown or revoked key. */
+int store_key_find(store *s, const char *hash, char *id, size_t id_n, char *tenant,
+                   size_t tenant_n, int *admin);
+/* How many keys were ever created (revoked ones count: once keys are in use
+ * they stay required). */
+int store_key_count(store *s, int *n);
+/* The tenant of a file or job ("file" or "job"); FT_ENOT_FOUND. */
+int store_tenant_of(store *s, const char *kind, const char *id, char *tenant, size_t n);
+/* store_file_insert_checked with an owner (NULL: "default"). */
+int store_file_insert_tenant(store *s, const char *tenant, const char *id, int64_t bytes,
+                             const char *filename, const char *purpose, const char *status,
+                             const char *status_details, const json_t *validation,
+                             json_t **file);
+/* The lists of one tenant (NULL: all); an after of another tenant is
+ * FT_ENOT_FOUND, like an unknown one. */
+int store_file_list_tenant(store *s, const char *tenant, const char *after, int limit,
+                           json_t **list);
+int store_job_list_tenant(store *s, const char *tenant, const char *after, int limit,
+                          json_t **list);
+/* Jobs of tenant waiting to run (validating_files or queued). */
+int store_jobs_waiting(store *s, const char *tenant, int *n);
 #endif

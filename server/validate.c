@@ -62,31 +62,28 @@ static int rm_entry(const char *path, const struct stat *sb, int flag, struct FT
   return 0;
 }
 
-/* models/<id> for a checkpoint id: the base model of the checkpoint's job
- * with its trained tensors applied, written once (to a temp dir, then
- * renamed in). */
-static int materialise(validator *v, const char *id, ft_error *err) {
+int validate_materialise(store *st, const char *data_dir, const char *id, ft_error *err) {
   char dir[PATH_MAX], cfg[PATH_MAX + 16], job[64];
   long step = 0;
   struct stat sb;
-  if (snprintf(dir, sizeof dir, "%s/models/%s", v->data_dir, id) >= (int)sizeof dir)
+  if (snprintf(dir, sizeof dir, "%s/models/%s", data_dir, id) >= (int)sizeof dir)
     return ft_error_set(err, FT_EINVALID, "model", "model id too long");
   snprintf(cfg, sizeof cfg, "%s/config.json", dir);
   if (stat(cfg, &sb) == 0) return 0; /* done before */
   if (!validate_ckpt_id(id, job, sizeof job, &step))
     return ft_error_set(err, FT_EINVALID, "model", "unknown model \"%.200s\"", id);
   json_t *ck = NULL;
-  int rc = store_checkpoint_find(v->s, job, step, &ck);
+  int rc = store_checkpoint_find(st, job, step, &ck);
   if (rc == FT_ENOT_FOUND)
-    return ft_error_set(err, FT_EINVALID, "model",
-                        "checkpoint \"%.200s\" no longer exists (it was pruned)", id);
+    return ft_error_set(err, FT_ENOT_FOUND, "model",
+                        "no such model: %.200s (the checkpoint does not exist or was pruned)", id);
   if (rc) return ft_error_set(err, rc, NULL, "cannot read checkpoint %.200s", id);
   ft_spec *pspec = calloc(1, sizeof *pspec);
   char base[PATH_MAX], tmp[PATH_MAX], tag[64];
   store_new_id(".tmp-ckpt", tag, sizeof tag);
-  snprintf(base, sizeof base, "%s/models/%s", v->data_dir,
+  snprintf(base, sizeof base, "%s/models/%s", data_dir,
            json_string_value(json_object_get(ck, "model")));
-  snprintf(tmp, sizeof tmp, "%s/models/%s", v->data_dir, tag);
+  snprintf(tmp, sizeof tmp, "%s/models/%s", data_dir, tag);
   const char *path = json_string_value(json_object_get(ck, "path"));
   if (!pspec)
     rc = ft_error_set(err, FT_ENOMEM, NULL, NULL);
@@ -125,8 +122,11 @@ static int prepare(validator *v, const json_t *job, json_t **datasets, ft_error 
   if ((rc = spec_parse(json_object_get(job, "spec"), spec, err))) goto out;
   char ck_job[64];
   long ck_step = 0;
-  if (validate_ckpt_id(model, ck_job, sizeof ck_job, &ck_step) && (rc = materialise(v, model, err)))
+  if (validate_ckpt_id(model, ck_job, sizeof ck_job, &ck_step) &&
+      (rc = validate_materialise(v->s, v->data_dir, model, err))) {
+    if (rc == FT_ENOT_FOUND) rc = err->code = FT_EINVALID; /* a bad spec, not a missing route */
     goto out;
+  }
   snprintf(mdir, sizeof mdir, "%s/models/%s", v->data_dir, model);
   if ((rc = hf_config_load(cfg, mdir, err)) || (rc = spec_check_model(spec, cfg, err)) ||
       (rc = tok_load(&t, mdir, err))) {

@@ -23,4 +23,10 @@ void validate_stop(validator *v);
 /* "…:ckpt-step-N" model ids: the producing job's id into job (>= 64 bytes)
  * and N into *step, returning 1; 0 when id is not a checkpoint id. */
 int validate_ckpt_id(const char *id, char *job, size_t job_n, long *step);
+/* models/<id> for a checkpoint id: the base model of the checkpoint's job
+ * with its trained tensors applied (train_export_checkpoint), written once
+ * to a temp dir and renamed in, so racing callers (the validation thread,
+ * serving, export) are harmless. 0 when it exists or was made;
+ * FT_ENOT_FOUND for an unknown or pruned checkpoint (param "model"). */
+int validate_materialise(store *s, const char *data_dir, const char *id, ft_error *err);
 #endif

@@ -119,3 +119,13 @@ wait_ckpt() {
 # first_repeat "STEPS...": the first step number not above the one before it
 # (where an attempt restarted), or nothing
 first_repeat() { awk '{for(i=2;i<=NF;i++) if ($i <= $(i-1)) {print $i; exit}}' <<<"$1"; }
+
+# ---- API keys (issue #7, auth) -------------------------------------------------
+# make_key NAME [--tenant T] [--admin]: creates a key in $T_DIR/data and prints
+# it (the daemon may be running: keys take effect on the next request)
+make_key() {
+  local name=$1; shift
+  mkdir -p "$T_DIR/data"
+  "$FT_BIN/finetuned" keys create --data-dir "$T_DIR/data" --name "$name" "$@" 2>/dev/null
+}
+# ---- end API keys ---------------------------------------------------------------

@@ -245,7 +245,7 @@ check_eq "bad stream value" "$CODE" 400
 # ---- metrics, garbage, still up
 api GET /metrics
 check "metrics count jobs by status" grep -q '^finetuned_jobs{status="cancelled"} 1$' <<<"$BODY"
-check "metrics count responses by status" grep -q '^finetuned_http_requests_total{status="400"} [1-9]' <<<"$BODY"
+check "metrics count responses by status" grep -q '^finetuned_http_requests_total{method="[A-Z]*",route="[^"]*",status="400"} [1-9]' <<<"$BODY"
 check "metrics show workers" grep -q '^finetuned_workers_connected 0$' <<<"$BODY"
 port=${URL##*:}
 { exec 3<>"/dev/tcp/127.0.0.1/$port" && printf 'GARBAGE \x01\x02 HTTP/9.9\r\n\r\n' >&3 && timeout 2 cat <&3 >/dev/null; exec 3<&-; } 2>/dev/null
