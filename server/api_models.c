@@ -175,18 +175,19 @@ enum MHD_Result api_models_delete(http_req *r) {
 enum MHD_Result api_models_file(http_req *r) {
   const char *id = r->params[0], *name = r->params[1];
   if (auth_model_or_reply(r, id, "model")) return MHD_YES;
-  json_t *m = model_json(r->app, id);
-  if (!m) return http_fail(r, FT_ENOT_FOUND, "model", "no such model: %s", id);
-  json_decref(m);
+  char dir[PATH_MAX];
+  ft_error e = {0};
+  /* (a checkpoint id is exported on first use, as for serving and export) */
+  if (api_model_resolve(r, "model", id, dir, sizeof dir, &e)) return http_fail_err(r, &e);
   int allowed = 0;
   for (int i = 0; downloadable[i]; i++) allowed |= !strcmp(name, downloadable[i]);
   if (!allowed) return http_fail(r, FT_ENOT_FOUND, "name", "no downloadable file named %s", name);
   char path[PATH_MAX];
   int fd = -1;
-  if (!http_pathf(path, sizeof path, "%s/models/%s/%s", r->app->data_dir, id, name))
+  if (!http_pathf(path, sizeof path, "%s/%s", dir, name))
     fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
   if (fd < 0 && !strncmp(name, "adapter_", 8) &&
-      !http_pathf(path, sizeof path, "%s/models/%s/adapter/%s", r->app->data_dir, id, name))
+      !http_pathf(path, sizeof path, "%s/adapter/%s", dir, name))
     fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
   struct stat sb;
   if (fd < 0 || fstat(fd, &sb) || !S_ISREG(sb.st_mode)) {

@@ -20,7 +20,9 @@ cat >"$T_DIR/spec.json" <<'J'
 J
 ARGS=(train --model "$T_DIR/llama" --train "$FT_SRC/examples/capitals.jsonl" --spec "$T_DIR/spec.json")
 tw() { "$W" "${ARGS[@]}" "$@"; }
+t0=$(date +%s%N)
 tw --out "$T_DIR/straight" >"$T_DIR/straight.jsonl" 2>/dev/null
+D=$((($(date +%s%N) - t0) / 1000000)) # the straight run's ms: kill times scale with it
 check_eq "the straight run finishes" "$(tail -1 "$T_DIR/straight.jsonl" | jq -r .done)" true
 steps() { jq -r 'select(.step) | "\(.step) \(.train_loss) \(.valid_loss)"' "$@" | sort -n -u; }
 
@@ -33,9 +35,10 @@ while [ $attempt -lt 30 ]; do
     2>"$T_DIR/a$attempt.err" &
   pid=$!
   if [ $kills -lt 10 ]; then
-    # 0.3 .. 1.8 s: past start-up, somewhere in the steps and their checkpoints
-    sleep "$((RANDOM % 2)).$(printf '%03d' $((RANDOM % 1000)))"
-    sleep 0.3
+    # 5..20% of a whole run: past start-up, somewhere in the steps and
+    # their checkpoints, and short enough that several kills land
+    ms=$((D * (5 + RANDOM % 16) / 100))
+    sleep "$((ms / 1000)).$(printf '%03d' $((ms % 1000)))"
     if kill -0 $pid 2>/dev/null; then
       kill -9 $pid 2>/dev/null
       wait $pid 2>/dev/null

@@ -82,7 +82,9 @@ kill "$WPID"; wait "$WPID" 2>/dev/null
 stop_daemon
 
 # ---- sd_notify against a fake NOTIFY_SOCKET
-if ! ldd "$FT_BIN/finetuned" | grep -q libsystemd; then
+# (ldd's output read whole: grep -q exiting early would SIGPIPE ldd and,
+# under pipefail, fail the pipeline at random)
+if ! grep -q libsystemd <<<"$(ldd "$FT_BIN/finetuned")"; then
   bad "finetuned was built without libsystemd (libsystemd-dev): no sd_notify, no watchdog"
 else
   rm -f "$D/finetuned.port"
