@@ -728,8 +728,11 @@ int train_run(const ft_train_opts *o, const ft_train_hooks *h, ft_train_result *
     }
     int pause = hook == FT_EPAUSED || (o->max_steps > 0 && r->st.step >= o->max_steps);
     if (epoch_end) event(r, "info", NULL, "epoch %ld done", r->st.epoch);
-    if (pause || epoch_end || early_stop || (improved && r->promote) ||
-        (r->s.ckpt_every_steps > 0 && r->st.step % r->s.ckpt_every_steps == 0)) {
+    /* Routine checkpoints are not written during a run of non-finite steps:
+     * the last good one must survive pruning if the run ends the job. */
+    int routine = epoch_end || early_stop || (improved && r->promote) ||
+                  (r->s.ckpt_every_steps > 0 && r->st.step % r->s.ckpt_every_steps == 0);
+    if (pause || (routine && r->st.nonfinite_run == 0)) {
       if ((rc = checkpoint(r, err))) goto out;
     }
     if (early_stop) {

@@ -20,9 +20,7 @@ cat >"$T_DIR/spec.json" <<'J'
 J
 ARGS=(train --model "$T_DIR/llama" --train "$FT_SRC/examples/capitals.jsonl" --spec "$T_DIR/spec.json")
 tw() { "$W" "${ARGS[@]}" "$@"; }
-t0=$(date +%s%N)
 tw --out "$T_DIR/straight" >"$T_DIR/straight.jsonl" 2>/dev/null
-D=$((($(date +%s%N) - t0) / 1000000)) # the straight run's ms: kill times scale with it
 check_eq "the straight run finishes" "$(tail -1 "$T_DIR/straight.jsonl" | jq -r .done)" true
 steps() { jq -r 'select(.step) | "\(.step) \(.train_loss) \(.valid_loss)"' "$@" | sort -n -u; }
 
@@ -35,10 +33,16 @@ while [ $attempt -lt 30 ]; do
     2>"$T_DIR/a$attempt.err" &
   pid=$!
   if [ $kills -lt 10 ]; then
-    # 5..20% of a whole run: past start-up, somewhere in the steps and
-    # their checkpoints, and short enough that several kills land
-    ms=$((D * (5 + RANDOM % 16) / 100))
-    sleep "$((ms / 1000)).$(printf '%03d' $((ms % 1000)))"
+    # after 1..6 more steps (counted in its output, so the kills land
+    # whatever the machine's speed), then 0..90 ms into the next step and
+    # its checkpoint write
+    target=$((1 + RANDOM % 6))
+    for _ in $(seq 1 3000); do
+      [ "$(wc -l <"$T_DIR/a$attempt.jsonl")" -ge "$target" ] && break
+      kill -0 $pid 2>/dev/null || break
+      sleep 0.01
+    done
+    sleep "0.0$((RANDOM % 10))"
     if kill -0 $pid 2>/dev/null; then
       kill -9 $pid 2>/dev/null
       wait $pid 2>/dev/null
