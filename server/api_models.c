@@ -22,6 +22,7 @@
 
 #include "auth.h"
 #include "ft_log.h"
+#include "hfdir.h"
 #include "http.h"
 #include "validate.h"
 
@@ -61,6 +62,36 @@ static json_t *ckpt_model_json(ft_app *app, const char *id) {
   return m;
 }
 
+/* What config.json says: "architecture" (model_type), "task" (causal_lm or
+ * classification), "labels" (classifiers) and "context_length"; nulls for a
+ * config the engine cannot read. */
+static void describe_model(json_t *m, ft_app *app, const char *id) {
+  char dir[PATH_MAX];
+  ft_config *cfg = calloc(1, sizeof *cfg);
+  ft_error e = {0};
+  if (!cfg || http_pathf(dir, sizeof dir, "%s/models/%s", app->data_dir, id) ||
+      hf_config_load(cfg, dir, &e)) {
+    json_object_set_new(m, "architecture", json_null());
+    json_object_set_new(m, "task", json_null());
+    json_object_set_new(m, "labels", json_null());
+    json_object_set_new(m, "context_length", json_null());
+    free(cfg);
+    return;
+  }
+  json_t *labels = json_null();
+  if (cfg->num_labels > 0) {
+    labels = json_array();
+    for (int i = 0; i < cfg->num_labels; i++)
+      json_array_append_new(labels, json_string(cfg->id2label[i]));
+  }
+  json_object_set_new(m, "architecture", json_string(cfg->model_type));
+  json_object_set_new(m, "task",
+                      json_string(cfg->num_labels > 0 ? "classification" : "causal_lm"));
+  json_object_set_new(m, "labels", labels);
+  json_object_set_new(m, "context_length", json_integer(cfg->max_position));
+  free(cfg);
+}
+
 /* The model object for id, or NULL if models/<id>/config.json is missing. */
 static json_t *model_json(ft_app *app, const char *id) {
   char path[PATH_MAX];
@@ -72,6 +103,7 @@ static json_t *model_json(ft_app *app, const char *id) {
   json_t *m =
       json_pack("{s:s, s:s, s:I, s:s}", "id", id, "object", "model", "created",
                 (json_int_t)sb.st_mtime, "owned_by", is_fine_tuned(id) ? "user" : "finetuned");
+  if (m) describe_model(m, app, id);
   json_t *ck = NULL;
   if (m && is_fine_tuned(id) && (ck = ckpt_model_json(app, id)) != NULL) {
     /* a checkpoint materialised as a model: its lineage */

@@ -37,4 +37,10 @@ cfg="$T_DIR/data/models/$model/config.json"
 check_eq "config.json names the labels" "$(jq -r '.id2label | [.[]] | sort | join(",")' "$cfg")" "neg,pos"
 check_eq "a classifier architecture" "$(jq -r '.architectures[0]' "$cfg")" LlamaForSequenceClassification
 check_eq "PEFT task type" "$(jq -r .task_type "$T_DIR/data/models/$model/adapter/adapter_config.json")" SEQ_CLS
+api GET "/v1/models/$model"
+check_eq "the model object: architecture, task, labels" \
+  "$(jget '"\(.architecture) \(.task) \(.labels | join(","))"')" "llama classification neg,pos"
+api GET /v1/models
+check_eq "the base model in the list is a causal LM" \
+  "$(jq -r --arg m "$model" '.data[] | select(.id != $m and .owned_by == "finetuned") | .task' <<<"$BODY" | sort -u)" causal_lm
 T_DONE=1
