@@ -1,8 +1,9 @@
 /* Inference (infer.h): a forward of its own over the weights of an ft_model
  * loaded read-only, with a KV cache, so a prompt is one pass of GEMMs
  * (chunks of INF_CHUNK rows) and each new token one position of GEMVs
- * (cblas_sgemv: single-row decoding is memory-bound, and sgemv streams the
- * weights several times faster than a 1-row sgemm). Workload: one sequence
+ * (layers.c's matmul turns a one-row product into an sgemv: single-row
+ * decoding is memory-bound, and sgemv streams the weights several times
+ * faster than a 1-row sgemm). Workload: one sequence
  * at a time per ft_infer, small CPU models (GPT-2, Llama family), where
  * decoding speed is the weights' bytes over memory bandwidth.
  *
@@ -14,12 +15,12 @@
  * reported. */
 #include "infer.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "hfdir.h"
+#include "layers.h"
 #include "rng.h"
 
 #define INF_CHUNK 128 /* prompt rows per forward pass (sgemm packs the weights once per call) */
@@ -62,6 +63,7 @@ struct ft_infer {
   float *att;        /* (CH,QD) */
   float *ff1, *ff2;  /* (CH,FF) */
   float *scores;     /* (max_ctx) */
+  float *nmean, *nrstd; /* (INF_CHUNK) norm statistics (scratch) */
   float *logits;     /* (CH,NOUT) or (1,NOUT) until all rows are asked for */
   int logits_rows;
   float *work;       /* (V) sampling */
@@ -211,12 +213,14 @@ int infer_load(ft_infer **out, const char *model_dir, int max_ctx, ft_error *err
   m->ff1 = xcalloc(m, CH * m->FF, sizeof(float));
   m->ff2 = xcalloc(m, CH * m->FF, sizeof(float));
   m->scores = xcalloc(m, T, sizeof(float));
+  m->nmean = xcalloc(m, CH, sizeof(float));
+  m->nrstd = xcalloc(m, CH, sizeof(float));
   m->logits = xcalloc(m, (size_t)m->NOUT, sizeof(float));
   m->logits_rows = 1;
   m->work = xcalloc(m, (size_t)m->NOUT, sizeof(float));
   m->cand = xcalloc(m, (size_t)m->NOUT, sizeof(inf_cand));
   if (!m->kv || !m->x || !m->xn || !m->qkv || !m->att || !m->ff1 || !m->ff2 || !m->scores ||
-      !m->logits || !m->work || !m->cand)
+      !m->nmean || !m->nrstd || !m->logits || !m->work || !m->cand)
     goto nomem;
   for (int l = 0; l < m->L; l++) {
     m->lw[l].kc = m->kv + (2 * (size_t)l) * T * m->KD;
@@ -266,6 +270,8 @@ void infer_free(ft_infer *m) {
   free(m->ff1);
   free(m->ff2);
   free(m->scores);
+  free(m->nmean);
+  free(m->nrstd);
   free(m->logits);
   free(m->work);
   free(m->cand);
@@ -287,49 +293,18 @@ int infer_is_eos(const ft_infer *m, int32_t id) {
 
 /* ------------------------------------------------------------ forward -- */
 
-/* y (T,out) = x (T,in) W + b. conv: W is (in,out) (GPT-2 Conv1D), else
- * (out,in) (nn.Linear). One row is a GEMV. */
-static void linear_forward(float *y, const float *x, const float *w, const float *b, int T, int in,
-                           int out, int conv) {
-  if (T == 1) {
-    if (b) memcpy(y, b, (size_t)out * sizeof(float));
-    if (conv)
-      cblas_sgemv(CblasRowMajor, CblasTrans, in, out, 1.f, w, out, x, 1, b ? 1.f : 0.f, y, 1);
-    else
-      cblas_sgemv(CblasRowMajor, CblasNoTrans, out, in, 1.f, w, in, x, 1, b ? 1.f : 0.f, y, 1);
-    return;
-  }
+/* out (T,C) = norm(inp): LayerNorm with bias b, RMSNorm when b is NULL
+ * (layers.c's, with mean/rstd into scratch) */
+static void norm_forward(ft_infer *m, float *out, const float *inp, const float *w, const float *b,
+                         int T, int C, float eps) {
   if (b)
-    for (int t = 0; t < T; t++) memcpy(y + (size_t)t * out, b, (size_t)out * sizeof(float));
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, conv ? CblasNoTrans : CblasTrans, T, out, in, 1.f, x,
-              in, w, conv ? out : in, b ? 1.f : 0.f, y, out);
-}
-
-/* out (T,C) = norm(inp): LayerNorm with bias b, RMSNorm when b is NULL */
-static void norm_forward(float *out, const float *inp, const float *w, const float *b, int T, int C,
-                         float eps) {
-  for (int t = 0; t < T; t++) {
-    const float *x = inp + (size_t)t * C;
-    float *o = out + (size_t)t * C;
-    if (b) {
-      float mean = 0.f, var = 0.f;
-      for (int i = 0; i < C; i++) mean += x[i];
-      mean /= C;
-      for (int i = 0; i < C; i++) var += (x[i] - mean) * (x[i] - mean);
-      var /= C;
-      float rs = 1.f / sqrtf(var + eps);
-      for (int i = 0; i < C; i++) o[i] = (x[i] - mean) * rs * w[i] + b[i];
-    } else {
-      float ss = 0.f;
-      for (int i = 0; i < C; i++) ss += x[i] * x[i];
-      float rs = 1.f / sqrtf(ss / C + eps);
-      for (int i = 0; i < C; i++) o[i] = x[i] * rs * w[i];
-    }
-  }
+    layernorm_forward(out, m->nmean, m->nrstd, inp, w, b, T, C, eps);
+  else
+    rmsnorm_forward(out, m->nrstd, inp, w, T, C, eps);
 }
 
 /* x (NHx,HD) rotated in place for position p (HF rotate_half) */
-static void rope_forward(float *x, int nh, int HD, const float *cs, const float *sn) {
+static void rope_row(float *x, int nh, int HD, const float *cs, const float *sn) {
   int h2 = HD / 2;
   for (int h = 0; h < nh; h++) {
     float *v = x + (size_t)h * HD;
@@ -343,7 +318,7 @@ static void rope_forward(float *x, int nh, int HD, const float *cs, const float 
 
 /* out (T,QD): causal attention of the rows at positions start..start+T-1
  * over the cache rows 0..position. q (T, q_stride) holds the queries. */
-static void attention_forward(ft_infer *m, float *out, const float *q, int q_stride,
+static void cached_attention(ft_infer *m, float *out, const float *q, int q_stride,
                               const inf_layer *w, int T, int start) {
   int rep = m->NH / m->NKV, HD = m->HD, KD = m->KD;
   float scale = 1.f / sqrtf((float)HD);
@@ -353,12 +328,12 @@ static void attention_forward(ft_infer *m, float *out, const float *q, int q_str
       const float *qh = q + (size_t)t * q_stride + (size_t)h * HD;
       const float *kh = w->kc + (size_t)(h / rep) * HD, *vh = w->vc + (size_t)(h / rep) * HD;
       float *s = m->scores, *o = out + (size_t)t * m->QD + (size_t)h * HD;
-      cblas_sgemv(CblasRowMajor, CblasNoTrans, n, HD, scale, kh, KD, qh, 1, 0.f, s, 1);
+      matmul(s, n, qh, HD, 0, kh, KD, 1, 1, n, HD, scale, 0.f); /* (1,n) = q K^T */
       float mx = s[0];
       for (int j = 1; j < n; j++) mx = s[j] > mx ? s[j] : mx;
       float sum = 0.f;
       for (int j = 0; j < n; j++) sum += (s[j] = expf(s[j] - mx));
-      cblas_sgemv(CblasRowMajor, CblasTrans, n, HD, 1.f / sum, vh, KD, s, 1, 0.f, o, 1);
+      matmul(o, HD, s, n, 0, vh, KD, 0, 1, HD, n, 1.f / sum, 0.f); /* (1,HD) = p V */
     }
   }
 }
@@ -385,7 +360,7 @@ static void forward_chunk(ft_infer *m, const int32_t *ids, int T, int start, int
   }
   for (int l = 0; l < m->L; l++) {
     inf_layer *w = &m->lw[l];
-    norm_forward(xn, x, w->n1w, w->n1b, T, C, eps);
+    norm_forward(m, xn, x, w->n1w, w->n1b, T, C, eps);
     const float *q;
     int qs;
     if (m->gpt2) {
@@ -406,16 +381,16 @@ static void forward_chunk(ft_infer *m, const int32_t *ids, int T, int start, int
       for (int t = 0; t < T; t++) {
         const float *cs = m->rope_cos + (size_t)(start + t) * h2;
         const float *sn = m->rope_sin + (size_t)(start + t) * h2;
-        rope_forward(m->qkv + (size_t)t * QD, m->NH, m->HD, cs, sn);
-        rope_forward(kc + (size_t)t * KD, m->NKV, m->HD, cs, sn);
+        rope_row(m->qkv + (size_t)t * QD, m->NH, m->HD, cs, sn);
+        rope_row(kc + (size_t)t * KD, m->NKV, m->HD, cs, sn);
       }
       q = m->qkv;
       qs = QD;
     }
-    attention_forward(m, m->att, q, qs, w, T, start);
+    cached_attention(m, m->att, q, qs, w, T, start);
     linear_forward(xn, m->att, w->o_w, w->o_b, T, QD, C, m->gpt2);
     for (size_t i = 0; i < (size_t)T * C; i++) x[i] += xn[i];
-    norm_forward(xn, x, w->n2w, w->n2b, T, C, eps);
+    norm_forward(m, xn, x, w->n2w, w->n2b, T, C, eps);
     if (m->gpt2) {
       linear_forward(m->ff1, xn, w->fc_w, w->fc_b, T, C, FF, 1);
       for (size_t i = 0; i < (size_t)T * FF; i++) m->ff1[i] = gelu_new(m->ff1[i]);
@@ -432,7 +407,7 @@ static void forward_chunk(ft_infer *m, const int32_t *ids, int T, int start, int
     for (size_t i = 0; i < (size_t)T * C; i++) x[i] += xn[i];
   }
   int r0 = all ? 0 : T - 1, nr = all ? T : 1;
-  norm_forward(xn, x + (size_t)r0 * C, m->nfw, m->nfb, nr, C, eps);
+  norm_forward(m, xn, x + (size_t)r0 * C, m->nfw, m->nfb, nr, C, eps);
   linear_forward(m->logits, xn, m->head, NULL, nr, C, m->NOUT, 0);
 }
 
@@ -473,14 +448,6 @@ int infer_eval(ft_infer *m, const int32_t *ids, size_t n, size_t start, float *l
 }
 
 /* ------------------------------------------------------------ sampling -- */
-
-static float logsumexp(const float *x, int n) {
-  float mx = x[0];
-  for (int i = 1; i < n; i++) mx = x[i] > mx ? x[i] : mx;
-  double s = 0;
-  for (int i = 0; i < n; i++) s += exp((double)(x[i] - mx));
-  return mx + (float)log(s);
-}
 
 /* the k largest of x[0..n) (k <= FT_MAX_TOP_LOGPROBS), descending, ties by lower id */
 static int top_k(const float *x, int n, int k, int32_t *ids) {
