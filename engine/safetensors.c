@@ -58,6 +58,36 @@ float st_bf16_to_f32(uint16_t h) {
   return f;
 }
 
+/* Round to nearest even, with subnormals, inf and NaN (a NaN stays a NaN). */
+uint16_t st_f32_to_f16(float f) {
+  uint32_t x;
+  memcpy(&x, &f, 4);
+  uint32_t sign = (x >> 16) & 0x8000u;
+  uint32_t exp = (x >> 23) & 0xffu, man = x & 0x7fffffu;
+  if (exp == 0xff) return (uint16_t)(sign | 0x7c00u | (man ? 0x200u | (man >> 13) : 0));
+  int e = (int)exp - 127 + 15;
+  if (e >= 31) return (uint16_t)(sign | 0x7c00u);
+  if (e <= 0) {
+    if (e < -10) return (uint16_t)sign;
+    man |= 0x800000u;
+    int shift = 14 - e;
+    uint32_t h = man >> shift, rem = man & ((1u << shift) - 1), half = 1u << (shift - 1);
+    if (rem > half || (rem == half && (h & 1))) h++;
+    return (uint16_t)(sign | h);
+  }
+  uint32_t h = ((uint32_t)e << 10) | (man >> 13), rem = man & 0x1fffu;
+  if (rem > 0x1000u || (rem == 0x1000u && (h & 1))) h++; /* may carry into inf: correct */
+  return (uint16_t)(sign | h);
+}
+
+uint16_t st_f32_to_bf16(float f) {
+  uint32_t x;
+  memcpy(&x, &f, 4);
+  if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x >> 16) | 0x40u); /* quiet NaN */
+  x += 0x7fffu + ((x >> 16) & 1u);
+  return (uint16_t)(x >> 16);
+}
+
 static int by_name(const void *a, const void *b) {
   return strcmp(((const st_tensor *)a)->name, ((const st_tensor *)b)->name);
 }
@@ -334,7 +364,7 @@ static int fsync_dir_of(const char *path) {
 }
 
 static int build_header(json_t **out, const st_out *t, size_t n, const json_t *metadata,
-                        ft_error *err) {
+                        st_dtype dtype, ft_error *err) {
   int rc = FT_ENOMEM;
   json_t *h = json_object(), *meta = json_object();
   *out = NULL;
@@ -368,10 +398,11 @@ static int build_header(json_t **out, const st_out *t, size_t n, const json_t *m
       json_array_append_new(shape, json_integer(t[i].shape[d]));
       numel *= (size_t)t[i].shape[d];
     }
-    json_t *e = json_pack("{s:s, s:o, s:[I,I]}", "dtype", "F32", "shape", shape, "data_offsets",
-                          (json_int_t)off, (json_int_t)(off + 4 * numel));
+    size_t nbytes = dtype_size[dtype] * numel;
+    json_t *e = json_pack("{s:s, s:o, s:[I,I]}", "dtype", dtype_name[dtype], "shape", shape,
+                          "data_offsets", (json_int_t)off, (json_int_t)(off + nbytes));
     if (!e || json_object_set_new(h, t[i].name, e)) goto nomem;
-    off += 4 * numel;
+    off += nbytes;
   }
   *out = h;
   return 0;
@@ -389,10 +420,31 @@ static size_t out_numel(const st_out *t) {
   return numel;
 }
 
+/* Writes numel floats of src as dtype, converting a block at a time. */
+static int write_as(FILE *fp, const float *src, size_t numel, st_dtype dtype) {
+  if (dtype == ST_F32) return fwrite(src, sizeof(float), numel, fp) == numel;
+  uint16_t buf[4096];
+  for (size_t i = 0; i < numel;) {
+    size_t k = numel - i < 4096 ? numel - i : 4096;
+    for (size_t j = 0; j < k; j++)
+      buf[j] = dtype == ST_F16 ? st_f32_to_f16(src[i + j]) : st_f32_to_bf16(src[i + j]);
+    if (fwrite(buf, 2, k, fp) != k) return 0;
+    i += k;
+  }
+  return 1;
+}
+
 int st_write_f32(const char *path, const st_out *t, size_t n, const json_t *metadata,
                  ft_error *err) {
+  return st_write(path, t, n, metadata, ST_F32, err);
+}
+
+int st_write(const char *path, const st_out *t, size_t n, const json_t *metadata, st_dtype dtype,
+             ft_error *err) {
+  if ((unsigned)dtype > ST_BF16)
+    return ft_error_set(err, FT_EINVALID, "dtype", "unknown safetensors dtype %d", (int)dtype);
   json_t *h;
-  int rc = build_header(&h, t, n, metadata, err);
+  int rc = build_header(&h, t, n, metadata, dtype, err);
   if (rc) return rc;
   char *js = json_dumps(h, JSON_COMPACT | JSON_SORT_KEYS);
   json_decref(h);
@@ -425,7 +477,7 @@ int st_write_f32(const char *path, const st_out *t, size_t n, const json_t *meta
   free(js);
   for (size_t i = 0; ok && i < n; i++) {
     size_t numel = out_numel(&t[i]);
-    if (numel) ok = fwrite(t[i].data, sizeof(float), numel, fp) == numel;
+    if (numel) ok = write_as(fp, t[i].data, numel, dtype);
   }
   ok = ok && fflush(fp) == 0 && fsync(fileno(fp)) == 0;
   int e = errno;
@@ -438,4 +490,38 @@ int st_write_f32(const char *path, const st_out *t, size_t n, const json_t *meta
   if (fsync_dir_of(path) != 0)
     return ft_error_set(err, FT_EIO, NULL, "cannot fsync the directory of %s", path);
   return 0;
+}
+
+int st_convert(const char *src, const char *dst, st_dtype dtype, ft_error *err) {
+  st_file *f;
+  int rc = st_open(&f, src, err);
+  if (rc) return rc;
+  size_t n = st_count(f);
+  st_out *o = calloc(n ? n : 1, sizeof *o);
+  float **bufs = calloc(n ? n : 1, sizeof *bufs);
+  json_t *meta = json_object();
+  if (!o || !bufs || !meta) rc = ft_error_set(err, FT_ENOMEM, NULL, NULL);
+  for (size_t i = 0; !rc && i < n; i++) {
+    const st_tensor *t = st_at(f, i);
+    o[i].name = t->name;
+    o[i].ndim = t->ndim;
+    memcpy(o[i].shape, t->shape, sizeof o[i].shape);
+    if (!(bufs[i] = malloc((t->numel ? t->numel : 1) * sizeof(float))))
+      rc = ft_error_set(err, FT_ENOMEM, NULL, NULL);
+    else
+      rc = st_read_f32(f, t, bufs[i], t->numel, err);
+    o[i].data = bufs[i];
+  }
+  const char *k;
+  json_t *v;
+  json_t *fm = json_object_get(f->header, "__metadata__");
+  if (!rc && json_is_object(fm))
+    json_object_foreach(fm, k, v) if (json_is_string(v)) json_object_set(meta, k, v);
+  if (!rc) rc = st_write(dst, o, n, meta, dtype, err);
+  for (size_t i = 0; bufs && i < n; i++) free(bufs[i]);
+  free(bufs);
+  free(o);
+  json_decref(meta);
+  st_close(f);
+  return rc;
 }

@@ -6,7 +6,7 @@
  * length, JSON shape, dtype (F32, F16, BF16 read; anything else refused),
  * shape x element size == byte span, spans inside the data, contiguous and
  * non-overlapping (what the reference Rust reader demands). The writer writes
- * F32 only, atomically (temp file in the same directory, fsync, rename, fsync
+ * F32, F16 or BF16 (rounded to nearest even), atomically (temp file in the same directory, fsync, rename, fsync
  * of the directory). Little-endian hosts only (x86-64, aarch64). */
 #ifndef FT_SAFETENSORS_H
 #define FT_SAFETENSORS_H
@@ -64,7 +64,17 @@ typedef struct {
 int st_write_f32(const char *path, const st_out *t, size_t n, const json_t *metadata,
                  ft_error *err);
 
-/* Element conversions, exposed for tests. */
+/* The same, storing every tensor as dtype (converted from float32). */
+int st_write(const char *path, const st_out *t, size_t n, const json_t *metadata, st_dtype dtype,
+             ft_error *err);
+
+/* Rewrites the safetensors file src as dst with every tensor stored as dtype
+ * (names, shapes and string metadata kept). Reads the whole file into memory. */
+int st_convert(const char *src, const char *dst, st_dtype dtype, ft_error *err);
+
+/* Element conversions (to half precision: round to nearest even). */
 float st_f16_to_f32(uint16_t h);
 float st_bf16_to_f32(uint16_t h);
+uint16_t st_f32_to_f16(float f);
+uint16_t st_f32_to_bf16(float f);
 #endif

@@ -12,7 +12,10 @@
 #      (upload, POST /v1/fine_tuning/jobs) with a token budget
 #      (hyperparameters.token_budget), followed over the SSE event stream;
 #   5. the result downloaded (GET /v1/models/{id}/content) and registered as
-#      the base model NAME (finetuned import-model).
+#      the base model NAME (finetuned import-model);
+#   6. with --ship DIR, a copy with float16 weights (finetuned convert-model)
+#      and the run's summary.json written to DIR: how models/base-8m/ in the
+#      repository was made (its README.md gives the exact command and figures).
 # The daemon must be running on this machine (import-model writes into its
 # --data-dir). Writes WORK/summary.json: job id, models, steps, trained
 # tokens, first and last validation perplexity.
@@ -22,15 +25,17 @@
 #                       start is NAME-init
 #     --preset P        init-model preset (default llama-base-8m)
 #     --vocab N         tokenizer vocabulary (default 8192)
-#     --tokens N        token budget (default 20000000)
-#     --seq N           max_seq_len (default 256)
-#     --batch N         batch size (default 16)
-#     --lr X            learning rate (default 0.001)
+#     --tokens N        token budget (default 7000000)
+#     --seq N           max_seq_len (default 512)
+#     --batch N         batch size (default 8)
+#     --lr X            learning rate (default 0.0015)
 #     --datasets "A B"  fetch-datasets.sh names (default "brown wordnet quiz")
-#     --max N           fetch-datasets.sh --max (examples per dataset)
+#     --max N           fetch-datasets.sh --max (examples per dataset; default
+#                       1000000: all of them)
 #     --text FILE       train on FILE (JSONL or plain text) instead; repeatable
 #     --work DIR        working directory (default var/pretrain/NAME)
 #     --api-key KEY     or $FINETUNED_API_KEY
+#     --ship DIR        also write the result with float16 weights to DIR
 #     --quick           a test-sized run (put it first: later options override it):
 #                       preset tiny, vocab 512, 40000 tokens,
 #                       seq 64, batch 8, lr 0.003
@@ -38,8 +43,8 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${FT_BIN:-$ROOT/build/bin}
-URL="" DATA="" NAME=base-8m PRESET=llama-base-8m VOCAB=8192 TOKENS=20000000 SEQ=256 BATCH=16
-LR=0.001 DATASETS="brown wordnet quiz" MAX="" WORK="" KEY=${FINETUNED_API_KEY:-}
+URL="" DATA="" NAME=base-8m PRESET=llama-base-8m VOCAB=8192 TOKENS=7000000 SEQ=512 BATCH=8
+LR=0.0015 DATASETS="brown wordnet quiz" MAX=1000000 WORK="" SHIP="" KEY=${FINETUNED_API_KEY:-}
 texts=()
 quick=0
 die() { echo "make-base-model: $*" >&2; exit 1; }
@@ -60,7 +65,8 @@ while [ $# -gt 0 ]; do
     --text) texts+=("${2:?}"); shift 2 ;;
     --work) WORK=${2:?}; shift 2 ;;
     --api-key) KEY=${2:?}; shift 2 ;;
-    --quick) quick=1; PRESET=tiny VOCAB=512 TOKENS=40000 SEQ=64 BATCH=8 LR=0.003; shift ;;
+    --ship) SHIP=${2:?}; shift 2 ;;
+    --quick) quick=1; PRESET=tiny VOCAB=512 TOKENS=40000 SEQ=64 BATCH=8 LR=0.003 MAX=""; shift ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
   esac
@@ -73,6 +79,7 @@ for v in VOCAB TOKENS SEQ BATCH; do [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "--${v,,
 [ -d "$DATA/models" ] || die "$DATA/models does not exist: is $DATA the daemon's data dir?"
 [ ! -e "$DATA/models/$NAME" ] || die "model $NAME exists already in $DATA/models"
 [ ! -e "$DATA/models/$NAME-init" ] || die "model $NAME-init exists already in $DATA/models"
+[ -z "$SHIP" ] || [ ! -e "$SHIP" ] || die "--ship $SHIP exists already"
 command -v jq >/dev/null || die "jq is required"
 WORK=${WORK:-$ROOT/var/pretrain/$NAME}
 mkdir -p "$WORK"
@@ -164,5 +171,10 @@ jq -s --arg job "$job" --arg ft "$ft" --arg name "$NAME" --argjson j "$j" '
    final_valid_perplexity: ([$m[] | select(.full_valid_perplexity != null) |
      .full_valid_perplexity] | last)}' "$WORK/events.jsonl" >"$WORK/summary.json"
 log "registered $NAME ($(jq -c . "$WORK/summary.json"))"
+if [ -n "$SHIP" ]; then
+  "$BIN/finetuned" convert-model --dtype f16 --out "$SHIP" "$src" >&2 || die "convert-model failed"
+  cp "$WORK/summary.json" "$SHIP/summary.json"
+  log "wrote $SHIP (float16 weights)"
+fi
 [ "$quick" = 1 ] && log "(quick run: a test of the recipe, not a useful model)"
 cat "$WORK/summary.json"

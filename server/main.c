@@ -34,6 +34,7 @@
 #include "infer_pool.h"
 #include "init.h"
 #include "pool.h"
+#include "safetensors.h"
 #include "shutdown.h"
 #include "store.h"
 #include "validate.h"
@@ -94,6 +95,10 @@ static void usage(FILE *f) {
           "finetuned import-model [--data-dir DIR] --name NAME PATH\n"
           "  Checks the Hugging Face model directory PATH (config.json) and copies it into\n"
           "  DIR/models/NAME atomically. NAME must not start with \"ft:\" or \".\".\n"
+          "\n"
+          "finetuned convert-model --dtype f16|bf16|f32 --out DIR PATH\n"
+          "  Copies the model directory PATH to DIR (which must not exist) with its weights\n"
+          "  stored as DTYPE (half the size in f16/bf16; loading converts back to f32).\n"
           "\n"
           "finetuned init-model --arch gpt2|llama --preset NAME --tokenizer PATH --out DIR\n"
           "                     [--seed N]\n"
@@ -786,6 +791,95 @@ out:
   return rc;
 }
 
+/* ---- convert-model ---------------------------------------------------------- */
+
+static int cmd_convert(int argc, char **argv) {
+  static const struct option longopts[] = {{"dtype", required_argument, 0, 't'},
+                                           {"out", required_argument, 0, 'o'},
+                                           {"help", no_argument, 0, 'h'},
+                                           {0, 0, 0, 0}};
+  static const char *const names[] = {"f32", "f16", "bf16"};
+  static const char *const torch_names[] = {"float32", "float16", "bfloat16"};
+  const char *dtype = NULL, *out = NULL;
+  int c, d = -1;
+  optind = 1;
+  while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+    if (c == 't')
+      dtype = optarg;
+    else if (c == 'o')
+      out = optarg;
+    else if (c == 'h') {
+      usage(stdout);
+      return 0;
+    } else {
+      usage(stderr);
+      return 2;
+    }
+  }
+  for (int i = 0; dtype && i < 3; i++)
+    if (!strcmp(dtype, names[i])) d = i;
+  if (d < 0 || !out || optind != argc - 1) {
+    fprintf(stderr, "usage: finetuned convert-model --dtype f16|bf16|f32 --out DIR PATH\n");
+    return 2;
+  }
+  const char *src = argv[optind];
+  char srcw[PATH_MAX], tmp[PATH_MAX], tmpw[PATH_MAX], cfgp[PATH_MAX];
+  ft_config *cfg = calloc(1, sizeof *cfg);
+  ft_error err = {0};
+  struct stat sb;
+  int rc = 1;
+  if (!cfg || hf_config_load(cfg, src, &err)) {
+    fprintf(stderr, "finetuned: %s is not a usable model directory: %s\n", src,
+            cfg ? err.message : "out of memory");
+    free(cfg);
+    return 1;
+  }
+  free(cfg);
+  if (http_pathf(srcw, sizeof srcw, "%s/model.safetensors", src) ||
+      http_pathf(tmp, sizeof tmp, "%s.tmp-convert", out) ||
+      http_pathf(tmpw, sizeof tmpw, "%s/model.safetensors", tmp) ||
+      http_pathf(cfgp, sizeof cfgp, "%s/config.json", tmp)) {
+    fprintf(stderr, "finetuned: path too long\n");
+    return 1;
+  }
+  if (stat(srcw, &sb)) {
+    fprintf(stderr, "finetuned: %s: %s (only single-file weights are converted)\n", srcw,
+            strerror(errno));
+    return 1;
+  }
+  if (lstat(out, &sb) == 0) {
+    fprintf(stderr, "finetuned: %s already exists\n", out);
+    return 1;
+  }
+  rm_rf(tmp);
+  if (mkdir(tmp, 0755) || copy_tree(src, tmp, 0)) {
+    fprintf(stderr, "finetuned: copying %s: %s\n", src, strerror(errno));
+    goto out;
+  }
+  if (st_convert(srcw, tmpw, (st_dtype)d, &err)) {
+    fprintf(stderr, "finetuned: converting %s: %s\n", srcw, err.message);
+    goto out;
+  }
+  json_error_t je;
+  json_t *cj = json_load_file(cfgp, 0, &je);
+  if (!cj || json_object_set_new(cj, "torch_dtype", json_string(torch_names[d])) ||
+      hf_write_json(cfgp, cj, &err)) {
+    fprintf(stderr, "finetuned: rewriting %s: %s\n", cfgp, cj ? err.message : je.text);
+    json_decref(cj);
+    goto out;
+  }
+  json_decref(cj);
+  if (fsync_path(tmp, 1) || rename(tmp, out)) {
+    fprintf(stderr, "finetuned: installing %s: %s\n", out, strerror(errno));
+    goto out;
+  }
+  printf("wrote %s with %s weights\n", out, names[d]);
+  rc = 0;
+out:
+  if (rc) rm_rf(tmp);
+  return rc;
+}
+
 /* ---- init-model ----------------------------------------------------------- */
 
 static int cmd_init(int argc, char **argv) {
@@ -969,6 +1063,7 @@ int main(int argc, char **argv) {
   if (!strcmp(cmd, "serve")) return cmd_serve(argc - 1, argv + 1, argv[0]);
   if (!strcmp(cmd, "import-model")) return cmd_import(argc - 1, argv + 1);
   if (!strcmp(cmd, "init-model")) return cmd_init(argc - 1, argv + 1);
+  if (!strcmp(cmd, "convert-model")) return cmd_convert(argc - 1, argv + 1);
   if (!strcmp(cmd, "train-tokenizer")) return cmd_train_tokenizer(argc - 1, argv + 1);
   if (!strcmp(cmd, "export-gguf")) return cmd_export_gguf(argc - 1, argv + 1);
   if (!strcmp(cmd, "keys")) return auth_cmd_keys(argc - 1, argv + 1);

@@ -21,6 +21,7 @@ fi
 budget=120000
 FT_BIN=$FT_BIN timeout 300 "$FT_SRC/scripts/make-base-model.sh" --quick --url "$URL" \
   --data-dir "$T_DIR/data" --name mybase --work "$T_DIR/work" --tokens $budget "${src[@]}" \
+  --ship "$T_DIR/ship" \
   >"$T_DIR/summary.out" 2>"$T_DIR/recipe.log"
 rc=$?
 check_eq "the recipe succeeded" "$rc" 0
@@ -64,6 +65,34 @@ check "llama architecture" jq -e '.model_type == "llama"' "$T_DIR/data/models/my
 api POST /v1/completions -H 'Content-Type: application/json' \
   -d '{"model":"mybase","prompt":"The","max_tokens":5,"temperature":0}'
 check_eq "the base model serves a completion" "$CODE" 200
+
+# --ship: the same model with float16 weights (how models/base-8m was made)
+check_eq "shipped config says float16" "$(jq -r .torch_dtype "$T_DIR/ship/config.json")" float16
+hdr_dtypes=$(python3 -c 'import json,struct,sys
+f=open(sys.argv[1],"rb"); n=struct.unpack("<Q",f.read(8))[0]; h=json.loads(f.read(n))
+print(" ".join(sorted({v["dtype"] for k,v in h.items() if k!="__metadata__"})))' \
+  "$T_DIR/ship/model.safetensors")
+check_eq "shipped weights are F16" "$hdr_dtypes" F16
+s32=$(stat -c %s "$T_DIR/data/models/mybase/model.safetensors")
+s16=$(stat -c %s "$T_DIR/ship/model.safetensors")
+check "shipped weights about half the size ($s16 vs $s32)" test $((s16 * 2)) -lt $((s32 + 4096))
+check "summary.json shipped" cmp -s "$S" "$T_DIR/ship/summary.json"
+"$FT_BIN/finetuned" import-model --data-dir "$T_DIR/data" --name mybase16 "$T_DIR/ship" >/dev/null
+api POST /v1/completions -H 'Content-Type: application/json' \
+  -d '{"model":"mybase","prompt":"The cat sat on the mat and then","max_tokens":0,"echo":true,"logprobs":1}'
+lp32=$(jq -c '.choices[0].logprobs.token_logprobs' <<<"$BODY")
+api POST /v1/completions -H 'Content-Type: application/json' \
+  -d '{"model":"mybase16","prompt":"The cat sat on the mat and then","max_tokens":0,"echo":true,"logprobs":1}'
+check_eq "the float16 copy serves" "$CODE" 200
+lp16=$(jq -c '.choices[0].logprobs.token_logprobs' <<<"$BODY")
+check "float16 prompt log-probabilities within 0.05 of float32 ($lp16 vs $lp32)" python3 -c '
+import json,sys; a=json.loads(sys.argv[1]); b=json.loads(sys.argv[2])
+a=a[1:]; b=b[1:]  # the first prompt token has no log-probability
+sys.exit(0 if len(a)==len(b)>=6 and max(abs(x-y) for x,y in zip(a,b))<0.05 else 1)' "$lp16" "$lp32"
+"$FT_BIN/finetuned" convert-model --dtype f16 --out "$T_DIR/ship" "$T_DIR/ship" 2>/dev/null
+check_eq "convert-model refuses an existing --out" "$?" 1
+"$FT_BIN/finetuned" convert-model --dtype f8 --out "$T_DIR/x" "$T_DIR/ship" 2>/dev/null
+check_eq "convert-model refuses an unknown dtype" "$?" 2
 
 # resume-exact: the same job paused and resumed ends exactly where the
 # uninterrupted one did (same planned steps, tokens and last loss)

@@ -190,6 +190,74 @@ static void test_f16_bf16(void) {
 #endif
 }
 
+/* Half-precision writing: the converters against the compiler's _Float16
+ * and hand-worked BF16 roundings, st_write in F16/BF16, and st_convert. */
+static void test_write_half(void) {
+#if defined(__FLT16_MAX__)
+  int bad = 0;
+  uint32_t x = 12345;
+  for (int i = 0; i < 1 << 20; i++) {
+    x = x * 1664525u + 1013904223u; /* every exponent, sign and mantissa pattern */
+    float f;
+    memcpy(&f, &x, 4);
+    _Float16 v = (_Float16)f;
+    uint16_t want;
+    memcpy(&want, &v, 2);
+    uint16_t got = st_f32_to_f16(f);
+    if (isnan(f) ? (got & 0x7c00) != 0x7c00 || !(got & 0x3ff) : got != want) bad++;
+  }
+  CHECK_EQ_INT(bad, 0);
+#endif
+  CHECK_EQ_INT(st_f32_to_f16(65520.0f), 0x7C00); /* rounds up past the max: inf */
+  CHECK_EQ_INT(st_f32_to_f16(ldexpf(1, -25)), 0x0000); /* a tie with 0: even */
+  CHECK_EQ_INT(st_f32_to_f16(ldexpf(3, -26)), 0x0001);
+  CHECK_EQ_INT(st_f32_to_bf16(1.0f), 0x3F80);
+  CHECK_EQ_INT(st_f32_to_bf16(1.0f + ldexpf(1, -8)), 0x3F80); /* a tie: to even */
+  CHECK_EQ_INT(st_f32_to_bf16(1.0f + ldexpf(3, -8)), 0x3F82); /* a tie: to even, up */
+  CHECK_EQ_INT(st_f32_to_bf16(1.0f + ldexpf(5, -9)), 0x3F81); /* above the half */
+  CHECK_EQ_INT(st_f32_to_bf16(-INFINITY), 0xFF80);
+  CHECK(isnan(st_bf16_to_f32(st_f32_to_bf16(NAN))));
+
+  float a[5] = {1.0f, -0.3333f, 65504.0f, 1e-6f, 123.456f};
+  st_out o[2] = {{.name = "w", .data = a, .ndim = 2, .shape = {1, 5}},
+                 {.name = "s", .data = a + 1, .ndim = 0}};
+  char p32[256], p16[256], pbf[256];
+  snprintf(p32, sizeof p32, "%s/w32.safetensors", dir);
+  snprintf(p16, sizeof p16, "%s/w16.safetensors", dir);
+  snprintf(pbf, sizeof pbf, "%s/wbf.safetensors", dir);
+  ft_error e = {0};
+  json_t *meta = json_pack("{s:s}", "origin", "test");
+  CHECK_EQ_INT(st_write(p32, o, 2, meta, ST_F32, &e), 0);
+  json_decref(meta);
+  CHECK_EQ_INT(st_write(pbf, o, 2, NULL, ST_BF16, &e), 0);
+  CHECK_EQ_INT(st_write(p16, o, 2, NULL, (st_dtype)7, &e), FT_EINVALID);
+  CHECK_EQ_INT(st_convert(p32, p16, ST_F16, &e), 0);
+  st_file *f = NULL, *g = NULL;
+  CHECK_EQ_INT(st_open(&f, p16, &e), 0);
+  CHECK_EQ_INT(st_open(&g, pbf, &e), 0);
+  if (!f || !g) return;
+  CHECK_EQ_STR(st_metadata(f, "origin"), "test"); /* metadata kept by st_convert */
+  const st_tensor *t = st_find(f, "w"), *u = st_find(g, "w");
+  float got[5];
+  CHECK(t && t->dtype == ST_F16 && t->nbytes == 10 && t->shape[0] == 1 && t->shape[1] == 5);
+  CHECK(u && u->dtype == ST_BF16 && u->nbytes == 10);
+  if (t && u) {
+    CHECK_EQ_INT(st_read_f32(f, t, got, 5, &e), 0);
+    for (int i = 0; i < 5; i++) CHECK(got[i] == st_f16_to_f32(st_f32_to_f16(a[i])));
+    CHECK(got[2] == 65504.0f && fabsf(got[1] - a[1]) < 1e-4f && got[1] != a[1]);
+    CHECK_EQ_INT(st_read_f32(g, u, got, 5, &e), 0);
+    for (int i = 0; i < 5; i++) CHECK(got[i] == st_bf16_to_f32(st_f32_to_bf16(a[i])));
+  }
+  t = st_find(f, "s");
+  CHECK(t && t->ndim == 0 && t->dtype == ST_F16 && t->nbytes == 2);
+  st_close(f);
+  st_close(g);
+  CHECK_EQ_INT(st_convert(p32, "/nonexistent-dir/x.safetensors", ST_F16, &e), FT_EIO);
+  unlink(p32);
+  unlink(p16);
+  unlink(pbf);
+}
+
 static void test_corrupt(void) {
   float d[4] = {1, 2, 3, 4};
   ft_error e;
@@ -335,6 +403,7 @@ int main(void) {
   RUN(test_round_trip);
   RUN(test_write_errors);
   RUN(test_f16_bf16);
+  RUN(test_write_half);
   RUN(test_corrupt);
   RUN(test_truncations_and_flips);
   rmdir(dir);
