@@ -570,15 +570,16 @@ static void test_done_replaces_leftover(void) {
   cli_close(&c);
 }
 
-/* result.result_csv becomes a "fine-tune-results" file only when it is inside
- * the job's directory: a path that climbs out of it (or is elsewhere) is
- * ignored, the job still succeeds, and nothing is copied into files/. */
-static int done_with_csv(const char *suffix, const char *csv_fmt, char *id, json_t **job_out) {
+/* Inserts a job, claims it, gives it an output and sends done with
+ * result.result_csv = csv_fmt(data dir, job id), first writing content there
+ * when content is not NULL; returns the job as stored afterwards. */
+static json_t *done_with_csv(const char *suffix, const char *csv_fmt, const char *content,
+                             char *id) {
   client c;
   int attempt = 0;
   char dir[600], csv[800];
   insert_job(suffix, id);
-  if (take_job(&c, suffix, id, &attempt)) return -1;
+  if (take_job(&c, suffix, id, &attempt)) return NULL;
   snprintf(dir, sizeof dir, "%s/jobs/%s", g_dir, id);
   mkdir(dir, 0755);
   snprintf(dir, sizeof dir, "%s/jobs/%s/output-%d", g_dir, id, attempt);
@@ -586,14 +587,18 @@ static int done_with_csv(const char *suffix, const char *csv_fmt, char *id, json
   snprintf(csv, sizeof csv, "%s/config.json", dir);
   fclose(fopen(csv, "w"));
   snprintf(csv, sizeof csv, csv_fmt, g_dir, id);
+  if (content) {
+    FILE *fp = fopen(csv, "w");
+    fputs(content, fp);
+    fclose(fp);
+  }
   json_t *m = jmsg("done", id, attempt);
   json_object_set_new(m, "result", json_pack("{s:i, s:i, s:s}", "steps", 2, "trained_tokens", 20,
                                              "result_csv", csv));
   cli_send(&c, m);
   WAIT_FOR(!job_status_is(id, "running"), 3000);
-  *job_out = job_get(id);
   cli_close(&c);
-  return 0;
+  return job_get(id);
 }
 
 static int count_files_in(const char *dir) {
@@ -605,6 +610,9 @@ static int count_files_in(const char *dir) {
   return n;
 }
 
+/* result.result_csv becomes a "fine-tune-results" file only when it is inside
+ * the job's directory: a path that climbs out of it (or is elsewhere) is
+ * ignored, the job still succeeds, and nothing is copied into files/. */
 static void test_result_csv_inside_job_only(void) {
   char id[64], files[300], path[800];
   snprintf(files, sizeof files, "%s/files", g_dir);
@@ -617,8 +625,7 @@ static void test_result_csv_inside_job_only(void) {
   const char *evil[] = {"%s/jobs/%s/../../secret.csv", "%s/secret.csv%.0s", "/etc/hostname%.0s%.0s",
                         "%s/jobs/%s/"};
   for (size_t i = 0; i < sizeof evil / sizeof *evil; i++) {
-    json_t *j = NULL;
-    CHECK_EQ_INT(done_with_csv("csvevil", evil[i], id, &j), 0);
+    json_t *j = done_with_csv("csvevil", evil[i], NULL, id);
     CHECK(job_status_is(id, "succeeded"));
     json_t *rf = json_object_get(j, "result_files");
     CHECK(rf == NULL || json_array_size(rf) == 0);
@@ -627,37 +634,14 @@ static void test_result_csv_inside_job_only(void) {
   CHECK_EQ_INT(count_files_in(files), before);
 
   /* a CSV the worker wrote in the job's directory is registered */
-  json_t *j = NULL;
-  char ok_fmt[] = "%s/jobs/%s/metrics.csv";
-  insert_job("csvgood", id);
-  client c;
-  int attempt = 0;
-  CHECK_EQ_INT(take_job(&c, "csvgood", id, &attempt), 0);
-  snprintf(path, sizeof path, "%s/jobs/%s", g_dir, id);
-  mkdir(path, 0755);
-  snprintf(path, sizeof path, ok_fmt, g_dir, id);
-  fp = fopen(path, "w");
-  fputs("step,train_loss\n1,2.5\n", fp);
-  fclose(fp);
-  snprintf(path, sizeof path, "%s/jobs/%s/output-%d", g_dir, id, attempt);
-  mkdir(path, 0755);
-  snprintf(path, sizeof path, "%s/jobs/%s/output-%d/config.json", g_dir, id, attempt);
-  fclose(fopen(path, "w"));
-  snprintf(path, sizeof path, ok_fmt, g_dir, id);
-  json_t *m = jmsg("done", id, attempt);
-  json_object_set_new(m, "result", json_pack("{s:i, s:i, s:s}", "steps", 2, "trained_tokens", 20,
-                                             "result_csv", path));
-  cli_send(&c, m);
-  WAIT_FOR(!job_status_is(id, "running"), 3000);
+  json_t *j = done_with_csv("csvgood", "%s/jobs/%s/metrics.csv", "step,train_loss\n1,2.5\n", id);
   CHECK(job_status_is(id, "succeeded"));
-  j = job_get(id);
   json_t *rf = json_object_get(j, "result_files");
   CHECK_EQ_INT(json_array_size(rf), 1);
   const char *fid = json_string_value(json_array_get(rf, 0));
   CHECK(fid && file_exists("%s/files/%s", g_dir, fid));
   json_decref(j);
   CHECK_EQ_INT(count_files_in(files), before + 1);
-  cli_close(&c);
 }
 
 /* Counts must be integers in 0..1e15: a double or an out-of-range value is
