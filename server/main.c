@@ -715,19 +715,17 @@ static int copy_tree(const char *src, const char *dst, int depth) {
   return rc;
 }
 
-static int cmd_import(int argc, char **argv) {
-  static const struct option longopts[] = {{"data-dir", required_argument, 0, 'd'},
-                                           {"name", required_argument, 0, 'n'},
-                                           {"help", no_argument, 0, 'h'},
-                                           {0, 0, 0, 0}};
-  const char *data_opt = NULL, *name = NULL;
+/* Parses a command's two string options (longopts[0] and [1], then --help)
+ * into *a and *b; returns -1 to go on, else the exit code. */
+static int two_options(int argc, char **argv, const struct option *longopts, const char **a,
+                       const char **b) {
   int c;
   optind = 1;
   while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-    if (c == 'd')
-      data_opt = optarg;
-    else if (c == 'n')
-      name = optarg;
+    if (c == longopts[0].val)
+      *a = optarg;
+    else if (c == longopts[1].val)
+      *b = optarg;
     else if (c == 'h') {
       usage(stdout);
       return 0;
@@ -736,6 +734,29 @@ static int cmd_import(int argc, char **argv) {
       return 2;
     }
   }
+  return -1;
+}
+
+/* Whether dir holds a config.json the engine can use (says why on stderr). */
+static int model_dir_ok(const char *dir) {
+  ft_config *cfg = calloc(1, sizeof *cfg);
+  ft_error err = {0};
+  int ok = cfg && !hf_config_load(cfg, dir, &err);
+  if (!ok)
+    fprintf(stderr, "finetuned: %s is not a usable model directory: %s\n", dir,
+            cfg ? err.message : "out of memory");
+  free(cfg);
+  return ok;
+}
+
+static int cmd_import(int argc, char **argv) {
+  static const struct option longopts[] = {{"data-dir", required_argument, 0, 'd'},
+                                           {"name", required_argument, 0, 'n'},
+                                           {"help", no_argument, 0, 'h'},
+                                           {0, 0, 0, 0}};
+  const char *data_opt = NULL, *name = NULL;
+  int rc = two_options(argc, argv, longopts, &data_opt, &name);
+  if (rc >= 0) return rc;
   if (!name || optind != argc - 1) {
     fprintf(stderr, "usage: finetuned import-model [--data-dir DIR] --name NAME PATH\n");
     return 2;
@@ -748,19 +769,11 @@ static int cmd_import(int argc, char **argv) {
             name);
     return 2;
   }
-  ft_config *cfg = calloc(1, sizeof *cfg);
-  ft_error err = {0};
-  if (!cfg || hf_config_load(cfg, src, &err)) {
-    fprintf(stderr, "finetuned: %s is not a usable model directory: %s\n", src,
-            cfg ? err.message : "out of memory");
-    free(cfg);
-    return 1;
-  }
-  free(cfg);
+  if (!model_dir_ok(src)) return 1;
   char *data_dir = resolve_data_dir(data_opt);
   if (!data_dir) return 1;
   char models[PATH_MAX], dst[PATH_MAX], tmp[PATH_MAX], tag[64];
-  int rc = 1;
+  rc = 1;
   store_new_id(".tmp-import", tag, sizeof tag);
   if (http_pathf(models, sizeof models, "%s/models", data_dir) ||
       http_pathf(dst, sizeof dst, "%s/%s", models, name) ||
@@ -801,21 +814,8 @@ static int cmd_convert(int argc, char **argv) {
   static const char *const names[] = {"f32", "f16", "bf16"};
   static const char *const torch_names[] = {"float32", "float16", "bfloat16"};
   const char *dtype = NULL, *out = NULL;
-  int c, d = -1;
-  optind = 1;
-  while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-    if (c == 't')
-      dtype = optarg;
-    else if (c == 'o')
-      out = optarg;
-    else if (c == 'h') {
-      usage(stdout);
-      return 0;
-    } else {
-      usage(stderr);
-      return 2;
-    }
-  }
+  int d = -1, rc = two_options(argc, argv, longopts, &dtype, &out);
+  if (rc >= 0) return rc;
   for (int i = 0; dtype && i < 3; i++)
     if (!strcmp(dtype, names[i])) d = i;
   if (d < 0 || !out || optind != argc - 1) {
@@ -824,17 +824,10 @@ static int cmd_convert(int argc, char **argv) {
   }
   const char *src = argv[optind];
   char srcw[PATH_MAX], tmp[PATH_MAX], tmpw[PATH_MAX], cfgp[PATH_MAX];
-  ft_config *cfg = calloc(1, sizeof *cfg);
   ft_error err = {0};
   struct stat sb;
-  int rc = 1;
-  if (!cfg || hf_config_load(cfg, src, &err)) {
-    fprintf(stderr, "finetuned: %s is not a usable model directory: %s\n", src,
-            cfg ? err.message : "out of memory");
-    free(cfg);
-    return 1;
-  }
-  free(cfg);
+  rc = 1;
+  if (!model_dir_ok(src)) return 1;
   if (http_pathf(srcw, sizeof srcw, "%s/model.safetensors", src) ||
       http_pathf(tmp, sizeof tmp, "%s.tmp-convert", out) ||
       http_pathf(tmpw, sizeof tmpw, "%s/model.safetensors", tmp) ||
