@@ -24,6 +24,7 @@
 #include "ft_log.h"
 #include "hfdir.h"
 #include "http.h"
+#include "infer_pool.h"
 #include "validate.h"
 
 /* The files of a model directory that can be downloaded. The adapter files
@@ -197,6 +198,8 @@ enum MHD_Result api_models_delete(http_req *r) {
     if (errno == ENOENT) return http_fail(r, FT_ENOT_FOUND, "model", "no such model: %s", id);
     return http_fail(r, FT_EIO, NULL, "cannot delete %s: %s", id, strerror(errno));
   }
+  if (r->app->infer && infer_pool_forget(r->app->infer, from))
+    FT_INFO("msg=\"deleted model dropped from the inference cache\" id=%s", id);
   if (nftw(to, rm_entry, 16, FTW_DEPTH | FTW_PHYS))
     FT_WARN("msg=\"model files left behind\" path=\"%s\" err=\"%s\"", to, strerror(errno));
   FT_INFO("msg=\"model deleted\" id=%s", id);

@@ -30,6 +30,7 @@ typedef struct entry {
   ft_infer *m;
   size_t bytes;
   int in_use;
+  int forget;                   /* its model was deleted: free it when released */
   unsigned long long last_used; /* pool tick */
 } entry;
 
@@ -226,18 +227,52 @@ int infer_pool_acquire(infer_pool *p, const char *model_dir, ft_infer **out, ft_
   return 0;
 }
 
+/* Unlinks *pe from the list onto *gone. */
+static void unlink_locked(infer_pool *p, entry **pe, entry **gone) {
+  entry *e = *pe;
+  *pe = e->next;
+  p->cached_bytes -= e->bytes;
+  e->next = *gone;
+  *gone = e;
+}
+
 void infer_pool_release(infer_pool *p, ft_infer *m) {
   if (!m) return;
+  entry *gone = NULL;
   pthread_mutex_lock(&p->mu);
-  for (entry *e = p->list; e; e = e->next)
-    if (e->m == m) {
-      e->in_use = 0;
-      e->last_used = ++p->tick;
+  for (entry **pe = &p->list; *pe; pe = &(*pe)->next)
+    if ((*pe)->m == m) {
+      (*pe)->in_use = 0;
+      (*pe)->last_used = ++p->tick;
+      if ((*pe)->forget) unlink_locked(p, pe, &gone);
       break;
     }
-  entry *gone = evict_locked(p);
+  entry *lru = evict_locked(p);
   pthread_mutex_unlock(&p->mu);
   free_entries(gone);
+  free_entries(lru);
+}
+
+int infer_pool_forget(infer_pool *p, const char *model_dir) {
+  entry *gone = NULL;
+  int n = 0;
+  pthread_mutex_lock(&p->mu);
+  for (entry **pe = &p->list; *pe;) {
+    if (strcmp((*pe)->dir, model_dir)) {
+      pe = &(*pe)->next;
+      continue;
+    }
+    n++;
+    if ((*pe)->in_use) {
+      (*pe)->forget = 1;
+      pe = &(*pe)->next;
+    } else {
+      unlink_locked(p, pe, &gone);
+    }
+  }
+  pthread_mutex_unlock(&p->mu);
+  free_entries(gone);
+  return n;
 }
 
 void infer_pool_stats(infer_pool *p, int *models, size_t *bytes, int *running, int *waiting) {

@@ -49,6 +49,10 @@ void infer_pool_leave(infer_pool *p);
 int infer_pool_acquire(infer_pool *p, const char *model_dir, ft_infer **out, ft_error *err);
 void infer_pool_release(infer_pool *p, ft_infer *m);
 
+/* Drops the cached instances of model_dir (its model was deleted): idle ones
+ * now, those in use when they are released. Returns how many there were. */
+int infer_pool_forget(infer_pool *p, const char *model_dir);
+
 /* For /metrics and tests: models cached, their bytes, requests running and waiting. */
 void infer_pool_stats(infer_pool *p, int *models, size_t *bytes, int *running, int *waiting);
 #endif

@@ -248,4 +248,14 @@ check "most polls ran during a generation ($during of 30)" test "$during" -ge 20
 check "job polls stay fast while generating (p50 ${p50}s < 0.05s)" jq -en "$p50 < 0.05"
 check "generations succeeded meanwhile" grep -q ' 200$' "$T_DIR/gens"
 check "daemon still up" curl -sf "$URL/healthz" -o /dev/null
+
+# a deleted model leaves the inference cache at once, and is no longer served
+api POST /v1/completions "${JSON[@]}" -d "$(req 'max_tokens:2, temperature:0')"
+check_eq "the model answers before DELETE" "$CODE" 200
+api DELETE "/v1/models/$model"
+check_eq "DELETE the fine-tuned model" "$CODE" 200
+check "its cached copy was dropped" grep -q "dropped from the inference cache\" id=$model" "$T_DIR/daemon.log"
+check "and freed" grep -q "inference model evicted.*models/$model\"" "$T_DIR/daemon.log"
+api POST /v1/completions "${JSON[@]}" -d "$(req 'max_tokens:2, temperature:0')"
+check_eq "then 404" "$CODE" 404
 T_DONE=1

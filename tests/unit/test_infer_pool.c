@@ -111,6 +111,30 @@ static void test_lru_eviction(void) {
   infer_pool_free(p);
 }
 
+/* A deleted model's instances leave the cache: idle ones at once, one in
+ * use when it is released; other models stay. */
+static void test_forget(void) {
+  infer_pool *p = new_pool((size_t)1 << 30, 4, 0, 0);
+  ft_error err = {0};
+  ft_infer *a1 = NULL, *a2 = NULL, *b = NULL, *a3 = NULL;
+  CHECK_EQ_INT(infer_pool_acquire(p, dir_a, &a1, &err), 0);
+  CHECK_EQ_INT(infer_pool_acquire(p, dir_a, &a2, &err), 0);
+  CHECK_EQ_INT(infer_pool_acquire(p, dir_b, &b, &err), 0);
+  infer_pool_release(p, a1);
+  infer_pool_release(p, b);
+  CHECK_EQ_INT(stat_models(p), 3);
+  CHECK_EQ_INT(infer_pool_forget(p, dir_a), 2);
+  CHECK_EQ_INT(stat_models(p), 2); /* a1 (idle) gone; a2 in use stays for now */
+  infer_pool_release(p, a2);
+  CHECK_EQ_INT(stat_models(p), 1); /* a2 freed on release: only b is left */
+  CHECK_EQ_INT(infer_pool_forget(p, dir_a), 0);
+  CHECK_EQ_INT(infer_pool_acquire(p, dir_a, &a3, &err), 0); /* loads afresh */
+  CHECK_EQ_INT(stat_models(p), 2);
+  infer_pool_release(p, a3);
+  CHECK_EQ_INT(stat_models(p), 2); /* a new instance is not marked */
+  infer_pool_free(p);
+}
+
 static void test_gate_refuses_beyond_queue(void) {
   infer_pool *p = new_pool(1, 1, 0, 1000);
   ft_error err = {0};
@@ -186,6 +210,7 @@ int main(void) {
   RUN(test_cache_reuse);
   RUN(test_zero_budget_keeps_nothing_idle);
   RUN(test_lru_eviction);
+  RUN(test_forget);
   RUN(test_gate_refuses_beyond_queue);
   RUN(test_gate_queue_waits);
   char cmd[128];
