@@ -49,6 +49,8 @@ static int is_fine_tuned(const char *id) { return !strncmp(id, "ft:", 3); }
 /* A checkpoint id ("…:ckpt-step-N") whose checkpoint is still on disk, as a
  * model object with its job, that job's model (parent) and the step; NULL
  * when it is not one. */
+static void describe_model(json_t *m, ft_app *app, const char *id);
+
 static json_t *ckpt_model_json(ft_app *app, const char *id) {
   char job[64];
   long step = 0;
@@ -59,6 +61,26 @@ static json_t *ckpt_model_json(ft_app *app, const char *id) {
   json_t *m = json_pack("{s:s, s:s, s:O, s:s, s:s, s:O, s:I}", "id", id, "object", "model",
                         "created", json_object_get(ck, "created_at"), "owned_by", "user", "job",
                         job, "parent", json_object_get(ck, "model"), "step", (json_int_t)step);
+  /* what it is: the job's fine-tuned model when there is one (the same
+   * architecture, task and labels), else the job's base model, a
+   * classifier when the job trains one (its labels known once it ends) */
+  char ft[600];
+  const char *last = strrchr(id, ':');
+  snprintf(ft, sizeof ft, "%.*s", last ? (int)(last - id) : 0, id);
+  char cfg[PATH_MAX];
+  struct stat sb;
+  if (m && ft[0] && !http_pathf(cfg, sizeof cfg, "%s/models/%s/config.json", app->data_dir, ft) &&
+      stat(cfg, &sb) == 0) {
+    describe_model(m, app, ft);
+  } else if (m) {
+    describe_model(m, app, json_string_value(json_object_get(ck, "model")));
+    json_t *method = json_object_get(json_object_get(ck, "spec"), "method");
+    const char *type = json_string_value(json_object_get(method, "type"));
+    if (type && !strcmp(type, "classification")) {
+      json_object_set_new(m, "task", json_string("classification"));
+      json_object_set_new(m, "labels", json_null());
+    }
+  }
   json_decref(ck);
   return m;
 }
@@ -158,6 +180,22 @@ enum MHD_Result api_models_list(http_req *r) {
     }
     free(names);
   }
+  /* then the checkpoints still on disk that are not directories yet */
+  json_t *ids = NULL, *v;
+  size_t i;
+  if (store_checkpoint_model_ids(r->app->store, &ids) == 0) {
+    json_array_foreach(ids, i, v) {
+      const char *id = json_string_value(v);
+      char cfg[PATH_MAX];
+      struct stat sb;
+      if (!http_pathf(cfg, sizeof cfg, "%s/models/%s/config.json", r->app->data_dir, id) &&
+          stat(cfg, &sb) == 0)
+        continue; /* listed above */
+      json_t *m = auth_model_visible(r, id) ? ckpt_model_json(r->app, id) : NULL;
+      if (m) json_array_append_new(data, m);
+    }
+  }
+  json_decref(ids);
   return http_reply_json(
       r, 200, json_pack("{s:s, s:o, s:b}", "object", "list", "data", data, "has_more", 0));
 }

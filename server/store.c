@@ -1474,6 +1474,28 @@ int store_checkpoint_find(store *s, const char *job_id, long step, json_t **ckpt
   return rc == SQLITE_DONE ? FT_ENOT_FOUND : FT_EDB;
 }
 
+/* ---- checkpoints as models (GET /v1/models, issue #6) ---------------------- */
+
+int store_checkpoint_model_ids(store *s, json_t **ids) {
+  *ids = json_array();
+  if (!*ids) return FT_ENOMEM;
+  pthread_mutex_lock(&s->mu);
+  sqlite3_stmt *st =
+      prep(s, "SELECT " CKPT_COLS " FROM checkpoints c JOIN jobs j ON j.id = c.job_id ORDER BY c.n");
+  int rc = st ? sqlite3_step(st) : SQLITE_ERROR;
+  for (; rc == SQLITE_ROW; rc = sqlite3_step(st)) {
+    json_t *c = ckpt_json(st);
+    json_array_append(*ids, json_object_get(c, "fine_tuned_model_checkpoint"));
+    json_decref(c);
+  }
+  sqlite3_finalize(st);
+  pthread_mutex_unlock(&s->mu);
+  if (rc == SQLITE_DONE) return 0;
+  json_decref(*ids);
+  *ids = NULL;
+  return FT_EDB;
+}
+
 int store_checkpoints_prune(store *s, const char *job_id, const json_t *kept) {
   if (!json_is_array(kept)) return 0;
   /* the kept steps as "(a,b,c)": integers only, so the SQL is ours */

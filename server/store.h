@@ -101,6 +101,9 @@ int store_checkpoint_find(store *s, const char *job_id, long step, json_t **ckpt
 /* Drops the rows of job_id's checkpoints whose step is not in kept (an array
  * of integers: the steps still on disk). Not an array: nothing changes. */
 int store_checkpoints_prune(store *s, const char *job_id, const json_t *kept);
+/* The model ids ("ft:…:ckpt-step-N") of every recorded checkpoint (those
+ * still on disk), oldest first. */
+int store_checkpoint_model_ids(store *s, json_t **ids);
 
 /* ---- events for SSE ------------------------------------------------------ */
 /* Blocks until the job has an event with seq > after_seq, the job is

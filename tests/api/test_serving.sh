@@ -147,6 +147,15 @@ check "chat logprobs: one entry per token, 3 alternatives" jq -e '(.choices[0].l
 # --- a checkpoint served as a model (exported on first use)
 api GET "/v1/fine_tuning/jobs/$job/checkpoints"
 ck=$(jget '.data[0].fine_tuned_model_checkpoint')
+cks=$(jget '[.data[].fine_tuned_model_checkpoint] | sort | join(" ")')
+api GET /v1/models
+check_eq "GET /v1/models lists the job's checkpoints" \
+  "$(jq -r --arg j "$job" '[.data[] | select(.id | test(":ckpt-step-")) | select(.job == $j) | .id] | sort | join(" ")' <<<"$BODY")" "$cks"
+listed=$(jq -c --arg c "$ck" '.data[] | select(.id == $c)' <<<"$BODY")
+check_eq "  as a causal LM of the job's architecture, with parent and step" \
+  "$(jq -r '"\(.architecture) \(.task) \(.parent) \(.step > 0)"' <<<"$listed")" "gpt2 causal_lm tiny true"
+api GET "/v1/models/$ck"
+check_eq "  the same object as GET by id" "$(jq -cS . <<<"$BODY")" "$(jq -cS . <<<"$listed")"
 api POST /v1/completions "${JSON[@]}" -d "$(jq -nc --arg m "$ck" --arg p "$(printf "$Q")" '{model:$m, prompt:$p, max_tokens:4, temperature:0}')"
 check_eq "a checkpoint serves completions" "$CODE" 200
 check "  its directory now exists" test -s "$T_DIR/data/models/$ck/config.json"
