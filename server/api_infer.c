@@ -16,12 +16,14 @@
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -32,6 +34,7 @@
 #include "http.h"
 #include "infer.h"
 #include "infer_pool.h"
+#include "obs.h"
 #include "spec.h"
 #include "train.h"
 #include "validate.h"
@@ -254,6 +257,9 @@ typedef struct {
   size_t len, off, cap;
   int done;
   atomic_int cancel;
+  int client_fd;   /* non-streamed: the connection's socket, watched for a hang-up */
+  int client_gone; /* the client left: the generation was stopped */
+  long n_seen;     /* tokens reported so far */
   ft_gen_result res;
   ft_error err;
   int rc;
@@ -387,9 +393,24 @@ static void stream_push(gen_state *s, json_t *obj) {
   free(txt);
 }
 
+/* Whether the peer of fd closed its side: a non-streamed generation has
+ * nothing to write until it ends, so a client that gave up is only seen by
+ * looking. (A client that half-closes after its request counts as gone.) */
+static int peer_closed(int fd) {
+  struct pollfd p = {.fd = fd, .events = POLLIN | POLLRDHUP};
+  if (fd < 0 || poll(&p, 1, 0) != 1) return 0;
+  if (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) return 1;
+  char c;
+  return (p.revents & POLLIN) && recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
+}
+
 static int on_token(void *ud, const ft_gen_token *t) {
   gen_state *s = ud;
   if (atomic_load(&s->cancel) || atomic_load(&s->app->stopping)) return GEN_CANCELLED;
+  if (!s->g.stream && s->n_seen++ % 8 == 0 && peer_closed(s->client_fd)) {
+    s->client_gone = 1;
+    return GEN_CANCELLED;
+  }
   int lp = logprobs_wanted(s);
   if (lp) logprobs_add(s, t);
   s->offset += t->text_len;
@@ -675,6 +696,7 @@ static enum MHD_Result completion(http_req *r, int kind) {
     json_decref(body);
     return http_fail(r, FT_ENOMEM, NULL, NULL);
   }
+  s->client_fd = -1;
   pthread_mutex_init(&s->mu, NULL);
   pthread_cond_init(&s->cv, NULL);
   s->app = r->app;
@@ -741,11 +763,19 @@ static enum MHD_Result completion(http_req *r, int kind) {
     r->replied = 1;
     return http_queue(r->conn, 200, resp);
   }
+  const union MHD_ConnectionInfo *ci =
+      MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+  s->client_fd = ci ? ci->connect_fd : -1;
   generate(s);
   infer_pool_release(r->app->infer, s->m);
   s->m = NULL;
   infer_pool_leave(r->app->infer);
   entered = 0;
+  if (s->client_gone) {
+    FT_INFO("msg=\"client gone; generation stopped\" id=%s model=%s tokens=%ld", s->id,
+            s->model, s->n_seen);
+    obs_reject(OBS_REJECT_CLIENT_GONE);
+  }
   if (s->rc) {
     rc = s->rc == GEN_CANCELLED ? ft_error_set(&err, FT_EUNAVAILABLE, NULL, "generation stopped")
                                 : s->rc;

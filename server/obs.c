@@ -43,7 +43,8 @@ static const unsigned statuses[] = {0,   200, 201, 204, 206, 304, 400, 401, 403,
 static const char *const reasons[] = {
     OBS_REJECT_UNAUTHORIZED, OBS_REJECT_FORBIDDEN,  OBS_REJECT_RATE_LIMITED, OBS_REJECT_QUOTA,
     OBS_REJECT_TOO_LARGE,    OBS_REJECT_DRAINING,   OBS_REJECT_BAD_JSON,     OBS_REJECT_NO_ROUTE,
-    OBS_REJECT_METHOD,       OBS_REJECT_MEDIA_TYPE, OBS_REJECT_WORKER_AUTH,  OBS_REJECT_OTHER};
+    OBS_REJECT_METHOD,       OBS_REJECT_MEDIA_TYPE, OBS_REJECT_WORKER_AUTH,  OBS_REJECT_CLIENT_GONE,
+    OBS_REJECT_OTHER};
 #define NREASONS (sizeof reasons / sizeof reasons[0])
 
 /* ---- the counters ------------------------------------------------------------ */

@@ -37,6 +37,7 @@
 #define OBS_REJECT_METHOD "method"             /* 405: method not allowed */
 #define OBS_REJECT_MEDIA_TYPE "media_type"     /* 415: unsupported Content-Type */
 #define OBS_REJECT_WORKER_AUTH "worker_auth"   /* a worker connection with a bad token */
+#define OBS_REJECT_CLIENT_GONE "client_gone"   /* a generation stopped: its client left */
 #define OBS_REJECT_OTHER "other"
 
 /* Records the process start (uptime); main calls it first. Idempotent. */
