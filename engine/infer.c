@@ -62,7 +62,7 @@ struct ft_infer {
   float *qkv;        /* (CH,QD+2KD) */
   float *att;        /* (CH,QD) */
   float *ff1, *ff2;  /* (CH,FF) */
-  float *scores;     /* (max_ctx) */
+  float *scores;     /* (INF_CHUNK, max_ctx) */
   float *nmean, *nrstd; /* (INF_CHUNK) norm statistics (scratch) */
   float *logits;     /* (CH,NOUT) or (1,NOUT) until all rows are asked for */
   int logits_rows;
@@ -212,7 +212,7 @@ int infer_load(ft_infer **out, const char *model_dir, int max_ctx, ft_error *err
   m->att = xcalloc(m, CH * m->QD, sizeof(float));
   m->ff1 = xcalloc(m, CH * m->FF, sizeof(float));
   m->ff2 = xcalloc(m, CH * m->FF, sizeof(float));
-  m->scores = xcalloc(m, T, sizeof(float));
+  m->scores = xcalloc(m, CH * T, sizeof(float)); /* a chunk's (CH, start+CH) score block */
   m->nmean = xcalloc(m, CH, sizeof(float));
   m->nrstd = xcalloc(m, CH, sizeof(float));
   m->logits = xcalloc(m, (size_t)m->NOUT, sizeof(float));
@@ -317,11 +317,34 @@ static void rope_row(float *x, int nh, int HD, const float *cs, const float *sn)
 }
 
 /* out (T,QD): causal attention of the rows at positions start..start+T-1
- * over the cache rows 0..position. q (T, q_stride) holds the queries. */
+ * over the cache rows 0..position. q (T, q_stride) holds the queries. A
+ * prompt chunk (T > 1) takes two GEMMs per head over the whole (T, start+T)
+ * score block, the causal part masked after; one new token, two GEMVs. */
 static void cached_attention(ft_infer *m, float *out, const float *q, int q_stride,
                               const inf_layer *w, int T, int start) {
   int rep = m->NH / m->NKV, HD = m->HD, KD = m->KD;
   float scale = 1.f / sqrtf((float)HD);
+  if (T > 1) {
+    int n = start + T;
+    for (int h = 0; h < m->NH; h++) {
+      const float *kh = w->kc + (size_t)(h / rep) * HD, *vh = w->vc + (size_t)(h / rep) * HD;
+      float *s = m->scores;
+      matmul(s, n, q + (size_t)h * HD, q_stride, 0, kh, KD, 1, T, n, HD, scale, 0.f);
+      for (int t = 0; t < T; t++) {
+        float *r = s + (size_t)t * n;
+        int valid = start + t + 1;
+        float mx = r[0];
+        for (int j = 1; j < valid; j++) mx = r[j] > mx ? r[j] : mx;
+        float sum = 0.f;
+        for (int j = 0; j < valid; j++) sum += (r[j] = expf(r[j] - mx));
+        float inv = 1.f / sum;
+        for (int j = 0; j < valid; j++) r[j] *= inv;
+        memset(r + valid, 0, (size_t)(n - valid) * sizeof(float));
+      }
+      matmul(out + (size_t)h * HD, m->QD, s, n, 0, vh, KD, 0, T, HD, n, 1.f, 0.f);
+    }
+    return;
+  }
   for (int t = 0; t < T; t++) {
     int n = start + t + 1;
     for (int h = 0; h < m->NH; h++) {
