@@ -36,6 +36,10 @@
 #     --work DIR        working directory (default var/pretrain/NAME)
 #     --api-key KEY     or $FINETUNED_API_KEY
 #     --ship DIR        also write the result with float16 weights to DIR
+#     --stop-at-step N  take the checkpoint of step N (a multiple of the
+#                       checkpoint interval, a tenth of the planned steps) as
+#                       the result, and pause the job there (models/base-8m
+#                       is step 1190 of the default 1717)
 #     --quick           a test-sized run (put it first: later options override it):
 #                       preset tiny, vocab 512, 40000 tokens,
 #                       seq 64, batch 8, lr 0.003
@@ -44,7 +48,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${FT_BIN:-$ROOT/build/bin}
 URL="" DATA="" NAME=base-8m PRESET=llama-base-8m VOCAB=8192 TOKENS=7000000 SEQ=512 BATCH=8
-LR=0.0015 DATASETS="brown wordnet quiz" MAX=1000000 WORK="" SHIP="" KEY=${FINETUNED_API_KEY:-}
+LR=0.0015 DATASETS="brown wordnet quiz" MAX=1000000 WORK="" SHIP="" STOP="" KEY=${FINETUNED_API_KEY:-}
 texts=()
 quick=0
 die() { echo "make-base-model: $*" >&2; exit 1; }
@@ -66,6 +70,7 @@ while [ $# -gt 0 ]; do
     --work) WORK=${2:?}; shift 2 ;;
     --api-key) KEY=${2:?}; shift 2 ;;
     --ship) SHIP=${2:?}; shift 2 ;;
+    --stop-at-step) STOP=${2:?}; shift 2 ;;
     --quick) quick=1; PRESET=tiny VOCAB=512 TOKENS=40000 SEQ=64 BATCH=8 LR=0.003 MAX=""; shift ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
@@ -75,7 +80,7 @@ done
 [ -n "$URL" ] || die "--url is required"
 [ -n "$DATA" ] || die "--data-dir is required (the running daemon's data directory)"
 [[ $NAME =~ ^[A-Za-z0-9][A-Za-z0-9._-]*$ ]] || die "--name: letters, digits, . _ - only"
-for v in VOCAB TOKENS SEQ BATCH; do [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "--${v,,} wants a positive integer"; done
+for v in VOCAB TOKENS SEQ BATCH ${STOP:+STOP}; do [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "--${v,,} wants a positive integer"; done
 [ -d "$DATA/models" ] || die "$DATA/models does not exist: is $DATA the daemon's data dir?"
 [ ! -e "$DATA/models/$NAME" ] || die "model $NAME exists already in $DATA/models"
 [ ! -e "$DATA/models/$NAME-init" ] || die "model $NAME-init exists already in $DATA/models"
@@ -138,21 +143,53 @@ body=$(jq -nc --arg m "$NAME-init" --arg f "$fid" --argjson tb "$TOKENS" --argjs
 job=$(api "$URL/v1/fine_tuning/jobs" -H 'Content-Type: application/json' -d "$body" | jq -r .id) ||
   die "job creation failed"
 log "job $job: $TOKENS tokens on $NAME-init"
+[ -z "$STOP" ] || [ $((STOP % every)) = 0 ] ||
+  die "--stop-at-step $STOP: not a checkpoint step (every $every steps)"
 # the event stream replays everything and ends when the job does
-api -N "$URL/v1/fine_tuning/jobs/$job/events?stream=true" | sed -un 's/^data: {/{/p' |
-  tee "$WORK/events.jsonl" | jq --unbuffered -r 'select(.type == "metrics") | .data |
-    select(.valid_perplexity != null or .step == .total_steps) |
-    "step \(.step)/\(.total_steps) tokens \(.trained_tokens) train_loss \(.train_loss)" +
-    " valid_perplexity \(.valid_perplexity // "-")"' >&2 || true
+follow() {
+  api -N "$URL/v1/fine_tuning/jobs/$job/events?stream=true" | sed -un 's/^data: {/{/p' |
+    tee "$WORK/events.jsonl" | jq --unbuffered -r 'select(.type == "metrics") | .data |
+      select(.valid_perplexity != null or .step == .total_steps) |
+      "step \(.step)/\(.total_steps) tokens \(.trained_tokens) train_loss \(.train_loss)" +
+      " valid_perplexity \(.valid_perplexity // "-")"' >&2 || true
+}
 status=""
-for _ in $(seq 1 600); do
-  j=$(api "$URL/v1/fine_tuning/jobs/$job")
-  status=$(jq -r .status <<<"$j")
-  case $status in succeeded | failed | cancelled) break ;; esac
-  sleep 1
-done
-[ "$status" = succeeded ] || die "job $job ended $status: $(jq -c .error <<<"$j")"
-ft=$(jq -r .fine_tuned_model <<<"$j")
+if [ -n "$STOP" ]; then
+  follow &
+  fpid=$!
+  ck=""
+  while [ -z "$ck" ]; do
+    j=$(api "$URL/v1/fine_tuning/jobs/$job")
+    status=$(jq -r .status <<<"$j")
+    ck=$(api "$URL/v1/fine_tuning/jobs/$job/checkpoints?limit=100" | jq -r --argjson s "$STOP" \
+      '.data[] | select(.step_number == $s) | .fine_tuned_model_checkpoint')
+    [ -n "$ck" ] && break
+    case $status in succeeded | failed | cancelled) die "job $job ended $status before step $STOP" ;; esac
+    sleep 2
+  done
+  api -X POST "$URL/v1/fine_tuning/jobs/$job/pause" >/dev/null || die "cannot pause job $job"
+  for _ in $(seq 1 600); do
+    status=$(api "$URL/v1/fine_tuning/jobs/$job" | jq -r .status)
+    [ "$status" = paused ] && break
+    sleep 1
+  done
+  kill "$fpid" 2>/dev/null; wait "$fpid" 2>/dev/null
+  log "job $job paused; the result is its checkpoint $ck"
+  ft=$ck
+  j=$(api "$URL/v1/fine_tuning/jobs/$job/checkpoints?limit=100" | jq -c --argjson s "$STOP" \
+    '.data[] | select(.step_number == $s) | {steps_completed: .step_number,
+     total_steps: .metrics.total_steps, trained_tokens: .metrics.trained_tokens}')
+else
+  follow
+  for _ in $(seq 1 600); do
+    j=$(api "$URL/v1/fine_tuning/jobs/$job")
+    status=$(jq -r .status <<<"$j")
+    case $status in succeeded | failed | cancelled) break ;; esac
+    sleep 1
+  done
+  [ "$status" = succeeded ] || die "job $job ended $status: $(jq -c .error <<<"$j")"
+  ft=$(jq -r .fine_tuned_model <<<"$j")
+fi
 
 # ---- 5. the result as the base model NAME
 mkdir -p "$WORK/final"
@@ -164,6 +201,7 @@ src=$WORK/final
 
 jq -s --arg job "$job" --arg ft "$ft" --arg name "$NAME" --argjson j "$j" '
   [.[] | select(.type == "metrics") | .data] as $m |
+  [$m[] | select(.step <= $j.steps_completed)] as $m |
   [$m[] | select(.valid_perplexity != null) | .valid_perplexity] as $p |
   {job: $job, fine_tuned_model: $ft, model: $name, init_model: ($name + "-init"),
    steps: $j.steps_completed, total_steps: $j.total_steps, trained_tokens: $j.trained_tokens,
