@@ -49,3 +49,17 @@ if [ $need = 1 ]; then
   (cd .deps && [ -f package.json ] || echo '{"name":"finetuned-deps","private":true}' > package.json
    npm install --no-audit --no-fund --loglevel=error "${npm_pkgs[@]}")
 fi
+# Real llama.cpp for the GGUF export test: node-llama-cpp with its prebuilt
+# CPU binaries for linux-x64 (an npm package too), in a tree of its own
+# (.deps/llama-cpp) so that no other install ever runs its scripts (they
+# would look for a GPU or a build) or pulls its optional GPU packages.
+if [ $want_test = 1 ]; then
+  llcpp=3.22.1
+  have=$(node -p "try{require('./.deps/llama-cpp/node_modules/@node-llama-cpp/linux-x64/package.json').version}catch(e){''}" 2>/dev/null)
+  if [ "$have" != $llcpp ]; then
+    mkdir -p .deps/llama-cpp
+    (cd .deps/llama-cpp && echo '{"name":"finetuned-llama-cpp","private":true}' > package.json &&
+     npm install --no-audit --no-fund --loglevel=error --ignore-scripts --omit=optional \
+       node-llama-cpp@$llcpp @node-llama-cpp/linux-x64@$llcpp)
+  fi
+fi
