@@ -26,7 +26,7 @@
 typedef struct entry {
   struct entry *next;
   char dir[PATH_MAX];
-  long long mtime_ns, size; /* of model.safetensors when loaded */
+  long long mtime_ns, size; /* of its files when loaded (weights_stamp) */
   ft_infer *m;
   size_t bytes;
   int in_use;
@@ -131,14 +131,27 @@ void infer_pool_leave(infer_pool *p) {
 
 /* ---- the cache ----------------------------------------------------------- */
 
+/* What a model directory looks like to the cache: the latest mtime and the
+ * total size of the files a load reads (the config, the weights, single or
+ * sharded (their index), an adapter, the tokenizer), so that a model
+ * re-imported or re-exported in place under the same id is loaded afresh. */
 static void weights_stamp(const char *dir, long long *mtime_ns, long long *size) {
-  char path[PATH_MAX + 32];
-  struct stat sb;
+  static const char *const files[] = {"config.json",
+                                      "model.safetensors",
+                                      "model.safetensors.index.json",
+                                      "adapter_config.json",
+                                      "adapter_model.safetensors",
+                                      "tokenizer.json",
+                                      "tokenizer_config.json"};
   *mtime_ns = *size = -1;
-  snprintf(path, sizeof path, "%s/model.safetensors", dir);
-  if (stat(path, &sb) == 0) {
-    *mtime_ns = (long long)sb.st_mtim.tv_sec * 1000000000LL + sb.st_mtim.tv_nsec;
-    *size = (long long)sb.st_size;
+  for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
+    char path[PATH_MAX + 32];
+    struct stat sb;
+    snprintf(path, sizeof path, "%s/%s", dir, files[i]);
+    if (stat(path, &sb)) continue;
+    long long mt = (long long)sb.st_mtim.tv_sec * 1000000000LL + sb.st_mtim.tv_nsec;
+    if (mt > *mtime_ns) *mtime_ns = mt;
+    *size = (*size < 0 ? 0 : *size) + (long long)sb.st_size;
   }
 }
 

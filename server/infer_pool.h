@@ -44,8 +44,9 @@ void infer_pool_leave(infer_pool *p);
 
 /* A loaded instance of the model in model_dir for the caller alone (a cached
  * idle one, or loaded now, outside the pool's lock); hand it back with
- * infer_pool_release. A model directory whose weights changed (mtime, size)
- * is loaded afresh. */
+ * infer_pool_release. A model directory whose files changed (the newest
+ * mtime or the total size of its config, weights, adapter and tokenizer) is
+ * loaded afresh. */
 int infer_pool_acquire(infer_pool *p, const char *model_dir, ft_infer **out, ft_error *err);
 void infer_pool_release(infer_pool *p, ft_infer *m);
 

@@ -2,10 +2,12 @@
  * wait queue, refusal after the wait) and the model cache (an idle instance
  * reused, two at once for two users, least recently used evicted over the
  * budget, nothing kept with a zero budget), on real tiny models. */
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -135,6 +137,32 @@ static void test_forget(void) {
   infer_pool_free(p);
 }
 
+/* A model directory rewritten in place (here its config.json, newer; a
+ * sharded model has no model.safetensors at all) is loaded afresh, and its
+ * stale idle copy dropped. */
+static void test_changed_dir_reloads(void) {
+  infer_pool *p = new_pool((size_t)1 << 30, 4, 0, 0);
+  ft_error err = {0};
+  ft_infer *a1 = NULL, *a2 = NULL, *a3 = NULL;
+  CHECK_EQ_INT(infer_pool_acquire(p, dir_a, &a1, &err), 0);
+  CHECK_EQ_INT(infer_pool_acquire(p, dir_a, &a2, &err), 0);
+  infer_pool_release(p, a1);
+  infer_pool_release(p, a2);
+  CHECK_EQ_INT(stat_models(p), 2); /* two idle copies */
+  char cfg[160];
+  snprintf(cfg, sizeof cfg, "%s/config.json", dir_a);
+  struct timespec t[2];
+  clock_gettime(CLOCK_REALTIME, &t[0]);
+  t[0].tv_sec += 10;
+  t[1] = t[0];
+  CHECK_EQ_INT(utimensat(AT_FDCWD, cfg, t, 0), 0);
+  CHECK_EQ_INT(infer_pool_acquire(p, dir_a, &a3, &err), 0);
+  CHECK(a3 != NULL);
+  CHECK_EQ_INT(stat_models(p), 1); /* both stale copies dropped, a3 loaded afresh */
+  infer_pool_release(p, a3);
+  infer_pool_free(p);
+}
+
 static void test_gate_refuses_beyond_queue(void) {
   infer_pool *p = new_pool(1, 1, 0, 1000);
   ft_error err = {0};
@@ -211,6 +239,7 @@ int main(void) {
   RUN(test_zero_budget_keeps_nothing_idle);
   RUN(test_lru_eviction);
   RUN(test_forget);
+  RUN(test_changed_dir_reloads);
   RUN(test_gate_refuses_beyond_queue);
   RUN(test_gate_queue_waits);
   char cmd[128];
