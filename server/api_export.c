@@ -2,8 +2,9 @@
  * (GET /v1/models/{model}/content) and as a GGUF file for llama.cpp / Ollama
  * (GET /v1/models/{model}/gguf?type=f16|f32[&adapter=true]). Model files run
  * to gigabytes, so the tar is written on the fly (POSIX ustar headers built
- * here, file bytes read with pread as MHD asks for them; the files are opened
- * before the reply starts, so a deletion mid-download changes nothing), and
+ * here, file bytes read with pread as MHD asks for them; a sharded model's
+ * index and shards go in as they are; the files are opened before the
+ * reply starts, so a deletion mid-download changes nothing), and
  * the GGUF export is cached beside the weights (written atomically by
  * gguf.c) and sent from its descriptor. Thread-per-connection MHD: an export
  * runs in the requesting connection's thread and holds nobody else up. */
@@ -37,7 +38,8 @@ static const char *const tar_adapter_files[] = {"adapter_config.json", "adapter_
                                                 NULL};
 
 #define TAR_BLOCK 512
-#define TAR_MAX_ENTRIES 16
+#define TAR_MAX_SHARDS 64 /* weights in more files than this are refused, not cut short */
+#define TAR_MAX_ENTRIES (16 + TAR_MAX_SHARDS)
 
 typedef struct {
   unsigned char hdr[TAR_BLOCK];
@@ -117,6 +119,44 @@ static int tar_add_file(tar_stream *t, const char *dir, const char *name, const 
   return 0;
 }
 
+/* A sharded model's weights (no model.safetensors): its index and every
+ * shard the index names, in name order without repeats. 0, or -1 with errno;
+ * FT_ERANGE when there are more shards than an archive takes. */
+static int tar_add_shards(tar_stream *t, const char *dir) {
+  char path[PATH_MAX];
+  struct stat sb;
+  if (snprintf(path, sizeof path, "%s/model.safetensors", dir) >= (int)sizeof path ||
+      !stat(path, &sb))
+    return 0;
+  if (snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir) >= (int)sizeof path)
+    return 0;
+  json_t *idx = json_load_file(path, 0, NULL);
+  if (!idx) return 0; /* none (or unreadable: the model does not load either) */
+  const char *names[TAR_MAX_SHARDS];
+  int n = 0, rc = 0;
+  const char *k;
+  json_t *v;
+  json_object_foreach(json_object_get(idx, "weight_map"), k, v) {
+    const char *fn = json_string_value(v);
+    int seen = 0;
+    if (!fn || strchr(fn, '/') || fn[0] == '.') continue; /* the loader refuses these too */
+    for (int i = 0; i < n && !seen; i++) seen = !strcmp(names[i], fn);
+    if (seen) continue;
+    if (n == TAR_MAX_SHARDS) {
+      rc = FT_ERANGE;
+      break;
+    }
+    int at = n++; /* insertion sort: shard order */
+    for (; at > 0 && strcmp(names[at - 1], fn) > 0; at--) names[at] = names[at - 1];
+    names[at] = fn;
+  }
+  static const char index_name[] = "model.safetensors.index.json";
+  if (!rc) rc = tar_add_file(t, dir, index_name, index_name);
+  for (int i = 0; !rc && i < n; i++) rc = tar_add_file(t, dir, names[i], names[i]);
+  json_decref(idx);
+  return rc;
+}
+
 static ssize_t tar_read(void *cls, uint64_t pos, char *buf, size_t max) {
   tar_stream *t = cls;
   if (pos >= t->total) return MHD_CONTENT_READER_END_OF_STREAM;
@@ -145,8 +185,9 @@ static ssize_t tar_read(void *cls, uint64_t pos, char *buf, size_t max) {
   return (ssize_t)n;
 }
 
-/* models/<id> when id names a model directory (with a config.json), else
- * replies 404 and returns -1. Checkpoint ids are not exported. */
+/* models/<id> when id names a model directory (with a config.json; a
+ * checkpoint id is exported there first, as serving does), else replies
+ * (404, or 409 while its job runs) and returns -1. */
 static int model_dir_or_reply(http_req *r, const char *id, char *dir, size_t size) {
   ft_error e = {0};
   if (api_model_resolve(r, "model", id, dir, size, &e)) {
@@ -178,6 +219,13 @@ enum MHD_Result api_models_content(http_req *r) {
   if (!t) return http_fail(r, FT_ENOMEM, NULL, NULL);
   int rc = 0;
   for (int i = 0; !rc && tar_files[i]; i++) rc = tar_add_file(t, dir, tar_files[i], tar_files[i]);
+  if (!rc) rc = tar_add_shards(t, dir);
+  if (rc == FT_ERANGE) {
+    tar_free(t);
+    return http_fail(r, FT_EUNSUPPORTED, NULL,
+                     "%s has its weights in more than %d files: too many to archive", id,
+                     TAR_MAX_SHARDS);
+  }
   struct stat sb;
   if (!rc && !http_pathf(adir, sizeof adir, "%s/adapter", dir) && !lstat(adir, &sb) &&
       S_ISDIR(sb.st_mode)) {
