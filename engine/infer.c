@@ -7,12 +7,25 @@
  * at a time per ft_infer, small CPU models (GPT-2, Llama family), where
  * decoding speed is the weights' bytes over memory bandwidth.
  *
+ * Prefill (time to first token) is the chunk's GEMMs: GPT-2's Conv1D weights
+ * are transposed in place at load to nn.Linear's (out,in), because OpenBLAS
+ * packs an (out,in) weight for a 128-row product ~20% faster (its sgemv
+ * streams either layout); attention takes blocks of INF_ATT_ROWS query rows,
+ * one sgemm for the scores and one for P V per head and block, over the keys
+ * up to the block's last row (the masked half of later blocks is skipped);
+ * the activations are layers.c's vectorised ones; only the last row reaches
+ * the LM head unless every row's logits are asked for; buffers are allocated
+ * once per loaded model.
+ *
  * Text: generated ids are decoded as a whole (with a few prompt tokens in
  * front, so a SentencePiece "\u2581" keeps its space) after every token; the
  * new bytes past what was reported become final unless they end in U+FFFD
  * (an unfinished UTF-8 character, held back) or could still grow into a
  * stop string (held back); a stop string and what follows are never
  * reported. */
+/* Comparisons must not count as trapping, or GCC will not vectorise the
+ * softmax's maxima (as in layers.c); no result changes. */
+#pragma GCC optimize("no-trapping-math")
 #include "infer.h"
 
 #include <math.h>
@@ -24,15 +37,16 @@
 #include "rng.h"
 
 #define INF_CHUNK 128 /* prompt rows per forward pass (sgemm packs the weights once per call) */
+#define INF_ATT_ROWS 32 /* query rows per attention block (scores: rows x keys) */
 #define INF_CTX_TOKENS 4 /* prompt tokens decoded in front of the completion */
 #define INF_MAX_EOS 4
 
 typedef struct {
   const float *n1w, *n1b, *n2w, *n2b; /* (C) norms; b NULL for RMSNorm */
-  const float *qkv_w, *qkv_b;         /* GPT-2 c_attn (C,3C) Conv1D, (3C) */
+  const float *qkv_w, *qkv_b;         /* GPT-2 c_attn (3C,C) (transposed at load), (3C) */
   const float *q_w, *q_b, *k_w, *k_b, *v_w, *v_b; /* llama (QD,C) (KD,C) (KD,C); biases or NULL */
-  const float *o_w, *o_b;             /* GPT-2 c_proj (C,C) Conv1D; llama o_proj (C,QD) */
-  const float *fc_w, *fc_b, *pr_w, *pr_b;         /* GPT-2 c_fc (C,FF), mlp c_proj (FF,C) */
+  const float *o_w, *o_b;             /* GPT-2 c_proj (C,C) (transposed); llama o_proj (C,QD) */
+  const float *fc_w, *fc_b, *pr_w, *pr_b; /* GPT-2 c_fc (FF,C), mlp c_proj (C,FF) (transposed) */
   const float *gate_w, *gate_b, *up_w, *up_b, *down_w, *down_b; /* llama (FF,C) (FF,C) (C,FF) */
   float *kc, *vc; /* (max_ctx, KD) */
 } inf_layer;
@@ -62,7 +76,7 @@ struct ft_infer {
   float *qkv;        /* (CH,QD+2KD) */
   float *att;        /* (CH,QD) */
   float *ff1, *ff2;  /* (CH,FF) */
-  float *scores;     /* (INF_CHUNK, max_ctx) */
+  float *scores;     /* (INF_ATT_ROWS, max_ctx) one attention block's probabilities */
   float *nmean, *nrstd; /* (INF_CHUNK) norm statistics (scratch) */
   float *logits;     /* (CH,NOUT) or (1,NOUT) until all rows are asked for */
   int logits_rows;
@@ -97,6 +111,35 @@ static const float *pw(ft_infer *m, const char *fmt, int l, const char *suffix, 
     *rc = ft_error_set(err, FT_ESHAPE, name, "tensor %s has %zu elements, expected %zu", name,
                        p->numel, numel);
   return p->w;
+}
+
+/* GPT-2's Conv1D weight name (in,out) rewritten in place as nn.Linear's
+ * (out,in); tmp holds in*out floats */
+static void conv1d_to_linear(ft_infer *m, int l, const char *suffix, int in, int out, float *tmp) {
+  char name[FT_NAME_MAX];
+  snprintf(name, sizeof name, "transformer.h.%d.%s", l, suffix);
+  ft_param *p = model_param(m->model, name);
+  if (!p || p->numel != (size_t)in * out) return; /* bind_weights reports it */
+  for (int i0 = 0; i0 < in; i0 += 16)
+    for (int j0 = 0; j0 < out; j0 += 16)
+      for (int i = i0; i < i0 + 16 && i < in; i++)
+        for (int j = j0; j < j0 + 16 && j < out; j++)
+          tmp[(size_t)j * in + i] = p->w[(size_t)i * out + j];
+  memcpy(p->w, tmp, (size_t)in * out * sizeof(float));
+}
+
+static int gpt2_transpose(ft_infer *m) {
+  size_t C = m->C, FF = m->FF, big = C * (FF > 3 * C ? FF : 3 * C);
+  float *tmp = malloc(big * sizeof(float));
+  if (!tmp) return FT_ENOMEM;
+  for (int l = 0; l < m->L; l++) {
+    conv1d_to_linear(m, l, "attn.c_attn.weight", m->C, 3 * m->C, tmp);
+    conv1d_to_linear(m, l, "attn.c_proj.weight", m->C, m->C, tmp);
+    conv1d_to_linear(m, l, "mlp.c_fc.weight", m->C, m->FF, tmp);
+    conv1d_to_linear(m, l, "mlp.c_proj.weight", m->FF, m->C, tmp);
+  }
+  free(tmp);
+  return 0;
 }
 
 static int bind_weights(ft_infer *m, ft_error *err) {
@@ -204,6 +247,7 @@ int infer_load(ft_infer **out, const char *model_dir, int max_ctx, ft_error *err
   if (!m->lw) goto nomem;
   rc = bind_weights(m, err);
   if (rc) goto fail;
+  if (m->gpt2 && gpt2_transpose(m)) goto nomem;
   size_t T = (size_t)m->max_ctx, CH = INF_CHUNK;
   m->kv = xcalloc(m, 2 * (size_t)m->L * T * m->KD, sizeof(float));
   m->x = xcalloc(m, CH * m->C, sizeof(float));
@@ -212,7 +256,7 @@ int infer_load(ft_infer **out, const char *model_dir, int max_ctx, ft_error *err
   m->att = xcalloc(m, CH * m->QD, sizeof(float));
   m->ff1 = xcalloc(m, CH * m->FF, sizeof(float));
   m->ff2 = xcalloc(m, CH * m->FF, sizeof(float));
-  m->scores = xcalloc(m, CH * T, sizeof(float)); /* a chunk's (CH, start+CH) score block */
+  m->scores = xcalloc(m, INF_ATT_ROWS * T, sizeof(float));
   m->nmean = xcalloc(m, CH, sizeof(float));
   m->nrstd = xcalloc(m, CH, sizeof(float));
   m->logits = xcalloc(m, (size_t)m->NOUT, sizeof(float));
@@ -316,55 +360,62 @@ static void rope_row(float *x, int nh, int HD, const float *cs, const float *sn)
   }
 }
 
+/* r[0..valid) = softmax(r[0..valid)), r[valid..n) = 0; max and sum in 16
+ * lanes (sum in double), so the loops vectorise */
+static void softmax_causal(float *r, int valid, int n) {
+  float mx = r[0], lm[16];
+  int j = 0;
+  for (int u = 0; u < 16; u++) lm[u] = r[0];
+  for (; j + 16 <= valid; j += 16)
+    for (int u = 0; u < 16; u++) lm[u] = r[j + u] > lm[u] ? r[j + u] : lm[u];
+  for (int u = 0; u < 16; u++) mx = lm[u] > mx ? lm[u] : mx;
+  for (; j < valid; j++) mx = r[j] > mx ? r[j] : mx;
+  float acc[16] = {0};
+  j = 0;
+  for (; j + 16 <= valid; j += 16)
+    for (int u = 0; u < 16; u++) acc[u] += (r[j + u] = ft_expf(r[j + u] - mx));
+  double sum = 0.0;
+  for (int u = 0; u < 16; u++) sum += acc[u];
+  for (; j < valid; j++) sum += (r[j] = ft_expf(r[j] - mx));
+  float inv = (float)(1.0 / sum);
+  for (j = 0; j < valid; j++) r[j] *= inv;
+  if (n > valid) memset(r + valid, 0, (size_t)(n - valid) * sizeof(float));
+}
+
 /* out (T,QD): causal attention of the rows at positions start..start+T-1
- * over the cache rows 0..position. q (T, q_stride) holds the queries. A
- * prompt chunk (T > 1) takes two GEMMs per head over the whole (T, start+T)
- * score block, the causal part masked after; one new token, two GEMVs. */
+ * over the cache rows 0..position. q (T, q_stride) holds the queries. Per
+ * head, blocks of INF_ATT_ROWS query rows: one GEMM for the (rows, keys)
+ * scores over the keys up to the block's last position, the causal part
+ * masked, one GEMM for P V (one new token: two GEMVs). */
 static void cached_attention(ft_infer *m, float *out, const float *q, int q_stride,
                               const inf_layer *w, int T, int start) {
-  int rep = m->NH / m->NKV, HD = m->HD, KD = m->KD;
+  int rep = m->NH / m->NKV, HD = m->HD, KD = m->KD, QD = m->QD;
   float scale = 1.f / sqrtf((float)HD);
-  if (T > 1) {
-    int n = start + T;
-    for (int h = 0; h < m->NH; h++) {
-      const float *kh = w->kc + (size_t)(h / rep) * HD, *vh = w->vc + (size_t)(h / rep) * HD;
-      float *s = m->scores;
-      matmul(s, n, q + (size_t)h * HD, q_stride, 0, kh, KD, 1, T, n, HD, scale, 0.f);
-      for (int t = 0; t < T; t++) {
-        float *r = s + (size_t)t * n;
-        int valid = start + t + 1;
-        float mx = r[0];
-        for (int j = 1; j < valid; j++) mx = r[j] > mx ? r[j] : mx;
-        float sum = 0.f;
-        for (int j = 0; j < valid; j++) sum += (r[j] = expf(r[j] - mx));
-        float inv = 1.f / sum;
-        for (int j = 0; j < valid; j++) r[j] *= inv;
-        memset(r + valid, 0, (size_t)(n - valid) * sizeof(float));
-      }
-      matmul(out + (size_t)h * HD, m->QD, s, n, 0, vh, KD, 0, T, HD, n, 1.f, 0.f);
-    }
-    return;
-  }
-  for (int t = 0; t < T; t++) {
-    int n = start + t + 1;
-    for (int h = 0; h < m->NH; h++) {
-      const float *qh = q + (size_t)t * q_stride + (size_t)h * HD;
-      const float *kh = w->kc + (size_t)(h / rep) * HD, *vh = w->vc + (size_t)(h / rep) * HD;
-      float *s = m->scores, *o = out + (size_t)t * m->QD + (size_t)h * HD;
-      matmul(s, n, qh, HD, 0, kh, KD, 1, 1, n, HD, scale, 0.f); /* (1,n) = q K^T */
-      float mx = s[0];
-      for (int j = 1; j < n; j++) mx = s[j] > mx ? s[j] : mx;
-      float sum = 0.f;
-      for (int j = 0; j < n; j++) sum += (s[j] = expf(s[j] - mx));
-      matmul(o, HD, s, n, 0, vh, KD, 0, 1, HD, n, 1.f / sum, 0.f); /* (1,HD) = p V */
+  for (int h = 0; h < m->NH; h++) {
+    const float *kh = w->kc + (size_t)(h / rep) * HD, *vh = w->vc + (size_t)(h / rep) * HD;
+    for (int r0 = 0; r0 < T; r0 += INF_ATT_ROWS) {
+      int rb = T - r0 < INF_ATT_ROWS ? T - r0 : INF_ATT_ROWS, n = start + r0 + rb;
+      float *s = m->scores; /* (rb, n) */
+      matmul(s, n, q + (size_t)r0 * q_stride + (size_t)h * HD, q_stride, 0, kh, KD, 1, rb, n, HD,
+             scale, 0.f);
+      for (int t = 0; t < rb; t++) softmax_causal(s + (size_t)t * n, start + r0 + t + 1, n);
+      matmul(out + (size_t)r0 * QD + (size_t)h * HD, QD, s, n, 0, vh, KD, 0, rb, HD, n, 1.f, 0.f);
     }
   }
 }
 
-/* gelu_new (tanh form): 0.5 x (1 + tanh(z)) = x sigmoid(2z), one expf
- * instead of tanhf (a tenth of a GPT-2 prefill's time) */
-static float gelu_new(float x) {
-  return x / (1.f + expf(-1.5957691216057308f * (x + 0.044715f * x * x * x)));
+/* g = silu(g) * up, the sigmoid first into a small block: one loop
+ * computing g / (1 + e^-g) * up (layers.c's swiglu_forward) runs ~8x slower
+ * on this machine (12 vs 1.4 ns an element, a tenth of a SmolLM-135M
+ * prefill) */
+static void swiglu_inplace(float *g, const float *up, size_t n) {
+  float sg[256];
+  for (size_t i0 = 0; i0 < n; i0 += 256) {
+    size_t nb = n - i0 < 256 ? n - i0 : 256;
+    float *x = g + i0;
+    for (size_t i = 0; i < nb; i++) sg[i] = 1.f / (1.f + ft_expf(-x[i]));
+    for (size_t i = 0; i < nb; i++) x[i] = x[i] * sg[i] * up[i0 + i];
+  }
 }
 
 /* Runs ids[0..T) (T <= INF_CHUNK) at positions start.., filling the cache;
@@ -387,7 +438,7 @@ static void forward_chunk(ft_infer *m, const int32_t *ids, int T, int start, int
     const float *q;
     int qs;
     if (m->gpt2) {
-      linear_forward(m->qkv, xn, w->qkv_w, w->qkv_b, T, C, 3 * C, 1);
+      linear_forward(m->qkv, xn, w->qkv_w, w->qkv_b, T, C, 3 * C, 0);
       for (int t = 0; t < T; t++) {
         const float *r = m->qkv + (size_t)t * 3 * C;
         memcpy(w->kc + (size_t)(start + t) * KD, r + C, (size_t)C * sizeof(float));
@@ -411,20 +462,17 @@ static void forward_chunk(ft_infer *m, const int32_t *ids, int T, int start, int
       qs = QD;
     }
     cached_attention(m, m->att, q, qs, w, T, start);
-    linear_forward(xn, m->att, w->o_w, w->o_b, T, QD, C, m->gpt2);
+    linear_forward(xn, m->att, w->o_w, w->o_b, T, QD, C, 0);
     for (size_t i = 0; i < (size_t)T * C; i++) x[i] += xn[i];
     norm_forward(m, xn, x, w->n2w, w->n2b, T, C, eps);
     if (m->gpt2) {
-      linear_forward(m->ff1, xn, w->fc_w, w->fc_b, T, C, FF, 1);
-      for (size_t i = 0; i < (size_t)T * FF; i++) m->ff1[i] = gelu_new(m->ff1[i]);
-      linear_forward(xn, m->ff1, w->pr_w, w->pr_b, T, FF, C, 1);
+      linear_forward(m->ff1, xn, w->fc_w, w->fc_b, T, C, FF, 0);
+      gelu_forward(m->ff1, m->ff1, (size_t)T * FF);
+      linear_forward(xn, m->ff1, w->pr_w, w->pr_b, T, FF, C, 0);
     } else {
       linear_forward(m->ff1, xn, w->gate_w, w->gate_b, T, C, FF, 0);
       linear_forward(m->ff2, xn, w->up_w, w->up_b, T, C, FF, 0);
-      for (size_t i = 0; i < (size_t)T * FF; i++) {
-        float g = m->ff1[i];
-        m->ff1[i] = g / (1.f + expf(-g)) * m->ff2[i];
-      }
+      swiglu_inplace(m->ff1, m->ff2, (size_t)T * FF);
       linear_forward(xn, m->ff1, w->down_w, w->down_b, T, FF, C, 0);
     }
     for (size_t i = 0; i < (size_t)T * C; i++) x[i] += xn[i];

@@ -184,8 +184,10 @@ static int forced_copy(const char *name, const int32_t *prompt, size_t n, int fo
 
 /* ------------------------------------------------------------ tests -- */
 
-/* prefill of 70 tokens (two chunks) then one token at a time: every row's
- * logits equal model_forward's on the whole sequence */
+/* prefill of 70 tokens (attention blocks of 32, 32 and 6 rows) then one
+ * token at a time, and again as pieces of 45, 40 (a multi-row chunk at
+ * start > 0: blocks over earlier keys) and 15 rows: every row's logits equal
+ * model_forward's on the whole sequence */
 static void test_incremental_equals_full(void) {
   for (int a = 0; a < N_ARCH; a++) {
     ft_infer *m = load(a, 0);
@@ -210,6 +212,18 @@ static void test_incremental_equals_full(void) {
             arch_preset[a], worst, scale);
     CHECK(scale > 0.05); /* the logits are not trivially zero */
     CHECK(worst < 1e-4);
+    memset(got, 0, (size_t)n * V * sizeof(float));
+    CHECK_EQ_INT(infer_eval(m, ids, 45, 0, got, &e), 0);
+    CHECK_EQ_INT(infer_eval(m, ids + 45, 40, 45, got + (size_t)45 * V, &e), 0);
+    CHECK_EQ_INT(infer_eval(m, ids + 85, 15, 85, got + (size_t)85 * V, &e), 0);
+    double worst2 = 0;
+    for (size_t i = 0; ref && i < (size_t)n * V; i++) {
+      double d = fabs(got[i] - ref[i]);
+      worst2 = d > worst2 ? d : worst2;
+    }
+    fprintf(stderr, "  %s/%s: max |pieces 45+40+15 - full| = %.3g\n", arch_name[a],
+            arch_preset[a], worst2);
+    CHECK(worst2 < 1e-4);
     free(ref);
     free(got);
     infer_free(m);
