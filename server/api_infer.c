@@ -11,7 +11,9 @@
  * while it runs. A streamed one runs on a thread of its own that appends
  * SSE chunks to a buffer the response's content reader drains; the reader
  * ends the stream after "data: [DONE]", and a client that goes away cancels
- * the generation at its next token. Streamed and non-streamed answers are
+ * the generation at its next token. A non-streamed generation or a
+ * classification looks at its socket every few tokens or texts, and stops
+ * when the client has hung up. Streamed and non-streamed answers are
  * the same tokens: one generation routine, the same seed. */
 #include <errno.h>
 #include <limits.h>
@@ -414,7 +416,8 @@ static int on_token(void *ud, const ft_gen_token *t) {
   int lp = logprobs_wanted(s);
   if (lp) logprobs_add(s, t);
   s->offset += t->text_len;
-  if (!s->g.stream) return text_append(s, t->text, t->text_len) ? GEN_CANCELLED : 0;
+  if (!s->g.stream) /* out of memory is a 500, not "generation stopped" */
+    return text_append(s, t->text, t->text_len) ? ft_error_set(&s->err, FT_ENOMEM, NULL, NULL) : 0;
   if (t->text_len == 0 && !lp) return 0;
   int first = !s->chunks_sent;
   s->chunks_sent = 1;
@@ -513,7 +516,14 @@ static int check_lengths(gen_state *s, const char *prompt_param, ft_error *err) 
     return ft_error_set(err, FT_ERANGE, prompt_param,
                         "the prompt is %zu tokens; the model's context is %d", s->n_prompt, ctx);
   long long room = ctx - (long long)s->n_prompt;
-  if (s->g.max_tokens < 0) s->g.max_tokens = s->kind == KIND_CHAT ? room : 16;
+  if (s->g.max_tokens < 0) { /* not given: 16 (chat: the rest of the context), what fits */
+    if (room == 0)
+      return ft_error_set(err, FT_ERANGE, prompt_param,
+                          "the prompt's %zu tokens fill the model's context of %d: no room "
+                          "for an answer",
+                          s->n_prompt, ctx);
+    s->g.max_tokens = s->kind == KIND_CHAT || room < 16 ? room : 16;
+  }
   if (s->g.max_tokens > room)
     return ft_error_set(
         err, FT_ERANGE,
@@ -772,8 +782,8 @@ static enum MHD_Result completion(http_req *r, int kind) {
   infer_pool_leave(r->app->infer);
   entered = 0;
   if (s->client_gone) {
-    FT_INFO("msg=\"client gone; generation stopped\" id=%s model=%s tokens=%ld", s->id,
-            s->model, s->n_seen);
+    FT_INFO("msg=\"client gone; generation stopped\" id=%s model=%s tokens=%ld", s->id, s->model,
+            s->n_seen);
     obs_reject(OBS_REJECT_CLIENT_GONE);
   }
   if (s->rc) {
@@ -910,6 +920,15 @@ static int classify_one(member *mb, const char *text, size_t len, double *acc, l
   return 0;
 }
 
+/* Whether the client of a classification hung up (after `texts` texts):
+ * then logged, counted and an error, so the slot and models are freed. */
+static int client_left(int fd, const char *model, size_t texts, ft_error *err) {
+  if (!peer_closed(fd)) return 0;
+  FT_INFO("msg=\"client gone; classification stopped\" model=%.200s texts=%zu", model, texts);
+  obs_reject(OBS_REJECT_CLIENT_GONE);
+  return ft_error_set(err, FT_EUNAVAILABLE, NULL, "classification stopped: the client left");
+}
+
 enum MHD_Result api_classifications(http_req *r) {
   json_t *body = NULL, *inputs = NULL, *data = NULL;
   if (http_json_body_or_reply(r, &body)) return MHD_YES;
@@ -933,8 +952,14 @@ enum MHD_Result api_classifications(http_req *r) {
     return reply_busy(r, &err, retry);
   }
   entered = 1;
+  /* the client's socket, watched between models and texts as completions
+   * watch it between tokens */
+  const union MHD_ConnectionInfo *ci =
+      MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+  int client_fd = ci ? ci->connect_fd : -1;
   for (int k = 0; k < n_ids; k++) {
     char dir[PATH_MAX], param[32];
+    if ((rc = client_left(client_fd, ids[0], 0, &err))) goto fail;
     snprintf(param, sizeof param, ensemble ? "models[%d]" : "model", k);
     mb[k].id = ids[k];
     if ((rc = api_model_resolve(r, param, ids[k], dir, sizeof dir, &err))) goto fail;
@@ -969,6 +994,7 @@ enum MHD_Result api_classifications(http_req *r) {
       json_t *v = json_array_get(inputs, i);
       char param[32];
       long nt = 0;
+      if ((rc = client_left(client_fd, ids[0], (size_t)k * n_in + i, &err))) goto fail;
       if (json_is_array(field(body, "input")))
         snprintf(param, sizeof param, "input[%zu]", i);
       else

@@ -258,6 +258,16 @@ check "job polls stay fast while generating (p50 ${p50}s < 0.05s)" jq -en "$p50 
 check "generations succeeded meanwhile" grep -q ' 200$' "$T_DIR/gens"
 check "daemon still up" curl -sf "$URL/healthz" -o /dev/null
 
+# max_tokens left out: 16, or what still fits in the context; none: a 400 on the prompt
+ctx=$(curl -s "$URL/v1/models/tiny" | jq .context_length)
+fill() { jq -nc --argjson n "$1" '{model:"tiny", prompt:[range($n) | 50256], temperature:0}'; }
+api POST /v1/completions "${JSON[@]}" -d "$(fill $((ctx - 5)))"
+check_eq "a prompt 5 short of the context, max_tokens left out: answered" "$CODE" 200
+check "  with at most 5 tokens" jq -e '.usage.completion_tokens <= 5 and .usage.completion_tokens >= 1' <<<"$BODY"
+api POST /v1/completions "${JSON[@]}" -d "$(fill "$ctx")"
+check_eq "a prompt filling the context: 400" "$CODE" 400
+check_eq "  naming the prompt" "$(jget .error.param)" prompt
+
 # a deleted model leaves the inference cache at once, and is no longer served
 api POST /v1/completions "${JSON[@]}" -d "$(req 'max_tokens:2, temperature:0')"
 check_eq "the model answers before DELETE" "$CODE" 200
