@@ -1091,6 +1091,57 @@ static int merge_add(vocab *v, const char *a, const char *b, ft_error *err) {
   return 0;
 }
 
+typedef struct {
+  const char *s;
+  int id;
+} tok_ref;
+
+static int cmp_tok_ref(const void *a, const void *b) {
+  return strcmp(((const tok_ref *)a)->s, ((const tok_ref *)b)->s);
+}
+
+/* SentencePiece scores for a byte-fallback BPE given as merges: llama.cpp's
+ * "llama" tokenizer merges the adjacent pair whose joined piece scores
+ * highest, so a piece scores minus the rank of the first merge that makes it
+ * (HF's converters order merges by those scores). Pieces no merge makes
+ * (characters, bytes) score below every merge. Ranking by id instead would
+ * put Llama 2's "▁▁" (id 259, merged last) first. */
+static int spm_scores_from_merges(vocab *v, ft_error *err) {
+  tok_ref *ord = malloc((size_t)v->V * sizeof *ord);
+  if (!ord) return ft_error_set(err, FT_ENOMEM, NULL, NULL);
+  size_t n_ord = 0;
+  for (int i = 0; i < v->V; i++) {
+    v->score[i] = -(float)v->n_merges - (float)i;
+    if (v->tok[i]) ord[n_ord++] = (tok_ref){v->tok[i], i};
+  }
+  qsort(ord, n_ord, sizeof *ord, cmp_tok_ref);
+  char *joined = NULL;
+  size_t cap = 0;
+  for (size_t r = v->n_merges; r-- > 0;) { /* last to first: the first merge wins */
+    const char *m = v->merges[r], *sp = strchr(m, ' ');
+    size_t n = strlen(m);
+    if (!sp) continue;
+    if (n > cap) {
+      char *nj = realloc(joined, n);
+      if (!nj) {
+        free(joined);
+        free(ord);
+        return ft_error_set(err, FT_ENOMEM, NULL, NULL);
+      }
+      joined = nj;
+      cap = n;
+    }
+    size_t la = (size_t)(sp - m);
+    memcpy(joined, m, la);
+    memcpy(joined + la, sp + 1, n - la); /* with the NUL */
+    tok_ref key = {joined, -1}, *hit = bsearch(&key, ord, n_ord, sizeof *ord, cmp_tok_ref);
+    if (hit) v->score[hit->id] = -(float)r;
+  }
+  free(joined);
+  free(ord);
+  return 0;
+}
+
 static int is_byte_token(const char *s) {
   return strlen(s) == 6 && !strncmp(s, "<0x", 3) && s[5] == '>';
 }
@@ -1124,7 +1175,6 @@ static int vocab_from_tokenizer_json(vocab *v, json_t *tj, ft_error *err) {
       long id = (long)json_integer_value(e);
       if ((rc = vocab_set(v, id, k, v->spm && is_byte_token(k) ? TT_BYTE : TT_NORMAL, err)))
         return rc;
-      if (v->spm) v->score[id] = -(float)id; /* SentencePiece BPE: earlier pieces merge first */
     }
     v->has_scores = v->spm;
     json_t *mj = json_object_get(model, "merges");
@@ -1141,6 +1191,7 @@ static int vocab_from_tokenizer_json(vocab *v, json_t *tj, ft_error *err) {
                             i);
       if (rc) return rc;
     }
+    if (v->spm && (rc = spm_scores_from_merges(v, err))) return rc;
   } else {
     return ft_error_set(err, FT_EUNSUPPORTED, "tokenizer.json",
                         "tokenizer model type %s cannot be exported", mt ? mt : "(none)");

@@ -180,6 +180,15 @@ static void check_model_file(const char *dir, const char *file, int f16) {
     const char *s = gguf_arr_str(toks, 3, &len); /* Llama 2: id 3 is the byte <0x00> */
     CHECK(s && len == 6 && !memcmp(s, "<0x00>", 6));
     CHECK_EQ_INT(gguf_arr_int(types, 3), 6); /* BYTE */
+    if (sc && sc->arr_type == GGUF_FLOAT32 && sc->n > 261) {
+      /* scores follow the merge ranks, as llama.cpp merges by score: "▁t"
+       * (id 261, the first merge) scores 0, above "▁▁" (id 259, merged late) */
+      float s259, s261;
+      memcpy(&s259, sc->arr_data + 259 * sizeof(float), sizeof s259);
+      memcpy(&s261, sc->arr_data + 261 * sizeof(float), sizeof s261);
+      CHECK_NEAR(s261, 0.0, 0.0);
+      CHECK(s259 < -50000.f);
+    }
     CHECK_EQ_INT(kv_int(g, "tokenizer.ggml.bos_token_id", GGUF_UINT32), 1);
     CHECK_EQ_INT(kv_int(g, "tokenizer.ggml.eos_token_id", GGUF_UINT32), 2);
     CHECK_EQ_STR(kv_s(g, "tokenizer.chat_template"), "{{ messages[0]['content'] }}");
