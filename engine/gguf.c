@@ -79,28 +79,6 @@ static size_t scalar_size(uint32_t t) {
   }
 }
 
-/* float32 -> IEEE half, round to nearest even, with subnormals, inf, NaN. */
-static uint16_t f32_to_f16(float f) {
-  uint32_t x;
-  memcpy(&x, &f, 4);
-  uint32_t sign = (x >> 16) & 0x8000u;
-  uint32_t exp = (x >> 23) & 0xffu, man = x & 0x7fffffu;
-  if (exp == 0xff) return (uint16_t)(sign | 0x7c00u | (man ? 0x200u | (man >> 13) : 0));
-  int e = (int)exp - 127 + 15;
-  if (e >= 31) return (uint16_t)(sign | 0x7c00u);
-  if (e <= 0) {
-    if (e < -10) return (uint16_t)sign;
-    man |= 0x800000u;
-    int shift = 14 - e;
-    uint32_t h = man >> shift, rem = man & ((1u << shift) - 1), half = 1u << (shift - 1);
-    if (rem > half || (rem == half && (h & 1))) h++;
-    return (uint16_t)(sign | h);
-  }
-  uint32_t h = ((uint32_t)e << 10) | (man >> 13), rem = man & 0x1fffu;
-  if (rem > 0x1000u || (rem == 0x1000u && (h & 1))) h++; /* may carry into inf: correct */
-  return (uint16_t)(sign | h);
-}
-
 static float bf16_to_f32(uint16_t h) {
   uint32_t x = (uint32_t)h << 16;
   float f;
@@ -360,7 +338,7 @@ static int write_body(gguf_writer *w, FILE *f) {
     }
     for (size_t j = 0; j < t->numel; j += 4096) {
       size_t n = t->numel - j < 4096 ? t->numel - j : 4096;
-      for (size_t k = 0; k < n; k++) buf[k] = f32_to_f16(t->data[j + k]);
+      for (size_t k = 0; k < n; k++) buf[k] = st_f32_to_f16(t->data[j + k]);
       if (write_all(f, buf, n * 2, &pos)) return -1;
     }
   }
