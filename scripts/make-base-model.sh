@@ -39,7 +39,8 @@
 #     --stop-at-step N  take the checkpoint of step N (a multiple of the
 #                       checkpoint interval, a tenth of the planned steps) as
 #                       the result, and pause the job there (models/base-8m
-#                       is step 1190 of the default 1717)
+#                       is step 1190 of the default 1717); every checkpoint
+#                       is kept meanwhile (about ten)
 #     --quick           a test-sized run (put it first: later options override it):
 #                       preset tiny, vocab 512, 40000 tokens,
 #                       seq 64, batch 8, lr 0.003
@@ -85,6 +86,9 @@ for v in VOCAB TOKENS SEQ BATCH ${STOP:+STOP}; do [[ ${!v} =~ ^[1-9][0-9]*$ ]] |
 [ ! -e "$DATA/models/$NAME" ] || die "model $NAME exists already in $DATA/models"
 [ ! -e "$DATA/models/$NAME-init" ] || die "model $NAME-init exists already in $DATA/models"
 [ -z "$SHIP" ] || [ ! -e "$SHIP" ] || die "--ship $SHIP exists already"
+every=$((TOKENS / (BATCH * SEQ) / 10)); [ "$every" -ge 1 ] || every=1 # evaluations, checkpoints
+[ -z "$STOP" ] || [ $((STOP % every)) = 0 ] ||
+  die "--stop-at-step $STOP: not a checkpoint step (every $every steps)"
 command -v jq >/dev/null || die "jq is required"
 WORK=${WORK:-$ROOT/var/pretrain/$NAME}
 mkdir -p "$WORK"
@@ -133,18 +137,19 @@ rm -rf "$WORK/tokenizer" "$WORK/init" "$WORK/final"
 fid=$(api "$URL/v1/files" -F purpose=fine-tune -F "file=@$corpus" | jq -r .id) ||
   die "upload failed"
 [ -n "$fid" ] && [ "$fid" != null ] || die "upload gave no file id"
-every=$((TOKENS / (BATCH * SEQ) / 10)); [ "$every" -ge 1 ] || every=1
+# --stop-at-step keeps every checkpoint (about ten), so that step's is there
+# however late it is seen
+keep=2; [ -z "$STOP" ] || keep=12
 body=$(jq -nc --arg m "$NAME-init" --arg f "$fid" --argjson tb "$TOKENS" --argjson b "$BATCH" \
+  --argjson k "$keep" \
   --argjson s "$SEQ" --argjson lr "$LR" --argjson e "$every" '{model:$m, training_file:$f,
   suffix:"base", adapter:{type:"full"}, method:{type:"supervised", supervised:{hyperparameters:{
   token_budget:$tb, batch_size:$b, max_seq_len:$s, learning_rate:$lr, lr_scheduler:"cosine",
   warmup_ratio:0.05, weight_decay:0.1}}}, data:{validation_split:0.05},
-  evaluation:{eval_every_steps:$e, eval_samples:64}, checkpoints:{every_steps:$e, keep:2}}')
+  evaluation:{eval_every_steps:$e, eval_samples:64}, checkpoints:{every_steps:$e, keep:$k}}')
 job=$(api "$URL/v1/fine_tuning/jobs" -H 'Content-Type: application/json' -d "$body" | jq -r .id) ||
   die "job creation failed"
 log "job $job: $TOKENS tokens on $NAME-init"
-[ -z "$STOP" ] || [ $((STOP % every)) = 0 ] ||
-  die "--stop-at-step $STOP: not a checkpoint step (every $every steps)"
 # the event stream replays everything and ends when the job does
 follow() {
   api -N "$URL/v1/fine_tuning/jobs/$job/events?stream=true" | sed -un 's/^data: {/{/p' |
@@ -158,23 +163,27 @@ if [ -n "$STOP" ]; then
   follow &
   fpid=$!
   ck=""
-  while [ -z "$ck" ]; do
-    j=$(api "$URL/v1/fine_tuning/jobs/$job")
-    status=$(jq -r .status <<<"$j")
+  while :; do
+    status=$(api "$URL/v1/fine_tuning/jobs/$job" | jq -r .status)
     ck=$(api "$URL/v1/fine_tuning/jobs/$job/checkpoints?limit=100" | jq -r --argjson s "$STOP" \
       '.data[] | select(.step_number == $s) | .fine_tuned_model_checkpoint')
     [ -n "$ck" ] && break
     case $status in succeeded | failed | cancelled) die "job $job ended $status before step $STOP" ;; esac
     sleep 2
   done
-  api -X POST "$URL/v1/fine_tuning/jobs/$job/pause" >/dev/null || die "cannot pause job $job"
-  for _ in $(seq 1 600); do
-    status=$(api "$URL/v1/fine_tuning/jobs/$job" | jq -r .status)
-    [ "$status" = paused ] && break
-    sleep 1
-  done
-  kill "$fpid" 2>/dev/null; wait "$fpid" 2>/dev/null
-  log "job $job paused; the result is its checkpoint $ck"
+  case $status in succeeded | failed | cancelled | paused) ;; # (a short job may be over already)
+    *)
+      api -X POST "$URL/v1/fine_tuning/jobs/$job/pause" >/dev/null || die "cannot pause job $job"
+      for _ in $(seq 1 600); do
+        status=$(api "$URL/v1/fine_tuning/jobs/$job" | jq -r .status)
+        case $status in paused | succeeded | failed | cancelled) break ;; esac
+        sleep 1
+      done ;;
+  esac
+  pkill -f "jobs/$job/events" 2>/dev/null || true # the stream's curl: the pipeline then ends
+  kill "$fpid" 2>/dev/null || true
+  wait "$fpid" 2>/dev/null || true
+  log "job $job $status; the result is its checkpoint $ck"
   ft=$ck
   j=$(api "$URL/v1/fine_tuning/jobs/$job/checkpoints?limit=100" | jq -c --argjson s "$STOP" \
     '.data[] | select(.step_number == $s) | {steps_completed: .step_number,

@@ -94,6 +94,33 @@ check_eq "convert-model refuses an existing --out" "$?" 1
 "$FT_BIN/finetuned" convert-model --dtype f8 --out "$T_DIR/x" "$T_DIR/ship" 2>/dev/null
 check_eq "convert-model refuses an unknown dtype" "$?" 2
 
+# --stop-at-step: the same recipe taken at a checkpoint (how models/base-8m
+# was made): the job pauses there, and the result is that checkpoint
+every=$(curl -s "$URL/v1/fine_tuning/jobs/$job" | jq .checkpoints.every_steps)
+FT_BIN=$FT_BIN timeout 300 "$FT_SRC/scripts/make-base-model.sh" --quick --url "$URL" \
+  --data-dir "$T_DIR/data" --name stopbase --work "$T_DIR/work-stop" --tokens $budget \
+  "${src[@]}" --stop-at-step $((2 * every)) >/dev/null 2>"$T_DIR/recipe-stop.log"
+check_eq "the recipe with --stop-at-step $((2 * every)) succeeded" "$?" 0
+S2=$T_DIR/work-stop/summary.json
+check_eq "  its summary says that step" "$(jq .steps "$S2")" $((2 * every))
+check "  the result is that checkpoint" jq -e --arg s "ckpt-step-$((2 * every))" \
+  '.fine_tuned_model | endswith($s)' "$S2"
+job3=$(jq -r .job "$S2")
+check "  the job was paused (or had ended)" bash -c "curl -s '$URL/v1/fine_tuning/jobs/$job3' |
+  jq -e '.status == \"paused\" or .status == \"succeeded\"' >/dev/null"
+check "  and registered as a base model" test -s "$T_DIR/data/models/stopbase/config.json"
+streams() { # curl processes still reading job $1's events
+  local p n=0
+  for p in $(pgrep -x curl); do grep -qa "jobs/$1/events" "/proc/$p/cmdline" 2>/dev/null && n=$((n + 1)); done
+  echo $n
+}
+check_eq "  no event stream left running" "$(streams "$job3")" 0
+FT_BIN=$FT_BIN "$FT_SRC/scripts/make-base-model.sh" --quick --url "$URL" --data-dir "$T_DIR/data" \
+  --name stopbase2 --work "$T_DIR/work-stop2" --stop-at-step $((every + 1)) --tokens $budget \
+  --text "$FT_SRC/README.md" \
+  >/dev/null 2>"$T_DIR/recipe-bad.log"
+check "a step that is not a checkpoint step is refused" grep -q "not a checkpoint step" "$T_DIR/recipe-bad.log"
+
 # resume-exact: the same job paused and resumed ends exactly where the
 # uninterrupted one did (same planned steps, tokens and last loss)
 api GET "/v1/fine_tuning/jobs/$job"
