@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "auth.h"
@@ -51,6 +52,18 @@ static int is_fine_tuned(const char *id) { return !strncmp(id, "ft:", 3); }
  * when it is not one. */
 static void describe_model(json_t *m, ft_app *app, const char *id);
 
+/* Whether models/<id>/config.json is a file (mtime into *mtime if not NULL). */
+static int has_model_dir(ft_app *app, const char *id, time_t *mtime) {
+  char path[PATH_MAX];
+  struct stat sb;
+  if (!api_model_id_ok(id) ||
+      http_pathf(path, sizeof path, "%s/models/%s/config.json", app->data_dir, id) ||
+      stat(path, &sb) || !S_ISREG(sb.st_mode))
+    return 0;
+  if (mtime) *mtime = sb.st_mtime;
+  return 1;
+}
+
 static json_t *ckpt_model_json(ft_app *app, const char *id) {
   char job[64];
   long step = 0;
@@ -67,10 +80,7 @@ static json_t *ckpt_model_json(ft_app *app, const char *id) {
   char ft[600];
   const char *last = strrchr(id, ':');
   snprintf(ft, sizeof ft, "%.*s", last ? (int)(last - id) : 0, id);
-  char cfg[PATH_MAX];
-  struct stat sb;
-  if (m && ft[0] && !http_pathf(cfg, sizeof cfg, "%s/models/%s/config.json", app->data_dir, ft) &&
-      stat(cfg, &sb) == 0) {
+  if (m && ft[0] && has_model_dir(app, ft, NULL)) {
     describe_model(m, app, ft);
   } else if (m) {
     describe_model(m, app, json_string_value(json_object_get(ck, "model")));
@@ -117,15 +127,11 @@ static void describe_model(json_t *m, ft_app *app, const char *id) {
 
 /* The model object for id, or NULL if models/<id>/config.json is missing. */
 static json_t *model_json(ft_app *app, const char *id) {
-  char path[PATH_MAX];
-  struct stat sb;
-  if (!api_model_id_ok(id) ||
-      http_pathf(path, sizeof path, "%s/models/%s/config.json", app->data_dir, id) ||
-      stat(path, &sb) || !S_ISREG(sb.st_mode))
-    return ckpt_model_json(app, id);
+  time_t mtime;
+  if (!has_model_dir(app, id, &mtime)) return ckpt_model_json(app, id);
   json_t *m =
       json_pack("{s:s, s:s, s:I, s:s}", "id", id, "object", "model", "created",
-                (json_int_t)sb.st_mtime, "owned_by", is_fine_tuned(id) ? "user" : "finetuned");
+                (json_int_t)mtime, "owned_by", is_fine_tuned(id) ? "user" : "finetuned");
   if (m) describe_model(m, app, id);
   json_t *ck = NULL;
   if (m && is_fine_tuned(id) && (ck = ckpt_model_json(app, id)) != NULL) {
@@ -186,11 +192,7 @@ enum MHD_Result api_models_list(http_req *r) {
   if (store_checkpoint_model_ids(r->app->store, &ids) == 0) {
     json_array_foreach(ids, i, v) {
       const char *id = json_string_value(v);
-      char cfg[PATH_MAX];
-      struct stat sb;
-      if (!http_pathf(cfg, sizeof cfg, "%s/models/%s/config.json", r->app->data_dir, id) &&
-          stat(cfg, &sb) == 0)
-        continue; /* listed above */
+      if (has_model_dir(r->app, id, NULL)) continue; /* listed above */
       json_t *m = auth_model_visible(r, id) ? ckpt_model_json(r->app, id) : NULL;
       if (m) json_array_append_new(data, m);
     }

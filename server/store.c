@@ -307,12 +307,17 @@ static json_t *event_json(sqlite3_stmt *st) {
 }
 
 #define CKPT_COLS "c.id, c.created_at, c.step, c.metrics, c.job_id, j.model, j.suffix"
+/* A checkpoint row's model id: the id of the model its job will make
+ * (pool.c model_names), then the step. */
+static void ckpt_model_name(sqlite3_stmt *st, char *name, size_t n) {
+  const char *suffix = col_text(st, 6);
+  snprintf(name, n, "ft:%s:%s:%s:ckpt-step-%lld", col_text(st, 5), *suffix ? suffix : "ft",
+           col_text(st, 4), (long long)sqlite3_column_int64(st, 2));
+}
+
 static json_t *ckpt_json(sqlite3_stmt *st) {
   char name[600];
-  const char *suffix = col_text(st, 6);
-  /* the id of the model the job will make (pool.c model_names), then the step */
-  snprintf(name, sizeof name, "ft:%s:%s:%s:ckpt-step-%lld", col_text(st, 5),
-           *suffix ? suffix : "ft", col_text(st, 4), (long long)sqlite3_column_int64(st, 2));
+  ckpt_model_name(st, name, sizeof name);
   json_t *metrics = col_json(st, 3);
   if (json_is_null(metrics)) {
     json_decref(metrics);
@@ -1484,9 +1489,9 @@ int store_checkpoint_model_ids(store *s, json_t **ids) {
       prep(s, "SELECT " CKPT_COLS " FROM checkpoints c JOIN jobs j ON j.id = c.job_id ORDER BY c.n");
   int rc = st ? sqlite3_step(st) : SQLITE_ERROR;
   for (; rc == SQLITE_ROW; rc = sqlite3_step(st)) {
-    json_t *c = ckpt_json(st);
-    json_array_append(*ids, json_object_get(c, "fine_tuned_model_checkpoint"));
-    json_decref(c);
+    char name[600];
+    ckpt_model_name(st, name, sizeof name);
+    json_array_append_new(*ids, json_string(name));
   }
   sqlite3_finalize(st);
   pthread_mutex_unlock(&s->mu);

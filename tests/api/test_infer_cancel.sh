@@ -14,11 +14,17 @@ LONG='{"model":"long","prompt":[50256],"max_tokens":511,"temperature":1,"seed":1
 SHORT='{"model":"long","prompt":[50256],"max_tokens":2,"temperature":0}'
 api POST /v1/completions "${JSON[@]}" -d "$SHORT"
 check_eq "the model answers (and is now loaded)" "$CODE" 200
-t0=$(date +%s%N)
-curl -s -o /dev/null "$URL/v1/completions" "${JSON[@]}" -d "$LONG"
-full_ms=$((($(date +%s%N) - t0) / 1000000))
-echo "a whole 511-token generation takes $full_ms ms"
-check "it takes long enough to test with (${full_ms} ms > 1000)" test "$full_ms" -gt 1000
+# run_whole WHAT PATH BODY: the request run to its end; sets full_ms, which
+# must be long enough for an abandoned run to be told from a stopped one
+run_whole() {
+  local t0
+  t0=$(date +%s%N)
+  curl -s -o /dev/null "$URL$2" "${JSON[@]}" -d "$3"
+  full_ms=$((($(date +%s%N) - t0) / 1000000))
+  echo "$1 takes $full_ms ms"
+  check "it takes long enough to test with (${full_ms} ms > 1000)" test "$full_ms" -gt 1000
+}
+run_whole "a whole 511-token generation" /v1/completions "$LONG"
 
 for mode in plain stream; do
   body=$LONG
@@ -72,11 +78,7 @@ CLF=@$T_DIR/clf.json
 one=$(jq -c '.models = ["clf"] | .input = .input[:1]' "$T_DIR/clf.json")
 api POST /v1/classifications "${JSON[@]}" -d "$one"
 check_eq "the classifier answers" "$CODE" 200
-t0=$(date +%s%N)
-curl -s -o /dev/null "$URL/v1/classifications" "${JSON[@]}" -d "$CLF"
-full_ms=$((($(date +%s%N) - t0) / 1000000))
-echo "the whole ensemble over 32 texts takes $full_ms ms"
-check "it takes long enough to test with (${full_ms} ms > 1000)" test "$full_ms" -gt 1000
+run_whole "the whole ensemble over 32 texts" /v1/classifications "$CLF"
 curl -s -o /dev/null --max-time 0.5 "$URL/v1/classifications" "${JSON[@]}" -d "$CLF"
 t0=$(date +%s%N) # stopped one text (or model load) later, well before the whole run ends
 limit=$((full_ms / 3 < 5000 ? full_ms / 3 : 5000))

@@ -528,11 +528,14 @@ static int file_exists(const char *fmt, const char *a, const char *b) {
   return stat(path, &sb) == 0;
 }
 
-static int count_deleting(const char *models) {
-  DIR *d = opendir(models);
+/* Entries of dir whose names start with prefix ("": every entry not
+ * starting with "."). */
+static int count_entries(const char *dir, const char *prefix) {
+  DIR *d = opendir(dir);
   int n = 0;
   struct dirent *e;
-  while (d && (e = readdir(d)) != NULL) n += !strncmp(e->d_name, ".deleting-", 10);
+  while (d && (e = readdir(d)) != NULL)
+    n += *prefix ? !strncmp(e->d_name, prefix, strlen(prefix)) : e->d_name[0] != '.';
   if (d) closedir(d);
   return n;
 }
@@ -566,7 +569,7 @@ static void test_done_replaces_leftover(void) {
   CHECK(!file_exists("%s/models/ft:base:again:%s/stale.bin", g_dir, id));
   char models[300];
   snprintf(models, sizeof models, "%s/models", g_dir);
-  CHECK_EQ_INT(count_deleting(models), 0);
+  CHECK_EQ_INT(count_entries(models, ".deleting-"), 0);
   cli_close(&c);
 }
 
@@ -601,15 +604,6 @@ static json_t *done_with_csv(const char *suffix, const char *csv_fmt, const char
   return job_get(id);
 }
 
-static int count_files_in(const char *dir) {
-  DIR *d = opendir(dir);
-  int n = 0;
-  struct dirent *e;
-  while (d && (e = readdir(d)) != NULL) n += e->d_name[0] != '.';
-  if (d) closedir(d);
-  return n;
-}
-
 /* result.result_csv becomes a "fine-tune-results" file only when it is inside
  * the job's directory: a path that climbs out of it (or is elsewhere) is
  * ignored, the job still succeeds, and nothing is copied into files/. */
@@ -621,7 +615,7 @@ static void test_result_csv_inside_job_only(void) {
   FILE *fp = fopen(path, "w");
   fputs("step,secret\n1,2\n", fp);
   fclose(fp);
-  int before = count_files_in(files);
+  int before = count_entries(files, "");
   const char *evil[] = {"%s/jobs/%s/../../secret.csv", "%s/secret.csv%.0s", "/etc/hostname%.0s%.0s",
                         "%s/jobs/%s/"};
   for (size_t i = 0; i < sizeof evil / sizeof *evil; i++) {
@@ -631,7 +625,7 @@ static void test_result_csv_inside_job_only(void) {
     CHECK(rf == NULL || json_array_size(rf) == 0);
     json_decref(j);
   }
-  CHECK_EQ_INT(count_files_in(files), before);
+  CHECK_EQ_INT(count_entries(files, ""), before);
 
   /* a CSV the worker wrote in the job's directory is registered */
   json_t *j = done_with_csv("csvgood", "%s/jobs/%s/metrics.csv", "step,train_loss\n1,2.5\n", id);
@@ -641,7 +635,7 @@ static void test_result_csv_inside_job_only(void) {
   const char *fid = json_string_value(json_array_get(rf, 0));
   CHECK(fid && file_exists("%s/files/%s", g_dir, fid));
   json_decref(j);
-  CHECK_EQ_INT(count_files_in(files), before + 1);
+  CHECK_EQ_INT(count_entries(files, ""), before + 1);
 }
 
 /* Counts must be integers in 0..1e15: a double or an out-of-range value is
@@ -803,7 +797,7 @@ static void test_clean_models_at_start(void) {
   CHECK(stat(p2, &sb) == 0);
   CHECK(stat(p3, &sb) != 0);
   CHECK(stat(p4, &sb) == 0);
-  CHECK_EQ_INT(count_deleting(models), 0);
+  CHECK_EQ_INT(count_entries(models, ".deleting-"), 0);
   CHECK_EQ_INT(store_job_cancel(g_store, id, NULL, &e), 0);
 }
 
