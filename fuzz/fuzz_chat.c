@@ -1,4 +1,4 @@
-/* libFuzzer target: the chat template detector (engine/chat.c chat_detect,
+/* libFuzzer target: the chat template detector (engine/tok/chat.c chat_detect,
  * which reads <model_dir>/tokenizer_config.json or chat_template.jinja: the
  * input is written to one of them, the first byte says which), then the
  * renderer of the family found over messages cut from the same bytes (roles
@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "chat.h"
+#include "tok/chat.h"
 #include "fuzz_util.h"
 
 static int emit(void *ud, const char *s, size_t n, int special, int trained, int eos) {

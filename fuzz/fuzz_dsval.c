@@ -1,4 +1,4 @@
-/* libFuzzer target: the upload validator (engine/dsval.c). The first byte
+/* libFuzzer target: the upload validator (engine/data/dsval.c). The first byte
  * chooses CSV or JSONL, a small line cap or the default, and the chunk size
  * the file is fed in (lines spanning chunks are the tricky part); the rest is
  * the file. The report must always be produced and summarised. */
@@ -6,7 +6,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-#include "dsval.h"
+#include "data/dsval.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (size < 1) return 0;

@@ -1,4 +1,4 @@
-/* libFuzzer target: the record checker (engine/record.c) shared by upload
+/* libFuzzer target: the record checker (engine/data/record.c) shared by upload
  * validation and training: each input is a few JSONL lines or CSV records
  * (the first byte says which), run through check, label, clean and key like
  * data.c does, so the later steps see what an accepted record can hold. */
@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "record.h"
+#include "data/record.h"
 
 static void one_record(json_t *o, ft_data_format *fmt, long *fmt_line, long line, char **kb,
                        size_t *kcap) {

@@ -1,10 +1,10 @@
-/* libFuzzer target: the safetensors reader (engine/safetensors.c) over a
+/* libFuzzer target: the safetensors reader (engine/formats/safetensors.c) over a
  * buffer, as the daemon and worker read a model or checkpoint from a user:
  * open (which validates everything), then look up and convert every tensor. */
 #include <stdint.h>
 #include <stdlib.h>
 
-#include "safetensors.h"
+#include "formats/safetensors.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   st_file *f = NULL;

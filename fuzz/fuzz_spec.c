@@ -1,4 +1,4 @@
-/* libFuzzer target: the job spec validator (engine/spec.c) over the bytes of
+/* libFuzzer target: the job spec validator (engine/train/spec.c) over the bytes of
  * a POST /v1/fine_tuning/jobs body, parsed the way the daemon parses it. A
  * spec that parses must come back unchanged through spec_to_json (the
  * worker re-parses that form), so a failed round trip is a crash too. */
@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "spec.h"
+#include "train/spec.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   json_error_t je;

@@ -1,4 +1,4 @@
-/* libFuzzer target: the tokenizer.json loader (engine/tok.c tok_load_json,
+/* libFuzzer target: the tokenizer.json loader (engine/tok/tok.c tok_load_json,
  * which takes a path: the input is written to a temporary file). A tokenizer
  * that loads then encodes and decodes a fixed text with special tokens on,
  * so the tables the loader built are exercised too. */
@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "fuzz_util.h"
-#include "tok.h"
+#include "tok/tok.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   const char *path = fuzz_write("tokenizer.json", data, size);

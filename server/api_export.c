@@ -18,7 +18,7 @@
 #include <unistd.h>
 
 #include "ft_log.h"
-#include "gguf.h"
+#include "formats/gguf.h"
 #include "http.h"
 
 /* What goes into the archive, in this order; adapter files come from

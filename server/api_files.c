@@ -30,7 +30,7 @@
 #include <unistd.h>
 
 #include "auth.h"
-#include "dsval.h"
+#include "data/dsval.h"
 #include "ft_log.h"
 #include "http.h"
 

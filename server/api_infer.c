@@ -31,14 +31,14 @@
 #include <unistd.h>
 
 #include "auth.h"
-#include "chat.h"
+#include "tok/chat.h"
 #include "ft_log.h"
 #include "http.h"
-#include "infer.h"
+#include "infer/infer.h"
 #include "infer_pool.h"
 #include "obs.h"
-#include "spec.h"
-#include "train.h"
+#include "train/spec.h"
+#include "train/train.h"
 #include "validate.h"
 
 #define CLASSIFY_MAX_INPUTS 64

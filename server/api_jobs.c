@@ -30,10 +30,10 @@
 
 #include "auth.h"
 #include "ft_log.h"
-#include "hfdir.h"
+#include "formats/hfdir.h"
 #include "http.h"
 #include "obs.h"
-#include "spec.h"
+#include "train/spec.h"
 #include "validate.h"
 
 #define SSE_WAIT_MS 1000

@@ -23,7 +23,7 @@
 
 #include "auth.h"
 #include "ft_log.h"
-#include "hfdir.h"
+#include "formats/hfdir.h"
 #include "http.h"
 #include "infer_pool.h"
 #include "validate.h"

@@ -21,7 +21,7 @@
 #include <unistd.h>
 
 #include "ft_log.h"
-#include "infer.h"
+#include "infer/infer.h"
 
 typedef struct entry {
   struct entry *next;

@@ -26,15 +26,15 @@
 #include <unistd.h>
 
 #include "auth.h"
-#include "bpe_train.h" /* train-tokenizer (issue #8) */
+#include "tok/bpe_train.h" /* train-tokenizer (issue #8) */
 #include "ft_log.h"
-#include "gguf.h"
-#include "hfdir.h"
+#include "formats/gguf.h"
+#include "formats/hfdir.h"
 #include "http.h"
 #include "infer_pool.h"
-#include "init.h"
+#include "nn/init.h"
 #include "pool.h"
-#include "safetensors.h"
+#include "formats/safetensors.h"
 #include "shutdown.h"
 #include "store.h"
 #include "validate.h"

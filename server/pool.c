@@ -26,7 +26,7 @@
 #include <uv.h>
 
 #include "ft_log.h"
-#include "hfdir.h"
+#include "formats/hfdir.h"
 #include "obs.h"
 #include "shutdown.h"
 #include "wire.h"

@@ -19,13 +19,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "chat.h"
-#include "data.h"
+#include "tok/chat.h"
+#include "data/data.h"
 #include "ft_log.h"
-#include "hfdir.h"
-#include "spec.h"
-#include "tok.h"
-#include "train.h"
+#include "formats/hfdir.h"
+#include "train/spec.h"
+#include "tok/tok.h"
+#include "train/train.h"
 
 #define WAIT_MS 1000
 

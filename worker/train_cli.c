@@ -9,9 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ckpt.h"
+#include "formats/ckpt.h"
 #include "ft_log.h"
-#include "spec.h"
+#include "train/spec.h"
 #include "worker.h"
 
 static volatile sig_atomic_t g_stop;

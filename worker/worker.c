@@ -18,7 +18,7 @@
 #include <uv.h>
 
 #include "ft_log.h"
-#include "spec.h"
+#include "train/spec.h"
 #include "wire.h"
 
 json_t *worker_real(double x) { return isfinite(x) ? json_real(x) : json_null(); }

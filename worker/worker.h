@@ -9,7 +9,7 @@
 #define FT_WORKER_H
 #include <jansson.h>
 
-#include "train.h"
+#include "train/train.h"
 
 typedef struct {
   const char *connect; /* "unix:PATH" or "tcp:HOST:PORT" */

@@ -1,4 +1,4 @@
-"""Parity of inference (engine/infer.c, through tests/tools/infercli) with
+"""Parity of inference (engine/infer/infer.c, through tests/tools/infercli) with
 PyTorch: the reference models of tests/parity/ref.py (float64, from the same
 float32 weights) run greedily by a full forward over the whole prefix at each
 step, without a cache, against the engine's KV-cache decoding.

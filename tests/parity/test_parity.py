@@ -239,7 +239,7 @@ def make_batch(V, seed, junk=False):
 
 
 def make_packed_batch(V, seed):
-    """B=2 packed rows in T=20, as engine/batcher.c makes them: row 0 holds
+    """B=2 packed rows in T=20, as engine/data/batcher.c makes them: row 0 holds
     examples of 7, 9 and 4 tokens (full), row 1 of 5 and 6 (lens 11, then
     padding). pos counts from each example's start, seg numbers the examples
     of a row; targets are the next token inside an example, -1 at each

@@ -1,6 +1,6 @@
-// A tokenizer trained by `finetuned train-tokenizer` (engine/bpe_train.c)
+// A tokenizer trained by `finetuned train-tokenizer` (engine/tok/bpe_train.c)
 // loads in Hugging Face's tokenizers (npm "tokenizers") and encodes like our
-// engine (engine/tok.c through tests/tools/tokcli): the same ids for texts
+// engine (engine/tok/tok.c through tests/tools/tokcli): the same ids for texts
 // with unicode, whitespace runs, numbers and the special tokens, the same
 // decodes, and decode(encode(x)) == x. Trained on the repository's docs
 // (plain text) plus a JSONL file of text, prompt/completion and messages

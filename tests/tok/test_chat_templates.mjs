@@ -2,7 +2,7 @@
 // not, multi-turn, weight-0 assistant turns, unicode, leading/trailing
 // whitespace, generation prompt, a role-order error) is rendered by the
 // models' own chat_template with @huggingface/jinja (the engine of
-// transformers.js) and by engine/chat.c (tests/tools/chatcli), and the texts
+// transformers.js) and by engine/tok/chat.c (tests/tools/chatcli), and the texts
 // must be equal byte for byte. The token ids chatcli makes from its pieces
 // (special tokens from the markup only, the text between them as one run)
 // (chat_tokenize) must equal Hugging Face's tokenizers (npm "tokenizers")
@@ -16,7 +16,7 @@
 //   llama2  the template of meta-llama/Llama-2-7b-chat-hf's tokenizer_config.json
 //           (https://huggingface.co/meta-llama/Llama-2-7b-chat-hf), quoted below;
 //           the npm Llama 2 tokenizer ships none.
-// Deliberate differences, documented in engine/chat.h and applied here to the
+// Deliberate differences, documented in engine/tok/chat.h and applied here to the
 // template's output before comparing:
 //   qwen3:  the template writes an empty "<think>\n\n</think>\n\n" at the start
 //           of a final assistant turn that follows the last user turn (and
@@ -26,7 +26,7 @@
 //           (Meta's later fix of the same template).
 // Not compared here (JavaScript differs from Python's jinja2, which is what
 // transformers runs): |trim / strip() of U+001C-U+001F, U+0085 (Python strips
-// them, JS does not) and U+FEFF (JS strips it); tests/engine/test_chat.c pins
+// them, JS does not) and U+FEFF (JS strips it); tests/engine/tok/test_chat.c pins
 // Python's behaviour.
 // Ends with "N passed, N failed"; exits non-zero on failure.
 import { spawnSync } from 'node:child_process';

@@ -3,7 +3,7 @@
 // from the npm registry by scripts/deps.sh --test). For each model and
 // export type, llama.cpp must tokenize the prompt to our ids and, fed our own
 // greedy continuation token by token (teacher forcing), give the same
-// next-token probabilities as our engine (engine/infer.c through
+// next-token probabilities as our engine (engine/infer/infer.c through
 // tests/tools/infercli) for our top-5 tokens at every step, and pick our
 // greedy token wherever our top two are not a near tie. Models: a random
 // Llama with our own BPE tokenizer (the shipped base's), a random GPT-2 with

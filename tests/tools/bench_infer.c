@@ -1,4 +1,4 @@
-/* bench_infer: single-stream generation speed of engine/infer.c on a model
+/* bench_infer: single-stream generation speed of engine/infer/infer.c on a model
  * directory (bench/infer makes GPT-2-small and SmolLM-135M shapes with
  * random weights), beside the memory-bandwidth bound of decoding measured in
  * the same process: decoding one token streams every weight once, so
@@ -20,8 +20,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "hfdir.h"
-#include "infer.h"
+#include "formats/hfdir.h"
+#include "infer/infer.h"
 
 static double now(void) {
   struct timespec ts;

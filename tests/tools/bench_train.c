@@ -17,7 +17,7 @@
  * matmuls (4N instead of 6N); its own r-rank matmuls are ignored (<1%).
  * With --short-epoch N it instead trains one epoch of N short examples (random
  * tokens, lengths uniform in 16..128, every token but each example's last
- * trained) three ways through engine/batcher.c: padded rows (one example per
+ * trained) three ways through engine/data/batcher.c: padded rows (one example per
  * row, shuffled), by_length, and packed rows (ft_batch.pos/.seg), and prints
  *   {"bench":"short_epoch", ..., "rows":[{mode, batches, tokens, padded_tokens,
  *    seconds, tokens_per_s}], "packed_over_padded": ratio of tokens_per_s}
@@ -37,9 +37,9 @@
 #include <sys/resource.h>
 #include <time.h>
 
-#include "batcher.h"
-#include "model.h"
-#include "optim.h"
+#include "data/batcher.h"
+#include "nn/model.h"
+#include "train/optim.h"
 
 static double now(void) {
   struct timespec ts;

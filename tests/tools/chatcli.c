@@ -1,4 +1,4 @@
-/* chatcli: drives engine/chat.c for the template tests
+/* chatcli: drives engine/tok/chat.c for the template tests
  * (tests/tok/test_chat_templates.mjs). stdin: one JSON object per line,
  *   {"family": "chatml"|"llama3"|"llama2"|"plain"  or  "model_dir": DIR,
  *    "messages": [{"role", "content", "weight"?}], "add_generation_prompt": bool}
@@ -22,8 +22,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "chat.h"
-#include "tok.h"
+#include "tok/chat.h"
+#include "tok/tok.h"
 
 typedef struct {
   char *s;

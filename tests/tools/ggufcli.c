@@ -8,7 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "gguf.h"
+#include "formats/gguf.h"
 
 static const char *type_name(gguf_type t) {
   static const char *const n[] = {"uint8",  "int8",    "uint16", "int16",  "uint32",

@@ -1,4 +1,4 @@
-/* infercli: drives engine/infer.c for the PyTorch parity test of inference
+/* infercli: drives engine/infer/infer.c for the PyTorch parity test of inference
  * (tests/parity/test_infer_parity.py). Prints one JSON object.
  *   infercli generate DIR --ids 1,2,3 [--max-tokens N] [--temperature T]
  *       [--top-p P] [--seed S] [--logprobs K] [--echo] [--stop STR]...
@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "infer.h"
+#include "infer/infer.h"
 
 typedef struct {
   json_t *ids, *lps, *tops, *pids, *plps;

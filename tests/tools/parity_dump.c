@@ -26,10 +26,10 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "hfdir.h"
-#include "model.h"
-#include "optim.h"
-#include "safetensors.h"
+#include "formats/hfdir.h"
+#include "nn/model.h"
+#include "train/optim.h"
+#include "formats/safetensors.h"
 
 static void die(const char *what, const ft_error *e) {
   fprintf(stderr, "parity_dump: %s: %s%s%s\n", what,

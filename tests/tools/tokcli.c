@@ -1,4 +1,4 @@
-/* tokcli: drives engine/tok.c for the scripted tokenizer tests (the HF
+/* tokcli: drives engine/tok/tok.c for the scripted tokenizer tests (the HF
  * oracle in tests/tok/test_tok_hf.mjs) and for throughput figures.
  *   tokcli encode PATH [--no-special]   stdin: one JSON string per line;
  *       stdout: one JSON object per line, {"ids":[..],"text":decode(ids)}
@@ -12,7 +12,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "tok.h"
+#include "tok/tok.h"
 
 static int load(tok **t, const char *path) {
   ft_error err = {0};

@@ -1,6 +1,6 @@
-/* The upload-time dataset validator (engine/dsval.h): for every error code a
+/* The upload-time dataset validator (engine/data/dsval.h): for every error code a
  * small bad input and the line and code it must give, and the golden bad
- * files of tests/data/bad (expected.tsv; tests/engine/test_data.c checks the
+ * files of tests/data/bad (expected.tsv; tests/engine/data/test_data.c checks the
  * training loader gives the same line and code); the same report whatever
  * the chunking; CSV quoting edge cases; duplicate, blank-line, cleaning and
  * label counting; the line cap; the one-line summary. */
@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "dsval.h"
+#include "data/dsval.h"
 #include "test.h"
 
 /* Validates buf fed in chunks of `chunk` bytes (0: all at once). */

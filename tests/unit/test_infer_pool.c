@@ -11,9 +11,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "infer.h"
+#include "infer/infer.h"
 #include "infer_pool.h"
-#include "init.h"
+#include "nn/init.h"
 #include "test.h"
 
 static char root[64], dir_a[128], dir_b[128], dir_c[128];

