@@ -550,7 +550,11 @@ static int list_ckpts(const char *ckpt_dir, long **steps, size_t *n, int clean) 
       cap = cap ? 2 * cap : 16;
       long *q = realloc(*steps, cap * sizeof *q);
       if (!q) {
+        free(*steps); /* the caller gets nothing to free on failure */
+        *steps = NULL;
+        *n = 0;
         closedir(d);
+        errno = ENOMEM;
         return -1;
       }
       *steps = q;

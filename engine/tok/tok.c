@@ -1330,7 +1330,7 @@ static int load_pattern(node *n, json_t *pat, const char *param, ft_error *err) 
   if (get_str(pat, "String", &s, &len)) {
     n->a = dupn(s, len);
     n->alen = len;
-    return n->a ? 0 : FT_ENOMEM;
+    return n->a ? 0 : ft_error_set(err, FT_ENOMEM, "tokenizer", NULL);
   }
   if (get_str(pat, "Regex", &s, &len)) return compile_re(s, len, &n->re, param, err);
   return ft_error_set(err, FT_EFORMAT, param, "%s: pattern must be {\"String\"} or {\"Regex\"}",
@@ -1370,7 +1370,7 @@ static int load_node(json_t *j, int kind, node **out, ft_error *err) {
   if (!json_is_object(j) || !type)
     return ft_error_set(err, FT_EFORMAT, param, "%s: expected an object with a type", param);
   node *n = calloc(1, sizeof *n);
-  if (!n) return FT_ENOMEM;
+  if (!n) return ft_error_set(err, FT_ENOMEM, "tokenizer", NULL);
   int rc = 0;
   n->type = -1;
   if (!strcmp(type, "Sequence")) {
@@ -1382,7 +1382,7 @@ static int load_node(json_t *j, int kind, node **out, ft_error *err) {
       rc = ft_error_set(err, FT_EFORMAT, param, "%s: Sequence without a list", param);
     } else {
       n->kids = calloc(json_array_size(arr) + 1, sizeof *n->kids);
-      if (!n->kids) rc = FT_ENOMEM;
+      if (!n->kids) rc = ft_error_set(err, FT_ENOMEM, "tokenizer", NULL);
       for (size_t i = 0; !rc && i < json_array_size(arr); i++) {
         rc = load_node(json_array_get(arr, i), kind, &n->kids[i], err);
         if (!rc) n->nkids++;
@@ -1506,7 +1506,8 @@ static int add_token_json(tok *t, json_t *a, int32_t id, const char *param, ft_e
                      get_bool(a, "rstrip", 0), get_bool(a, "single_word", 0),
                      get_bool(a, "normalized", !get_bool(a, "special", 0)));
   if (rc == FT_EFORMAT) return ft_error_set(err, rc, param, "%s: bad added token id %d", param, id);
-  return rc;
+  if (rc) return ft_error_set(err, rc, param, "%s: added token %d: %s", param, id, ft_err_message(rc));
+  return 0;
 }
 
 static int vocab_put(tok *t, const char *k, size_t klen, json_int_t id, ft_error *err) {
@@ -1514,7 +1515,7 @@ static int vocab_put(tok *t, const char *k, size_t klen, json_int_t id, ft_error
     return ft_error_set(err, FT_EFORMAT, "model.vocab", "vocab id %lld out of range",
                         (long long)id);
   char *s = arena_dup(t, k, klen);
-  if (!s) return FT_ENOMEM;
+  if (!s) return ft_error_set(err, FT_ENOMEM, "tokenizer", NULL);
   return sm_put(&t->vocab, s, klen, (int32_t)id);
 }
 
@@ -1523,7 +1524,7 @@ static int merge_put(tok *t, const char *a, size_t alen, const char *b, size_t b
   int32_t ia = sm_get(&t->vocab, a, alen), ib = sm_get(&t->vocab, b, blen);
   char buf[512];
   char *ab = alen + blen < sizeof buf ? buf : malloc(alen + blen);
-  if (!ab) return FT_ENOMEM;
+  if (!ab) return ft_error_set(err, FT_ENOMEM, "tokenizer", NULL);
   memcpy(ab, a, alen);
   memcpy(ab + alen, b, blen);
   int32_t iab = sm_get(&t->vocab, ab, alen + blen);
@@ -1663,7 +1664,7 @@ static int read_file(const char *path, char **out, size_t *outn, ft_error *err) 
   }
   int bad = ferror(f);
   fclose(f);
-  if (!b) return FT_ENOMEM;
+  if (!b) return ft_error_set(err, FT_ENOMEM, "tokenizer", NULL);
   if (bad) {
     free(b);
     return ft_error_set(err, FT_EIO, "tokenizer", "%s: read error", path);
@@ -1720,12 +1721,13 @@ static int load_vocab_merges(tok *t, const char *vpath, const char *mpath, ft_er
   /* HF's GPT-2: ByteLevel pre-tokenizer and decoder, <|endoftext|> special */
   t->pre = calloc(1, sizeof *t->pre);
   t->dec = calloc(1, sizeof *t->dec);
-  if (!t->pre || !t->dec) return FT_ENOMEM;
+  if (!t->pre || !t->dec) return ft_error_set(err, FT_ENOMEM, "tokenizer", NULL);
   t->pre->type = P_BYTELEVEL;
   t->pre->use_regex = 1;
   t->dec->type = D_BYTELEVEL;
   int32_t eot = sm_get(&t->vocab, "<|endoftext|>", 13);
-  if (eot >= 0 && (rc = add_token(t, "<|endoftext|>", 13, eot, 1, 0, 0, 0, 1))) return rc;
+  if (eot >= 0 && (rc = add_token(t, "<|endoftext|>", 13, eot, 1, 0, 0, 0, 1)))
+    return ft_error_set(err, rc, "tokenizer", "<|endoftext|>: %s", ft_err_message(rc));
   t->vocab_mode = 1;
   return 0;
 }
@@ -1775,7 +1777,7 @@ static int load_config(tok *t, const char *path, ft_error *err) {
   }
   if (!rc && json_is_string(ct)) {
     t->chat_template = dupn(json_string_value(ct), json_string_length(ct));
-    if (!t->chat_template) rc = FT_ENOMEM;
+    if (!t->chat_template) rc = ft_error_set(err, FT_ENOMEM, "tokenizer", NULL);
   }
   json_decref(c);
   return rc;
@@ -1814,7 +1816,7 @@ static int finalize(tok *t, ft_error *err) {
   t->n_ids = maxid + 1;
   t->id_str = calloc((size_t)t->n_ids + 1, sizeof *t->id_str);
   t->id_flags = calloc((size_t)t->n_ids + 1, 1);
-  if (!t->id_str || !t->id_flags) return FT_ENOMEM;
+  if (!t->id_str || !t->id_flags) return ft_error_set(err, FT_ENOMEM, "tokenizer", NULL);
   for (size_t i = 0; i < t->vocab.n; i++) t->id_str[t->vocab.ents[i].id] = t->vocab.ents[i].s;
   for (size_t i = 0; i < t->n_added; i++) {
     added_tok *a = &t->added[i];
@@ -1854,7 +1856,7 @@ static int finalize(tok *t, ft_error *err) {
   }
   for (int w = 0; w < 2; w++)
     for (int c = 0; c < 256; c++)
-      if (cnt[w][c] && !(t->bucket[w][c] = malloc(cnt[w][c] * sizeof(int32_t)))) return FT_ENOMEM;
+      if (cnt[w][c] && !(t->bucket[w][c] = malloc(cnt[w][c] * sizeof(int32_t)))) return ft_error_set(err, FT_ENOMEM, "tokenizer", NULL);
   for (size_t i = 0; i < t->n_added; i++) {
     const added_tok *a = &t->added[i];
     int w = a->normalized && t->norm;
