@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Pretrains a small base model of our own from scratch (issue #8), end to end:
+# Pretrains a small base model of our own from scratch, end to end:
 #   1. text: scripts/fetch-datasets.sh (brown, wordnet, quiz by default; see
 #      docs/datasets.md for sources and licences), or --text FILEs, flattened
 #      into one {"text"} JSONL corpus (prompt+completion and chat messages

@@ -120,7 +120,7 @@ wait_ckpt() {
 # (where an attempt restarted), or nothing
 first_repeat() { awk '{for(i=2;i<=NF;i++) if ($i <= $(i-1)) {print $i; exit}}' <<<"$1"; }
 
-# ---- API keys (issue #7, auth) -------------------------------------------------
+# ---- API keys (auth) -----------------------------------------------------------
 # make_key NAME [--tenant T] [--admin]: creates a key in $T_DIR/data and prints
 # it (the daemon may be running: keys take effect on the next request)
 make_key() {

@@ -1,4 +1,4 @@
-# API keys and request limits, black box (issue #7): the open loopback mode
+# API keys and request limits, black box: the open loopback mode
 # and its warning; `finetuned keys create|list|revoke` (the key printed once,
 # only its SHA-256 stored); once a key exists every route but /healthz and
 # /readyz answers 401 without a working key, before reading any body; a

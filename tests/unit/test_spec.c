@@ -419,7 +419,7 @@ static void test_check_model(void) {
   json_decref(j);
 }
 
-/* hyperparameters.token_budget (issue #8): trains until that many tokens,
+/* hyperparameters.token_budget: trains until that many tokens,
  * replacing n_epochs; spec_to_json writes it instead of n_epochs. */
 static void test_token_budget(void) {
   ft_spec s = ok("{\"model\":\"m\",\"training_file\":\"f\"}");
