@@ -600,14 +600,8 @@ static int file_get_locked(store *s, const char *id, json_t **file) {
 
 int store_file_insert(store *s, const char *id, int64_t bytes, const char *filename,
                       const char *purpose, json_t **file) {
-  return store_file_insert_checked(s, id, bytes, filename, purpose, "processed", NULL, NULL, file);
-}
-
-int store_file_insert_checked(store *s, const char *id, int64_t bytes, const char *filename,
-                              const char *purpose, const char *status, const char *status_details,
-                              const json_t *validation, json_t **file) {
-  return store_file_insert_tenant(s, NULL, id, bytes, filename, purpose, status, status_details,
-                                  validation, file);
+  return store_file_insert_tenant(s, NULL, id, bytes, filename, purpose, "processed", NULL, NULL,
+                                  file);
 }
 
 int store_file_insert_tenant(store *s, const char *tenant, const char *id, int64_t bytes,
@@ -776,14 +770,6 @@ out:
 int store_job_get(store *s, const char *id, json_t **job) {
   pthread_mutex_lock(&s->mu);
   int rc = job_get_locked(s, id, 0, job);
-  pthread_mutex_unlock(&s->mu);
-  return rc;
-}
-
-int store_job_list(store *s, const char *after, int limit, json_t **list) {
-  pthread_mutex_lock(&s->mu);
-  int rc = list_page_locked(s, "jobs", JOB_COLS, "n", "id", NULL, NULL, after, limit, job_json_api,
-                            list);
   pthread_mutex_unlock(&s->mu);
   return rc;
 }

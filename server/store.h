@@ -123,13 +123,9 @@ void store_wake_all(store *s);
  * the previous page or NULL; an unknown after is FT_ENOT_FOUND with param
  * "after". limit 1..100 (checked by the caller). */
 
-/* Files: a row for an upload already durable at files/<id>. status is
- * "processed" or "error" (it failed validation: status_details, one line,
- * names the first bad line); validation is the report of engine/dsval.h or
- * NULL. The short form stores "processed" with neither. */
-int store_file_insert_checked(store *s, const char *id, int64_t bytes, const char *filename,
-                              const char *purpose, const char *status, const char *status_details,
-                              const json_t *validation, json_t **file);
+/* Files: a row for an upload already durable at files/<id>, owned by
+ * "default" and stored as "processed" (store_file_insert_tenant for the
+ * rest). */
 int store_file_insert(store *s, const char *id, int64_t bytes, const char *filename,
                       const char *purpose, json_t **file);
 int store_file_get(store *s, const char *id, json_t **file); /* FT_ENOT_FOUND */
@@ -155,7 +151,6 @@ typedef struct {
  * *job is the job object. */
 int store_job_insert(store *s, const store_job_new *j, json_t **job, ft_error *err);
 int store_job_get(store *s, const char *id, json_t **job); /* FT_ENOT_FOUND */
-int store_job_list(store *s, const char *after, int limit, json_t **list);
 /* User actions. cancel: queued|paused|running|pausing|validating_files ->
  * cancelled; pause: running -> pausing, queued -> paused; resume: paused ->
  * queued. FT_ENOT_FOUND, or FT_EBAD_STATE (err says the status) when not
@@ -220,7 +215,9 @@ int store_key_find(store *s, const char *hash, char *id, size_t id_n, char *tena
 int store_key_count(store *s, int *n);
 /* The tenant of a file or job ("file" or "job"); FT_ENOT_FOUND. */
 int store_tenant_of(store *s, const char *kind, const char *id, char *tenant, size_t n);
-/* store_file_insert_checked with an owner (NULL: "default"). */
+/* A file row with its owner (NULL: "default"). status is "processed" or
+ * "error" (it failed validation: status_details, one line, names the first
+ * bad line); validation is the report of engine/dsval.h or NULL. */
 int store_file_insert_tenant(store *s, const char *tenant, const char *id, int64_t bytes,
                              const char *filename, const char *purpose, const char *status,
                              const char *status_details, const json_t *validation,
