@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <sqlite3.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,7 +32,7 @@ extern const struct ft_migration {
 struct store {
   sqlite3 *db;
   pthread_mutex_t mu; /* guards db and everything below */
-  pthread_cond_t cv;  /* broadcast on every event and status change */
+  pthread_cond_t cv;  /* broadcast on every committed write */
   int stopping;       /* store_wake_all was called */
 };
 
@@ -46,10 +47,18 @@ static const char *const all_statuses[] = {"validating_files", "queued", "runnin
 
 int64_t store_now(void) { return (int64_t)time(NULL); }
 
-static int64_t now_ms(void) {
+static int64_t st_now_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* now + timeout_ms (>= 0) on the monotonic clock, for pthread_cond_timedwait */
+static void st_deadline(struct timespec *d, int timeout_ms) {
+  clock_gettime(CLOCK_MONOTONIC, d);
+  int64_t ns = (int64_t)d->tv_nsec + (int64_t)timeout_ms * 1000000;
+  d->tv_sec += (time_t)(ns / 1000000000);
+  d->tv_nsec = (long)(ns % 1000000000);
 }
 
 void store_new_id(const char *prefix, char *buf, size_t n) {
@@ -61,7 +70,7 @@ void store_new_id(const char *prefix, char *buf, size_t n) {
       if (errno == EINTR) continue;
       /* getrandom cannot fail on Linux >= 3.17 short of EINTR; fall back to
        * the clock rather than leave bytes uninitialised. */
-      uint64_t t = (uint64_t)now_ms() ^ (uint64_t)clock();
+      uint64_t t = (uint64_t)st_now_ms() ^ (uint64_t)clock();
       for (; got < sizeof r; got++) r[got] = (unsigned char)(t >> (8 * (got % 8)));
       break;
     }
@@ -76,40 +85,60 @@ int store_status_terminal(const char *st) {
   return st && (!strcmp(st, "succeeded") || !strcmp(st, "failed") || !strcmp(st, "cancelled"));
 }
 
+/* ---- transactions -------------------------------------------------------- */
+
 static int db_exec(store *s, const char *sql) {
   return sqlite3_exec(s->db, sql, NULL, NULL, NULL) == SQLITE_OK ? 0 : FT_EDB;
 }
-static int begin(store *s) { return db_exec(s, "BEGIN IMMEDIATE"); }
+static void rollback(store *s) { sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL); }
 static int commit(store *s) {
   if (db_exec(s, "COMMIT") == 0) return 0;
-  sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+  rollback(s);
   return FT_EDB;
 }
-static void rollback(store *s) { sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL); }
-/* Ends the transaction begun by begin(): rolls back when rc is an error,
- * else commits and wakes the SSE waiters. Returns the final code. */
-static int end_tx(store *s, int rc) {
-  if (rc) {
+
+/* Takes the mutex and begins a write (BEGIN IMMEDIATE). On failure the
+ * mutex is released again and the result is FT_EDB: do not call st_end. */
+static int st_begin(store *s) {
+  pthread_mutex_lock(&s->mu);
+  if (db_exec(s, "BEGIN IMMEDIATE") == 0) return 0;
+  pthread_mutex_unlock(&s->mu);
+  return FT_EDB;
+}
+
+/* Ends the write begun by st_begin and releases the mutex: rolls back when rc
+ * is an error, else commits and wakes the waiters (store_events_wait,
+ * store_job_next_validating). *made (made may be NULL) is what the write
+ * built for its caller: released and set to NULL when the write does not
+ * commit. Returns the final code. */
+static int st_end(store *s, int rc, json_t **made) {
+  if (rc)
     rollback(s);
-    return rc;
+  else if ((rc = commit(s)) == 0)
+    pthread_cond_broadcast(&s->cv);
+  pthread_mutex_unlock(&s->mu);
+  if (rc && made) {
+    json_decref(*made);
+    *made = NULL;
   }
-  rc = commit(s);
-  pthread_cond_broadcast(&s->cv);
   return rc;
 }
 
-static sqlite3_stmt *prep(store *s, const char *sql) {
-  sqlite3_stmt *st = NULL;
-  if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK) return NULL;
-  return st;
-}
+/* ---- the one prepare/bind/step path ---------------------------------------
+ * Every statement goes through run(): prepare sql, bind the arguments that
+ * the letters of `in` describe to ?1, ?2, … in order, step through the rows,
+ * finalize, and map SQLite's result to an FT_E* code. The letters:
+ *   s  const char *     text; NULL binds NULL
+ *   i  int
+ *   I  int64_t          (cast anything else: it is read as an int64_t)
+ *   j  const json_t *   its compact JSON text; NULL or JSON null binds NULL
+ *   n  const json_t *   its value when a JSON integer, else NULL (a double is
+ *                       never converted, so it cannot reach an integer cast)
+ * `in` must name every parameter of sql (as many letters as the highest ?N):
+ * else the statement is not run and the result is FT_EDB. On FT_EDB,
+ * sqlite3_errcode/sqlite3_errmsg say what failed. The caller holds the mutex. */
 
-static void bind_str(sqlite3_stmt *st, int i, const char *v) {
-  if (v)
-    sqlite3_bind_text(st, i, v, -1, SQLITE_TRANSIENT);
-  else
-    sqlite3_bind_null(st, i);
-}
+typedef int (*row_fn)(sqlite3_stmt *row, void *arg); /* 0 go on, 1 stop, or FT_E* */
 
 /* JSON text of v (NULL for v NULL or JSON null), malloc'd. */
 static char *dump_or_null(const json_t *v) {
@@ -117,40 +146,167 @@ static char *dump_or_null(const json_t *v) {
   return json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
 }
 
-static void bind_json(sqlite3_stmt *st, int i, const json_t *v) {
-  char *t = dump_or_null(v);
-  if (t)
-    sqlite3_bind_text(st, i, t, -1, free);
-  else
-    sqlite3_bind_null(st, i);
+static int bind_args(sqlite3_stmt *st, const char *in, va_list *ap) {
+  int rc = SQLITE_OK;
+  for (int i = 1; in[i - 1] && rc == SQLITE_OK; i++) {
+    switch (in[i - 1]) {
+      case 's': {
+        const char *v = va_arg(*ap, const char *);
+        rc = v ? sqlite3_bind_text(st, i, v, -1, SQLITE_TRANSIENT) : sqlite3_bind_null(st, i);
+        break;
+      }
+      case 'i':
+        rc = sqlite3_bind_int(st, i, va_arg(*ap, int));
+        break;
+      case 'I':
+        rc = sqlite3_bind_int64(st, i, (sqlite3_int64)va_arg(*ap, int64_t));
+        break;
+      case 'j': {
+        char *t = dump_or_null(va_arg(*ap, const json_t *));
+        rc = t ? sqlite3_bind_text(st, i, t, -1, free) : sqlite3_bind_null(st, i);
+        break;
+      }
+      case 'n': {
+        const json_t *v = va_arg(*ap, const json_t *);
+        rc = json_is_integer(v) ? sqlite3_bind_int64(st, i, (sqlite3_int64)json_integer_value(v))
+                                : sqlite3_bind_null(st, i);
+        break;
+      }
+      default:
+        rc = SQLITE_MISUSE;
+    }
+  }
+  return rc;
 }
 
-static json_t *col_str(sqlite3_stmt *st, int i) {
+/* Runs sql with in's arguments from *ap (afterwards *ap holds what follows
+ * them), calling fn (may be NULL) on each row until it returns non-zero.
+ * Returns how many rows fn saw (>= 0), fn's error, or FT_EDB. */
+static int run(store *s, const char *sql, const char *in, va_list *ap, row_fn fn, void *arg) {
+  sqlite3_stmt *st = NULL;
+  if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK) return FT_EDB;
+  int rc =
+      (size_t)sqlite3_bind_parameter_count(st) == strlen(in) ? bind_args(st, in, ap) : SQLITE_RANGE;
+  int rows = 0, stop = 0;
+  if (rc == SQLITE_OK)
+    while (!stop && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+      rows++;
+      stop = fn ? fn(st, arg) : 0;
+    }
+  sqlite3_finalize(st);
+  if (stop) return stop < 0 ? stop : rows;
+  return rc == SQLITE_DONE ? rows : FT_EDB;
+}
+
+/* A write: 0 when it changed a row, `none` when it changed none, FT_EDB. */
+static int st_exec(store *s, int none, const char *sql, const char *in, ...) {
+  va_list ap;
+  va_start(ap, in);
+  int rc = run(s, sql, in, &ap, NULL, NULL);
+  va_end(ap);
+  return rc < 0 ? rc : sqlite3_changes(s->db) > 0 ? 0 : none;
+}
+
+/* The first row's columns into the pointers after in's arguments, one
+ * letter of out per column: t (char *buf, size_t n: the text, "" for NULL),
+ * i (int *), I (int64_t *); a NULL pointer skips its column. Nothing is
+ * written without a row. 0, FT_ENOT_FOUND (no row) or FT_EDB. */
+struct get_arg {
+  const char *out;
+  va_list *ap;
+};
+static const char *st_col_text(sqlite3_stmt *row, int i);
+static int get_row(sqlite3_stmt *row, void *arg) {
+  struct get_arg *g = arg;
+  for (int i = 0; g->out[i]; i++) {
+    if (g->out[i] == 't') {
+      char *buf = va_arg(*g->ap, char *);
+      size_t n = va_arg(*g->ap, size_t);
+      if (buf) snprintf(buf, n, "%s", st_col_text(row, i));
+    } else if (g->out[i] == 'i') {
+      int *v = va_arg(*g->ap, int *);
+      if (v) *v = sqlite3_column_int(row, i);
+    } else if (g->out[i] == 'I') {
+      int64_t *v = va_arg(*g->ap, int64_t *);
+      if (v) *v = (int64_t)sqlite3_column_int64(row, i);
+    }
+  }
+  return 1;
+}
+static int st_get(store *s, const char *sql, const char *in, const char *out, ...) {
+  va_list ap;
+  va_start(ap, out);
+  int rc = run(s, sql, in, &ap, get_row, &(struct get_arg){out, &ap});
+  va_end(ap);
+  return rc < 0 ? rc : rc == 0 ? FT_ENOT_FOUND : 0;
+}
+
+/* A row turned into a JSON value (a new reference; NULL: out of memory). */
+typedef json_t *(*st_json_fn)(sqlite3_stmt *row);
+struct json_arg {
+  st_json_fn fn;
+  json_t *out; /* the first row's value, or the array rows are appended to */
+};
+static int json_first(sqlite3_stmt *row, void *arg) {
+  struct json_arg *a = arg;
+  a->out = a->fn(row);
+  return a->out ? 1 : FT_ENOMEM;
+}
+static int json_append(sqlite3_stmt *row, void *arg) {
+  struct json_arg *a = arg;
+  json_t *v = a->fn(row);
+  return v && json_array_append_new(a->out, v) == 0 ? 0 : FT_ENOMEM;
+}
+
+/* *out = fn(first row): 0, FT_ENOT_FOUND (*out NULL), FT_EDB or FT_ENOMEM. */
+static int st_get_json(store *s, st_json_fn fn, json_t **out, const char *sql, const char *in,
+                       ...) {
+  va_list ap;
+  va_start(ap, in);
+  struct json_arg a = {fn, NULL};
+  int rc = run(s, sql, in, &ap, json_first, &a);
+  va_end(ap);
+  *out = a.out;
+  return rc < 0 ? rc : rc == 0 ? FT_ENOT_FOUND : 0;
+}
+
+/* Appends fn(row) for every row to the array arr: 0, FT_EDB or FT_ENOMEM. */
+static int st_rows(store *s, st_json_fn fn, json_t *arr, const char *sql, const char *in, ...) {
+  va_list ap;
+  va_start(ap, in);
+  int rc = run(s, sql, in, &ap, json_append, &(struct json_arg){fn, arr});
+  va_end(ap);
+  return rc < 0 ? rc : 0;
+}
+
+/* ---- columns -> JSON ------------------------------------------------------ */
+
+static json_t *st_col_str(sqlite3_stmt *st, int i) {
   if (sqlite3_column_type(st, i) == SQLITE_NULL) return json_null();
   return json_string((const char *)sqlite3_column_text(st, i));
 }
-static json_t *col_int(sqlite3_stmt *st, int i) {
+static json_t *st_col_int(sqlite3_stmt *st, int i) {
   if (sqlite3_column_type(st, i) == SQLITE_NULL) return json_null();
   return json_integer(sqlite3_column_int64(st, i));
 }
-static json_t *col_json(sqlite3_stmt *st, int i) {
+static json_t *st_col_json(sqlite3_stmt *st, int i) {
   if (sqlite3_column_type(st, i) == SQLITE_NULL) return json_null();
   json_t *v = json_loads((const char *)sqlite3_column_text(st, i), JSON_DECODE_ANY, NULL);
   return v ? v : json_null();
 }
-static const char *col_text(sqlite3_stmt *st, int i) {
+static const char *st_col_text(sqlite3_stmt *st, int i) {
   const unsigned char *t = sqlite3_column_text(st, i);
   return t ? (const char *)t : "";
 }
-
 /* ---- row -> API object ---------------------------------------------------- */
 
 #define FILE_COLS "id, bytes, created_at, filename, purpose, status, status_details, validation"
 static json_t *file_json(sqlite3_stmt *st) {
-  return json_pack("{s:o, s:s, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "id", col_str(st, 0), "object",
-                   "file", "bytes", col_int(st, 1), "created_at", col_int(st, 2), "filename",
-                   col_str(st, 3), "purpose", col_str(st, 4), "status", col_str(st, 5),
-                   "status_details", col_str(st, 6), "validation", col_json(st, 7));
+  return json_pack("{s:o, s:s, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "id", st_col_str(st, 0),
+                   "object", "file", "bytes", st_col_int(st, 1), "created_at", st_col_int(st, 2),
+                   "filename", st_col_str(st, 3), "purpose", st_col_str(st, 4), "status",
+                   st_col_str(st, 5), "status_details", st_col_str(st, 6), "validation",
+                   st_col_json(st, 7));
 }
 
 #define JOB_COLS                                                                            \
@@ -219,11 +375,11 @@ static json_t *result_or_metrics(const json_t *result, const json_t *metrics, co
  * checkpoint and test metrics, the result files, lineage, and the expected
  * finish from the step rate of the current attempt. */
 static void job_json_trust(json_t *j, sqlite3_stmt *st) {
-  json_t *result = col_json(st, J_RESULT), *metrics = col_json(st, J_METRICS);
-  json_object_set_new(j, "test_file", col_str(st, J_TFILE_TEST));
-  json_object_set_new(j, "datasets", col_json(st, J_DATASETS));
+  json_t *result = st_col_json(st, J_RESULT), *metrics = st_col_json(st, J_METRICS);
+  json_object_set_new(j, "test_file", st_col_str(st, J_TFILE_TEST));
+  json_object_set_new(j, "datasets", st_col_json(st, J_DATASETS));
   json_object_set(j, "metrics", metrics);
-  json_object_set_new(j, "parent_model", col_json(st, J_PARENT));
+  json_object_set_new(j, "parent_model", st_col_json(st, J_PARENT));
   json_t *ec = result_or_metrics(result, metrics, "epochs_completed");
   json_object_set_new(j, "epochs_completed", json_is_integer(ec) ? ec : json_integer(0));
   if (!json_is_integer(ec)) json_decref(ec);
@@ -238,7 +394,7 @@ static void job_json_trust(json_t *j, sqlite3_stmt *st) {
                       json_is_array(files) ? json_deep_copy(files) : json_array());
   /* estimated_finish: while running, from the rate of this attempt's steps */
   json_t *eta = json_null();
-  const char *status = col_text(st, J_STATUS);
+  const char *status = st_col_text(st, J_STATUS);
   if (!strcmp(status, "running") && sqlite3_column_type(st, J_RATE_T0) != SQLITE_NULL &&
       sqlite3_column_type(st, J_TOTAL) != SQLITE_NULL) {
     int64_t t0 = sqlite3_column_int64(st, J_RATE_T0), t1 = sqlite3_column_int64(st, J_RATE_T1);
@@ -257,31 +413,32 @@ static void job_json_trust(json_t *j, sqlite3_stmt *st) {
 /* The job object as the API returns it; internal adds spec, resume_from,
  * worker and result (what the pool needs). */
 static json_t *job_json(sqlite3_stmt *st, int internal) {
-  json_t *spec = col_json(st, J_SPEC);
+  json_t *spec = st_col_json(st, J_SPEC);
   json_t *err = json_null();
   if (sqlite3_column_type(st, J_ECODE) != SQLITE_NULL)
-    err = json_pack("{s:o, s:o, s:o}", "code", col_str(st, J_ECODE), "message", col_str(st, J_EMSG),
-                    "param", col_str(st, J_EPARAM));
-  json_t *meta = col_json(st, J_META);
+    err = json_pack("{s:o, s:o, s:o}", "code", st_col_str(st, J_ECODE), "message",
+                    st_col_str(st, J_EMSG), "param", st_col_str(st, J_EPARAM));
+  json_t *meta = st_col_json(st, J_META);
   json_t *j = json_pack(
       "{s:o, s:s, s:o, s:o, s:o, s:s, s:o, s:o, s:o, s:o, s:o, s:[], s:o, s:o, s:o, s:o, s:n,"
       " s:o, s:o}",
-      "id", col_str(st, J_ID), "object", "fine_tuning.job", "created_at", col_int(st, J_CREATED),
-      "model", col_str(st, J_MODEL), "fine_tuned_model", col_str(st, J_FTMODEL), "organization_id",
-      "org-local", "status", col_str(st, J_STATUS), "hyperparameters", spec_hyperparameters(spec),
-      "method", spec_part(spec, "method"), "training_file", col_str(st, J_TFILE), "validation_file",
-      col_str(st, J_VFILE), "result_files", "trained_tokens", col_int(st, J_TOKENS), "error", err,
-      "seed", col_int(st, J_SEED), "finished_at", col_int(st, J_FINISHED), "estimated_finish",
-      "metadata", meta, "user_provided_suffix", col_str(st, J_SUFFIX));
+      "id", st_col_str(st, J_ID), "object", "fine_tuning.job", "created_at",
+      st_col_int(st, J_CREATED), "model", st_col_str(st, J_MODEL), "fine_tuned_model",
+      st_col_str(st, J_FTMODEL), "organization_id", "org-local", "status", st_col_str(st, J_STATUS),
+      "hyperparameters", spec_hyperparameters(spec), "method", spec_part(spec, "method"),
+      "training_file", st_col_str(st, J_TFILE), "validation_file", st_col_str(st, J_VFILE),
+      "result_files", "trained_tokens", st_col_int(st, J_TOKENS), "error", err, "seed",
+      st_col_int(st, J_SEED), "finished_at", st_col_int(st, J_FINISHED), "estimated_finish",
+      "metadata", meta, "user_provided_suffix", st_col_str(st, J_SUFFIX));
   if (!j) {
     json_decref(spec);
     return NULL;
   }
-  json_object_set_new(j, "attempt", col_int(st, J_ATTEMPT));
-  json_object_set_new(j, "steps_completed", col_int(st, J_STEPS));
-  json_object_set_new(j, "total_steps", col_int(st, J_TOTAL));
-  json_object_set_new(j, "epoch", col_int(st, J_EPOCH));
-  json_object_set_new(j, "started_at", col_int(st, J_STARTED));
+  json_object_set_new(j, "attempt", st_col_int(st, J_ATTEMPT));
+  json_object_set_new(j, "steps_completed", st_col_int(st, J_STEPS));
+  json_object_set_new(j, "total_steps", st_col_int(st, J_TOTAL));
+  json_object_set_new(j, "epoch", st_col_int(st, J_EPOCH));
+  json_object_set_new(j, "started_at", st_col_int(st, J_STARTED));
   json_object_set_new(j, "adapter", spec_part(spec, "adapter"));
   json_object_set_new(j, "evaluation", spec_part(spec, "evaluation"));
   json_object_set_new(j, "checkpoints", spec_part(spec, "checkpoints"));
@@ -289,9 +446,9 @@ static json_t *job_json(sqlite3_stmt *st, int internal) {
   job_json_trust(j, st);
   if (internal) {
     json_object_set(j, "spec", spec);
-    json_object_set_new(j, "resume_from", col_str(st, J_RESUME));
-    json_object_set_new(j, "worker", col_str(st, J_WORKER));
-    json_object_set_new(j, "result", col_json(st, J_RESULT));
+    json_object_set_new(j, "resume_from", st_col_str(st, J_RESUME));
+    json_object_set_new(j, "worker", st_col_str(st, J_WORKER));
+    json_object_set_new(j, "result", st_col_json(st, J_RESULT));
   }
   json_decref(spec);
   return j;
@@ -302,31 +459,49 @@ static json_t *job_json_api(sqlite3_stmt *st) { return job_json(st, 0); }
 #define EVENT_COLS "id, created_at, level, message, type, data, seq"
 static json_t *event_json(sqlite3_stmt *st) {
   return json_pack("{s:s, s:o, s:o, s:o, s:o, s:o, s:o}", "object", "fine_tuning.job.event", "id",
-                   col_str(st, 0), "created_at", col_int(st, 1), "level", col_str(st, 2), "message",
-                   col_str(st, 3), "type", col_str(st, 4), "data", col_json(st, 5));
+                   st_col_str(st, 0), "created_at", st_col_int(st, 1), "level", st_col_str(st, 2),
+                   "message", st_col_str(st, 3), "type", st_col_str(st, 4), "data",
+                   st_col_json(st, 5));
 }
 
 #define CKPT_COLS "c.id, c.created_at, c.step, c.metrics, c.job_id, j.model, j.suffix"
 /* A checkpoint row's model id: the id of the model its job will make
  * (pool.c model_names), then the step. */
 static void ckpt_model_name(sqlite3_stmt *st, char *name, size_t n) {
-  const char *suffix = col_text(st, 6);
-  snprintf(name, n, "ft:%s:%s:%s:ckpt-step-%lld", col_text(st, 5), *suffix ? suffix : "ft",
-           col_text(st, 4), (long long)sqlite3_column_int64(st, 2));
+  const char *suffix = st_col_text(st, 6);
+  snprintf(name, n, "ft:%s:%s:%s:ckpt-step-%lld", st_col_text(st, 5), *suffix ? suffix : "ft",
+           st_col_text(st, 4), (long long)sqlite3_column_int64(st, 2));
 }
 
 static json_t *ckpt_json(sqlite3_stmt *st) {
   char name[600];
   ckpt_model_name(st, name, sizeof name);
-  json_t *metrics = col_json(st, 3);
+  json_t *metrics = st_col_json(st, 3);
   if (json_is_null(metrics)) {
     json_decref(metrics);
     metrics = json_object();
   }
   return json_pack("{s:s, s:o, s:o, s:s, s:o, s:o, s:o}", "object", "fine_tuning.job.checkpoint",
-                   "id", col_str(st, 0), "created_at", col_int(st, 1),
-                   "fine_tuned_model_checkpoint", name, "step_number", col_int(st, 2), "metrics",
-                   metrics, "fine_tuning_job_id", col_str(st, 4));
+                   "id", st_col_str(st, 0), "created_at", st_col_int(st, 1),
+                   "fine_tuned_model_checkpoint", name, "step_number", st_col_int(st, 2), "metrics",
+                   metrics, "fine_tuning_job_id", st_col_str(st, 4));
+}
+
+static json_t *job_json_internal(sqlite3_stmt *st) { return job_json(st, 1); }
+
+#define KEY_COLS "id, name, tenant, admin, prefix, created_at, revoked_at"
+static json_t *key_json(sqlite3_stmt *st) {
+  return json_pack("{s:o, s:o, s:o, s:b, s:o, s:o, s:o}", "id", st_col_str(st, 0), "name",
+                   st_col_str(st, 1), "tenant", st_col_str(st, 2), "admin",
+                   sqlite3_column_int(st, 3), "prefix", st_col_str(st, 4), "created_at",
+                   st_col_int(st, 5), "revoked_at", st_col_int(st, 6));
+}
+
+/* A checkpoint row's model id as a JSON string. */
+static json_t *ckpt_model_id_json(sqlite3_stmt *st) {
+  char name[600];
+  ckpt_model_name(st, name, sizeof name);
+  return json_string(name);
 }
 
 /* ---- open, close, migrations --------------------------------------------- */
@@ -337,31 +512,24 @@ static int migrate(store *s, ft_error *err) {
               "applied_at INTEGER NOT NULL)"))
     return ft_error_set(err, FT_EDB, NULL, "creating schema_migrations: %s", sqlite3_errmsg(s->db));
   for (int i = 0; ft_migrations[i].name; i++) {
-    if (begin(s)) return ft_error_set(err, FT_EDB, NULL, "%s", sqlite3_errmsg(s->db));
-    sqlite3_stmt *st = prep(s, "SELECT 1 FROM schema_migrations WHERE name = ?");
-    if (!st) {
-      rollback(s);
+    const char *name = ft_migrations[i].name;
+    if (db_exec(s, "BEGIN IMMEDIATE"))
       return ft_error_set(err, FT_EDB, NULL, "%s", sqlite3_errmsg(s->db));
+    int rc = st_get(s, "SELECT 1 FROM schema_migrations WHERE name = ?", "s", "", name);
+    if (rc == FT_ENOT_FOUND) { /* not applied yet */
+      rc = db_exec(s, ft_migrations[i].sql);
+      if (rc)
+        ft_error_set(err, rc, NULL, "migration %s: %s", name, sqlite3_errmsg(s->db));
+      else if ((rc = st_exec(s, FT_EDB,
+                             "INSERT INTO schema_migrations (name, applied_at) VALUES (?, ?)", "sI",
+                             name, store_now())))
+        ft_error_set(err, rc, NULL, "recording migration %s", name);
+    } else if (rc) { /* (the message now: ROLLBACK clears it) */
+      ft_error_set(err, rc, NULL, "%s", sqlite3_errmsg(s->db));
     }
-    bind_str(st, 1, ft_migrations[i].name);
-    int done = sqlite3_step(st) == SQLITE_ROW;
-    sqlite3_finalize(st);
-    if (!done) {
-      if (db_exec(s, ft_migrations[i].sql)) {
-        ft_error_set(err, FT_EDB, NULL, "migration %s: %s", ft_migrations[i].name,
-                     sqlite3_errmsg(s->db));
-        rollback(s);
-        return FT_EDB;
-      }
-      st = prep(s, "INSERT INTO schema_migrations (name, applied_at) VALUES (?, ?)");
-      int rc = st ? (bind_str(st, 1, ft_migrations[i].name), sqlite3_bind_int64(st, 2, store_now()),
-                     sqlite3_step(st))
-                  : SQLITE_ERROR;
-      sqlite3_finalize(st);
-      if (rc != SQLITE_DONE) {
-        rollback(s);
-        return ft_error_set(err, FT_EDB, NULL, "recording migration %s", ft_migrations[i].name);
-      }
+    if (rc) {
+      rollback(s);
+      return FT_EDB;
     }
     if (commit(s)) return ft_error_set(err, FT_EDB, NULL, "%s", sqlite3_errmsg(s->db));
   }
@@ -388,11 +556,10 @@ int store_open(store **out, const char *db_path, ft_error *err) {
   }
   sqlite3_busy_timeout(s->db, 5000);
   /* journal_mode answers with the mode in force: insist on WAL. */
-  sqlite3_stmt *st = prep(s, "PRAGMA journal_mode=WAL");
-  int wal = st && sqlite3_step(st) == SQLITE_ROW &&
-            !strcmp((const char *)sqlite3_column_text(st, 0), "wal");
-  sqlite3_finalize(st);
-  if (!wal || db_exec(s, "PRAGMA synchronous=FULL") || db_exec(s, "PRAGMA foreign_keys=ON")) {
+  char mode[16] = "";
+  st_get(s, "PRAGMA journal_mode=WAL", "", "t", mode, sizeof mode);
+  if (strcmp(mode, "wal") || db_exec(s, "PRAGMA synchronous=FULL") ||
+      db_exec(s, "PRAGMA foreign_keys=ON")) {
     ft_error_set(err, FT_EDB, NULL, "configuring %s: %s", db_path, sqlite3_errmsg(s->db));
     store_close(s);
     return FT_EDB;
@@ -415,11 +582,9 @@ void store_close(store *s) {
 
 int store_ping(store *s) {
   pthread_mutex_lock(&s->mu);
-  sqlite3_stmt *st = prep(s, "SELECT count(*) FROM schema_migrations");
-  int ok = st && sqlite3_step(st) == SQLITE_ROW;
-  sqlite3_finalize(st);
+  int rc = st_get(s, "SELECT count(*) FROM schema_migrations", "", "");
   pthread_mutex_unlock(&s->mu);
-  return ok ? 0 : FT_EDB;
+  return rc ? FT_EDB : 0;
 }
 
 void store_wake_all(store *s) {
@@ -436,46 +601,34 @@ static int event_append_locked(store *s, const char *job_id, const char *level, 
                                const char *message, const json_t *data, int64_t *seq) {
   char id[64];
   store_new_id("ftevent", id, sizeof id);
-  sqlite3_stmt *st = prep(s,
-                          "INSERT INTO events (id, job_id, created_at, level, type, message, "
-                          "data) VALUES (?, ?, ?, ?, ?, ?, ?)");
-  if (!st) return FT_EDB;
-  bind_str(st, 1, id);
-  bind_str(st, 2, job_id);
-  sqlite3_bind_int64(st, 3, store_now());
-  bind_str(st, 4, level ? level : "info");
-  bind_str(st, 5, type ? type : "message");
-  bind_str(st, 6, message ? message : "");
-  bind_json(st, 7, data);
-  int rc = sqlite3_step(st);
-  sqlite3_finalize(st);
-  if (rc == SQLITE_CONSTRAINT) return FT_ENOT_FOUND; /* no such job (foreign key) */
-  if (rc != SQLITE_DONE) return FT_EDB;
+  int rc = st_exec(s, FT_EDB,
+                   "INSERT INTO events (id, job_id, created_at, level, type, message, data) "
+                   "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                   "ssIsssj", id, job_id, store_now(), level ? level : "info",
+                   type ? type : "message", message ? message : "", data);
+  if (rc) /* no such job: the foreign key */
+    return sqlite3_errcode(s->db) == SQLITE_CONSTRAINT ? FT_ENOT_FOUND : rc;
   if (seq) *seq = sqlite3_last_insert_rowid(s->db);
   return 0;
 }
 
-/* ---- job transitions for the log (obs.h, issue #7) ---- */
 /* The status of job_id's latest status event ("" if none) into buf: every
  * transition appends one, so it is the status the job leaves. */
 static void last_status_locked(store *s, const char *job_id, char *buf, size_t n) {
   buf[0] = 0;
-  sqlite3_stmt *st = prep(s,
-                          "SELECT json_extract(data, '$.status') FROM events WHERE job_id = ? "
-                          "AND type = 'status' ORDER BY seq DESC LIMIT 1");
-  if (!st) return;
-  bind_str(st, 1, job_id);
-  if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_text(st, 0))
-    snprintf(buf, n, "%s", (const char *)sqlite3_column_text(st, 0));
-  sqlite3_finalize(st);
+  st_get(s,
+         "SELECT json_extract(data, '$.status') FROM events WHERE job_id = ? "
+         "AND type = 'status' ORDER BY seq DESC LIMIT 1",
+         "s", "t", job_id, buf, n);
 }
 
-/* A status event {status, ...extra} with message. */
+/* A status event {status, ...extra} with message; the transition's log line
+ * (obs.h). */
 static int status_event_locked(store *s, const char *job_id, const char *level, const char *status,
                                const char *message, json_t *extra) {
   json_t *d = extra ? extra : json_object();
   json_object_set_new(d, "status", json_string(status));
-  char from[32]; /* (obs.h: the transition's log line) */
+  char from[32];
   last_status_locked(s, job_id, from, sizeof from);
   int rc = event_append_locked(s, job_id, level, "status", message, d, NULL);
   json_decref(d);
@@ -484,94 +637,51 @@ static int status_event_locked(store *s, const char *job_id, const char *level, 
 }
 
 static int job_get_locked(store *s, const char *id, int internal, json_t **job) {
-  *job = NULL;
-  sqlite3_stmt *st = prep(s, "SELECT " JOB_COLS " FROM jobs WHERE id = ?");
-  if (!st) return FT_EDB;
-  bind_str(st, 1, id);
-  int rc = sqlite3_step(st);
-  if (rc == SQLITE_ROW) *job = job_json(st, internal);
-  sqlite3_finalize(st);
-  if (rc == SQLITE_DONE) return FT_ENOT_FOUND;
-  if (rc != SQLITE_ROW) return FT_EDB;
-  return *job ? 0 : FT_ENOMEM;
+  return st_get_json(s, internal ? job_json_internal : job_json_api, job,
+                     "SELECT " JOB_COLS " FROM jobs WHERE id = ?", "s", id);
 }
 
-/* status of job id into buf; FT_ENOT_FOUND */
+/* status (and attempt, if not NULL) of job id into buf; FT_ENOT_FOUND */
 static int job_status_locked(store *s, const char *id, char *buf, size_t n, int *attempt) {
   if (n) buf[0] = 0;
-  sqlite3_stmt *st = prep(s, "SELECT status, attempt FROM jobs WHERE id = ?");
-  if (!st) return FT_EDB;
-  bind_str(st, 1, id);
-  int rc = sqlite3_step(st);
-  if (rc == SQLITE_ROW) {
-    snprintf(buf, n, "%s", col_text(st, 0));
-    if (attempt) *attempt = sqlite3_column_int(st, 1);
-  }
-  sqlite3_finalize(st);
-  return rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? FT_ENOT_FOUND : FT_EDB;
+  return st_get(s, "SELECT status, attempt FROM jobs WHERE id = ?", "s", "ti", id, buf, n, attempt);
 }
 
-/* Runs a prepared UPDATE; returns changes (>= 0) or FT_EDB. Finalizes st. */
-static int run_update(store *s, sqlite3_stmt *st) {
-  if (!st) return FT_EDB;
-  int rc = sqlite3_step(st);
-  sqlite3_finalize(st);
-  if (rc != SQLITE_DONE) return FT_EDB;
-  return sqlite3_changes(s->db);
-}
+/* What a list is made of: its table (or join), the columns the row builder
+ * reads, the key that orders it (newest first) and the column of the ids
+ * that `after` names. */
+typedef struct {
+  const char *from, *cols, *key, *idcol;
+  st_json_fn row;
+} st_list;
 
-/* One page of a list, newest first by key; job_id filters events and
- * checkpoints. The row builder turns a row into the API object. */
-static int list_page_locked(store *s, const char *from, const char *cols, const char *key,
-                            const char *idcol, const char *jobcol, const char *job_id,
-                            const char *after, int limit, json_t *(*row)(sqlite3_stmt *),
-                            json_t **out) {
+/* One page of a list; where filters on a column (tenant, job_id) when not
+ * NULL, equal to value. */
+static int st_list_page(store *s, const st_list *l, const char *where, const char *value,
+                        const char *after, int limit, json_t **out) {
   *out = NULL;
   if (limit < 1) limit = 1;
   char sql[1024];
   int64_t after_key = 0;
   if (after) {
-    snprintf(sql, sizeof sql, "SELECT %s FROM %s WHERE %s = ?%s%s%s", key, from, idcol,
-             jobcol ? " AND " : "", jobcol ? jobcol : "", jobcol ? " = ?" : "");
-    sqlite3_stmt *st = prep(s, sql);
-    if (!st) return FT_EDB;
-    bind_str(st, 1, after);
-    if (jobcol) bind_str(st, 2, job_id);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) after_key = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
-    if (rc == SQLITE_DONE) return FT_ENOT_FOUND;
-    if (rc != SQLITE_ROW) return FT_EDB;
+    snprintf(sql, sizeof sql, "SELECT %s FROM %s WHERE %s = ?%s%s%s", l->key, l->from, l->idcol,
+             where ? " AND " : "", where ? where : "", where ? " = ?" : "");
+    int rc = where ? st_get(s, sql, "ss", "I", after, value, &after_key)
+                   : st_get(s, sql, "s", "I", after, &after_key);
+    if (rc) return rc;
   }
   snprintf(sql, sizeof sql,
-           "SELECT %s FROM %s WHERE (?1 = 0 OR %s < ?1)%s%s%s ORDER BY %s DESC "
-           "LIMIT ?3",
-           cols, from, key, jobcol ? " AND " : "", jobcol ? jobcol : "", jobcol ? " = ?2" : "",
-           key);
-  sqlite3_stmt *st = prep(s, sql);
-  if (!st) return FT_EDB;
-  sqlite3_bind_int64(st, 1, after ? after_key : 0);
-  if (jobcol) bind_str(st, 2, job_id);
-  sqlite3_bind_int(st, 3, limit + 1);
+           "SELECT %s FROM %s WHERE (?1 = 0 OR %s < ?1)%s%s%s ORDER BY %s DESC LIMIT ?3", l->cols,
+           l->from, l->key, where ? " AND " : "", where ? where : "", where ? " = ?2" : "", l->key);
   json_t *data = json_array();
-  int n = 0, rc, has_more = 0;
-  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-    if (n == limit) {
-      has_more = 1;
-      break;
-    }
-    json_t *o = row(st);
-    if (!o) {
-      rc = SQLITE_NOMEM;
-      break;
-    }
-    json_array_append_new(data, o);
-    n++;
-  }
-  sqlite3_finalize(st);
-  if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+  if (!data) return FT_ENOMEM;
+  /* one row more than the page says whether there are more */
+  int rc = st_rows(s, l->row, data, sql, "Isi", after_key, value, limit + 1);
+  int has_more = json_array_size(data) > (size_t)limit;
+  if (has_more) json_array_remove(data, (size_t)limit);
+  if (rc) {
     json_decref(data);
-    return rc == SQLITE_NOMEM ? FT_ENOMEM : FT_EDB;
+    return rc;
   }
   *out = json_pack("{s:s, s:o, s:b}", "object", "list", "data", data, "has_more", has_more);
   return *out ? 0 : FT_ENOMEM;
@@ -585,17 +695,10 @@ static int job_exists_locked(store *s, const char *id) {
 
 /* ---- files --------------------------------------------------------------- */
 
+static const st_list files_list = {"files", FILE_COLS, "n", "id", file_json};
+
 static int file_get_locked(store *s, const char *id, json_t **file) {
-  *file = NULL;
-  sqlite3_stmt *st = prep(s, "SELECT " FILE_COLS " FROM files WHERE id = ?");
-  if (!st) return FT_EDB;
-  bind_str(st, 1, id);
-  int rc = sqlite3_step(st);
-  if (rc == SQLITE_ROW) *file = file_json(st);
-  sqlite3_finalize(st);
-  if (rc == SQLITE_DONE) return FT_ENOT_FOUND;
-  if (rc != SQLITE_ROW) return FT_EDB;
-  return *file ? 0 : FT_ENOMEM;
+  return st_get_json(s, file_json, file, "SELECT " FILE_COLS " FROM files WHERE id = ?", "s", id);
 }
 
 int store_file_insert(store *s, const char *id, int64_t bytes, const char *filename,
@@ -608,33 +711,15 @@ int store_file_insert_tenant(store *s, const char *tenant, const char *id, int64
                              const char *filename, const char *purpose, const char *status,
                              const char *status_details, const json_t *validation, json_t **file) {
   if (file) *file = NULL;
-  pthread_mutex_lock(&s->mu);
-  int rc = begin(s);
-  if (!rc) {
-    sqlite3_stmt *st = prep(s,
-                            "INSERT INTO files (id, bytes, created_at, filename, purpose, "
-                            "status, status_details, validation, tenant) VALUES (?, ?, ?, ?, ?, "
-                            "?, ?, ?, ?)");
-    if (st) {
-      bind_str(st, 1, id);
-      sqlite3_bind_int64(st, 2, bytes);
-      sqlite3_bind_int64(st, 3, store_now());
-      bind_str(st, 4, filename);
-      bind_str(st, 5, purpose);
-      bind_str(st, 6, status);
-      bind_str(st, 7, status_details);
-      bind_json(st, 8, validation);
-      bind_str(st, 9, tenant ? tenant : "default");
-    }
-    rc = run_update(s, st) == 1 ? 0 : FT_EDB;
-    if (!rc)
-      rc = commit(s);
-    else
-      rollback(s);
-  }
+  int rc = st_begin(s);
+  if (rc) return rc;
+  rc = st_exec(s, FT_EDB,
+               "INSERT INTO files (id, bytes, created_at, filename, purpose, status, "
+               "status_details, validation, tenant) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+               "sIIssssjs", id, bytes, store_now(), filename, purpose, status, status_details,
+               validation, tenant ? tenant : "default");
   if (!rc && file) rc = file_get_locked(s, id, file);
-  pthread_mutex_unlock(&s->mu);
-  return rc;
+  return st_end(s, rc, file);
 }
 
 int store_file_get(store *s, const char *id, json_t **file) {
@@ -645,124 +730,79 @@ int store_file_get(store *s, const char *id, json_t **file) {
 }
 
 int store_file_list(store *s, const char *after, int limit, json_t **list) {
+  return store_file_list_tenant(s, NULL, after, limit, list);
+}
+
+int store_file_list_tenant(store *s, const char *tenant, const char *after, int limit,
+                           json_t **list) {
   pthread_mutex_lock(&s->mu);
-  int rc =
-      list_page_locked(s, "files", FILE_COLS, "n", "id", NULL, NULL, after, limit, file_json, list);
+  int rc = st_list_page(s, &files_list, tenant ? "tenant" : NULL, tenant, after, limit, list);
   pthread_mutex_unlock(&s->mu);
   return rc;
 }
 
 int store_file_delete(store *s, const char *id, ft_error *err) {
-  pthread_mutex_lock(&s->mu);
-  int rc = begin(s);
-  if (rc) goto out;
-  sqlite3_stmt *st = prep(s,
-                          "SELECT id FROM jobs WHERE (training_file = ?1 OR validation_file "
-                          "= ?1 OR test_file = ?1) AND status NOT IN " TERMINAL_SQL " LIMIT 1");
-  if (!st) {
-    rc = FT_EDB;
-    rollback(s);
-    goto out;
-  }
-  bind_str(st, 1, id);
-  int r = sqlite3_step(st);
-  if (r == SQLITE_ROW)
+  int rc = st_begin(s);
+  if (rc) return ft_error_set(err, rc, NULL, NULL);
+  char job[64];
+  rc = st_get(s,
+              "SELECT id FROM jobs WHERE (training_file = ?1 OR validation_file = ?1 OR "
+              "test_file = ?1) AND status NOT IN " TERMINAL_SQL " LIMIT 1",
+              "s", "t", id, job, sizeof job);
+  if (!rc)
     rc = ft_error_set(err, FT_EBAD_STATE, "file_id",
-                      "file %s is used by job %s, which is not "
-                      "finished",
-                      id, col_text(st, 0));
-  else if (r != SQLITE_DONE)
-    rc = FT_EDB;
-  sqlite3_finalize(st);
-  if (rc) {
-    rollback(s);
-    goto out;
+                      "file %s is used by job %s, which is not finished", id, job);
+  else if (rc == FT_ENOT_FOUND) {
+    rc = st_exec(s, FT_ENOT_FOUND, "DELETE FROM files WHERE id = ?", "s", id);
+    if (rc == FT_ENOT_FOUND) ft_error_set(err, rc, "file_id", "no such file: %s", id);
   }
-  st = prep(s, "DELETE FROM files WHERE id = ?");
-  if (st) bind_str(st, 1, id);
-  int n = run_update(s, st);
-  if (n < 0)
-    rc = n;
-  else if (n == 0)
-    rc = ft_error_set(err, FT_ENOT_FOUND, "file_id", "no such file: %s", id);
-  if (rc)
-    rollback(s);
-  else
-    rc = commit(s);
-out:
-  pthread_mutex_unlock(&s->mu);
+  rc = st_end(s, rc, NULL);
   if (rc == FT_EDB) ft_error_set(err, FT_EDB, NULL, NULL);
   return rc;
 }
 
+/* Whether a file row exists: 0 or FT_ENOT_FOUND. */
+static int file_exists_locked(store *s, const char *id) {
+  return st_get(s, "SELECT 1 FROM files WHERE id = ?", "s", "", id);
+}
+
 /* ---- jobs: API side ------------------------------------------------------ */
 
-static int file_exists_locked(store *s, const char *id) {
-  sqlite3_stmt *st = prep(s, "SELECT 1 FROM files WHERE id = ?");
-  if (!st) return FT_EDB;
-  bind_str(st, 1, id);
-  int rc = sqlite3_step(st);
-  sqlite3_finalize(st);
-  return rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? FT_ENOT_FOUND : FT_EDB;
-}
+static const st_list jobs_list = {"jobs", JOB_COLS, "n", "id", job_json_api};
 
 int store_job_insert(store *s, const store_job_new *j, json_t **job, ft_error *err) {
   *job = NULL;
   char id[64];
   store_new_id("ftjob", id, sizeof id);
-  pthread_mutex_lock(&s->mu);
-  int rc = begin(s);
-  if (rc) goto out;
-  rc = file_exists_locked(s, j->training_file);
-  if (rc == FT_ENOT_FOUND)
-    rc = ft_error_set(err, FT_EINVALID, "training_file", "no such file: %s", j->training_file);
-  if (!rc && j->validation_file && *j->validation_file) {
-    rc = file_exists_locked(s, j->validation_file);
+  int rc = st_begin(s);
+  if (rc) return ft_error_set(err, rc, NULL, NULL);
+  /* the files must exist: the training file always, the others when named */
+  const char *param[] = {"training_file", "validation_file", "test_file"};
+  const char *file[] = {j->training_file, j->validation_file, j->test_file};
+  for (int i = 0; i < 3 && !rc; i++) {
+    if (i > 0 && !(file[i] && *file[i])) continue;
+    rc = file_exists_locked(s, file[i]);
     if (rc == FT_ENOT_FOUND)
-      rc =
-          ft_error_set(err, FT_EINVALID, "validation_file", "no such file: %s", j->validation_file);
-  }
-  if (!rc && j->test_file && *j->test_file) {
-    rc = file_exists_locked(s, j->test_file);
-    if (rc == FT_ENOT_FOUND)
-      rc = ft_error_set(err, FT_EINVALID, "test_file", "no such file: %s", j->test_file);
+      rc = ft_error_set(err, FT_EINVALID, param[i], "no such file: %s", file[i]);
   }
   if (!rc) {
     int64_t now = store_now();
-    sqlite3_stmt *st = prep(s,
-                            "INSERT INTO jobs (id, created_at, updated_at, model, "
-                            "training_file, validation_file, suffix, seed, status, spec, "
-                            "metadata, test_file, parent_model, tenant) VALUES (?, ?, ?, ?, ?, "
-                            "?, ?, ?, ?, ?, ?, ?, ?, ?)");
-    if (st) {
-      bind_str(st, 1, id);
-      sqlite3_bind_int64(st, 2, now);
-      sqlite3_bind_int64(st, 3, now);
-      bind_str(st, 4, j->model);
-      bind_str(st, 5, j->training_file);
-      bind_str(st, 6, j->validation_file && *j->validation_file ? j->validation_file : NULL);
-      bind_str(st, 7, j->suffix && *j->suffix ? j->suffix : NULL);
-      sqlite3_bind_int64(st, 8, (sqlite3_int64)j->seed);
-      bind_str(st, 9, j->queued ? "queued" : "validating_files");
-      bind_json(st, 10, j->spec);
-      bind_json(st, 11, j->metadata);
-      bind_str(st, 12, j->test_file && *j->test_file ? j->test_file : NULL);
-      bind_json(st, 13, j->parent_model);
-      bind_str(st, 14, j->tenant ? j->tenant : "default");
-    }
-    rc = run_update(s, st) == 1 ? 0 : FT_EDB;
+    rc = st_exec(s, FT_EDB,
+                 "INSERT INTO jobs (id, created_at, updated_at, model, training_file, "
+                 "validation_file, suffix, seed, status, spec, metadata, test_file, "
+                 "parent_model, tenant) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 "sIIssssIsjjsjs", id, now, now, j->model, j->training_file,
+                 j->validation_file && *j->validation_file ? j->validation_file : NULL,
+                 j->suffix && *j->suffix ? j->suffix : NULL, (int64_t)j->seed,
+                 j->queued ? "queued" : "validating_files", j->spec, j->metadata,
+                 j->test_file && *j->test_file ? j->test_file : NULL, j->parent_model,
+                 j->tenant ? j->tenant : "default");
   }
   if (!rc)
     rc = status_event_locked(s, id, "info", j->queued ? "queued" : "validating_files",
                              "Job created", NULL);
   if (!rc) rc = job_get_locked(s, id, 0, job);
-  rc = end_tx(s, rc);
-  if (rc) { /* (a failed COMMIT too: the job does not exist) */
-    json_decref(*job);
-    *job = NULL;
-  }
-out:
-  pthread_mutex_unlock(&s->mu);
+  rc = st_end(s, rc, job); /* (a failed COMMIT too: the job does not exist) */
   if (rc == FT_EDB || rc == FT_ENOMEM) ft_error_set(err, rc, NULL, NULL);
   return rc;
 }
@@ -774,54 +814,37 @@ int store_job_get(store *s, const char *id, json_t **job) {
   return rc;
 }
 
+int store_job_list_tenant(store *s, const char *tenant, const char *after, int limit,
+                          json_t **list) {
+  pthread_mutex_lock(&s->mu);
+  int rc = st_list_page(s, &jobs_list, tenant ? "tenant" : NULL, tenant, after, limit, list);
+  pthread_mutex_unlock(&s->mu);
+  return rc;
+}
+
 /* A user action: UPDATE sql (params ?1 id, ?2 now) moving the job; on no
- * change says why. message/level describe the event; new status read back. */
+ * change says why. The status event says where it went. */
 static int user_action(store *s, const char *id, const char *sql, const char *what, json_t **job,
                        ft_error *err) {
   if (job) *job = NULL;
-  pthread_mutex_lock(&s->mu);
   char before[24], after[24];
-  int rc = begin(s);
-  if (rc) goto out;
+  int rc = st_begin(s);
+  if (rc) return ft_error_set(err, rc, NULL, NULL);
   rc = job_status_locked(s, id, before, sizeof before, NULL);
   if (rc == FT_ENOT_FOUND) ft_error_set(err, rc, "fine_tuning_job_id", "no such job: %s", id);
-  if (rc) {
-    rollback(s);
-    goto out;
-  }
-  sqlite3_stmt *st = prep(s, sql);
-  if (st) {
-    bind_str(st, 1, id);
-    sqlite3_bind_int64(st, 2, store_now());
-    sqlite3_bind_int64(st, 3, now_ms());
-  }
-  int n = run_update(s, st);
-  if (n < 0)
-    rc = n;
-  else if (n == 0)
-    rc = ft_error_set(err, FT_EBAD_STATE, NULL, "cannot %s a job that is %s", what, before);
+  if (!rc) rc = st_exec(s, FT_EBAD_STATE, sql, "sI", id, store_now());
+  if (rc == FT_EBAD_STATE) ft_error_set(err, rc, NULL, "cannot %s a job that is %s", what, before);
   if (!rc) rc = job_status_locked(s, id, after, sizeof after, NULL);
   if (!rc) {
-    char msg[128];
-    if (!strcmp(after, "cancelled"))
-      snprintf(msg, sizeof msg, "Job cancelled");
-    else if (!strcmp(after, "pausing"))
-      snprintf(msg, sizeof msg, "Pause requested");
-    else if (!strcmp(after, "paused"))
-      snprintf(msg, sizeof msg, "Job paused");
-    else
-      snprintf(msg, sizeof msg, "Job resumed");
+    const char *msg = !strcmp(after, "cancelled") ? "Job cancelled"
+                      : !strcmp(after, "pausing") ? "Pause requested"
+                      : !strcmp(after, "paused")  ? "Job paused"
+                                                  : "Job resumed";
     rc = status_event_locked(s, id, "info", after, msg,
                              json_pack("{s:s}", "previous_status", before));
   }
   if (!rc && job) rc = job_get_locked(s, id, 0, job);
-  rc = end_tx(s, rc);
-  if (rc && job) { /* (a failed COMMIT too: nothing changed) */
-    json_decref(*job);
-    *job = NULL;
-  }
-out:
-  pthread_mutex_unlock(&s->mu);
+  rc = st_end(s, rc, job); /* (a failed COMMIT too: nothing changed) */
   if (rc == FT_EDB || rc == FT_ENOMEM) ft_error_set(err, rc, NULL, NULL);
   return rc;
 }
@@ -855,89 +878,79 @@ int store_job_status(store *s, const char *id, char *buf, size_t n) {
   return rc;
 }
 
+static json_t *col0_json(sqlite3_stmt *st) { return st_col_json(st, 0); }
+
 int store_job_counts(store *s, json_t **counts) {
   *counts = json_object();
   for (int i = 0; all_statuses[i]; i++)
     json_object_set_new(*counts, all_statuses[i], json_integer(0));
+  json_t *got = NULL;
   pthread_mutex_lock(&s->mu);
-  sqlite3_stmt *st = prep(s, "SELECT status, count(*) FROM jobs GROUP BY status");
-  int rc = st ? SQLITE_ROW : SQLITE_ERROR;
-  while (st && (rc = sqlite3_step(st)) == SQLITE_ROW)
-    json_object_set_new(*counts, col_text(st, 0), json_integer(sqlite3_column_int64(st, 1)));
-  sqlite3_finalize(st);
+  int rc = st_get_json(s, col0_json, &got,
+                       "SELECT json_group_object(status, n) FROM (SELECT status, count(*) AS n "
+                       "FROM jobs GROUP BY status)",
+                       "");
   pthread_mutex_unlock(&s->mu);
-  return rc == SQLITE_DONE ? 0 : FT_EDB;
+  json_object_update(*counts, got);
+  json_decref(got);
+  return rc ? FT_EDB : 0;
 }
 
 int store_jobs_using_model(store *s, const char *model_id, int *n) {
   *n = 0;
   pthread_mutex_lock(&s->mu);
-  sqlite3_stmt *st =
-      prep(s, "SELECT count(*) FROM jobs WHERE model = ? AND status NOT IN " TERMINAL_SQL);
-  int rc = SQLITE_ERROR;
-  if (st) {
-    bind_str(st, 1, model_id);
-    rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) *n = sqlite3_column_int(st, 0);
-  }
-  sqlite3_finalize(st);
+  int rc = st_get(s, "SELECT count(*) FROM jobs WHERE model = ? AND status NOT IN " TERMINAL_SQL,
+                  "s", "i", model_id, n);
   pthread_mutex_unlock(&s->mu);
-  return rc == SQLITE_ROW ? 0 : FT_EDB;
+  return rc;
+}
+
+static json_t *origin_json(sqlite3_stmt *st) {
+  return json_pack("{s:o, s:o}", "job", st_col_str(st, 0), "parent", st_col_str(st, 1));
 }
 
 int store_model_origin(store *s, const char *model_id, json_t **origin) {
-  *origin = NULL;
   pthread_mutex_lock(&s->mu);
-  sqlite3_stmt *st =
-      prep(s, "SELECT id, model FROM jobs WHERE fine_tuned_model = ? ORDER BY n DESC LIMIT 1");
-  int rc = SQLITE_ERROR;
-  if (st) {
-    bind_str(st, 1, model_id);
-    rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW)
-      *origin = json_pack("{s:o, s:o}", "job", col_str(st, 0), "parent", col_str(st, 1));
-  }
-  sqlite3_finalize(st);
+  int rc = st_get_json(s, origin_json, origin,
+                       "SELECT id, model FROM jobs WHERE fine_tuned_model = ? ORDER BY n DESC "
+                       "LIMIT 1",
+                       "s", model_id);
   pthread_mutex_unlock(&s->mu);
-  return rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? FT_ENOT_FOUND : FT_EDB;
+  return rc;
+}
+
+/* Jobs of tenant waiting to run. */
+int store_jobs_waiting(store *s, const char *tenant, int *n) {
+  *n = 0;
+  pthread_mutex_lock(&s->mu);
+  int rc = st_get(s,
+                  "SELECT count(*) FROM jobs WHERE tenant = ? AND status IN "
+                  "('validating_files', 'queued')",
+                  "s", "i", tenant ? tenant : "default", n);
+  pthread_mutex_unlock(&s->mu);
+  return rc;
 }
 
 /* ---- jobs: pool side ----------------------------------------------------- */
 
 int store_job_claim(store *s, const char *worker_id, int lease_ms, json_t **job) {
   *job = NULL;
-  pthread_mutex_lock(&s->mu);
-  int rc = begin(s);
-  if (rc) goto out;
+  int rc = st_begin(s);
+  if (rc) return rc;
   char id[64] = "";
-  sqlite3_stmt *st = prep(s, "SELECT id FROM jobs WHERE status = 'queued' ORDER BY n LIMIT 1");
-  if (!st)
-    rc = FT_EDB;
-  else {
-    int r = sqlite3_step(st);
-    if (r == SQLITE_ROW)
-      snprintf(id, sizeof id, "%s", col_text(st, 0));
-    else if (r != SQLITE_DONE)
-      rc = FT_EDB;
-    sqlite3_finalize(st);
+  rc = st_get(s, "SELECT id FROM jobs WHERE status = 'queued' ORDER BY n LIMIT 1", "", "t", id,
+              sizeof id);
+  if (rc == FT_ENOT_FOUND) { /* nothing queued: end the read */
+    st_end(s, rc, NULL);
+    return 0;
   }
-  if (rc || !id[0]) {
-    rollback(s);
-    goto out;
-  }
-  int64_t now = store_now();
-  st = prep(s,
-            "UPDATE jobs SET status = 'running', attempt = attempt + 1, worker = ?2, "
-            "lease_expires_ms = ?3, started_at = COALESCE(started_at, ?4), updated_at = ?4, "
-            "rate_t0_ms = NULL, rate_step0 = NULL, rate_t1_ms = NULL "
-            "WHERE id = ?1 AND status = 'queued'");
-  if (st) {
-    bind_str(st, 1, id);
-    bind_str(st, 2, worker_id);
-    sqlite3_bind_int64(st, 3, now_ms() + lease_ms);
-    sqlite3_bind_int64(st, 4, now);
-  }
-  rc = run_update(s, st) == 1 ? 0 : FT_EDB;
+  if (!rc)
+    rc = st_exec(s, FT_EDB,
+                 "UPDATE jobs SET status = 'running', attempt = attempt + 1, worker = ?2, "
+                 "lease_expires_ms = ?3, started_at = COALESCE(started_at, ?4), updated_at = ?4, "
+                 "rate_t0_ms = NULL, rate_step0 = NULL, rate_t1_ms = NULL "
+                 "WHERE id = ?1 AND status = 'queued'",
+                 "ssII", id, worker_id, st_now_ms() + lease_ms, store_now());
   if (!rc) rc = job_get_locked(s, id, 1, job);
   if (!rc) {
     json_int_t attempt = json_integer_value(json_object_get(*job, "attempt"));
@@ -949,44 +962,17 @@ int store_job_claim(store *s, const char *worker_id, int lease_ms, json_t **job)
         s, id, "info", "running", msg,
         json_pack("{s:I, s:s}", "attempt", attempt, "worker", worker_id ? worker_id : ""));
   }
-  if (rc) {
-    rollback(s);
-    json_decref(*job);
-    *job = NULL;
-  } else {
-    rc = commit(s);
-    if (rc) {
-      json_decref(*job);
-      *job = NULL;
-    }
-    pthread_cond_broadcast(&s->cv);
-  }
-out:
-  pthread_mutex_unlock(&s->mu);
-  return rc;
+  return st_end(s, rc, job);
 }
 
 int store_job_heartbeat(store *s, const char *job_id, int attempt, int lease_ms) {
-  pthread_mutex_lock(&s->mu);
-  int rc = begin(s);
-  if (!rc) {
-    sqlite3_stmt *st = prep(s,
-                            "UPDATE jobs SET lease_expires_ms = ? WHERE id = ? AND attempt = "
-                            "? AND status IN ('running', 'pausing')");
-    if (st) {
-      sqlite3_bind_int64(st, 1, now_ms() + lease_ms);
-      bind_str(st, 2, job_id);
-      sqlite3_bind_int(st, 3, attempt);
-    }
-    int n = run_update(s, st);
-    rc = n < 0 ? n : n == 0 ? FT_EBAD_STATE : 0;
-    if (rc)
-      rollback(s);
-    else
-      rc = commit(s);
-  }
-  pthread_mutex_unlock(&s->mu);
-  return rc;
+  int rc = st_begin(s);
+  if (rc) return rc;
+  rc = st_exec(s, FT_EBAD_STATE,
+               "UPDATE jobs SET lease_expires_ms = ? WHERE id = ? AND attempt = ? AND status IN "
+               "('running', 'pausing')",
+               "Isi", st_now_ms() + lease_ms, job_id, attempt);
+  return st_end(s, rc, NULL);
 }
 
 static int has_num(const json_t *o, const char *k) { return json_is_number(json_object_get(o, k)); }
@@ -995,46 +981,33 @@ static int has_num(const json_t *o, const char *k) { return json_is_number(json_
 static int has_int(const json_t *o, const char *k) {
   return json_is_integer(json_object_get(o, k));
 }
-static sqlite3_int64 get_int(const json_t *o, const char *k) {
-  return (sqlite3_int64)json_integer_value(json_object_get(o, k));
+static long long get_int(const json_t *o, const char *k) {
+  return (long long)json_integer_value(json_object_get(o, k));
 }
 
 int store_job_metrics(store *s, const char *job_id, int attempt, const json_t *metrics,
                       int lease_ms) {
   if (!json_is_object(metrics) || !has_int(metrics, "step")) return FT_EINVALID;
-  long long step = (long long)get_int(metrics, "step");
-  pthread_mutex_lock(&s->mu);
-  int rc = begin(s);
-  if (rc) goto out;
-  sqlite3_stmt *st =
-      prep(s,
-           "UPDATE jobs SET steps_completed = ?4, total_steps = COALESCE(?5, total_steps), "
-           "trained_tokens = COALESCE(?6, trained_tokens), epoch = COALESCE(?7, epoch), "
-           "lease_expires_ms = ?8, updated_at = ?9, metrics = ?10, "
-           "rate_step0 = CASE WHEN rate_t0_ms IS NULL THEN ?4 ELSE rate_step0 END, "
-           "rate_t0_ms = COALESCE(rate_t0_ms, ?11), rate_t1_ms = ?11 "
-           "WHERE id = ?1 AND attempt = ?2 AND status IN ('running', 'pausing')");
-  if (st) {
-    bind_str(st, 1, job_id);
-    sqlite3_bind_int(st, 2, attempt);
-    sqlite3_bind_int64(st, 4, step);
-    if (has_int(metrics, "total_steps")) sqlite3_bind_int64(st, 5, get_int(metrics, "total_steps"));
-    if (has_int(metrics, "trained_tokens"))
-      sqlite3_bind_int64(st, 6, get_int(metrics, "trained_tokens"));
-    if (has_int(metrics, "epoch")) sqlite3_bind_int64(st, 7, get_int(metrics, "epoch"));
-    sqlite3_bind_int64(st, 8, now_ms() + lease_ms);
-    sqlite3_bind_int64(st, 9, store_now());
-    bind_json(st, 10, metrics);
-    sqlite3_bind_int64(st, 11, now_ms());
-  }
-  int n = run_update(s, st);
-  rc = n < 0 ? n : n == 0 ? FT_EBAD_STATE : 0;
+  long long step = get_int(metrics, "step");
+  int rc = st_begin(s);
+  if (rc) return rc;
+  rc =
+      st_exec(s, FT_EBAD_STATE,
+              "UPDATE jobs SET steps_completed = ?3, total_steps = COALESCE(?4, total_steps), "
+              "trained_tokens = COALESCE(?5, trained_tokens), epoch = COALESCE(?6, epoch), "
+              "lease_expires_ms = ?7, updated_at = ?8, metrics = ?9, "
+              "rate_step0 = CASE WHEN rate_t0_ms IS NULL THEN ?3 ELSE rate_step0 END, "
+              "rate_t0_ms = COALESCE(rate_t0_ms, ?10), rate_t1_ms = ?10 "
+              "WHERE id = ?1 AND attempt = ?2 AND status IN ('running', 'pausing')",
+              "siInnnIIjI", job_id, attempt, (int64_t)step, json_object_get(metrics, "total_steps"),
+              json_object_get(metrics, "trained_tokens"), json_object_get(metrics, "epoch"),
+              st_now_ms() + lease_ms, store_now(), metrics, st_now_ms());
   if (!rc) {
     char msg[256];
     int len = snprintf(msg, sizeof msg, "Step %lld", step);
     if (has_int(metrics, "total_steps"))
-      len += snprintf(msg + len, sizeof msg - (size_t)len, "/%lld",
-                      (long long)get_int(metrics, "total_steps"));
+      len +=
+          snprintf(msg + len, sizeof msg - (size_t)len, "/%lld", get_int(metrics, "total_steps"));
     if (has_num(metrics, "train_loss"))
       len += snprintf(msg + len, sizeof msg - (size_t)len, ": training loss=%.4f",
                       json_number_value(json_object_get(metrics, "train_loss")));
@@ -1043,85 +1016,44 @@ int store_job_metrics(store *s, const char *job_id, int attempt, const json_t *m
                json_number_value(json_object_get(metrics, "valid_loss")));
     rc = event_append_locked(s, job_id, "info", "metrics", msg, metrics, NULL);
   }
-  rc = end_tx(s, rc);
-out:
-  pthread_mutex_unlock(&s->mu);
-  return rc;
+  return st_end(s, rc, NULL);
 }
 
 int store_event_append(store *s, const char *job_id, const char *level, const char *type,
                        const char *message, const json_t *data, int64_t *seq) {
-  pthread_mutex_lock(&s->mu);
-  int rc = begin(s);
-  if (!rc) {
-    rc = event_append_locked(s, job_id, level, type, message, data, seq);
-    if (rc)
-      rollback(s);
-    else
-      rc = commit(s);
-    pthread_cond_broadcast(&s->cv);
-  }
-  pthread_mutex_unlock(&s->mu);
-  return rc;
+  int rc = st_begin(s);
+  if (rc) return rc;
+  return st_end(s, event_append_locked(s, job_id, level, type, message, data, seq), NULL);
 }
 
 int store_job_event(store *s, const char *job_id, int attempt, const char *level,
                     const char *message, const json_t *data) {
-  pthread_mutex_lock(&s->mu);
-  int rc = begin(s);
-  if (rc) goto out;
-  sqlite3_stmt *st = prep(s,
-                          "SELECT 1 FROM jobs WHERE id = ? AND attempt = ? AND status IN "
-                          "('running', 'pausing')");
-  if (!st)
-    rc = FT_EDB;
-  else {
-    bind_str(st, 1, job_id);
-    sqlite3_bind_int(st, 2, attempt);
-    int r = sqlite3_step(st);
-    rc = r == SQLITE_ROW ? 0 : r == SQLITE_DONE ? FT_EBAD_STATE : FT_EDB;
-    sqlite3_finalize(st);
-  }
+  int rc = st_begin(s);
+  if (rc) return rc;
+  rc = st_get(s,
+              "SELECT 1 FROM jobs WHERE id = ? AND attempt = ? AND status IN "
+              "('running', 'pausing')",
+              "si", "", job_id, attempt);
+  if (rc == FT_ENOT_FOUND) rc = FT_EBAD_STATE;
   if (!rc) rc = event_append_locked(s, job_id, level, "message", message, data, NULL);
-  rc = end_tx(s, rc);
-out:
-  pthread_mutex_unlock(&s->mu);
-  return rc;
+  return st_end(s, rc, NULL);
 }
 
 int store_checkpoint_add(store *s, const char *job_id, int attempt, long step, const char *path,
                          const json_t *metrics) {
   char id[64];
   store_new_id("ftckpt", id, sizeof id);
-  pthread_mutex_lock(&s->mu);
-  int rc = begin(s);
-  if (rc) goto out;
-  sqlite3_stmt *st = prep(s,
-                          "UPDATE jobs SET resume_from = ?3, updated_at = ?4 WHERE id = ?1 "
-                          "AND attempt = ?2 AND status IN ('running', 'pausing')");
-  if (st) {
-    bind_str(st, 1, job_id);
-    sqlite3_bind_int(st, 2, attempt);
-    bind_str(st, 3, path);
-    sqlite3_bind_int64(st, 4, store_now());
-  }
-  int n = run_update(s, st);
-  rc = n < 0 ? n : n == 0 ? FT_EBAD_STATE : 0;
-  if (!rc) {
-    st = prep(s,
-              "INSERT INTO checkpoints (id, job_id, attempt, created_at, step, path, metrics) "
-              "VALUES (?, ?, ?, ?, ?, ?, ?)");
-    if (st) {
-      bind_str(st, 1, id);
-      bind_str(st, 2, job_id);
-      sqlite3_bind_int(st, 3, attempt);
-      sqlite3_bind_int64(st, 4, store_now());
-      sqlite3_bind_int64(st, 5, step);
-      bind_str(st, 6, path);
-      bind_json(st, 7, metrics);
-    }
-    rc = run_update(s, st) == 1 ? 0 : FT_EDB;
-  }
+  int rc = st_begin(s);
+  if (rc) return rc;
+  rc = st_exec(s, FT_EBAD_STATE,
+               "UPDATE jobs SET resume_from = ?3, updated_at = ?4 WHERE id = ?1 "
+               "AND attempt = ?2 AND status IN ('running', 'pausing')",
+               "sisI", job_id, attempt, path, store_now());
+  if (!rc)
+    rc = st_exec(s, FT_EDB,
+                 "INSERT INTO checkpoints (id, job_id, attempt, created_at, step, path, metrics) "
+                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                 "ssiIIsj", id, job_id, attempt, store_now(), (int64_t)step, path, metrics);
   if (!rc) {
     char msg[96];
     snprintf(msg, sizeof msg, "Checkpoint saved at step %ld", step);
@@ -1129,10 +1061,7 @@ int store_checkpoint_add(store *s, const char *job_id, int attempt, long step, c
     rc = event_append_locked(s, job_id, "info", "checkpoint", msg, d, NULL);
     json_decref(d);
   }
-  rc = end_tx(s, rc);
-out:
-  pthread_mutex_unlock(&s->mu);
-  return rc;
+  return st_end(s, rc, NULL);
 }
 
 /* A worker's "cancelled": only the acknowledgement of a cancel the user made
@@ -1156,40 +1085,26 @@ int store_job_finish(store *s, const char *job_id, int attempt, const char *stat
   int cancelled = !strcmp(status, "cancelled"), paused = !strcmp(status, "paused");
   if (!succeeded && !failed && !cancelled && !paused) return FT_EINVALID;
   if (cancelled) return job_cancel_ack(s, job_id, attempt);
-  pthread_mutex_lock(&s->mu);
-  int rc = begin(s);
-  if (rc) goto out;
-  int64_t now = store_now();
-  sqlite3_stmt *st =
-      prep(s,
-           "UPDATE jobs SET status = ?3, worker = NULL, lease_expires_ms = NULL, updated_at = ?4, "
-           "finished_at = CASE WHEN ?3 = 'paused' THEN NULL ELSE ?4 END, "
-           "fine_tuned_model = COALESCE(?5, fine_tuned_model), model_path = COALESCE(?6, "
-           "model_path), result = COALESCE(?7, result), error_code = ?8, error_message = ?9, "
-           "error_param = ?10, trained_tokens = COALESCE(?11, trained_tokens), "
-           "steps_completed = COALESCE(?12, steps_completed) "
-           "WHERE id = ?1 AND attempt = ?2 AND (status = 'pausing' OR (?3 <> 'paused' AND "
-           "status = 'running'))");
-  if (st) {
-    bind_str(st, 1, job_id);
-    sqlite3_bind_int(st, 2, attempt);
-    bind_str(st, 3, status);
-    sqlite3_bind_int64(st, 4, now);
-    bind_str(st, 5, succeeded ? model_id : NULL);
-    bind_str(st, 6, succeeded ? model_path : NULL);
-    bind_json(st, 7, result);
-    if (failed) {
-      int code = err && err->code ? err->code : FT_EINTERNAL;
-      bind_str(st, 8, ft_err_code(code));
-      bind_str(st, 9, err && err->message[0] ? err->message : ft_err_message(code));
-      bind_str(st, 10, err && err->param[0] ? err->param : NULL);
-    }
-    if (succeeded && has_int(result, "trained_tokens"))
-      sqlite3_bind_int64(st, 11, get_int(result, "trained_tokens"));
-    if (succeeded && has_int(result, "steps")) sqlite3_bind_int64(st, 12, get_int(result, "steps"));
-  }
-  int n = run_update(s, st);
-  rc = n < 0 ? n : n == 0 ? FT_EBAD_STATE : 0;
+  int code = err && err->code ? err->code : FT_EINTERNAL;
+  const char *emsg = err && err->message[0] ? err->message : ft_err_message(code);
+  const char *eparam = err && err->param[0] ? err->param : NULL;
+  int rc = st_begin(s);
+  if (rc) return rc;
+  rc = st_exec(
+      s, FT_EBAD_STATE,
+      "UPDATE jobs SET status = ?3, worker = NULL, lease_expires_ms = NULL, updated_at = ?4, "
+      "finished_at = CASE WHEN ?3 = 'paused' THEN NULL ELSE ?4 END, "
+      "fine_tuned_model = COALESCE(?5, fine_tuned_model), model_path = COALESCE(?6, "
+      "model_path), result = COALESCE(?7, result), error_code = ?8, error_message = ?9, "
+      "error_param = ?10, trained_tokens = COALESCE(?11, trained_tokens), "
+      "steps_completed = COALESCE(?12, steps_completed) "
+      "WHERE id = ?1 AND attempt = ?2 AND (status = 'pausing' OR (?3 <> 'paused' AND "
+      "status = 'running'))",
+      "sisIssjsssnn", job_id, attempt, status, store_now(), succeeded ? model_id : NULL,
+      succeeded ? model_path : NULL, result, failed ? ft_err_code(code) : NULL,
+      failed ? emsg : NULL, failed ? eparam : NULL,
+      succeeded ? json_object_get(result, "trained_tokens") : NULL,
+      succeeded ? json_object_get(result, "steps") : NULL);
   if (!rc) {
     char msg[700];
     const char *level = "info";
@@ -1199,45 +1114,32 @@ int store_job_finish(store *s, const char *job_id, int attempt, const char *stat
       if (model_id) json_object_set_new(d, "fine_tuned_model", json_string(model_id));
     } else if (failed) {
       level = "error";
-      int code = err && err->code ? err->code : FT_EINTERNAL;
-      snprintf(msg, sizeof msg, "The job failed: %s",
-               err && err->message[0] ? err->message : ft_err_message(code));
+      snprintf(msg, sizeof msg, "The job failed: %s", emsg);
       json_object_set_new(d, "error",
-                          json_pack("{s:s, s:s, s:s?}", "code", ft_err_code(code), "message",
-                                    err && err->message[0] ? err->message : ft_err_message(code),
-                                    "param", err && err->param[0] ? err->param : NULL));
+                          json_pack("{s:s, s:s, s:s?}", "code", ft_err_code(code), "message", emsg,
+                                    "param", eparam));
     } else {
       snprintf(msg, sizeof msg, "Job paused");
     }
     rc = status_event_locked(s, job_id, level, status, msg, d);
   }
-  rc = end_tx(s, rc);
-out:
-  pthread_mutex_unlock(&s->mu);
-  return rc;
+  return st_end(s, rc, NULL);
+}
+
+static json_t *expired_json(sqlite3_stmt *st) {
+  return json_pack("[s, s, i, i]", st_col_text(st, 0), st_col_text(st, 1),
+                   sqlite3_column_int(st, 2), sqlite3_column_int(st, 3));
 }
 
 int store_jobs_expire(store *s, int max_attempts, int *n) {
   if (n) *n = 0;
-  pthread_mutex_lock(&s->mu);
-  int rc = begin(s);
-  if (rc) goto out;
+  int rc = st_begin(s);
+  if (rc) return rc;
   json_t *expired = json_array();
-  sqlite3_stmt *st = prep(s,
-                          "SELECT id, status, attempt, lost FROM jobs WHERE status IN "
-                          "('running', 'pausing') AND lease_expires_ms < ? ORDER BY n");
-  if (!st)
-    rc = FT_EDB;
-  else {
-    sqlite3_bind_int64(st, 1, now_ms());
-    int r;
-    while ((r = sqlite3_step(st)) == SQLITE_ROW)
-      json_array_append_new(expired,
-                            json_pack("[s, s, i, i]", col_text(st, 0), col_text(st, 1),
-                                      sqlite3_column_int(st, 2), sqlite3_column_int(st, 3)));
-    if (r != SQLITE_DONE) rc = FT_EDB;
-    sqlite3_finalize(st);
-  }
+  rc = st_rows(s, expired_json, expired,
+               "SELECT id, status, attempt, lost FROM jobs WHERE status IN "
+               "('running', 'pausing') AND lease_expires_ms < ? ORDER BY n",
+               "I", st_now_ms());
   size_t i;
   json_t *row;
   int64_t now = store_now();
@@ -1263,44 +1165,31 @@ int store_jobs_expire(store *s, int max_attempts, int *n) {
                "The worker was lost (%d of %d attempts lost); the job is queued again", lost,
                max_attempts);
     }
-    st = prep(s,
-              "UPDATE jobs SET status = ?3, worker = NULL, lease_expires_ms = NULL, "
-              "updated_at = ?4, finished_at = CASE WHEN ?3 = 'failed' THEN ?4 ELSE NULL END, "
-              "error_code = CASE WHEN ?3 = 'failed' THEN ?5 ELSE error_code END, "
-              "error_message = CASE WHEN ?3 = 'failed' THEN ?6 ELSE error_message END, "
-              "lost = lost + CASE WHEN ?3 = 'paused' THEN 0 ELSE 1 END "
-              "WHERE id = ?1 AND attempt = ?2 AND status IN ('running', 'pausing')");
-    if (st) {
-      bind_str(st, 1, id);
-      sqlite3_bind_int(st, 2, attempt);
-      bind_str(st, 3, to);
-      sqlite3_bind_int64(st, 4, now);
-      bind_str(st, 5, ft_err_code(FT_EWORKER_LOST));
-      bind_str(st, 6, ft_err_message(FT_EWORKER_LOST));
+    rc = st_exec(s, FT_EBAD_STATE,
+                 "UPDATE jobs SET status = ?3, worker = NULL, lease_expires_ms = NULL, "
+                 "updated_at = ?4, finished_at = CASE WHEN ?3 = 'failed' THEN ?4 ELSE NULL END, "
+                 "error_code = CASE WHEN ?3 = 'failed' THEN ?5 ELSE error_code END, "
+                 "error_message = CASE WHEN ?3 = 'failed' THEN ?6 ELSE error_message END, "
+                 "lost = lost + CASE WHEN ?3 = 'paused' THEN 0 ELSE 1 END "
+                 "WHERE id = ?1 AND attempt = ?2 AND status IN ('running', 'pausing')",
+                 "sisIss", id, attempt, to, now, ft_err_code(FT_EWORKER_LOST),
+                 ft_err_message(FT_EWORKER_LOST));
+    if (rc == FT_EBAD_STATE) { /* no longer leased to that attempt */
+      rc = 0;
+      continue;
     }
-    int changed = run_update(s, st);
-    if (changed < 0)
-      rc = changed;
-    else if (changed == 1) {
-      json_t *d = json_pack("{s:i, s:i}", "attempt", attempt, "lost", lost);
-      if (!strcmp(to, "failed"))
-        json_object_set_new(d, "error",
-                            json_pack("{s:s, s:s, s:n}", "code", ft_err_code(FT_EWORKER_LOST),
-                                      "message", ft_err_message(FT_EWORKER_LOST), "param"));
-      rc = status_event_locked(s, id, level, to, msg, d);
-      if (!rc && n) (*n)++;
-    }
+    if (rc) break;
+    json_t *d = json_pack("{s:i, s:i}", "attempt", attempt, "lost", lost);
+    if (!strcmp(to, "failed"))
+      json_object_set_new(d, "error",
+                          json_pack("{s:s, s:s, s:n}", "code", ft_err_code(FT_EWORKER_LOST),
+                                    "message", ft_err_message(FT_EWORKER_LOST), "param"));
+    rc = status_event_locked(s, id, level, to, msg, d);
+    if (!rc && n) (*n)++;
   }
   json_decref(expired);
-  if (rc) {
-    rollback(s);
-    if (n) *n = 0;
-  } else {
-    rc = commit(s);
-    pthread_cond_broadcast(&s->cv);
-  }
-out:
-  pthread_mutex_unlock(&s->mu);
+  rc = st_end(s, rc, NULL);
+  if (rc && n) *n = 0;
   return rc;
 }
 
@@ -1336,42 +1225,19 @@ int store_job_control(store *s, const char *job_id, int attempt, int *what) {
 int store_job_next_validating(store *s, int64_t *after_n, char *id, size_t n, int timeout_ms) {
   if (n) id[0] = 0;
   struct timespec deadline;
-  clock_gettime(CLOCK_MONOTONIC, &deadline);
-  deadline.tv_sec += timeout_ms / 1000;
-  deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-  if (deadline.tv_nsec >= 1000000000L) {
-    deadline.tv_sec++;
-    deadline.tv_nsec -= 1000000000L;
-  }
-  int rc = FT_ENOT_FOUND;
+  st_deadline(&deadline, timeout_ms);
+  int rc;
   pthread_mutex_lock(&s->mu);
   for (;;) {
     if (s->stopping) {
       rc = FT_ECANCELLED;
       break;
     }
-    sqlite3_stmt *st = prep(s,
-                            "SELECT n, id FROM jobs WHERE status = 'validating_files' AND n > ? "
-                            "ORDER BY n LIMIT 1");
-    if (!st) {
-      rc = FT_EDB;
-      break;
-    }
-    sqlite3_bind_int64(st, 1, *after_n);
-    int r = sqlite3_step(st);
-    if (r == SQLITE_ROW) {
-      *after_n = sqlite3_column_int64(st, 0);
-      snprintf(id, n, "%s", col_text(st, 1));
-    }
-    sqlite3_finalize(st);
-    if (r == SQLITE_ROW) {
-      rc = 0;
-      break;
-    }
-    if (r != SQLITE_DONE) {
-      rc = FT_EDB;
-      break;
-    }
+    rc = st_get(s,
+                "SELECT n, id FROM jobs WHERE status = 'validating_files' AND n > ? "
+                "ORDER BY n LIMIT 1",
+                "I", "It", *after_n, after_n, id, n);
+    if (rc != FT_ENOT_FOUND) break;
     if (pthread_cond_timedwait(&s->cv, &s->mu, &deadline) == ETIMEDOUT) break;
   }
   pthread_mutex_unlock(&s->mu);
@@ -1389,45 +1255,29 @@ int store_job_get_internal(store *s, const char *id, json_t **job) {
  * statistics, or to failed with err. */
 static int job_validation_end(store *s, const char *id, const json_t *datasets,
                               const ft_error *err) {
-  pthread_mutex_lock(&s->mu);
-  int rc = begin(s);
-  if (rc) goto out;
-  int64_t now = store_now();
-  sqlite3_stmt *st = prep(s,
-                          "UPDATE jobs SET status = ?2, datasets = COALESCE(?3, datasets), "
-                          "updated_at = ?4, finished_at = CASE WHEN ?2 = 'failed' THEN ?4 END, "
-                          "error_code = ?5, error_message = ?6, error_param = ?7 "
-                          "WHERE id = ?1 AND status = 'validating_files'");
-  if (st) {
-    bind_str(st, 1, id);
-    bind_str(st, 2, err ? "failed" : "queued");
-    bind_json(st, 3, datasets);
-    sqlite3_bind_int64(st, 4, now);
-    if (err) {
-      int code = err->code ? err->code : FT_EINTERNAL;
-      bind_str(st, 5, ft_err_code(code));
-      bind_str(st, 6, err->message[0] ? err->message : ft_err_message(code));
-      bind_str(st, 7, err->param[0] ? err->param : NULL);
-    }
-  }
-  int n = run_update(s, st);
-  rc = n < 0 ? n : n == 0 ? FT_EBAD_STATE : 0;
+  int code = err && err->code ? err->code : FT_EINTERNAL;
+  const char *emsg = err ? (err->message[0] ? err->message : ft_err_message(code)) : NULL;
+  const char *eparam = err && err->param[0] ? err->param : NULL;
+  int rc = st_begin(s);
+  if (rc) return rc;
+  rc = st_exec(s, FT_EBAD_STATE,
+               "UPDATE jobs SET status = ?2, datasets = COALESCE(?3, datasets), "
+               "updated_at = ?4, finished_at = CASE WHEN ?2 = 'failed' THEN ?4 END, "
+               "error_code = ?5, error_message = ?6, error_param = ?7 "
+               "WHERE id = ?1 AND status = 'validating_files'",
+               "ssjIsss", id, err ? "failed" : "queued", datasets, store_now(),
+               err ? ft_err_code(code) : NULL, emsg, eparam);
   if (!rc && err) {
-    int code = err->code ? err->code : FT_EINTERNAL;
-    const char *m = err->message[0] ? err->message : ft_err_message(code);
     char msg[700];
-    snprintf(msg, sizeof msg, "The job failed: %s", m);
+    snprintf(msg, sizeof msg, "The job failed: %s", emsg);
     rc = status_event_locked(s, id, "error", "failed", msg,
                              json_pack("{s:{s:s, s:s, s:s?}}", "error", "code", ft_err_code(code),
-                                       "message", m, "param", err->param[0] ? err->param : NULL));
+                                       "message", emsg, "param", eparam));
   } else if (!rc) {
     rc = status_event_locked(s, id, "info", "queued", "Files validated; the job is queued",
                              json_pack("{s:O}", "datasets", datasets ? datasets : json_null()));
   }
-  rc = end_tx(s, rc);
-out:
-  pthread_mutex_unlock(&s->mu);
-  return rc;
+  return st_end(s, rc, NULL);
 }
 
 int store_job_validated(store *s, const char *id, const json_t *datasets) {
@@ -1440,51 +1290,41 @@ int store_job_invalid(store *s, const char *id, const ft_error *err) {
   return job_validation_end(s, id, NULL, err ? err : &e);
 }
 
-int store_checkpoint_find(store *s, const char *job_id, long step, json_t **ckpt) {
-  *ckpt = NULL;
-  pthread_mutex_lock(&s->mu);
-  sqlite3_stmt *st = prep(s,
-                          "SELECT c.path, c.created_at, j.model, j.spec, j.suffix FROM "
-                          "checkpoints c JOIN jobs j ON j.id = c.job_id WHERE c.job_id = ? AND "
-                          "c.step = ? ORDER BY c.n DESC LIMIT 1");
-  int rc = SQLITE_ERROR;
-  if (st) {
-    bind_str(st, 1, job_id);
-    sqlite3_bind_int64(st, 2, step);
-    rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-      const char *suffix = col_text(st, 4);
-      *ckpt = json_pack("{s:o, s:o, s:o, s:o, s:s}", "path", col_str(st, 0), "created_at",
-                        col_int(st, 1), "model", col_str(st, 2), "spec", col_json(st, 3), "suffix",
-                        *suffix ? suffix : "ft");
-    }
-  }
-  sqlite3_finalize(st);
-  pthread_mutex_unlock(&s->mu);
-  if (rc == SQLITE_ROW) return *ckpt ? 0 : FT_ENOMEM;
-  return rc == SQLITE_DONE ? FT_ENOT_FOUND : FT_EDB;
+static json_t *ckpt_found_json(sqlite3_stmt *st) {
+  const char *suffix = st_col_text(st, 4);
+  return json_pack("{s:o, s:o, s:o, s:o, s:s}", "path", st_col_str(st, 0), "created_at",
+                   st_col_int(st, 1), "model", st_col_str(st, 2), "spec", st_col_json(st, 3),
+                   "suffix", *suffix ? suffix : "ft");
 }
 
-/* ---- checkpoints as models (GET /v1/models, issue #6) ---------------------- */
+int store_checkpoint_find(store *s, const char *job_id, long step, json_t **ckpt) {
+  pthread_mutex_lock(&s->mu);
+  int rc = st_get_json(s, ckpt_found_json, ckpt,
+                       "SELECT c.path, c.created_at, j.model, j.spec, j.suffix FROM "
+                       "checkpoints c JOIN jobs j ON j.id = c.job_id WHERE c.job_id = ? AND "
+                       "c.step = ? ORDER BY c.n DESC LIMIT 1",
+                       "sI", job_id, (int64_t)step);
+  pthread_mutex_unlock(&s->mu);
+  return rc;
+}
+
+/* ---- checkpoints as models (GET /v1/models) -------------------------------- */
 
 int store_checkpoint_model_ids(store *s, json_t **ids) {
   *ids = json_array();
   if (!*ids) return FT_ENOMEM;
   pthread_mutex_lock(&s->mu);
-  sqlite3_stmt *st =
-      prep(s, "SELECT " CKPT_COLS " FROM checkpoints c JOIN jobs j ON j.id = c.job_id ORDER BY c.n");
-  int rc = st ? sqlite3_step(st) : SQLITE_ERROR;
-  for (; rc == SQLITE_ROW; rc = sqlite3_step(st)) {
-    char name[600];
-    ckpt_model_name(st, name, sizeof name);
-    json_array_append_new(*ids, json_string(name));
-  }
-  sqlite3_finalize(st);
+  int rc = st_rows(s, ckpt_model_id_json, *ids,
+                   "SELECT " CKPT_COLS
+                   " FROM checkpoints c JOIN jobs j ON j.id = c.job_id "
+                   "ORDER BY c.n",
+                   "");
   pthread_mutex_unlock(&s->mu);
-  if (rc == SQLITE_DONE) return 0;
-  json_decref(*ids);
-  *ids = NULL;
-  return FT_EDB;
+  if (rc) {
+    json_decref(*ids);
+    *ids = NULL;
+  }
+  return rc;
 }
 
 int store_checkpoints_prune(store *s, const char *job_id, const json_t *kept) {
@@ -1505,89 +1345,67 @@ int store_checkpoints_prune(store *s, const char *job_id, const json_t *kept) {
     sql = NULL;
   free(in);
   if (!sql) return FT_ENOMEM;
-  pthread_mutex_lock(&s->mu);
-  int rc = begin(s);
-  if (!rc) {
-    sqlite3_stmt *st = prep(s, sql);
-    if (st) bind_str(st, 1, job_id);
-    int n = run_update(s, st);
-    rc = n < 0 ? n : 0;
-    rc = end_tx(s, rc);
-  }
-  pthread_mutex_unlock(&s->mu);
+  int rc = st_begin(s);
+  if (!rc) rc = st_end(s, st_exec(s, 0, sql, "s", job_id), NULL);
   free(sql);
   return rc;
 }
 
 /* ---- events and checkpoints ---------------------------------------------- */
 
+static const st_list events_list = {"events", EVENT_COLS, "seq", "id", event_json};
+static const st_list ckpts_list = {"checkpoints c JOIN jobs j ON j.id = c.job_id", CKPT_COLS, "c.n",
+                                   "c.id", ckpt_json};
+
 int store_events_list(store *s, const char *job_id, const char *after, int limit, json_t **list) {
   *list = NULL;
   pthread_mutex_lock(&s->mu);
   int rc = job_exists_locked(s, job_id);
-  if (!rc)
-    rc = list_page_locked(s, "events", EVENT_COLS, "seq", "id", "job_id", job_id, after, limit,
-                          event_json, list);
+  if (!rc) rc = st_list_page(s, &events_list, "job_id", job_id, after, limit, list);
   pthread_mutex_unlock(&s->mu);
   return rc;
+}
+
+/* {"seq":n,"event":{…}} */
+static json_t *event_seq_json(sqlite3_stmt *st) {
+  return json_pack("{s:I, s:o}", "seq", (json_int_t)sqlite3_column_int64(st, 6), "event",
+                   event_json(st));
 }
 
 int store_events_since(store *s, const char *job_id, int64_t after_seq, int max, json_t **events,
                        char *status, size_t status_n) {
   *events = NULL;
+  json_t *arr = json_array();
+  if (!arr) return FT_ENOMEM;
   pthread_mutex_lock(&s->mu);
   int rc = job_status_locked(s, job_id, status, status_n, NULL);
-  if (rc) goto out;
-  sqlite3_stmt *st = prep(s, "SELECT " EVENT_COLS
-                             " FROM events WHERE job_id = ? AND seq > ? "
-                             "ORDER BY seq LIMIT ?");
-  if (!st) {
-    rc = FT_EDB;
-    goto out;
-  }
-  bind_str(st, 1, job_id);
-  sqlite3_bind_int64(st, 2, after_seq);
-  sqlite3_bind_int(st, 3, max > 0 ? max : 100);
-  json_t *arr = json_array();
-  int r;
-  while ((r = sqlite3_step(st)) == SQLITE_ROW)
-    json_array_append_new(
-        arr, json_pack("{s:I, s:o}", "seq", (json_int_t)sqlite3_column_int64(st, 6), "event",
-                       event_json(st)));
-  sqlite3_finalize(st);
-  if (r != SQLITE_DONE) {
-    json_decref(arr);
-    rc = FT_EDB;
-  } else {
-    *events = arr;
-  }
-out:
+  if (!rc)
+    rc = st_rows(s, event_seq_json, arr,
+                 "SELECT " EVENT_COLS
+                 " FROM events WHERE job_id = ? AND seq > ? ORDER BY seq "
+                 "LIMIT ?",
+                 "sIi", job_id, after_seq, max > 0 ? max : 100);
   pthread_mutex_unlock(&s->mu);
+  if (rc)
+    json_decref(arr);
+  else
+    *events = arr;
   return rc;
 }
 
 void store_events_wait(store *s, const char *job_id, int64_t after_seq, int timeout_ms) {
   struct timespec deadline;
-  clock_gettime(CLOCK_MONOTONIC, &deadline);
-  deadline.tv_sec += timeout_ms / 1000;
-  deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-  if (deadline.tv_nsec >= 1000000000L) {
-    deadline.tv_sec++;
-    deadline.tv_nsec -= 1000000000L;
-  }
+  st_deadline(&deadline, timeout_ms);
   pthread_mutex_lock(&s->mu);
   for (;;) {
     if (s->stopping) break;
     char status[24];
     if (job_status_locked(s, job_id, status, sizeof status, NULL) != 0) break;
     if (store_status_terminal(status) || !strcmp(status, "paused")) break;
-    sqlite3_stmt *st = prep(s, "SELECT 1 FROM events WHERE job_id = ? AND seq > ? LIMIT 1");
-    if (!st) break;
-    bind_str(st, 1, job_id);
-    sqlite3_bind_int64(st, 2, after_seq);
-    int r = sqlite3_step(st);
-    sqlite3_finalize(st);
-    if (r != SQLITE_DONE) break; /* a newer event, or an error: let the caller look */
+    /* a newer event, or an error: let the caller look */
+    if (st_get(s, "SELECT 1 FROM events WHERE job_id = ? AND seq > ? LIMIT 1", "sI", "", job_id,
+               after_seq) != FT_ENOT_FOUND)
+      break;
     if (pthread_cond_timedwait(&s->cv, &s->mu, &deadline) == ETIMEDOUT) break;
   }
   pthread_mutex_unlock(&s->mu);
@@ -1598,19 +1416,16 @@ int store_checkpoints_list(store *s, const char *job_id, const char *after, int 
   *list = NULL;
   pthread_mutex_lock(&s->mu);
   int rc = job_exists_locked(s, job_id);
-  if (!rc)
-    rc = list_page_locked(s, "checkpoints c JOIN jobs j ON j.id = c.job_id", CKPT_COLS, "c.n",
-                          "c.id", "c.job_id", job_id, after, limit, ckpt_json, list);
+  if (!rc) rc = st_list_page(s, &ckpts_list, "c.job_id", job_id, after, limit, list);
   pthread_mutex_unlock(&s->mu);
   return rc;
 }
 
-/* ---- graceful shutdown (shutdown.c, issue #7) ----------------------------- */
+/* ---- graceful shutdown (shutdown.c) ----------------------------------------- */
 
 int store_job_interrupt(store *s, const char *job_id, int attempt, long step) {
-  pthread_mutex_lock(&s->mu);
-  int rc = begin(s);
-  if (rc) goto out;
+  int rc = st_begin(s);
+  if (rc) return rc;
   char before[24];
   int cur = 0;
   rc = job_status_locked(s, job_id, before, sizeof before, &cur);
@@ -1618,41 +1433,25 @@ int store_job_interrupt(store *s, const char *job_id, int attempt, long step) {
       (!rc && (cur != attempt || (strcmp(before, "running") && strcmp(before, "pausing")))))
     rc = FT_EBAD_STATE;
   int pausing = !rc && !strcmp(before, "pausing");
-  long resume_step = -1;
-  if (!rc) {
-    sqlite3_stmt *st = prep(s,
-                            "UPDATE jobs SET status = CASE status WHEN 'pausing' THEN 'paused' "
-                            "ELSE 'queued' END, worker = NULL, lease_expires_ms = NULL, "
-                            "updated_at = ?3 WHERE id = ?1 AND attempt = ?2 AND status IN "
-                            "('running', 'pausing')");
-    if (st) {
-      bind_str(st, 1, job_id);
-      sqlite3_bind_int(st, 2, attempt);
-      sqlite3_bind_int64(st, 3, store_now());
-    }
-    int n = run_update(s, st);
-    rc = n < 0 ? n : n == 0 ? FT_EBAD_STATE : 0;
-  }
+  int64_t resume_step = -1;
+  if (!rc)
+    rc = st_exec(s, FT_EBAD_STATE,
+                 "UPDATE jobs SET status = CASE status WHEN 'pausing' THEN 'paused' "
+                 "ELSE 'queued' END, worker = NULL, lease_expires_ms = NULL, "
+                 "updated_at = ?3 WHERE id = ?1 AND attempt = ?2 AND status IN "
+                 "('running', 'pausing')",
+                 "siI", job_id, attempt, store_now());
   if (!rc) { /* the step of the checkpoint the next attempt resumes from */
-    sqlite3_stmt *st = prep(s,
-                            "SELECT c.step FROM checkpoints c JOIN jobs j ON j.id = c.job_id "
-                            "WHERE j.id = ? AND c.path = j.resume_from ORDER BY c.n DESC LIMIT 1");
-    if (!st)
-      rc = FT_EDB;
-    else {
-      bind_str(st, 1, job_id);
-      int r = sqlite3_step(st);
-      if (r == SQLITE_ROW)
-        resume_step = (long)sqlite3_column_int64(st, 0);
-      else if (r != SQLITE_DONE)
-        rc = FT_EDB;
-      sqlite3_finalize(st);
-    }
+    rc = st_get(s,
+                "SELECT c.step FROM checkpoints c JOIN jobs j ON j.id = c.job_id "
+                "WHERE j.id = ? AND c.path = j.resume_from ORDER BY c.n DESC LIMIT 1",
+                "s", "I", job_id, &resume_step);
+    if (rc == FT_ENOT_FOUND) rc = 0; /* none yet: from the start */
   }
   if (!rc) {
     char msg[300], from[64];
     if (resume_step >= 0)
-      snprintf(from, sizeof from, "its checkpoint at step %ld", resume_step);
+      snprintf(from, sizeof from, "its checkpoint at step %lld", (long long)resume_step);
     else
       snprintf(from, sizeof from, "the start (no checkpoint yet)");
     if (pausing)
@@ -1673,128 +1472,68 @@ int store_job_interrupt(store *s, const char *job_id, int attempt, long step) {
                         resume_step >= 0 ? json_integer(resume_step) : json_null());
     rc = status_event_locked(s, job_id, "info", pausing ? "paused" : "queued", msg, d);
   }
-  rc = end_tx(s, rc);
-out:
-  pthread_mutex_unlock(&s->mu);
-  return rc;
+  return st_end(s, rc, NULL);
 }
 
-/* ---- API keys and tenants (auth.c, issue #7) ------------------------------ */
+/* ---- API keys and tenants (auth.c) ------------------------------------------ */
 
 int store_key_insert(store *s, const char *id, const char *name, const char *tenant, int admin,
                      const char *hash, const char *prefix, ft_error *err) {
-  pthread_mutex_lock(&s->mu);
-  int rc = begin(s);
+  int rc = st_begin(s);
   if (!rc) {
-    sqlite3_stmt *st = prep(s, "SELECT 1 FROM api_keys WHERE name = ?");
-    int r = SQLITE_ERROR;
-    if (st) {
-      bind_str(st, 1, name);
-      r = sqlite3_step(st);
-    }
-    sqlite3_finalize(st);
-    if (r == SQLITE_ROW)
+    rc = st_get(s, "SELECT 1 FROM api_keys WHERE name = ?", "s", "", name);
+    if (!rc)
       rc = ft_error_set(err, FT_EBAD_STATE, "name", "a key named \"%s\" exists already", name);
-    else if (r != SQLITE_DONE)
-      rc = FT_EDB;
+    else if (rc == FT_ENOT_FOUND)
+      rc = st_exec(s, FT_EDB,
+                   "INSERT INTO api_keys (id, name, tenant, admin, hash, prefix, created_at) "
+                   "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                   "sssissI", id, name, tenant, admin ? 1 : 0, hash, prefix, store_now());
+    rc = st_end(s, rc, NULL);
   }
-  if (!rc) {
-    sqlite3_stmt *st = prep(s,
-                            "INSERT INTO api_keys (id, name, tenant, admin, hash, prefix, "
-                            "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)");
-    if (st) {
-      bind_str(st, 1, id);
-      bind_str(st, 2, name);
-      bind_str(st, 3, tenant);
-      sqlite3_bind_int(st, 4, admin ? 1 : 0);
-      bind_str(st, 5, hash);
-      bind_str(st, 6, prefix);
-      sqlite3_bind_int64(st, 7, store_now());
-    }
-    rc = run_update(s, st) == 1 ? 0 : FT_EDB;
-  }
-  rc = end_tx(s, rc);
-  pthread_mutex_unlock(&s->mu);
   if (rc == FT_EDB) ft_error_set(err, FT_EDB, NULL, "recording the key: database error");
   return rc;
-}
-
-#define KEY_COLS "id, name, tenant, admin, prefix, created_at, revoked_at"
-
-static json_t *key_json(sqlite3_stmt *st) {
-  return json_pack("{s:o, s:o, s:o, s:b, s:o, s:o, s:o}", "id", col_str(st, 0), "name",
-                   col_str(st, 1), "tenant", col_str(st, 2), "admin", sqlite3_column_int(st, 3),
-                   "prefix", col_str(st, 4), "created_at", col_int(st, 5), "revoked_at",
-                   col_int(st, 6));
 }
 
 int store_key_list(store *s, json_t **keys) {
   *keys = json_array();
   if (!*keys) return FT_ENOMEM;
   pthread_mutex_lock(&s->mu);
-  sqlite3_stmt *st = prep(s, "SELECT " KEY_COLS " FROM api_keys ORDER BY n");
-  int rc = SQLITE_ERROR;
-  while (st && (rc = sqlite3_step(st)) == SQLITE_ROW) json_array_append_new(*keys, key_json(st));
-  sqlite3_finalize(st);
+  int rc = st_rows(s, key_json, *keys, "SELECT " KEY_COLS " FROM api_keys ORDER BY n", "");
   pthread_mutex_unlock(&s->mu);
-  return rc == SQLITE_DONE ? 0 : FT_EDB;
+  return rc;
 }
 
 int store_key_revoke(store *s, const char *id_or_name, json_t **key) {
   if (key) *key = NULL;
-  pthread_mutex_lock(&s->mu);
-  int rc = begin(s);
-  if (!rc) {
-    sqlite3_stmt *st = prep(s,
-                            "UPDATE api_keys SET revoked_at = coalesce(revoked_at, ?2) "
-                            "WHERE id = ?1 OR name = ?1");
-    if (st) {
-      bind_str(st, 1, id_or_name);
-      sqlite3_bind_int64(st, 2, store_now());
-    }
-    int n = run_update(s, st);
-    rc = n < 0 ? n : n == 0 ? FT_ENOT_FOUND : 0;
-  }
-  if (!rc && key) {
-    sqlite3_stmt *st = prep(s, "SELECT " KEY_COLS " FROM api_keys WHERE id = ?1 OR name = ?1");
-    if (st) bind_str(st, 1, id_or_name);
-    if (st && sqlite3_step(st) == SQLITE_ROW) *key = key_json(st);
-    sqlite3_finalize(st);
-  }
-  rc = end_tx(s, rc);
-  pthread_mutex_unlock(&s->mu);
-  return rc;
+  int rc = st_begin(s);
+  if (rc) return rc;
+  rc = st_exec(s, FT_ENOT_FOUND,
+               "UPDATE api_keys SET revoked_at = coalesce(revoked_at, ?2) "
+               "WHERE id = ?1 OR name = ?1",
+               "sI", id_or_name, store_now());
+  if (!rc && key)
+    rc = st_get_json(s, key_json, key,
+                     "SELECT " KEY_COLS " FROM api_keys WHERE id = ?1 OR name = ?1", "s",
+                     id_or_name);
+  return st_end(s, rc, key);
 }
 
 int store_key_find(store *s, const char *hash, char *id, size_t id_n, char *tenant, size_t tenant_n,
                    int *admin) {
   pthread_mutex_lock(&s->mu);
-  sqlite3_stmt *st =
-      prep(s, "SELECT id, tenant, admin FROM api_keys WHERE hash = ? AND revoked_at IS NULL");
-  int rc = SQLITE_ERROR;
-  if (st) {
-    bind_str(st, 1, hash);
-    rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-      snprintf(id, id_n, "%s", col_text(st, 0));
-      snprintf(tenant, tenant_n, "%s", col_text(st, 1));
-      *admin = sqlite3_column_int(st, 2);
-    }
-  }
-  sqlite3_finalize(st);
+  int rc = st_get(s, "SELECT id, tenant, admin FROM api_keys WHERE hash = ? AND revoked_at IS NULL",
+                  "s", "tti", hash, id, id_n, tenant, tenant_n, admin);
   pthread_mutex_unlock(&s->mu);
-  return rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? FT_ENOT_FOUND : FT_EDB;
+  return rc;
 }
 
 int store_key_count(store *s, int *n) {
   *n = 0;
   pthread_mutex_lock(&s->mu);
-  sqlite3_stmt *st = prep(s, "SELECT count(*) FROM api_keys");
-  int rc = st ? sqlite3_step(st) : SQLITE_ERROR;
-  if (rc == SQLITE_ROW) *n = sqlite3_column_int(st, 0);
-  sqlite3_finalize(st);
+  int rc = st_get(s, "SELECT count(*) FROM api_keys", "", "i", n);
   pthread_mutex_unlock(&s->mu);
-  return rc == SQLITE_ROW ? 0 : FT_EDB;
+  return rc;
 }
 
 int store_tenant_of(store *s, const char *kind, const char *id, char *tenant, size_t n) {
@@ -1804,49 +1543,7 @@ int store_tenant_of(store *s, const char *kind, const char *id, char *tenant, si
                                            : NULL;
   if (!sql) return FT_EINVALID;
   pthread_mutex_lock(&s->mu);
-  sqlite3_stmt *st = prep(s, sql);
-  int rc = SQLITE_ERROR;
-  if (st) {
-    bind_str(st, 1, id);
-    rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) snprintf(tenant, n, "%s", col_text(st, 0));
-  }
-  sqlite3_finalize(st);
-  pthread_mutex_unlock(&s->mu);
-  return rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? FT_ENOT_FOUND : FT_EDB;
-}
-
-int store_file_list_tenant(store *s, const char *tenant, const char *after, int limit,
-                           json_t **list) {
-  pthread_mutex_lock(&s->mu);
-  int rc = list_page_locked(s, "files", FILE_COLS, "n", "id", tenant ? "tenant" : NULL, tenant,
-                            after, limit, file_json, list);
+  int rc = st_get(s, sql, "s", "t", id, tenant, n);
   pthread_mutex_unlock(&s->mu);
   return rc;
-}
-
-int store_job_list_tenant(store *s, const char *tenant, const char *after, int limit,
-                          json_t **list) {
-  pthread_mutex_lock(&s->mu);
-  int rc = list_page_locked(s, "jobs", JOB_COLS, "n", "id", tenant ? "tenant" : NULL, tenant, after,
-                            limit, job_json_api, list);
-  pthread_mutex_unlock(&s->mu);
-  return rc;
-}
-
-int store_jobs_waiting(store *s, const char *tenant, int *n) {
-  *n = 0;
-  pthread_mutex_lock(&s->mu);
-  sqlite3_stmt *st = prep(s,
-                          "SELECT count(*) FROM jobs WHERE tenant = ? AND status IN "
-                          "('validating_files', 'queued')");
-  int rc = SQLITE_ERROR;
-  if (st) {
-    bind_str(st, 1, tenant ? tenant : "default");
-    rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) *n = sqlite3_column_int(st, 0);
-  }
-  sqlite3_finalize(st);
-  pthread_mutex_unlock(&s->mu);
-  return rc == SQLITE_ROW ? 0 : FT_EDB;
 }
