@@ -97,13 +97,25 @@ static int commit(store *s) {
   return FT_EDB;
 }
 
-/* Takes the mutex and begins a write (BEGIN IMMEDIATE). On failure the
- * mutex is released again and the result is FT_EDB: do not call st_end. */
-static int st_begin(store *s) {
+/* For a read outside a transaction, in one expression:
+ * st_unlock(s, query(st_lock(s), …)) holds the mutex for the query and
+ * returns the query's code. */
+static store *st_lock(store *s) {
   pthread_mutex_lock(&s->mu);
-  if (db_exec(s, "BEGIN IMMEDIATE") == 0) return 0;
+  return s;
+}
+static int st_unlock(store *s, int rc) {
   pthread_mutex_unlock(&s->mu);
-  return FT_EDB;
+  return rc;
+}
+
+/* Takes the mutex and begins a write (BEGIN IMMEDIATE). made (may be NULL)
+ * is where the write will put an object it builds for its caller (st_end
+ * says when it is kept): set to NULL here. On failure the mutex is released
+ * again and the result is FT_EDB: do not call st_end. */
+static int st_begin(store *s, json_t **made) {
+  if (made) *made = NULL;
+  return db_exec(st_lock(s), "BEGIN IMMEDIATE") ? st_unlock(s, FT_EDB) : 0;
 }
 
 /* Ends the write begun by st_begin and releases the mutex: rolls back when rc
@@ -464,6 +476,7 @@ static json_t *event_json(sqlite3_stmt *st) {
                    st_col_json(st, 5));
 }
 
+#define CKPT_FROM "checkpoints c JOIN jobs j ON j.id = c.job_id"
 #define CKPT_COLS "c.id, c.created_at, c.step, c.metrics, c.job_id, j.model, j.suffix"
 /* A checkpoint row's model id: the id of the model its job will make
  * (pool.c model_names), then the step. */
@@ -581,9 +594,7 @@ void store_close(store *s) {
 }
 
 int store_ping(store *s) {
-  pthread_mutex_lock(&s->mu);
-  int rc = st_get(s, "SELECT count(*) FROM schema_migrations", "", "");
-  pthread_mutex_unlock(&s->mu);
+  int rc = st_unlock(s, st_get(st_lock(s), "SELECT count(*) FROM schema_migrations", "", ""));
   return rc ? FT_EDB : 0;
 }
 
@@ -647,36 +658,54 @@ static int job_status_locked(store *s, const char *id, char *buf, size_t n, int 
   return st_get(s, "SELECT status, attempt FROM jobs WHERE id = ?", "s", "ti", id, buf, n, attempt);
 }
 
-/* What a list is made of: its table (or join), the columns the row builder
- * reads, the key that orders it (newest first) and the column of the ids
- * that `after` names. */
+/* What a list is made of: its table (or join), the columns its row builder
+ * reads, the key that orders it (newest first), the column of the ids that
+ * `after` names, and the column an owner filters on; of_job: the owner is a
+ * job, which must exist (FT_ENOT_FOUND). */
 typedef struct {
-  const char *from, *cols, *key, *idcol;
+  const char *from, *cols, *key, *idcol, *owner_col;
+  int of_job;
   st_json_fn row;
 } st_list;
 
-/* One page of a list; where filters on a column (tenant, job_id) when not
- * NULL, equal to value. */
-static int st_list_page(store *s, const st_list *l, const char *where, const char *value,
-                        const char *after, int limit, json_t **out) {
+/* The lists, one line each. */
+enum { ST_FILES, ST_JOBS, ST_EVENTS, ST_CKPTS };
+static const st_list st_lists[] = {
+    [ST_FILES] = {"files", FILE_COLS, "n", "id", "tenant", 0, file_json},
+    [ST_JOBS] = {"jobs", JOB_COLS, "n", "id", "tenant", 0, job_json_api},
+    [ST_EVENTS] = {"events", EVENT_COLS, "seq", "id", "job_id", 1, event_json},
+    [ST_CKPTS] = {CKPT_FROM, CKPT_COLS, "c.n", "c.id", "c.job_id", 1, ckpt_json},
+};
+
+/* One page of list `which`, of owner's rows (NULL: everyone's); takes the
+ * mutex. */
+static int st_list_page(store *s, int which, const char *owner, const char *after, int limit,
+                        json_t **out) {
+  const st_list *l = &st_lists[which];
   *out = NULL;
   if (limit < 1) limit = 1;
-  char sql[1024];
-  int64_t after_key = 0;
-  if (after) {
-    snprintf(sql, sizeof sql, "SELECT %s FROM %s WHERE %s = ?%s%s%s", l->key, l->from, l->idcol,
-             where ? " AND " : "", where ? where : "", where ? " = ?" : "");
-    int rc = where ? st_get(s, sql, "ss", "I", after, value, &after_key)
-                   : st_get(s, sql, "s", "I", after, &after_key);
-    if (rc) return rc;
-  }
-  snprintf(sql, sizeof sql,
-           "SELECT %s FROM %s WHERE (?1 = 0 OR %s < ?1)%s%s%s ORDER BY %s DESC LIMIT ?3", l->cols,
-           l->from, l->key, where ? " AND " : "", where ? where : "", where ? " = ?2" : "", l->key);
+  char filter[64], sql[1024];
+  if (owner)
+    snprintf(filter, sizeof filter, " AND %s = ?2", l->owner_col);
+  else
+    snprintf(filter, sizeof filter, " AND ?2 IS NULL");
   json_t *data = json_array();
   if (!data) return FT_ENOMEM;
-  /* one row more than the page says whether there are more */
-  int rc = st_rows(s, l->row, data, sql, "Isi", after_key, value, limit + 1);
+  int64_t after_key = 0;
+  st_lock(s);
+  int rc = l->of_job ? st_get(s, "SELECT 1 FROM jobs WHERE id = ?", "s", "", owner) : 0;
+  if (!rc && after) {
+    snprintf(sql, sizeof sql, "SELECT %s FROM %s WHERE %s = ?1%s", l->key, l->from, l->idcol,
+             filter);
+    rc = st_get(s, sql, "ss", "I", after, owner, &after_key);
+  }
+  if (!rc) { /* one row more than the page says whether there are more */
+    snprintf(sql, sizeof sql,
+             "SELECT %s FROM %s WHERE (?1 = 0 OR %s < ?1)%s ORDER BY %s DESC LIMIT ?3", l->cols,
+             l->from, l->key, filter, l->key);
+    rc = st_rows(s, l->row, data, sql, "Isi", after_key, owner, limit + 1);
+  }
+  st_unlock(s, 0);
   int has_more = json_array_size(data) > (size_t)limit;
   if (has_more) json_array_remove(data, (size_t)limit);
   if (rc) {
@@ -687,15 +716,7 @@ static int st_list_page(store *s, const st_list *l, const char *where, const cha
   return *out ? 0 : FT_ENOMEM;
 }
 
-/* Whether the job exists (for lists under a job). */
-static int job_exists_locked(store *s, const char *id) {
-  char st[24];
-  return job_status_locked(s, id, st, sizeof st, NULL);
-}
-
 /* ---- files --------------------------------------------------------------- */
-
-static const st_list files_list = {"files", FILE_COLS, "n", "id", file_json};
 
 static int file_get_locked(store *s, const char *id, json_t **file) {
   return st_get_json(s, file_json, file, "SELECT " FILE_COLS " FROM files WHERE id = ?", "s", id);
@@ -710,8 +731,7 @@ int store_file_insert(store *s, const char *id, int64_t bytes, const char *filen
 int store_file_insert_tenant(store *s, const char *tenant, const char *id, int64_t bytes,
                              const char *filename, const char *purpose, const char *status,
                              const char *status_details, const json_t *validation, json_t **file) {
-  if (file) *file = NULL;
-  int rc = st_begin(s);
+  int rc = st_begin(s, file);
   if (rc) return rc;
   rc = st_exec(s, FT_EDB,
                "INSERT INTO files (id, bytes, created_at, filename, purpose, status, "
@@ -723,10 +743,7 @@ int store_file_insert_tenant(store *s, const char *tenant, const char *id, int64
 }
 
 int store_file_get(store *s, const char *id, json_t **file) {
-  pthread_mutex_lock(&s->mu);
-  int rc = file_get_locked(s, id, file);
-  pthread_mutex_unlock(&s->mu);
-  return rc;
+  return st_unlock(s, file_get_locked(st_lock(s), id, file));
 }
 
 int store_file_list(store *s, const char *after, int limit, json_t **list) {
@@ -735,14 +752,11 @@ int store_file_list(store *s, const char *after, int limit, json_t **list) {
 
 int store_file_list_tenant(store *s, const char *tenant, const char *after, int limit,
                            json_t **list) {
-  pthread_mutex_lock(&s->mu);
-  int rc = st_list_page(s, &files_list, tenant ? "tenant" : NULL, tenant, after, limit, list);
-  pthread_mutex_unlock(&s->mu);
-  return rc;
+  return st_list_page(s, ST_FILES, tenant, after, limit, list);
 }
 
 int store_file_delete(store *s, const char *id, ft_error *err) {
-  int rc = st_begin(s);
+  int rc = st_begin(s, NULL);
   if (rc) return ft_error_set(err, rc, NULL, NULL);
   char job[64];
   rc = st_get(s,
@@ -768,13 +782,10 @@ static int file_exists_locked(store *s, const char *id) {
 
 /* ---- jobs: API side ------------------------------------------------------ */
 
-static const st_list jobs_list = {"jobs", JOB_COLS, "n", "id", job_json_api};
-
 int store_job_insert(store *s, const store_job_new *j, json_t **job, ft_error *err) {
-  *job = NULL;
   char id[64];
   store_new_id("ftjob", id, sizeof id);
-  int rc = st_begin(s);
+  int rc = st_begin(s, job);
   if (rc) return ft_error_set(err, rc, NULL, NULL);
   /* the files must exist: the training file always, the others when named */
   const char *param[] = {"training_file", "validation_file", "test_file"};
@@ -808,27 +819,20 @@ int store_job_insert(store *s, const store_job_new *j, json_t **job, ft_error *e
 }
 
 int store_job_get(store *s, const char *id, json_t **job) {
-  pthread_mutex_lock(&s->mu);
-  int rc = job_get_locked(s, id, 0, job);
-  pthread_mutex_unlock(&s->mu);
-  return rc;
+  return st_unlock(s, job_get_locked(st_lock(s), id, 0, job));
 }
 
 int store_job_list_tenant(store *s, const char *tenant, const char *after, int limit,
                           json_t **list) {
-  pthread_mutex_lock(&s->mu);
-  int rc = st_list_page(s, &jobs_list, tenant ? "tenant" : NULL, tenant, after, limit, list);
-  pthread_mutex_unlock(&s->mu);
-  return rc;
+  return st_list_page(s, ST_JOBS, tenant, after, limit, list);
 }
 
 /* A user action: UPDATE sql (params ?1 id, ?2 now) moving the job; on no
  * change says why. The status event says where it went. */
 static int user_action(store *s, const char *id, const char *sql, const char *what, json_t **job,
                        ft_error *err) {
-  if (job) *job = NULL;
   char before[24], after[24];
-  int rc = st_begin(s);
+  int rc = st_begin(s, job);
   if (rc) return ft_error_set(err, rc, NULL, NULL);
   rc = job_status_locked(s, id, before, sizeof before, NULL);
   if (rc == FT_ENOT_FOUND) ft_error_set(err, rc, "fine_tuning_job_id", "no such job: %s", id);
@@ -872,10 +876,7 @@ int store_job_resume(store *s, const char *id, json_t **job, ft_error *err) {
 }
 
 int store_job_status(store *s, const char *id, char *buf, size_t n) {
-  pthread_mutex_lock(&s->mu);
-  int rc = job_status_locked(s, id, buf, n, NULL);
-  pthread_mutex_unlock(&s->mu);
-  return rc;
+  return st_unlock(s, job_status_locked(st_lock(s), id, buf, n, NULL));
 }
 
 static json_t *col0_json(sqlite3_stmt *st) { return st_col_json(st, 0); }
@@ -885,12 +886,11 @@ int store_job_counts(store *s, json_t **counts) {
   for (int i = 0; all_statuses[i]; i++)
     json_object_set_new(*counts, all_statuses[i], json_integer(0));
   json_t *got = NULL;
-  pthread_mutex_lock(&s->mu);
-  int rc = st_get_json(s, col0_json, &got,
-                       "SELECT json_group_object(status, n) FROM (SELECT status, count(*) AS n "
-                       "FROM jobs GROUP BY status)",
-                       "");
-  pthread_mutex_unlock(&s->mu);
+  int rc = st_unlock(
+      s, st_get_json(st_lock(s), col0_json, &got,
+                     "SELECT json_group_object(status, n) FROM (SELECT status, count(*) AS n "
+                     "FROM jobs GROUP BY status)",
+                     ""));
   json_object_update(*counts, got);
   json_decref(got);
   return rc ? FT_EDB : 0;
@@ -898,11 +898,10 @@ int store_job_counts(store *s, json_t **counts) {
 
 int store_jobs_using_model(store *s, const char *model_id, int *n) {
   *n = 0;
-  pthread_mutex_lock(&s->mu);
-  int rc = st_get(s, "SELECT count(*) FROM jobs WHERE model = ? AND status NOT IN " TERMINAL_SQL,
-                  "s", "i", model_id, n);
-  pthread_mutex_unlock(&s->mu);
-  return rc;
+  return st_unlock(
+      s, st_get(st_lock(s),
+                "SELECT count(*) FROM jobs WHERE model = ? AND status NOT IN " TERMINAL_SQL, "s",
+                "i", model_id, n));
 }
 
 static json_t *origin_json(sqlite3_stmt *st) {
@@ -910,13 +909,11 @@ static json_t *origin_json(sqlite3_stmt *st) {
 }
 
 int store_model_origin(store *s, const char *model_id, json_t **origin) {
-  pthread_mutex_lock(&s->mu);
-  int rc = st_get_json(s, origin_json, origin,
-                       "SELECT id, model FROM jobs WHERE fine_tuned_model = ? ORDER BY n DESC "
-                       "LIMIT 1",
-                       "s", model_id);
-  pthread_mutex_unlock(&s->mu);
-  return rc;
+  return st_unlock(
+      s, st_get_json(st_lock(s), origin_json, origin,
+                     "SELECT id, model FROM jobs WHERE fine_tuned_model = ? ORDER BY n DESC "
+                     "LIMIT 1",
+                     "s", model_id));
 }
 
 /* Jobs of tenant waiting to run. */
@@ -934,8 +931,7 @@ int store_jobs_waiting(store *s, const char *tenant, int *n) {
 /* ---- jobs: pool side ----------------------------------------------------- */
 
 int store_job_claim(store *s, const char *worker_id, int lease_ms, json_t **job) {
-  *job = NULL;
-  int rc = st_begin(s);
+  int rc = st_begin(s, job);
   if (rc) return rc;
   char id[64] = "";
   rc = st_get(s, "SELECT id FROM jobs WHERE status = 'queued' ORDER BY n LIMIT 1", "", "t", id,
@@ -966,7 +962,7 @@ int store_job_claim(store *s, const char *worker_id, int lease_ms, json_t **job)
 }
 
 int store_job_heartbeat(store *s, const char *job_id, int attempt, int lease_ms) {
-  int rc = st_begin(s);
+  int rc = st_begin(s, NULL);
   if (rc) return rc;
   rc = st_exec(s, FT_EBAD_STATE,
                "UPDATE jobs SET lease_expires_ms = ? WHERE id = ? AND attempt = ? AND status IN "
@@ -989,7 +985,7 @@ int store_job_metrics(store *s, const char *job_id, int attempt, const json_t *m
                       int lease_ms) {
   if (!json_is_object(metrics) || !has_int(metrics, "step")) return FT_EINVALID;
   long long step = get_int(metrics, "step");
-  int rc = st_begin(s);
+  int rc = st_begin(s, NULL);
   if (rc) return rc;
   rc =
       st_exec(s, FT_EBAD_STATE,
@@ -1021,14 +1017,14 @@ int store_job_metrics(store *s, const char *job_id, int attempt, const json_t *m
 
 int store_event_append(store *s, const char *job_id, const char *level, const char *type,
                        const char *message, const json_t *data, int64_t *seq) {
-  int rc = st_begin(s);
+  int rc = st_begin(s, NULL);
   if (rc) return rc;
   return st_end(s, event_append_locked(s, job_id, level, type, message, data, seq), NULL);
 }
 
 int store_job_event(store *s, const char *job_id, int attempt, const char *level,
                     const char *message, const json_t *data) {
-  int rc = st_begin(s);
+  int rc = st_begin(s, NULL);
   if (rc) return rc;
   rc = st_get(s,
               "SELECT 1 FROM jobs WHERE id = ? AND attempt = ? AND status IN "
@@ -1043,7 +1039,7 @@ int store_checkpoint_add(store *s, const char *job_id, int attempt, long step, c
                          const json_t *metrics) {
   char id[64];
   store_new_id("ftckpt", id, sizeof id);
-  int rc = st_begin(s);
+  int rc = st_begin(s, NULL);
   if (rc) return rc;
   rc = st_exec(s, FT_EBAD_STATE,
                "UPDATE jobs SET resume_from = ?3, updated_at = ?4 WHERE id = ?1 "
@@ -1070,9 +1066,7 @@ int store_checkpoint_add(store *s, const char *job_id, int attempt, long step, c
 static int job_cancel_ack(store *s, const char *job_id, int attempt) {
   char status[24];
   int cur = 0;
-  pthread_mutex_lock(&s->mu);
-  int rc = job_status_locked(s, job_id, status, sizeof status, &cur);
-  pthread_mutex_unlock(&s->mu);
+  int rc = st_unlock(s, job_status_locked(st_lock(s), job_id, status, sizeof status, &cur));
   if (rc == FT_ENOT_FOUND) return FT_EBAD_STATE;
   if (rc) return rc;
   return cur == attempt && !strcmp(status, "cancelled") ? 0 : FT_EBAD_STATE;
@@ -1088,7 +1082,7 @@ int store_job_finish(store *s, const char *job_id, int attempt, const char *stat
   int code = err && err->code ? err->code : FT_EINTERNAL;
   const char *emsg = err && err->message[0] ? err->message : ft_err_message(code);
   const char *eparam = err && err->param[0] ? err->param : NULL;
-  int rc = st_begin(s);
+  int rc = st_begin(s, NULL);
   if (rc) return rc;
   rc = st_exec(
       s, FT_EBAD_STATE,
@@ -1133,7 +1127,7 @@ static json_t *expired_json(sqlite3_stmt *st) {
 
 int store_jobs_expire(store *s, int max_attempts, int *n) {
   if (n) *n = 0;
-  int rc = st_begin(s);
+  int rc = st_begin(s, NULL);
   if (rc) return rc;
   json_t *expired = json_array();
   rc = st_rows(s, expired_json, expired,
@@ -1197,9 +1191,7 @@ int store_job_control(store *s, const char *job_id, int attempt, int *what) {
   *what = 0;
   char status[24];
   int cur = 0;
-  pthread_mutex_lock(&s->mu);
-  int rc = job_status_locked(s, job_id, status, sizeof status, &cur);
-  pthread_mutex_unlock(&s->mu);
+  int rc = st_unlock(s, job_status_locked(st_lock(s), job_id, status, sizeof status, &cur));
   if (rc) return rc;
   if (cur != attempt) {
     *what = 1; /* stale attempt: whatever runs it must stop */
@@ -1245,10 +1237,7 @@ int store_job_next_validating(store *s, int64_t *after_n, char *id, size_t n, in
 }
 
 int store_job_get_internal(store *s, const char *id, json_t **job) {
-  pthread_mutex_lock(&s->mu);
-  int rc = job_get_locked(s, id, 1, job);
-  pthread_mutex_unlock(&s->mu);
-  return rc;
+  return st_unlock(s, job_get_locked(st_lock(s), id, 1, job));
 }
 
 /* Moves a job out of validating_files: to queued with its data sets'
@@ -1258,7 +1247,7 @@ static int job_validation_end(store *s, const char *id, const json_t *datasets,
   int code = err && err->code ? err->code : FT_EINTERNAL;
   const char *emsg = err ? (err->message[0] ? err->message : ft_err_message(code)) : NULL;
   const char *eparam = err && err->param[0] ? err->param : NULL;
-  int rc = st_begin(s);
+  int rc = st_begin(s, NULL);
   if (rc) return rc;
   rc = st_exec(s, FT_EBAD_STATE,
                "UPDATE jobs SET status = ?2, datasets = COALESCE(?3, datasets), "
@@ -1298,14 +1287,12 @@ static json_t *ckpt_found_json(sqlite3_stmt *st) {
 }
 
 int store_checkpoint_find(store *s, const char *job_id, long step, json_t **ckpt) {
-  pthread_mutex_lock(&s->mu);
-  int rc = st_get_json(s, ckpt_found_json, ckpt,
-                       "SELECT c.path, c.created_at, j.model, j.spec, j.suffix FROM "
-                       "checkpoints c JOIN jobs j ON j.id = c.job_id WHERE c.job_id = ? AND "
-                       "c.step = ? ORDER BY c.n DESC LIMIT 1",
-                       "sI", job_id, (int64_t)step);
-  pthread_mutex_unlock(&s->mu);
-  return rc;
+  return st_unlock(
+      s, st_get_json(st_lock(s), ckpt_found_json, ckpt,
+                     "SELECT c.path, c.created_at, j.model, j.spec, j.suffix FROM " CKPT_FROM
+                     " WHERE c.job_id = ? AND "
+                     "c.step = ? ORDER BY c.n DESC LIMIT 1",
+                     "sI", job_id, (int64_t)step));
 }
 
 /* ---- checkpoints as models (GET /v1/models) -------------------------------- */
@@ -1313,13 +1300,10 @@ int store_checkpoint_find(store *s, const char *job_id, long step, json_t **ckpt
 int store_checkpoint_model_ids(store *s, json_t **ids) {
   *ids = json_array();
   if (!*ids) return FT_ENOMEM;
-  pthread_mutex_lock(&s->mu);
-  int rc = st_rows(s, ckpt_model_id_json, *ids,
-                   "SELECT " CKPT_COLS
-                   " FROM checkpoints c JOIN jobs j ON j.id = c.job_id "
-                   "ORDER BY c.n",
-                   "");
-  pthread_mutex_unlock(&s->mu);
+  int rc = st_unlock(s, st_rows(st_lock(s), ckpt_model_id_json, *ids,
+                                "SELECT " CKPT_COLS " FROM " CKPT_FROM " "
+                                "ORDER BY c.n",
+                                ""));
   if (rc) {
     json_decref(*ids);
     *ids = NULL;
@@ -1345,7 +1329,7 @@ int store_checkpoints_prune(store *s, const char *job_id, const json_t *kept) {
     sql = NULL;
   free(in);
   if (!sql) return FT_ENOMEM;
-  int rc = st_begin(s);
+  int rc = st_begin(s, NULL);
   if (!rc) rc = st_end(s, st_exec(s, 0, sql, "s", job_id), NULL);
   free(sql);
   return rc;
@@ -1353,17 +1337,8 @@ int store_checkpoints_prune(store *s, const char *job_id, const json_t *kept) {
 
 /* ---- events and checkpoints ---------------------------------------------- */
 
-static const st_list events_list = {"events", EVENT_COLS, "seq", "id", event_json};
-static const st_list ckpts_list = {"checkpoints c JOIN jobs j ON j.id = c.job_id", CKPT_COLS, "c.n",
-                                   "c.id", ckpt_json};
-
 int store_events_list(store *s, const char *job_id, const char *after, int limit, json_t **list) {
-  *list = NULL;
-  pthread_mutex_lock(&s->mu);
-  int rc = job_exists_locked(s, job_id);
-  if (!rc) rc = st_list_page(s, &events_list, "job_id", job_id, after, limit, list);
-  pthread_mutex_unlock(&s->mu);
-  return rc;
+  return st_list_page(s, ST_EVENTS, job_id, after, limit, list);
 }
 
 /* {"seq":n,"event":{…}} */
@@ -1413,18 +1388,13 @@ void store_events_wait(store *s, const char *job_id, int64_t after_seq, int time
 
 int store_checkpoints_list(store *s, const char *job_id, const char *after, int limit,
                            json_t **list) {
-  *list = NULL;
-  pthread_mutex_lock(&s->mu);
-  int rc = job_exists_locked(s, job_id);
-  if (!rc) rc = st_list_page(s, &ckpts_list, "c.job_id", job_id, after, limit, list);
-  pthread_mutex_unlock(&s->mu);
-  return rc;
+  return st_list_page(s, ST_CKPTS, job_id, after, limit, list);
 }
 
 /* ---- graceful shutdown (shutdown.c) ----------------------------------------- */
 
 int store_job_interrupt(store *s, const char *job_id, int attempt, long step) {
-  int rc = st_begin(s);
+  int rc = st_begin(s, NULL);
   if (rc) return rc;
   char before[24];
   int cur = 0;
@@ -1443,7 +1413,8 @@ int store_job_interrupt(store *s, const char *job_id, int attempt, long step) {
                  "siI", job_id, attempt, store_now());
   if (!rc) { /* the step of the checkpoint the next attempt resumes from */
     rc = st_get(s,
-                "SELECT c.step FROM checkpoints c JOIN jobs j ON j.id = c.job_id "
+                "SELECT c.step FROM " CKPT_FROM
+                " "
                 "WHERE j.id = ? AND c.path = j.resume_from ORDER BY c.n DESC LIMIT 1",
                 "s", "I", job_id, &resume_step);
     if (rc == FT_ENOT_FOUND) rc = 0; /* none yet: from the start */
@@ -1479,7 +1450,7 @@ int store_job_interrupt(store *s, const char *job_id, int attempt, long step) {
 
 int store_key_insert(store *s, const char *id, const char *name, const char *tenant, int admin,
                      const char *hash, const char *prefix, ft_error *err) {
-  int rc = st_begin(s);
+  int rc = st_begin(s, NULL);
   if (!rc) {
     rc = st_get(s, "SELECT 1 FROM api_keys WHERE name = ?", "s", "", name);
     if (!rc)
@@ -1498,15 +1469,12 @@ int store_key_insert(store *s, const char *id, const char *name, const char *ten
 int store_key_list(store *s, json_t **keys) {
   *keys = json_array();
   if (!*keys) return FT_ENOMEM;
-  pthread_mutex_lock(&s->mu);
-  int rc = st_rows(s, key_json, *keys, "SELECT " KEY_COLS " FROM api_keys ORDER BY n", "");
-  pthread_mutex_unlock(&s->mu);
-  return rc;
+  return st_unlock(
+      s, st_rows(st_lock(s), key_json, *keys, "SELECT " KEY_COLS " FROM api_keys ORDER BY n", ""));
 }
 
 int store_key_revoke(store *s, const char *id_or_name, json_t **key) {
-  if (key) *key = NULL;
-  int rc = st_begin(s);
+  int rc = st_begin(s, key);
   if (rc) return rc;
   rc = st_exec(s, FT_ENOT_FOUND,
                "UPDATE api_keys SET revoked_at = coalesce(revoked_at, ?2) "
@@ -1521,19 +1489,15 @@ int store_key_revoke(store *s, const char *id_or_name, json_t **key) {
 
 int store_key_find(store *s, const char *hash, char *id, size_t id_n, char *tenant, size_t tenant_n,
                    int *admin) {
-  pthread_mutex_lock(&s->mu);
-  int rc = st_get(s, "SELECT id, tenant, admin FROM api_keys WHERE hash = ? AND revoked_at IS NULL",
-                  "s", "tti", hash, id, id_n, tenant, tenant_n, admin);
-  pthread_mutex_unlock(&s->mu);
-  return rc;
+  return st_unlock(
+      s, st_get(st_lock(s),
+                "SELECT id, tenant, admin FROM api_keys WHERE hash = ? AND revoked_at IS NULL", "s",
+                "tti", hash, id, id_n, tenant, tenant_n, admin));
 }
 
 int store_key_count(store *s, int *n) {
   *n = 0;
-  pthread_mutex_lock(&s->mu);
-  int rc = st_get(s, "SELECT count(*) FROM api_keys", "", "i", n);
-  pthread_mutex_unlock(&s->mu);
-  return rc;
+  return st_unlock(s, st_get(st_lock(s), "SELECT count(*) FROM api_keys", "", "i", n));
 }
 
 int store_tenant_of(store *s, const char *kind, const char *id, char *tenant, size_t n) {
@@ -1542,8 +1506,5 @@ int store_tenant_of(store *s, const char *kind, const char *id, char *tenant, si
                     : !strcmp(kind, "job") ? "SELECT tenant FROM jobs WHERE id = ?"
                                            : NULL;
   if (!sql) return FT_EINVALID;
-  pthread_mutex_lock(&s->mu);
-  int rc = st_get(s, sql, "s", "t", id, tenant, n);
-  pthread_mutex_unlock(&s->mu);
-  return rc;
+  return st_unlock(s, st_get(st_lock(s), sql, "s", "t", id, tenant, n));
 }
