@@ -32,50 +32,10 @@
 #include "auth.h"
 #include "data/dsval.h"
 #include "ft_log.h"
+#include "ft_utf8.h"
 #include "http.h"
 
 #define MULTIPART_SLACK (64u << 10) /* boundaries and headers around the file */
-
-/* ---- UTF-8 check of file names --------------------------------------------- */
-
-typedef struct {
-  int need;             /* continuation bytes still expected */
-  unsigned char lo, hi; /* allowed range of the next continuation byte */
-  uint64_t pos;         /* bytes seen */
-} utf8_state;
-
-/* Returns 0, or -1 at the first invalid byte (its offset in st->pos). Rejects
- * overlong forms, surrogates and code points over U+10FFFF. */
-static int utf8_feed(utf8_state *st, const unsigned char *p, size_t n) {
-  for (size_t i = 0; i < n; i++, st->pos++) {
-    unsigned c = p[i];
-    if (st->need) {
-      if (c < st->lo || c > st->hi) return -1;
-      st->need--;
-      st->lo = 0x80, st->hi = 0xBF;
-      continue;
-    }
-    if (c < 0x80) continue;
-    st->lo = 0x80, st->hi = 0xBF;
-    if (c >= 0xC2 && c <= 0xDF)
-      st->need = 1;
-    else if (c == 0xE0)
-      st->need = 2, st->lo = 0xA0;
-    else if (c == 0xED)
-      st->need = 2, st->hi = 0x9F;
-    else if (c >= 0xE1 && c <= 0xEF)
-      st->need = 2;
-    else if (c == 0xF0)
-      st->need = 3, st->lo = 0x90;
-    else if (c >= 0xF1 && c <= 0xF3)
-      st->need = 3;
-    else if (c == 0xF4)
-      st->need = 3, st->hi = 0x8F;
-    else
-      return -1;
-  }
-  return 0;
-}
 
 /* A file name as given by the client: 1..255 bytes of UTF-8, no path
  * separators, no control characters, not "." or "..". */
@@ -86,8 +46,7 @@ static int filename_ok(const char *f) {
     unsigned char c = (unsigned char)f[i];
     if (c < 0x20 || c == 0x7f || c == '/' || c == '\\') return 0;
   }
-  utf8_state u = {0};
-  return utf8_feed(&u, (const unsigned char *)f, n) == 0 && u.need == 0;
+  return ft_utf8_valid(f, n, NULL);
 }
 
 /* Ids we hand out: prefix + "-" + 24 lowercase hex digits. */

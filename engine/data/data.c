@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "data/record.h"
+#include "ft_utf8.h"
 
 #define LABEL_MAX REC_LABEL_MAX
 
@@ -401,7 +402,7 @@ static int load_csv(loader *L, char *p, char *end) {
       p = next;
       continue;
     }
-    if (!rec_utf8_ok((unsigned char *)p, n, &at)) {
+    if (!ft_utf8_valid(p, n, &at)) {
       char msg[96];
       snprintf(msg, sizeof msg, "invalid_utf8: not valid UTF-8 (byte %zu of the record)", at + 1);
       rc = fail(L, rec_line, "%s", msg);

@@ -20,6 +20,7 @@
 #include <pcre2.h>
 
 #include "formats/hfdir.h"
+#include "ft_utf8.h"
 #include "tok/tok_unicode.h"
 
 static const char GPT2_PATTERN[] =
@@ -238,7 +239,7 @@ static int pretokenize(bpe_trainer *t, const char *s, size_t len) {
 int bpe_trainer_add_text(bpe_trainer *t, const char *text, size_t len, ft_error *err) {
   if (t->trained)
     return ft_error_set(err, FT_EINVALID, NULL, "bpe_trainer_add_text after training");
-  if (!tok_utf8_valid(text, len))
+  if (!ft_utf8_valid(text, len, NULL))
     return ft_error_set(err, FT_EUTF8, NULL, "the text is not valid UTF-8");
   size_t a = 0, i = 0;
   while (i < len) {
@@ -354,12 +355,12 @@ int bpe_trainer_add_file(bpe_trainer *t, const char *path, ft_error *err) {
   while (a < n && (buf[a] == ' ' || buf[a] == '\t' || buf[a] == '\r' || buf[a] == '\n')) a++;
   if (a < n && buf[a] == '{') {
     rc = add_jsonl(t, buf, n, path, err);
-  } else if (!tok_utf8_valid(buf, n)) {
+  } else if (!ft_utf8_valid(buf, n, NULL)) {
     size_t line = 1, i = 0;
     while (i < n) { /* find the first bad line for the message */
       const char *nl = memchr(buf + i, '\n', n - i);
       size_t e = nl ? (size_t)(nl - buf) : n;
-      if (!tok_utf8_valid(buf + i, e - i)) break;
+      if (!ft_utf8_valid(buf + i, e - i, NULL)) break;
       i = e + 1;
       line++;
     }

@@ -14,6 +14,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "ft_utf8.h"
+
 const char *chat_family_name(ft_chat_family f) {
   switch (f) {
     case FT_CHAT_CHATML:
@@ -140,26 +142,22 @@ static int py_space(unsigned c) {
          c == 0x205f || c == 0x3000;
 }
 
-/* Length of the UTF-8 sequence starting at s[0] (1 for invalid bytes) and
- * its code point. */
-static size_t utf8_next(const unsigned char *s, size_t n, unsigned *cp) {
-  unsigned c = s[0];
-  size_t len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 1;
-  if (len > n) len = 1;
-  for (size_t i = 1; i < len; i++)
-    if ((s[i] & 0xc0) != 0x80) len = 1;
-  *cp = len == 1 ? c : len == 2 ? c & 0x1f : len == 3 ? c & 0x0f : c & 0x07;
-  for (size_t i = 1; i < len; i++) *cp = (*cp << 6) | (s[i] & 0x3f);
-  return len;
+/* Length of the code point at s[0..n) (n > 0) and the code point; an
+ * ill-formed subpart (never space: Python's str holds no such bytes) is one
+ * U+FFFD. */
+static size_t utf8_next(const char *s, size_t n, uint32_t *cp) {
+  int len = ft_utf8_next(s, n, cp);
+  if (len > 0) return (size_t)len;
+  *cp = 0xFFFD;
+  return (size_t)-len;
 }
 
 /* Start of the trailing run of whitespace in s[0..n). */
 static size_t rtrim_len(const char *s, size_t n) {
-  const unsigned char *u = (const unsigned char *)s;
   size_t i = 0, end = 0;
   while (i < n) {
-    unsigned cp;
-    size_t l = utf8_next(u + i, n - i, &cp);
+    uint32_t cp;
+    size_t l = utf8_next(s + i, n - i, &cp);
     i += l;
     if (!py_space(cp)) end = i;
   }
@@ -168,11 +166,10 @@ static size_t rtrim_len(const char *s, size_t n) {
 
 /* Python's s.strip(): sets *off and *len of the stripped span. */
 static void py_strip(const char *s, size_t n, size_t *off, size_t *len) {
-  const unsigned char *u = (const unsigned char *)s;
   size_t i = 0;
   while (i < n) {
-    unsigned cp;
-    size_t l = utf8_next(u + i, n - i, &cp);
+    uint32_t cp;
+    size_t l = utf8_next(s + i, n - i, &cp);
     if (!py_space(cp)) break;
     i += l;
   }

@@ -20,6 +20,7 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
+#include "ft_utf8.h"
 #include "tok/tok_unicode.h"
 
 #define TOK_MAX_ID (1 << 24)
@@ -999,7 +1000,7 @@ int tok_encode(const tok *t, const char *text, size_t len, int parse_special, in
   *ids = NULL;
   *n = 0;
   if (!t || (!text && len)) return FT_EINVALID;
-  if (!tok_utf8_valid(text, len)) return FT_EUTF8;
+  if (!ft_utf8_valid(text, len, NULL)) return FT_EUTF8;
   enc e = {0};
   int rc = push_id(&e, 0); /* *ids is never NULL on success */
   e.n = 0;
@@ -1140,7 +1141,7 @@ static int dec_run(const node *d, plist *in, plist *out) {
           bytes[nb++] = (char)v;
           j++;
         }
-        if (tok_utf8_valid(bytes, nb)) {
+        if (ft_utf8_valid(bytes, nb, NULL)) {
           rc = pl_push_keep(out, bytes, nb);
         } else {
           for (size_t k = 0; k < nb && !rc; k++) rc = pl_push_keep(out, "\xEF\xBF\xBD", 3);
@@ -1694,7 +1695,8 @@ static int load_vocab_merges(tok *t, const char *vpath, const char *mpath, ft_er
   char *m = NULL;
   size_t mn = 0;
   if ((rc = read_file(mpath, &m, &mn, err))) return rc;
-  if (!tok_utf8_valid(m, mn)) rc = ft_error_set(err, FT_EFORMAT, "merges", "%s: not UTF-8", mpath);
+  if (!ft_utf8_valid(m, mn, NULL))
+    rc = ft_error_set(err, FT_EFORMAT, "merges", "%s: not UTF-8", mpath);
   size_t lines = 1;
   for (size_t i = 0; i < mn; i++) lines += m[i] == '\n';
   if (!rc) rc = mm_init(&t->merges, lines);
