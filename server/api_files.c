@@ -31,6 +31,7 @@
 
 #include "auth.h"
 #include "data/dsval.h"
+#include "ft_fs.h"
 #include "ft_log.h"
 #include "ft_utf8.h"
 #include "http.h"
@@ -56,14 +57,6 @@ static int id_ok(const char *id, const char *prefix) {
   for (const char *p = id + pl + 1; *p; p++)
     if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f'))) return 0;
   return 1;
-}
-
-static int fsync_dir(const char *dir) {
-  int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return -1;
-  int rc = fsync(fd);
-  close(fd);
-  return rc;
 }
 
 /* Content-Type without parameters, compared case-insensitively. */
@@ -284,7 +277,7 @@ static enum MHD_Result upload_last(http_req *r, upload *u) {
     json_decref(report);
     return http_fail(r, FT_EIO, NULL, "storing the upload: %s", strerror(eno));
   }
-  if (rename(u->tmp, u->final) || fsync_dir(u->dir)) {
+  if (rename(u->tmp, u->final) || ft_fsync_dir(u->dir, NULL)) {
     json_decref(report);
     return http_fail(r, FT_EIO, NULL, "storing the upload: %s", strerror(errno));
   }
@@ -394,7 +387,7 @@ enum MHD_Result api_files_delete(http_req *r) {
   http_pathf(path, sizeof path, "%s/%s", dir, id);
   if (unlink(path) && errno != ENOENT)
     FT_WARN("msg=\"cannot remove file content\" id=%s err=\"%s\"", id, strerror(errno));
-  fsync_dir(dir);
+  ft_fsync_dir(dir, NULL);
   return http_reply_json(r, 200,
                          json_pack("{s:s, s:s, s:b}", "id", id, "object", "file", "deleted", 1));
 }

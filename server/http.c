@@ -259,14 +259,6 @@ enum MHD_Result http_reply_text(http_req *r, unsigned status, const char *conten
   return http_queue(r->conn, status, resp);
 }
 
-int http_pathf(char *out, size_t n, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  int k = vsnprintf(out, n, fmt, ap);
-  va_end(ap);
-  return k < 0 || (size_t)k >= n ? -1 : 0;
-}
-
 /* ---- request helpers ----------------------------------------------------- */
 
 const char *http_query(http_req *r, const char *key) {
