@@ -7,6 +7,7 @@
  * tokenizes the pieces the way Hugging Face tokenizes the whole text. */
 #include "tok/chat.h"
 
+#include <errno.h>
 #include <jansson.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -14,6 +15,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "ft_fs.h"
 #include "ft_utf8.h"
 
 const char *chat_family_name(ft_chat_family f) {
@@ -74,19 +76,6 @@ static int is_file(const char *path) {
   return stat(path, &st) == 0 && S_ISREG(st.st_mode);
 }
 
-/* Newer transformers save the template beside the config, as
- * chat_template.jinja (raw text); read up to 1 MiB of it. */
-static char *read_small_file(const char *path) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return NULL;
-  size_t cap = 1 << 20;
-  char *buf = malloc(cap + 1);
-  size_t n = buf ? fread(buf, 1, cap, f) : 0;
-  fclose(f);
-  if (buf) buf[n] = 0;
-  return buf;
-}
-
 int chat_detect(const char *model_dir, const tok *t, ft_chat_family *out, ft_error *err) {
   *out = FT_CHAT_PLAIN;
   int fam = -1, rc = 0;
@@ -112,10 +101,13 @@ int chat_detect(const char *model_dir, const tok *t, ft_chat_family *out, ft_err
       if (rc) return rc;
     }
     if (fam < 0) {
+      /* newer transformers save the template beside the config, as
+       * chat_template.jinja (raw text); one over 1 MiB is not a template */
       snprintf(path, sizeof path, "%s/chat_template.jinja", model_dir);
       if (is_file(path)) {
-        char *tpl = read_small_file(path);
-        if (!tpl) return ft_error_set(err, FT_EIO, NULL, "cannot read %s", path);
+        char *tpl;
+        if (ft_read_file(path, 1 << 20, &tpl, NULL, NULL))
+          return ft_error_set(err, FT_EIO, NULL, "cannot read %s: %s", path, strerror(errno));
         fam = family_of_template(tpl);
         free(tpl);
       }

@@ -20,6 +20,7 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
+#include "ft_fs.h"
 #include "ft_utf8.h"
 #include "tok/tok_unicode.h"
 
@@ -1643,38 +1644,6 @@ static int load_tokenizer_json(tok *t, const char *path, ft_error *err) {
   return rc;
 }
 
-static int read_file(const char *path, char **out, size_t *outn, ft_error *err) {
-  FILE *f = fopen(path, "rb");
-  if (!f)
-    return ft_error_set(err, errno == ENOENT ? FT_ENOT_FOUND : FT_EIO, "tokenizer", "%s: %s", path,
-                        strerror(errno));
-  size_t cap = 1 << 20, n = 0;
-  char *b = malloc(cap);
-  while (b) {
-    n += fread(b + n, 1, cap - n, f);
-    if (n < cap) break;
-    char *nb = realloc(b, cap * 2);
-    if (!nb) {
-      free(b);
-      b = NULL;
-      break;
-    }
-    b = nb;
-    cap *= 2;
-  }
-  int bad = ferror(f);
-  fclose(f);
-  if (!b) return FT_ENOMEM;
-  if (bad) {
-    free(b);
-    return ft_error_set(err, FT_EIO, "tokenizer", "%s: read error", path);
-  }
-  b[n < cap ? n : cap - 1] = 0;
-  *out = b;
-  *outn = n;
-  return 0;
-}
-
 /* GPT-2's vocab.json + merges.txt (or encoder.json + vocab.bpe). */
 static int load_vocab_merges(tok *t, const char *vpath, const char *mpath, ft_error *err) {
   json_t *v;
@@ -1694,7 +1663,10 @@ static int load_vocab_merges(tok *t, const char *vpath, const char *mpath, ft_er
   if (rc) return rc;
   char *m = NULL;
   size_t mn = 0;
-  if ((rc = read_file(mpath, &m, &mn, err))) return rc;
+  if ((rc = ft_read_file(mpath, 0, &m, &mn, NULL)))
+    return rc == FT_ENOMEM ? rc
+                           : ft_error_set(err, errno == ENOENT ? FT_ENOT_FOUND : FT_EIO,
+                                          "tokenizer", "%s: %s", mpath, strerror(errno));
   if (!ft_utf8_valid(m, mn, NULL))
     rc = ft_error_set(err, FT_EFORMAT, "merges", "%s: not UTF-8", mpath);
   size_t lines = 1;
@@ -1892,11 +1864,6 @@ static int prepare_regex(ft_error *err) {
   return 0;
 }
 
-static int path_join(char *out, size_t cap, const char *dir, const char *name) {
-  int k = snprintf(out, cap, "%s/%s", dir, name);
-  return k > 0 && (size_t)k < cap;
-}
-
 static int file_exists(const char *p) {
   struct stat st;
   return stat(p, &st) == 0 && S_ISREG(st.st_mode);
@@ -1929,7 +1896,7 @@ int tok_load(tok **out, const char *dir, ft_error *err) {
   char p1[4096], p2[4096];
   tok *t = tok_new();
   if (!t) return ft_error_set(err, FT_ENOMEM, "tokenizer", NULL);
-  if (!path_join(p1, sizeof p1, dir, "tokenizer.json")) {
+  if (ft_path_join(p1, sizeof p1, dir, "tokenizer.json", NULL)) {
     rc = ft_error_set(err, FT_EINVALID, "tokenizer", "path too long");
   } else if (file_exists(p1)) {
     rc = load_tokenizer_json(t, p1, err);
@@ -1939,15 +1906,16 @@ int tok_load(tok **out, const char *dir, ft_error *err) {
                       "%s: no tokenizer.json, vocab.json + merges.txt or encoder.json + vocab.bpe",
                       dir);
     for (int k = 0; k < 2; k++) {
-      if (path_join(p1, sizeof p1, dir, pairs[k][0]) &&
-          path_join(p2, sizeof p2, dir, pairs[k][1]) && file_exists(p1) && file_exists(p2)) {
+      if (!ft_path_join(p1, sizeof p1, dir, pairs[k][0], NULL) &&
+          !ft_path_join(p2, sizeof p2, dir, pairs[k][1], NULL) && file_exists(p1) &&
+          file_exists(p2)) {
         if (err) memset(err, 0, sizeof *err);
         rc = load_vocab_merges(t, p1, p2, err);
         break;
       }
     }
   }
-  if (!rc && path_join(p1, sizeof p1, dir, "tokenizer_config.json") && file_exists(p1))
+  if (!rc && !ft_path_join(p1, sizeof p1, dir, "tokenizer_config.json", NULL) && file_exists(p1))
     rc = load_config(t, p1, err);
   if (!rc) rc = finalize(t, err);
   if (rc) {

@@ -16,6 +16,7 @@
 
 #include "formats/ckpt.h"
 #include "formats/hfdir.h"
+#include "ft_fs.h"
 #include "nn/init.h"
 #include "nn/model.h"
 #include "train/optim.h"
@@ -920,7 +921,7 @@ static void test_nonfinite(void) {
     if (de->d_name[0] == '.' || !strcmp(de->d_name, "model.safetensors")) continue;
     snprintf(p, sizeof p, "%s/%s", gpt2_dir, de->d_name);
     snprintf(q, sizeof q, "%s/%s", dir, de->d_name);
-    CHECK_EQ_INT(hf_copy_file(p, q, &e), 0);
+    CHECK_EQ_INT(ft_copy_file(p, q, 0644, &e), 0);
   }
   if (d) closedir(d);
   snprintf(p, sizeof p, "%s/model.safetensors", gpt2_dir);
