@@ -561,8 +561,6 @@ int main(void) {
   RUN(test_chat_bos);
   tok_free(gpt2);
   tok_free(chatml);
-  char cmd[128];
-  snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
-  if (system(cmd) != 0) fprintf(stderr, "cannot remove %s\n", tmpdir);
+  if (ft_rmtree(tmpdir, NULL)) fprintf(stderr, "cannot remove %s\n", tmpdir);
   return test_report();
 }

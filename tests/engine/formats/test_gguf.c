@@ -623,8 +623,6 @@ int main(void) {
   RUN(test_adapter_gpt2);
   RUN(test_truncated_and_flipped);
   RUN(test_crafted);
-  char cmd[600];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
-  if (system(cmd)) fprintf(stderr, "could not remove %s\n", root);
+  if (ft_rmtree(root, NULL)) fprintf(stderr, "cannot remove %s\n", root);
   return test_report();
 }

@@ -1001,9 +1001,7 @@ int main(void) {
   RUN(test_resume_with_evals);
   RUN(test_nonfinite);
   RUN(test_nonfinite_injected);
-  char cmd[128];
-  snprintf(cmd, sizeof cmd, "rm -rf %s", tmp);
-  if (!getenv("FT_KEEP_TMP") && system(cmd) != 0) fprintf(stderr, "cannot remove %s\n", tmp);
+  if (!getenv("FT_KEEP_TMP") && ft_rmtree(tmp, NULL)) fprintf(stderr, "cannot remove %s\n", tmp);
   json_decref(g_test_metrics);
   return test_report();
 }
