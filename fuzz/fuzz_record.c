@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "data/record.h"
+#include "ft_utf8.h"
 
 static void one_record(json_t *o, ft_data_format *fmt, long *fmt_line, long line, char **kb,
                        size_t *kcap) {
@@ -83,7 +84,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     p = q + 1;
   }
   size_t bad;
-  rec_utf8_ok((const unsigned char *)copy, size, &bad);
+  ft_utf8_valid(copy, size, &bad);
   free(fld);
   free(kb);
   free(copy);

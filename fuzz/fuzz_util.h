@@ -8,18 +8,11 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "ft_fs.h"
+
 static char fuzz_dir[64];
 
-static void fuzz_cleanup(void) {
-  static const char *const names[] = {"tokenizer.json", "tokenizer_config.json",
-                                      "chat_template.jinja"};
-  char path[256];
-  for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
-    snprintf(path, sizeof path, "%s/%s", fuzz_dir, names[i]);
-    unlink(path);
-  }
-  rmdir(fuzz_dir);
-}
+static void fuzz_cleanup(void) { ft_rmtree(fuzz_dir, NULL); }
 
 /* A directory made once per process, removed at exit with what is in it. */
 static const char *fuzz_tmpdir(void) {

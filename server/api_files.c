@@ -31,51 +31,12 @@
 
 #include "auth.h"
 #include "data/dsval.h"
+#include "ft_fs.h"
 #include "ft_log.h"
+#include "ft_utf8.h"
 #include "http.h"
 
 #define MULTIPART_SLACK (64u << 10) /* boundaries and headers around the file */
-
-/* ---- UTF-8 check of file names --------------------------------------------- */
-
-typedef struct {
-  int need;             /* continuation bytes still expected */
-  unsigned char lo, hi; /* allowed range of the next continuation byte */
-  uint64_t pos;         /* bytes seen */
-} utf8_state;
-
-/* Returns 0, or -1 at the first invalid byte (its offset in st->pos). Rejects
- * overlong forms, surrogates and code points over U+10FFFF. */
-static int utf8_feed(utf8_state *st, const unsigned char *p, size_t n) {
-  for (size_t i = 0; i < n; i++, st->pos++) {
-    unsigned c = p[i];
-    if (st->need) {
-      if (c < st->lo || c > st->hi) return -1;
-      st->need--;
-      st->lo = 0x80, st->hi = 0xBF;
-      continue;
-    }
-    if (c < 0x80) continue;
-    st->lo = 0x80, st->hi = 0xBF;
-    if (c >= 0xC2 && c <= 0xDF)
-      st->need = 1;
-    else if (c == 0xE0)
-      st->need = 2, st->lo = 0xA0;
-    else if (c == 0xED)
-      st->need = 2, st->hi = 0x9F;
-    else if (c >= 0xE1 && c <= 0xEF)
-      st->need = 2;
-    else if (c == 0xF0)
-      st->need = 3, st->lo = 0x90;
-    else if (c >= 0xF1 && c <= 0xF3)
-      st->need = 3;
-    else if (c == 0xF4)
-      st->need = 3, st->hi = 0x8F;
-    else
-      return -1;
-  }
-  return 0;
-}
 
 /* A file name as given by the client: 1..255 bytes of UTF-8, no path
  * separators, no control characters, not "." or "..". */
@@ -86,8 +47,7 @@ static int filename_ok(const char *f) {
     unsigned char c = (unsigned char)f[i];
     if (c < 0x20 || c == 0x7f || c == '/' || c == '\\') return 0;
   }
-  utf8_state u = {0};
-  return utf8_feed(&u, (const unsigned char *)f, n) == 0 && u.need == 0;
+  return ft_utf8_valid(f, n, NULL);
 }
 
 /* Ids we hand out: prefix + "-" + 24 lowercase hex digits. */
@@ -97,14 +57,6 @@ static int id_ok(const char *id, const char *prefix) {
   for (const char *p = id + pl + 1; *p; p++)
     if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f'))) return 0;
   return 1;
-}
-
-static int fsync_dir(const char *dir) {
-  int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return -1;
-  int rc = fsync(fd);
-  close(fd);
-  return rc;
 }
 
 /* Content-Type without parameters, compared case-insensitively. */
@@ -325,7 +277,7 @@ static enum MHD_Result upload_last(http_req *r, upload *u) {
     json_decref(report);
     return http_fail(r, FT_EIO, NULL, "storing the upload: %s", strerror(eno));
   }
-  if (rename(u->tmp, u->final) || fsync_dir(u->dir)) {
+  if (rename(u->tmp, u->final) || ft_fsync_dir(u->dir, NULL)) {
     json_decref(report);
     return http_fail(r, FT_EIO, NULL, "storing the upload: %s", strerror(errno));
   }
@@ -435,7 +387,7 @@ enum MHD_Result api_files_delete(http_req *r) {
   http_pathf(path, sizeof path, "%s/%s", dir, id);
   if (unlink(path) && errno != ENOENT)
     FT_WARN("msg=\"cannot remove file content\" id=%s err=\"%s\"", id, strerror(errno));
-  fsync_dir(dir);
+  ft_fsync_dir(dir, NULL);
   return http_reply_json(r, 200,
                          json_pack("{s:s, s:s, s:b}", "id", id, "object", "file", "deleted", 1));
 }

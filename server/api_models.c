@@ -12,7 +12,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +21,7 @@
 #include <unistd.h>
 
 #include "auth.h"
+#include "ft_fs.h"
 #include "ft_log.h"
 #include "formats/hfdir.h"
 #include "http.h"
@@ -209,10 +209,6 @@ enum MHD_Result api_models_get(http_req *r) {
   return http_reply_json(r, 200, m);
 }
 
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
-  return remove(path) ? -1 : 0;
-}
-
 enum MHD_Result api_models_delete(http_req *r) {
   const char *id = r->params[0];
   if (auth_model_or_reply(r, id, "model")) return MHD_YES;
@@ -240,7 +236,7 @@ enum MHD_Result api_models_delete(http_req *r) {
   }
   if (r->app->infer && infer_pool_forget(r->app->infer, from))
     FT_INFO("msg=\"deleted model dropped from the inference cache\" id=%s", id);
-  if (nftw(to, rm_entry, 16, FTW_DEPTH | FTW_PHYS))
+  if (ft_rmtree(to, NULL))
     FT_WARN("msg=\"model files left behind\" path=\"%s\" err=\"%s\"", to, strerror(errno));
   FT_INFO("msg=\"model deleted\" id=%s", id);
   return http_reply_json(r, 200,

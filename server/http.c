@@ -30,6 +30,7 @@
 #include "auth.h"
 #include "obs.h"
 #include "ft_log.h"
+#include "ft_utf8.h"
 #include "routes.h"
 
 /* ---- the route table ----------------------------------------------------- */
@@ -142,27 +143,19 @@ static struct MHD_Response *json_response(json_t *obj) {
  * client sent (ids, names, URLs) and ft_error truncates them, and jansson
  * refuses a string that is not UTF-8, which made such an error a 500. */
 static void utf8_scrub(char *dst, size_t n, const char *src) {
-  const unsigned char *s = (const unsigned char *)src;
+  const char *s = src, *end = src + strlen(src);
   size_t o = 0;
-  while (*s && o + 1 < n) {
-    unsigned c = *s;
-    size_t len = c < 0x80 ? 1 : (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3
-                                                    : (c & 0xf8) == 0xf0 ? 4 : 0;
-    unsigned cp = len == 2 ? c & 0x1f : len == 3 ? c & 0x0f : c & 0x07;
-    size_t k = 1;
-    for (; len > 1 && k < len && (s[k] & 0xc0) == 0x80; k++) cp = cp << 6 | (s[k] & 0x3f);
-    int valid = len == 1 || (len > 1 && k == len &&
-                             !(len == 2 && cp < 0x80) && !(len == 3 && cp < 0x800) &&
-                             !(len == 4 && (cp < 0x10000 || cp > 0x10ffff)) &&
-                             !(cp >= 0xd800 && cp <= 0xdfff));
-    if (!valid) {
+  while (s < end && o + 1 < n) {
+    uint32_t cp;
+    int len = ft_utf8_next(s, (size_t)(end - s), &cp);
+    if (len < 0) {
       dst[o++] = '?';
       s++;
       continue;
     }
-    if (o + len >= n) break;
-    memcpy(dst + o, s, len);
-    o += len;
+    if (o + (size_t)len >= n) break;
+    memcpy(dst + o, s, (size_t)len);
+    o += (size_t)len;
     s += len;
   }
   dst[o] = 0;
@@ -264,14 +257,6 @@ enum MHD_Result http_reply_text(http_req *r, unsigned status, const char *conten
   MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
   r->replied = 1;
   return http_queue(r->conn, status, resp);
-}
-
-int http_pathf(char *out, size_t n, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  int k = vsnprintf(out, n, fmt, ap);
-  va_end(ap);
-  return k < 0 || (size_t)k >= n ? -1 : 0;
 }
 
 /* ---- request helpers ----------------------------------------------------- */

@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "ft_err.h"
+#include "ft_fs.h"
 #include "pool.h"
 #include "store.h"
 
@@ -129,8 +130,9 @@ void http_metrics_append(char **buf, size_t *len, size_t *cap);
 void http_buf_printf(char **buf, size_t *len, size_t *cap, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
-/* snprintf for paths: 0, or -1 (and out truncated) if it does not fit. */
-int http_pathf(char *out, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* snprintf for paths: 0, or nonzero (and out "") if it does not fit. The
+ * server's name for ft_pathf (common/ft_fs.h). */
+#define http_pathf ft_pathf
 
 /* A model id that can name a directory under models/: 1..255 bytes, no
  * path separators, no leading dot, no control characters (api_models.c). */

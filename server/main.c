@@ -14,7 +14,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <getopt.h>
 #include <libgen.h>
 #include <limits.h>
@@ -27,6 +26,7 @@
 
 #include "auth.h"
 #include "tok/bpe_train.h" /* train-tokenizer (issue #8) */
+#include "ft_fs.h"
 #include "ft_log.h"
 #include "formats/gguf.h"
 #include "formats/hfdir.h"
@@ -272,32 +272,6 @@ static int load_config(serve_opts *o, const char *path) {
 
 /* ---- directories ---------------------------------------------------------- */
 
-static int mkdir_p(const char *path) {
-  char tmp[PATH_MAX];
-  if (snprintf(tmp, sizeof tmp, "%s", path) >= (int)sizeof tmp) return -1;
-  for (char *p = tmp + 1; *p; p++) {
-    if (*p != '/') continue;
-    *p = 0;
-    if (mkdir(tmp, 0750) && errno != EEXIST) return -1;
-    *p = '/';
-  }
-  return mkdir(tmp, 0750) && errno != EEXIST ? -1 : 0;
-}
-
-static int fsync_path(const char *path, int dir) {
-  int fd = open(path, (dir ? O_RDONLY | O_DIRECTORY : O_RDONLY) | O_CLOEXEC);
-  if (fd < 0) return -1;
-  int rc = fsync(fd);
-  close(fd);
-  return rc;
-}
-
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
-  return remove(path) ? -1 : 0;
-}
-
-static int rm_rf(const char *path) { return nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS); }
-
 /* Removes what a crash can leave behind: partial uploads, half-copied or
  * half-deleted model directories. */
 static void clean_leftovers(const char *data_dir) {
@@ -314,7 +288,7 @@ static void clean_leftovers(const char *data_dir) {
       if (!strncmp(e->d_name, spots[i].prefix, strlen(spots[i].prefix)) &&
           !http_pathf(path, sizeof path, "%s/%s", dir, e->d_name)) {
         FT_INFO("msg=\"removing leftover\" path=\"%s\"", path);
-        rm_rf(path);
+        ft_rmtree(path, NULL);
       }
     closedir(d);
   }
@@ -336,7 +310,7 @@ static char *resolve_data_dir(const char *opt) {
       dir = "./var";
     }
   }
-  if (mkdir_p(dir)) {
+  if (ft_mkdir_p(dir, 0750, NULL)) {
     fprintf(stderr, "finetuned: cannot create data dir %s: %s\n", dir, strerror(errno));
     return NULL;
   }
@@ -352,18 +326,10 @@ static char *resolve_data_dir(const char *opt) {
 }
 
 static int write_port_file(const char *data_dir, int port) {
-  char path[PATH_MAX], tmp[PATH_MAX];
-  http_pathf(path, sizeof path, "%s/finetuned.port", data_dir);
-  http_pathf(tmp, sizeof tmp, "%s/.tmp-finetuned.port", data_dir);
-  FILE *f = fopen(tmp, "w");
-  if (!f) return -1;
-  fprintf(f, "%d\n", port);
-  if (fflush(f) || fsync(fileno(f))) {
-    fclose(f);
-    return -1;
-  }
-  fclose(f);
-  return rename(tmp, path);
+  char path[PATH_MAX], text[16];
+  if (http_pathf(path, sizeof path, "%s/finetuned.port", data_dir)) return -1;
+  int n = snprintf(text, sizeof text, "%d\n", port);
+  return ft_write_atomic(path, text, (size_t)n, 0644, NULL) ? -1 : 0;
 }
 
 static char *default_worker_exe(const char *argv0) {
@@ -390,22 +356,15 @@ static void notify(const char *state) {
 /* Reads a PEM file (at most 1 MiB) into a new NUL-terminated string; NULL and
  * a message on stderr when it cannot be read or holds no PEM block. */
 static char *read_pem(const char *path, const char *what) {
-  FILE *f = fopen(path, "rb");
-  if (!f) {
-    fprintf(stderr, "finetuned: cannot read the TLS %s %s: %s\n", what, path, strerror(errno));
+  char *buf;
+  if (ft_read_file(path, 1u << 20, &buf, NULL, NULL)) {
+    if (errno == EFBIG || errno == ENOMEM)
+      fprintf(stderr, "finetuned: the TLS %s %s is %s\n", what, path,
+              errno == EFBIG ? "over 1 MiB" : "not readable: out of memory");
+    else
+      fprintf(stderr, "finetuned: cannot read the TLS %s %s: %s\n", what, path, strerror(errno));
     return NULL;
   }
-  size_t cap = 1u << 20, n = 0;
-  char *buf = malloc(cap + 1);
-  if (buf) n = fread(buf, 1, cap + 1, f);
-  fclose(f);
-  if (!buf || n > cap) {
-    fprintf(stderr, "finetuned: the TLS %s %s is %s\n", what, path,
-            buf ? "over 1 MiB" : "not readable: out of memory");
-    free(buf);
-    return NULL;
-  }
-  buf[n] = 0;
   if (!strstr(buf, "-----BEGIN ")) {
     fprintf(stderr, "finetuned: the TLS %s %s is not a PEM file\n", what, path);
     free(buf);
@@ -490,7 +449,7 @@ static int cmd_serve(int argc, char **argv, const char *argv0) {
   for (int i = 0; i < 3; i++) {
     char p[PATH_MAX];
     http_pathf(p, sizeof p, "%s/%s", data_dir, subdirs[i]);
-    if (mkdir_p(p)) {
+    if (ft_mkdir_p(p, 0750, NULL)) {
       fprintf(stderr, "finetuned: cannot create %s: %s\n", p, strerror(errno));
       free(data_dir);
       return 1;
@@ -654,39 +613,6 @@ out:
 
 /* ---- import-model --------------------------------------------------------- */
 
-static int copy_file(const char *src, const char *dst) {
-  int in = open(src, O_RDONLY | O_CLOEXEC);
-  if (in < 0) return -1;
-  int out = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
-  if (out < 0) {
-    close(in);
-    return -1;
-  }
-  char buf[1 << 16];
-  ssize_t n;
-  int rc = 0;
-  while (!rc && (n = read(in, buf, sizeof buf)) != 0) {
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      rc = -1;
-      break;
-    }
-    for (ssize_t off = 0; off < n;) {
-      ssize_t k = write(out, buf + off, (size_t)(n - off));
-      if (k < 0) {
-        if (errno == EINTR) continue;
-        rc = -1;
-        break;
-      }
-      off += k;
-    }
-  }
-  if (!rc && fsync(out)) rc = -1;
-  close(in);
-  if (close(out)) rc = -1;
-  return rc;
-}
-
 /* Copies the directory tree src into dst (which exists), following symlinks
  * (Hugging Face caches link files to blobs), regular files and dirs only. */
 static int copy_tree(const char *src, const char *dst, int depth) {
@@ -706,9 +632,9 @@ static int copy_tree(const char *src, const char *dst, int depth) {
     struct stat sb;
     if (stat(s, &sb)) continue; /* dangling link */
     if (S_ISDIR(sb.st_mode)) {
-      rc = mkdir(t, 0750) || copy_tree(s, t, depth + 1) || fsync_path(t, 1) ? -1 : 0;
+      rc = mkdir(t, 0750) || copy_tree(s, t, depth + 1) || ft_fsync_dir(t, NULL) ? -1 : 0;
     } else if (S_ISREG(sb.st_mode)) {
-      rc = copy_file(s, t);
+      rc = ft_copy_file(s, t, 0640, NULL) ? -1 : 0;
     }
   }
   closedir(d);
@@ -777,7 +703,7 @@ static int cmd_import(int argc, char **argv) {
   store_new_id(".tmp-import", tag, sizeof tag);
   if (http_pathf(models, sizeof models, "%s/models", data_dir) ||
       http_pathf(dst, sizeof dst, "%s/%s", models, name) ||
-      http_pathf(tmp, sizeof tmp, "%s/%s", models, tag) || mkdir_p(models)) {
+      http_pathf(tmp, sizeof tmp, "%s/%s", models, tag) || ft_mkdir_p(models, 0750, NULL)) {
     fprintf(stderr, "finetuned: cannot create %s/models\n", data_dir);
     goto out;
   }
@@ -786,15 +712,15 @@ static int cmd_import(int argc, char **argv) {
     fprintf(stderr, "finetuned: model %s already exists (%s)\n", name, dst);
     goto out;
   }
-  if (mkdir(tmp, 0750) || copy_tree(src, tmp, 0) || fsync_path(tmp, 1)) {
+  if (mkdir(tmp, 0750) || copy_tree(src, tmp, 0) || ft_fsync_dir(tmp, NULL)) {
     fprintf(stderr, "finetuned: copying %s: %s\n", src, strerror(errno));
-    rm_rf(tmp);
+    ft_rmtree(tmp, NULL);
     goto out;
   }
   /* rename fails if dst appeared meanwhile (a non-empty directory) */
-  if (rename(tmp, dst) || fsync_path(models, 1)) {
+  if (rename(tmp, dst) || ft_fsync_dir(models, NULL)) {
     fprintf(stderr, "finetuned: installing %s: %s\n", dst, strerror(errno));
-    rm_rf(tmp);
+    ft_rmtree(tmp, NULL);
     goto out;
   }
   printf("imported %s into %s\n", name, dst);
@@ -844,7 +770,7 @@ static int cmd_convert(int argc, char **argv) {
     fprintf(stderr, "finetuned: %s already exists\n", out);
     return 1;
   }
-  rm_rf(tmp);
+  ft_rmtree(tmp, NULL);
   if (mkdir(tmp, 0755) || copy_tree(src, tmp, 0)) {
     fprintf(stderr, "finetuned: copying %s: %s\n", src, strerror(errno));
     goto out;
@@ -862,14 +788,14 @@ static int cmd_convert(int argc, char **argv) {
     goto out;
   }
   json_decref(cj);
-  if (fsync_path(tmp, 1) || rename(tmp, out)) {
+  if (ft_fsync_dir(tmp, NULL) || rename(tmp, out)) {
     fprintf(stderr, "finetuned: installing %s: %s\n", out, strerror(errno));
     goto out;
   }
   printf("wrote %s with %s weights\n", out, names[d]);
   rc = 0;
 out:
-  if (rc) rm_rf(tmp);
+  if (rc) ft_rmtree(tmp, NULL);
   return rc;
 }
 

@@ -13,7 +13,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <netdb.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -25,8 +24,8 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "ft_fs.h"
 #include "ft_log.h"
-#include "formats/hfdir.h"
 #include "obs.h"
 #include "shutdown.h"
 #include "wire.h"
@@ -142,13 +141,6 @@ static int safe_rel(const char *s) {
     if (!*p) return 0;
   }
   return 1;
-}
-
-static void fsync_dir(const char *dir) {
-  int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return;
-  fsync(fd);
-  close(fd);
 }
 
 static void update_counts(pool *p) {
@@ -383,14 +375,11 @@ static void model_names(const conn *c, char *id, size_t idn, char *dir, size_t d
     if (*q == '/') *q = '_';
 }
 
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
-  if (remove(path) && errno != ENOENT)
-    FT_WARN("msg=\"cannot remove\" path=%s err=\"%s\"", path, strerror(errno));
-  return 0;
-}
-
 /* Removes path and everything below it (symlinks are removed, not followed). */
-static void rm_tree(const char *path) { nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS); }
+static void rm_tree(const char *path) {
+  ft_error e;
+  if (ft_rmtree(path, &e)) FT_WARN("msg=\"cannot remove\" path=%s err=\"%s\"", path, e.message);
+}
 
 /* Whether models/<dirname> is the leftover of job_id's output: the job did
  * not succeed (its output was moved in, then the daemon died before the
@@ -412,7 +401,7 @@ static int discard_model_dir(const char *models, const char *dirname) {
   snprintf(from, sizeof from, "%s/%s", models, dirname);
   snprintf(aside, sizeof aside, "%s/%s", models, id);
   if (rename(from, aside)) return -1;
-  fsync_dir(models);
+  ft_fsync_dir(models, NULL);
   rm_tree(aside);
   return 0;
 }
@@ -464,7 +453,7 @@ static void result_csv_register(pool *p, conn *c, json_t *result) {
   const char *base = strrchr(csv, '/') + 1;
   char fname[256];
   snprintf(fname, sizeof fname, "%s-%s", c->job_id, base);
-  if (hf_copy_file(csv, tmp, &e) || rename(tmp, dst) || stat(dst, &sb)) {
+  if (ft_copy_file(csv, tmp, 0644, &e) || rename(tmp, dst) || stat(dst, &sb)) {
     FT_WARN("msg=\"cannot store the result CSV\" job=%s err=\"%s\"", c->job_id,
             e.message[0] ? e.message : strerror(errno));
     unlink(tmp);
@@ -472,7 +461,7 @@ static void result_csv_register(pool *p, conn *c, json_t *result) {
   }
   char files[4096 + 16];
   snprintf(files, sizeof files, "%s/files", p->data_dir);
-  fsync_dir(files);
+  ft_fsync_dir(files, NULL);
   if (store_file_insert(p->s, id, (int64_t)sb.st_size, fname, "fine-tune-results", &file)) {
     FT_WARN("msg=\"cannot record the result CSV\" job=%s", c->job_id);
     unlink(dst);
@@ -506,7 +495,7 @@ static int finish_done(pool *p, conn *c, const json_t *result) {
   }
   if (r == 0) {
     moved = 1;
-    fsync_dir(models);
+    ft_fsync_dir(models, NULL);
   } else if (!(rerr == ENOENT && stat(model_path, &sb) == 0 && S_ISDIR(sb.st_mode))) {
     /* (ENOENT with the model in place: a repeated done after a move) */
     ft_error e;
@@ -521,7 +510,7 @@ static int finish_done(pool *p, conn *c, const json_t *result) {
       store_job_finish(p->s, c->job_id, c->attempt, "succeeded", NULL, model_id, model_path, res);
   json_decref(res);
   if (rc && moved) {
-    if (rename(model_path, out_dir) == 0) fsync_dir(models);
+    if (rename(model_path, out_dir) == 0) ft_fsync_dir(models, NULL);
   }
   if (!rc) FT_INFO("msg=\"job succeeded\" job=%s model=%s", c->job_id, model_id);
   return rc;

@@ -9,7 +9,6 @@
 #include "validate.h"
 
 #include <errno.h>
-#include <ftw.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -23,6 +22,7 @@
 #include "data/data.h"
 #include "ft_log.h"
 #include "formats/hfdir.h"
+#include "ft_fs.h"
 #include "train/spec.h"
 #include "tok/tok.h"
 #include "train/train.h"
@@ -55,11 +55,6 @@ int validate_ckpt_id(const char *id, char *job, size_t job_n, long *step) {
   job[len] = 0;
   *step = n;
   return 1;
-}
-
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
-  remove(path);
-  return 0;
 }
 
 int validate_materialise(store *st, const char *data_dir, const char *id, ft_error *err) {
@@ -98,7 +93,7 @@ int validate_materialise(store *st, const char *data_dir, const char *id, ft_err
     snprintf(param, sizeof param, "%s", err->param[0] ? err->param : "model");
     ft_error_set(err, rc, param, "cannot use checkpoint %.120s: %s", id, m);
   }
-  nftw(tmp, rm_entry, 16, FTW_DEPTH | FTW_PHYS); /* (gone after a successful rename) */
+  ft_rmtree(tmp, NULL); /* (gone after a successful rename) */
   if (!rc) FT_INFO("msg=\"checkpoint materialised as a model\" model=%s from=%s", id, path);
   free(pspec);
   json_decref(ck);

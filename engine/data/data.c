@@ -16,6 +16,8 @@
 #include <string.h>
 
 #include "data/record.h"
+#include "ft_fs.h"
+#include "ft_utf8.h"
 
 #define LABEL_MAX REC_LABEL_MAX
 
@@ -401,7 +403,7 @@ static int load_csv(loader *L, char *p, char *end) {
       p = next;
       continue;
     }
-    if (!rec_utf8_ok((unsigned char *)p, n, &at)) {
+    if (!ft_utf8_valid(p, n, &at)) {
       char msg[96];
       snprintf(msg, sizeof msg, "invalid_utf8: not valid UTF-8 (byte %zu of the record)", at + 1);
       rc = fail(L, rec_line, "%s", msg);
@@ -605,25 +607,14 @@ int data_load(ft_dataset **out, const char *path, const tok *t, const ft_data_op
               ft_error *err) {
   *out = NULL;
   const char *param = param_of(o);
-  FILE *f = fopen(path, "rb");
-  if (!f) return ft_error_set(err, FT_EIO, param, "cannot open %s: %s", path, strerror(errno));
-  char *buf = NULL;
-  size_t len = 0, cap = 0;
-  int rc = 0;
-  for (;;) {
-    if (grow((void **)&buf, &cap, len + 65536, 1)) {
-      rc = ft_error_set(err, FT_ENOMEM, NULL, "data: out of memory");
-      break;
-    }
-    size_t got = fread(buf + len, 1, cap - len, f);
-    len += got;
-    if (got == 0) {
-      if (ferror(f)) rc = ft_error_set(err, FT_EIO, param, "cannot read %s", path);
-      break;
-    }
+  char *buf;
+  size_t len;
+  int rc = ft_read_file(path, 0, &buf, &len, err);
+  if (rc) {
+    if (err && rc != FT_ENOMEM) snprintf(err->param, sizeof err->param, "%s", param);
+    return rc;
   }
-  fclose(f);
-  if (!rc) rc = data_load_buffer(out, buf ? buf : "", len, t, o, err);
+  rc = data_load_buffer(out, buf, len, t, o, err);
   free(buf);
   return rc;
 }

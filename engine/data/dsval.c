@@ -20,8 +20,9 @@
 #include <string.h>
 #include <strings.h>
 
-#include "ft_err.h"
 #include "data/record.h"
+#include "ft_err.h"
+#include "ft_utf8.h"
 
 #define DSVAL_MAX_HASHES (1u << 21) /* 16 MiB per set at most: two sets stay under 64 MiB */
 #define DSVAL_MAX_LABELS 1000       /* distinct labels counted */
@@ -168,7 +169,7 @@ static void jsonl_record(dsval *v, long line, const char *p, size_t n) {
 
 static void csv_record(dsval *v, long line, size_t n) {
   size_t bad_at;
-  if (!rec_utf8_ok((const unsigned char *)v->buf, n, &bad_at)) {
+  if (!ft_utf8_valid(v->buf, n, &bad_at)) {
     if (!v->header_done) v->header_done = v->header_bad = 1;
     bad(v, line, "invalid_utf8", "not valid UTF-8 (byte %zu of the record)", bad_at + 1);
     return;

@@ -10,6 +10,7 @@
 #include <strings.h>
 
 #include "ft_err.h"
+#include "ft_utf8.h"
 
 const char *rec_format_name(ft_data_format f) {
   switch (f) {
@@ -23,46 +24,6 @@ const char *rec_format_name(ft_data_format f) {
       return "classification";
   }
   return NULL;
-}
-
-int rec_utf8_ok(const unsigned char *p, size_t n, size_t *bad) {
-  for (size_t i = 0; i < n;) {
-    unsigned c = p[i];
-    int need;
-    unsigned lo = 0x80, hi = 0xBF;
-    if (c < 0x80) {
-      i++;
-      continue;
-    }
-    if (c >= 0xC2 && c <= 0xDF)
-      need = 1;
-    else if (c == 0xE0)
-      need = 2, lo = 0xA0;
-    else if (c == 0xED)
-      need = 2, hi = 0x9F;
-    else if (c >= 0xE1 && c <= 0xEF)
-      need = 2;
-    else if (c == 0xF0)
-      need = 3, lo = 0x90;
-    else if (c >= 0xF1 && c <= 0xF3)
-      need = 3;
-    else if (c == 0xF4)
-      need = 3, hi = 0x8F;
-    else
-      goto fail;
-    for (int k = 1; k <= need; k++) {
-      if (i + (size_t)k >= n) goto fail;
-      unsigned d = p[i + (size_t)k];
-      if (d < lo || d > hi) goto fail;
-      lo = 0x80, hi = 0xBF;
-    }
-    i += (size_t)need + 1;
-    continue;
-  fail:
-    *bad = i;
-    return 0;
-  }
-  return 1;
 }
 
 uint64_t rec_hash(const char *p, size_t n) {
@@ -88,7 +49,7 @@ static int bad(rec_error *e, const char *code, const char *fmt, ...) {
 
 json_t *rec_parse_jsonl(const char *p, size_t n, rec_error *e) {
   size_t at;
-  if (!rec_utf8_ok((const unsigned char *)p, n, &at)) {
+  if (!ft_utf8_valid(p, n, &at)) {
     bad(e, "invalid_utf8", "not valid UTF-8 (byte %zu of the line)", at + 1);
     return NULL;
   }

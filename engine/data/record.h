@@ -26,8 +26,6 @@ typedef struct {
 
 /* "chat", "prompt_completion", "text", "classification"; NULL for 0. */
 const char *rec_format_name(ft_data_format f);
-/* 1 if p[0..n) is valid UTF-8, else 0 with *bad the offset of the first bad byte. */
-int rec_utf8_ok(const unsigned char *p, size_t n, size_t *bad);
 /* FNV-1a with a splitmix finaliser; never 0. */
 uint64_t rec_hash(const char *p, size_t n);
 

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "formats/safetensors.h"
+#include "ft_fs.h"
 
 static const char CKPT_MAGIC[8] = {'F', 'T', 'C', 'K', 'P', 'T', '\r', '\n'};
 
@@ -75,70 +76,6 @@ static double bitsd(uint64_t u) {
   return d;
 }
 
-static int mkdir_p(const char *dir) {
-  char buf[PATH_MAX];
-  if (snprintf(buf, sizeof buf, "%s", dir) >= (int)sizeof buf) return -1;
-  for (char *p = buf + 1; *p; p++) {
-    if (*p != '/') continue;
-    *p = '\0';
-    if (mkdir(buf, 0755) != 0 && errno != EEXIST) return -1;
-    *p = '/';
-  }
-  if (mkdir(buf, 0755) != 0 && errno != EEXIST) return -1;
-  return 0;
-}
-
-/* Removes a directory and what is in it (checkpoints are flat; one level of
- * recursion covers anything else). */
-static int rm_rf(const char *dir) {
-  DIR *d = opendir(dir);
-  if (!d) return errno == ENOENT ? 0 : -1;
-  struct dirent *e;
-  int rc = 0;
-  while ((e = readdir(d))) {
-    if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
-    if (unlinkat(dirfd(d), e->d_name, 0) != 0) {
-      char sub[PATH_MAX];
-      if (errno == EISDIR && snprintf(sub, sizeof sub, "%s/%s", dir, e->d_name) < (int)sizeof sub)
-        rc |= rm_rf(sub);
-      else
-        rc = -1;
-    }
-  }
-  closedir(d);
-  if (rmdir(dir) != 0) rc = -1;
-  return rc;
-}
-
-static int write_sync(const char *path, const void *buf, size_t len) {
-  int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return -1;
-  const char *p = buf;
-  while (len) {
-    ssize_t w = write(fd, p, len);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      close(fd);
-      return -1;
-    }
-    p += w;
-    len -= (size_t)w;
-  }
-  if (fsync(fd) != 0) {
-    close(fd);
-    return -1;
-  }
-  return close(fd);
-}
-
-static int fsync_path(const char *path, int dir) {
-  int fd = open(path, (dir ? O_RDONLY | O_DIRECTORY : O_RDONLY) | O_CLOEXEC);
-  if (fd < 0) return -1;
-  int rc = fsync(fd);
-  close(fd);
-  return rc;
-}
-
 /* Size and CRC-32 of a whole file. */
 static int file_crc(const char *path, uint64_t *size, uint32_t *crc) {
   int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -187,10 +124,6 @@ static uint64_t get_u64(const uint8_t *p) {
   return v;
 }
 
-static int join(char *buf, size_t cap, const char *a, const char *b) {
-  return snprintf(buf, cap, "%s/%s", a, b) >= (int)cap ? -1 : 0;
-}
-
 /* ---- save ---- */
 
 static int write_tensors(const char *dir, const optim *o, ft_error *err) {
@@ -210,7 +143,7 @@ static int write_tensors(const char *dir, const optim *o, ft_error *err) {
     t[i].ndim = p->ndim;
     for (int k = 0; k < p->ndim; k++) t[i].shape[k] = p->shape[k];
   }
-  if (join(path, sizeof path, dir, "trainable.safetensors") ||
+  if (ft_path_join(path, sizeof path, dir, "trainable.safetensors", NULL) ||
       (rc = st_write_f32(path, t, np, NULL, err)))
     goto out_path;
   const float *mom = optim_moments(o);
@@ -232,7 +165,7 @@ static int write_tensors(const char *dir, const optim *o, ft_error *err) {
   char stepbuf[32];
   snprintf(stepbuf, sizeof stepbuf, "%ld", optim_step_count(o));
   json_object_set_new(meta, "step", json_string(stepbuf));
-  if (join(path, sizeof path, dir, "optimizer.safetensors")) {
+  if (ft_path_join(path, sizeof path, dir, "optimizer.safetensors", NULL)) {
     json_decref(meta);
     goto out_path;
   }
@@ -267,10 +200,12 @@ static int write_state(const char *dir, const ft_ckpt_state *st, const optim *o,
   f[F_OPT_STEP] = (uint64_t)optim_step_count(o);
   f[F_NUMEL] = (uint64_t)optim_numel(o);
   f[F_BEST_STEP] = (uint64_t)st->best_step;
-  if (join(path, sizeof path, dir, "trainable.safetensors") || file_crc(path, &f[F_W_SIZE], &crc))
+  if (ft_path_join(path, sizeof path, dir, "trainable.safetensors", NULL) ||
+      file_crc(path, &f[F_W_SIZE], &crc))
     return ft_error_set(err, FT_EIO, NULL, "checkpoint: cannot read back %s", path);
   f[F_W_CRC] = crc;
-  if (join(path, sizeof path, dir, "optimizer.safetensors") || file_crc(path, &f[F_O_SIZE], &crc))
+  if (ft_path_join(path, sizeof path, dir, "optimizer.safetensors", NULL) ||
+      file_crc(path, &f[F_O_SIZE], &crc))
     return ft_error_set(err, FT_EIO, NULL, "checkpoint: cannot read back %s", path);
   f[F_O_CRC] = crc;
 
@@ -280,7 +215,8 @@ static int write_state(const char *dir, const ft_ckpt_state *st, const optim *o,
   put_u32(buf + 12, F_COUNT);
   for (int i = 0; i < F_COUNT; i++) put_u64(buf + 16 + 8 * i, f[i]);
   put_u32(buf + STATE_BYTES - 4, ckpt_crc32(0, buf, STATE_BYTES - 4));
-  if (join(path, sizeof path, dir, "trainer_state.bin") || write_sync(path, buf, sizeof buf))
+  if (ft_path_join(path, sizeof path, dir, "trainer_state.bin", NULL) ||
+      ft_write_atomic(path, buf, sizeof buf, 0644, NULL))
     return ft_error_set(err, FT_EIO, NULL, "checkpoint: cannot write %s: %s", path,
                         strerror(errno));
 
@@ -303,8 +239,8 @@ static int write_state(const char *dir, const ft_ckpt_state *st, const optim *o,
     json_object_set_new(j, "best_metric", json_real(st->best_metric));
   char *s = j ? json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
   json_decref(j);
-  int bad =
-      !s || join(path, sizeof path, dir, "trainer_state.json") || write_sync(path, s, strlen(s));
+  int bad = !s || ft_path_join(path, sizeof path, dir, "trainer_state.json", NULL) ||
+            ft_write_atomic(path, s, strlen(s), 0644, NULL);
   free(s);
   if (bad) return ft_error_set(err, FT_EIO, NULL, "checkpoint: cannot write trainer_state.json");
   return 0;
@@ -316,21 +252,21 @@ int ckpt_save(const char *ckpt_dir, const ft_ckpt_state *st, const optim *o, cha
   if (snprintf(fin, sizeof fin, "%s/ckpt-%ld", ckpt_dir, st->step) >= (int)sizeof fin ||
       snprintf(tmp, sizeof tmp, "%s.tmp", fin) >= (int)sizeof tmp)
     return ft_error_set(err, FT_EIO, NULL, "checkpoint: path too long under %s", ckpt_dir);
-  if (mkdir_p(ckpt_dir) != 0)
+  if (ft_mkdir_p(ckpt_dir, 0755, NULL) != 0)
     return ft_error_set(err, FT_EIO, NULL, "cannot create %s: %s", ckpt_dir, strerror(errno));
-  if (rm_rf(tmp) != 0 || mkdir(tmp, 0755) != 0)
+  if (ft_rmtree(tmp, NULL) != 0 || mkdir(tmp, 0755) != 0)
     return ft_error_set(err, FT_EIO, NULL, "cannot create %s: %s", tmp, strerror(errno));
   int rc = write_tensors(tmp, o, err);
   if (!rc) rc = write_state(tmp, st, o, err);
-  if (!rc && fsync_path(tmp, 1) != 0)
+  if (!rc && ft_fsync_dir(tmp, NULL) != 0)
     rc = ft_error_set(err, FT_EIO, NULL, "cannot fsync %s: %s", tmp, strerror(errno));
   /* An older attempt of the job may have left a ckpt-<step>: ours replaces it. */
-  if (!rc && (rm_rf(fin) != 0 || rename(tmp, fin) != 0))
+  if (!rc && (ft_rmtree(fin, NULL) != 0 || rename(tmp, fin) != 0))
     rc = ft_error_set(err, FT_EIO, NULL, "cannot rename %s: %s", tmp, strerror(errno));
-  if (!rc && fsync_path(ckpt_dir, 1) != 0)
+  if (!rc && ft_fsync_dir(ckpt_dir, NULL) != 0)
     rc = ft_error_set(err, FT_EIO, NULL, "cannot fsync %s: %s", ckpt_dir, strerror(errno));
   if (rc) {
-    rm_rf(tmp);
+    ft_rmtree(tmp, NULL);
     return rc;
   }
   if (out_path) snprintf(out_path, cap, "%s", fin);
@@ -341,7 +277,7 @@ int ckpt_save(const char *ckpt_dir, const ft_ckpt_state *st, const optim *o, cha
 
 static int read_state(const char *dir, uint64_t f[F_COUNT], ft_error *err) {
   char path[PATH_MAX];
-  if (join(path, sizeof path, dir, "trainer_state.bin"))
+  if (ft_path_join(path, sizeof path, dir, "trainer_state.bin", NULL))
     return ft_error_set(err, FT_EFORMAT, NULL, "checkpoint path too long");
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0)
@@ -395,7 +331,7 @@ static int verify_file(const char *dir, const char *name, uint64_t size, uint64_
   char path[PATH_MAX];
   uint64_t n;
   uint32_t c;
-  if (join(path, sizeof path, dir, name) || file_crc(path, &n, &c))
+  if (ft_path_join(path, sizeof path, dir, name, NULL) || file_crc(path, &n, &c))
     return ft_error_set(err, FT_EFORMAT, NULL, "checkpoint %s: cannot read %s", dir, name);
   if (n != size || c != (uint32_t)crc)
     return ft_error_set(err, FT_EFORMAT, NULL,
@@ -436,7 +372,7 @@ int ckpt_load_weights(const char *dir, ft_model *m, ft_error *err) {
   if (rc) return rc;
   char path[PATH_MAX];
   st_file *w = NULL;
-  if (join(path, sizeof path, dir, "trainable.safetensors"))
+  if (ft_path_join(path, sizeof path, dir, "trainable.safetensors", NULL))
     return ft_error_set(err, FT_EFORMAT, NULL, "checkpoint path too long");
   if ((rc = st_open(&w, path, err))) {
     if (err) err->code = FT_EFORMAT;
@@ -458,7 +394,7 @@ int ckpt_load_weights(const char *dir, ft_model *m, ft_error *err) {
 
 json_t *ckpt_read_info(const char *dir) {
   char path[PATH_MAX];
-  if (join(path, sizeof path, dir, "trainer_state.json")) return NULL;
+  if (ft_path_join(path, sizeof path, dir, "trainer_state.json", NULL)) return NULL;
   return json_load_file(path, 0, NULL);
 }
 
@@ -473,8 +409,10 @@ int ckpt_load(const char *dir, ft_ckpt_state *st, optim *o, ft_error *err) {
                         (unsigned long long)f[F_NUMEL], numel);
   char path[PATH_MAX];
   st_file *w = NULL, *m = NULL;
-  if (join(path, sizeof path, dir, "trainable.safetensors") || (rc = st_open(&w, path, err)) ||
-      join(path, sizeof path, dir, "optimizer.safetensors") || (rc = st_open(&m, path, err))) {
+  if (ft_path_join(path, sizeof path, dir, "trainable.safetensors", NULL) ||
+      (rc = st_open(&w, path, err)) ||
+      ft_path_join(path, sizeof path, dir, "optimizer.safetensors", NULL) ||
+      (rc = st_open(&m, path, err))) {
     st_close(w);
     if (!rc) return ft_error_set(err, FT_EFORMAT, NULL, "checkpoint path too long");
     if (err) err->code = FT_EFORMAT; /* st_open's message says what is wrong */
@@ -543,7 +481,7 @@ static int list_ckpts(const char *ckpt_dir, long **steps, size_t *n, int clean) 
     if (s < 0) continue;
     if (tmp) {
       char p[PATH_MAX];
-      if (clean && join(p, sizeof p, ckpt_dir, e->d_name) == 0) rm_rf(p);
+      if (clean && ft_path_join(p, sizeof p, ckpt_dir, e->d_name, NULL) == 0) ft_rmtree(p, NULL);
       continue;
     }
     if (*n == cap) {
@@ -582,10 +520,10 @@ int ckpt_prune(const char *ckpt_dir, int keep, long keep_step, ft_error *err) {
     if (keep_step > 0 && steps[i] == keep_step) continue;
     char p[PATH_MAX];
     snprintf(p, sizeof p, "%s/ckpt-%ld", ckpt_dir, steps[i]);
-    if (rm_rf(p) != 0) rc = ft_error_set(err, FT_EIO, NULL, "cannot remove %s", p);
+    if (ft_rmtree(p, NULL) != 0) rc = ft_error_set(err, FT_EIO, NULL, "cannot remove %s", p);
   }
   free(steps);
-  if (!rc) fsync_path(ckpt_dir, 1);
+  if (!rc) ft_fsync_dir(ckpt_dir, NULL);
   return rc;
 }
 

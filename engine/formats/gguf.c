@@ -9,7 +9,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
-#include <libgen.h>
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
@@ -20,6 +19,7 @@
 #include <unistd.h>
 
 #include "formats/hfdir.h"
+#include "ft_fs.h"
 #include "nn/model.h"
 #include "formats/safetensors.h"
 
@@ -346,32 +346,16 @@ static int write_body(gguf_writer *w, FILE *f) {
 }
 
 int gguf_write_file(gguf_writer *w, const char *path, ft_error *err) {
-  char tmp[PATH_MAX], dir[PATH_MAX];
-  if (snprintf(tmp, sizeof tmp, "%s.tmp.XXXXXX", path) >= (int)sizeof tmp)
-    return ft_error_set(err, FT_EIO, "path", "path too long: %s", path);
-  int fd = mkstemp(tmp);
-  if (fd < 0)
-    return ft_error_set(err, FT_EIO, "path", "cannot create %s: %s", tmp, strerror(errno));
-  fchmod(fd, 0644);
-  FILE *f = fdopen(fd, "wb");
-  if (!f) {
-    close(fd);
-    unlink(tmp);
-    return ft_error_set(err, FT_ENOMEM, NULL, NULL);
-  }
-  int rc = write_body(w, f);
-  int saved = errno;
-  if (!rc && (fflush(f) || fsync(fileno(f)))) rc = -1, saved = errno;
-  if (fclose(f) && !rc) rc = -1, saved = errno;
-  if (!rc && rename(tmp, path)) rc = -1, saved = errno;
-  if (rc) {
-    unlink(tmp);
+  ft_atomic a;
+  int rc = ft_atomic_open(&a, path, 0644, err);
+  if (rc) return rc;
+  if ((rc = write_body(w, a.f))) {
+    int saved = errno;
+    ft_atomic_abort(&a);
     if (rc == -ENOMEM) return ft_error_set(err, FT_ENOMEM, NULL, NULL);
     return ft_error_set(err, FT_EIO, "path", "cannot write %s: %s", path, strerror(saved));
   }
-  snprintf(dir, sizeof dir, "%s", path);
-  hf_fsync_dir(dirname(dir));
-  return 0;
+  return ft_atomic_commit(&a, err);
 }
 
 /* ---- reader --------------------------------------------------------------- */
@@ -1010,7 +994,7 @@ static int add_hparams(gguf_writer *w, const ft_config *c, const char *arch, ft_
 
 static json_t *load_json(const char *dir, const char *name, size_t flags) {
   char path[PATH_MAX];
-  if (snprintf(path, sizeof path, "%s/%s", dir, name) >= (int)sizeof path) return NULL;
+  if (ft_path_join(path, sizeof path, dir, name, NULL)) return NULL;
   return json_load_file(path, flags, NULL);
 }
 

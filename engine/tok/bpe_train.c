@@ -14,12 +14,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
-#include "formats/hfdir.h"
+#include "ft_fs.h"
+#include "ft_utf8.h"
 #include "tok/tok_unicode.h"
 
 static const char GPT2_PATTERN[] =
@@ -238,7 +238,7 @@ static int pretokenize(bpe_trainer *t, const char *s, size_t len) {
 int bpe_trainer_add_text(bpe_trainer *t, const char *text, size_t len, ft_error *err) {
   if (t->trained)
     return ft_error_set(err, FT_EINVALID, NULL, "bpe_trainer_add_text after training");
-  if (!tok_utf8_valid(text, len))
+  if (!ft_utf8_valid(text, len, NULL))
     return ft_error_set(err, FT_EUTF8, NULL, "the text is not valid UTF-8");
   size_t a = 0, i = 0;
   while (i < len) {
@@ -265,33 +265,6 @@ int bpe_trainer_add_text(bpe_trainer *t, const char *text, size_t len, ft_error 
 }
 
 /* ---- files ---- */
-
-static int read_all(const char *path, char **out, size_t *n, ft_error *err) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return ft_error_set(err, FT_EIO, "files", "cannot open %s: %s", path, strerror(errno));
-  char *buf = NULL;
-  size_t len = 0, cap = 0;
-  for (;;) {
-    if (grow((void **)&buf, &cap, len + 65536 + 1, 1)) {
-      fclose(f);
-      free(buf);
-      return ft_error_set(err, FT_ENOMEM, "files", "%s: out of memory", path);
-    }
-    size_t r = fread(buf + len, 1, cap - len - 1, f);
-    len += r;
-    if (r == 0) break;
-  }
-  int bad = ferror(f);
-  fclose(f);
-  if (bad) {
-    free(buf);
-    return ft_error_set(err, FT_EIO, "files", "cannot read %s", path);
-  }
-  buf[len] = 0;
-  *out = buf;
-  *n = len;
-  return 0;
-}
 
 static int add_str(bpe_trainer *t, const json_t *v, const char *path, size_t line, int *found,
                    ft_error *err) {
@@ -347,22 +320,19 @@ static int add_jsonl(bpe_trainer *t, const char *buf, size_t n, const char *path
 
 int bpe_trainer_add_file(bpe_trainer *t, const char *path, ft_error *err) {
   char *buf = NULL;
-  size_t n = 0;
-  int rc = read_all(path, &buf, &n, err);
-  if (rc) return rc;
+  size_t n = 0, bad = 0;
+  int rc = ft_read_file(path, 0, &buf, &n, err);
+  if (rc) {
+    if (err) snprintf(err->param, sizeof err->param, "files");
+    return rc;
+  }
   size_t a = 0;
   while (a < n && (buf[a] == ' ' || buf[a] == '\t' || buf[a] == '\r' || buf[a] == '\n')) a++;
   if (a < n && buf[a] == '{') {
     rc = add_jsonl(t, buf, n, path, err);
-  } else if (!tok_utf8_valid(buf, n)) {
-    size_t line = 1, i = 0;
-    while (i < n) { /* find the first bad line for the message */
-      const char *nl = memchr(buf + i, '\n', n - i);
-      size_t e = nl ? (size_t)(nl - buf) : n;
-      if (!tok_utf8_valid(buf + i, e - i)) break;
-      i = e + 1;
-      line++;
-    }
+  } else if (!ft_utf8_valid(buf, n, &bad)) {
+    size_t line = 1; /* of the first bad byte, for the message */
+    for (size_t i = 0; i < bad; i++) line += buf[i] == '\n';
     rc = ft_error_set(err, FT_EUTF8, "files", "%s:%zu: not valid UTF-8", path, line);
   } else {
     rc = bpe_trainer_add_text(t, buf, n, err);
@@ -610,18 +580,18 @@ static json_t *byte_level(int add_prefix_space, int trim_offsets) {
 
 static int write_json(const char *dir, const char *name, const json_t *j, ft_error *err) {
   char path[4096];
-  if (snprintf(path, sizeof path, "%s/%s", dir, name) >= (int)sizeof path)
+  if (ft_pathf(path, sizeof path, "%s/%s", dir, name))
     return ft_error_set(err, FT_EIO, "out", "path too long: %s/%s", dir, name);
   char *s = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_ENSURE_ASCII);
   if (!s) return ft_error_set(err, FT_ENOMEM, NULL, "out of memory");
-  int rc = hf_write_file(path, s, strlen(s), err);
+  int rc = ft_write_atomic(path, s, strlen(s), 0644, err);
   free(s);
   return rc;
 }
 
 int bpe_trainer_write(const bpe_trainer *t, const char *out_dir, ft_error *err) {
   if (!t->trained) return ft_error_set(err, FT_EINVALID, NULL, "the trainer has not trained");
-  if (mkdir(out_dir, 0755) != 0 && errno != EEXIST)
+  if (ft_mkdir_p(out_dir, 0755, NULL))
     return ft_error_set(err, FT_EIO, "out", "cannot create %s: %s", out_dir, strerror(errno));
   json_t *root = json_object(), *added = json_array(), *vocab = json_object(),
          *merges = json_array(), *model = json_object();
@@ -691,7 +661,7 @@ int bpe_trainer_write(const bpe_trainer *t, const char *out_dir, ft_error *err) 
   if (!cfg) return ft_error_set(err, FT_ENOMEM, NULL, "out of memory");
   rc = write_json(out_dir, "tokenizer_config.json", cfg, err);
   json_decref(cfg);
-  if (!rc && hf_fsync_dir(out_dir) != 0)
+  if (!rc && ft_fsync_dir(out_dir, NULL) != 0)
     rc = ft_error_set(err, FT_EIO, "out", "cannot fsync %s", out_dir);
   return rc;
 }

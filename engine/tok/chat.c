@@ -7,12 +7,16 @@
  * tokenizes the pieces the way Hugging Face tokenizes the whole text. */
 #include "tok/chat.h"
 
+#include <errno.h>
 #include <jansson.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+
+#include "ft_fs.h"
+#include "ft_utf8.h"
 
 const char *chat_family_name(ft_chat_family f) {
   switch (f) {
@@ -72,19 +76,6 @@ static int is_file(const char *path) {
   return stat(path, &st) == 0 && S_ISREG(st.st_mode);
 }
 
-/* Newer transformers save the template beside the config, as
- * chat_template.jinja (raw text); read up to 1 MiB of it. */
-static char *read_small_file(const char *path) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return NULL;
-  size_t cap = 1 << 20;
-  char *buf = malloc(cap + 1);
-  size_t n = buf ? fread(buf, 1, cap, f) : 0;
-  fclose(f);
-  if (buf) buf[n] = 0;
-  return buf;
-}
-
 int chat_detect(const char *model_dir, const tok *t, ft_chat_family *out, ft_error *err) {
   *out = FT_CHAT_PLAIN;
   int fam = -1, rc = 0;
@@ -110,10 +101,13 @@ int chat_detect(const char *model_dir, const tok *t, ft_chat_family *out, ft_err
       if (rc) return rc;
     }
     if (fam < 0) {
+      /* newer transformers save the template beside the config, as
+       * chat_template.jinja (raw text); one over 1 MiB is not a template */
       snprintf(path, sizeof path, "%s/chat_template.jinja", model_dir);
       if (is_file(path)) {
-        char *tpl = read_small_file(path);
-        if (!tpl) return ft_error_set(err, FT_EIO, NULL, "cannot read %s", path);
+        char *tpl;
+        if (ft_read_file(path, 1 << 20, &tpl, NULL, NULL))
+          return ft_error_set(err, FT_EIO, NULL, "cannot read %s: %s", path, strerror(errno));
         fam = family_of_template(tpl);
         free(tpl);
       }
@@ -140,26 +134,22 @@ static int py_space(unsigned c) {
          c == 0x205f || c == 0x3000;
 }
 
-/* Length of the UTF-8 sequence starting at s[0] (1 for invalid bytes) and
- * its code point. */
-static size_t utf8_next(const unsigned char *s, size_t n, unsigned *cp) {
-  unsigned c = s[0];
-  size_t len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 1;
-  if (len > n) len = 1;
-  for (size_t i = 1; i < len; i++)
-    if ((s[i] & 0xc0) != 0x80) len = 1;
-  *cp = len == 1 ? c : len == 2 ? c & 0x1f : len == 3 ? c & 0x0f : c & 0x07;
-  for (size_t i = 1; i < len; i++) *cp = (*cp << 6) | (s[i] & 0x3f);
-  return len;
+/* Length of the code point at s[0..n) (n > 0) and the code point; an
+ * ill-formed subpart (never space: Python's str holds no such bytes) is one
+ * U+FFFD. */
+static size_t utf8_next(const char *s, size_t n, uint32_t *cp) {
+  int len = ft_utf8_next(s, n, cp);
+  if (len > 0) return (size_t)len;
+  *cp = 0xFFFD;
+  return (size_t)-len;
 }
 
 /* Start of the trailing run of whitespace in s[0..n). */
 static size_t rtrim_len(const char *s, size_t n) {
-  const unsigned char *u = (const unsigned char *)s;
   size_t i = 0, end = 0;
   while (i < n) {
-    unsigned cp;
-    size_t l = utf8_next(u + i, n - i, &cp);
+    uint32_t cp;
+    size_t l = utf8_next(s + i, n - i, &cp);
     i += l;
     if (!py_space(cp)) end = i;
   }
@@ -168,11 +158,10 @@ static size_t rtrim_len(const char *s, size_t n) {
 
 /* Python's s.strip(): sets *off and *len of the stripped span. */
 static void py_strip(const char *s, size_t n, size_t *off, size_t *len) {
-  const unsigned char *u = (const unsigned char *)s;
   size_t i = 0;
   while (i < n) {
-    unsigned cp;
-    size_t l = utf8_next(u + i, n - i, &cp);
+    uint32_t cp;
+    size_t l = utf8_next(s + i, n - i, &cp);
     if (!py_space(cp)) break;
     i += l;
   }

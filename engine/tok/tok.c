@@ -20,6 +20,8 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
+#include "ft_fs.h"
+#include "ft_utf8.h"
 #include "tok/tok_unicode.h"
 
 #define TOK_MAX_ID (1 << 24)
@@ -999,7 +1001,7 @@ int tok_encode(const tok *t, const char *text, size_t len, int parse_special, in
   *ids = NULL;
   *n = 0;
   if (!t || (!text && len)) return FT_EINVALID;
-  if (!tok_utf8_valid(text, len)) return FT_EUTF8;
+  if (!ft_utf8_valid(text, len, NULL)) return FT_EUTF8;
   enc e = {0};
   int rc = push_id(&e, 0); /* *ids is never NULL on success */
   e.n = 0;
@@ -1140,7 +1142,7 @@ static int dec_run(const node *d, plist *in, plist *out) {
           bytes[nb++] = (char)v;
           j++;
         }
-        if (tok_utf8_valid(bytes, nb)) {
+        if (ft_utf8_valid(bytes, nb, NULL)) {
           rc = pl_push_keep(out, bytes, nb);
         } else {
           for (size_t k = 0; k < nb && !rc; k++) rc = pl_push_keep(out, "\xEF\xBF\xBD", 3);
@@ -1643,38 +1645,6 @@ static int load_tokenizer_json(tok *t, const char *path, ft_error *err) {
   return rc;
 }
 
-static int read_file(const char *path, char **out, size_t *outn, ft_error *err) {
-  FILE *f = fopen(path, "rb");
-  if (!f)
-    return ft_error_set(err, errno == ENOENT ? FT_ENOT_FOUND : FT_EIO, "tokenizer", "%s: %s", path,
-                        strerror(errno));
-  size_t cap = 1 << 20, n = 0;
-  char *b = malloc(cap);
-  while (b) {
-    n += fread(b + n, 1, cap - n, f);
-    if (n < cap) break;
-    char *nb = realloc(b, cap * 2);
-    if (!nb) {
-      free(b);
-      b = NULL;
-      break;
-    }
-    b = nb;
-    cap *= 2;
-  }
-  int bad = ferror(f);
-  fclose(f);
-  if (!b) return ft_error_set(err, FT_ENOMEM, "tokenizer", NULL);
-  if (bad) {
-    free(b);
-    return ft_error_set(err, FT_EIO, "tokenizer", "%s: read error", path);
-  }
-  b[n < cap ? n : cap - 1] = 0;
-  *out = b;
-  *outn = n;
-  return 0;
-}
-
 /* GPT-2's vocab.json + merges.txt (or encoder.json + vocab.bpe). */
 static int load_vocab_merges(tok *t, const char *vpath, const char *mpath, ft_error *err) {
   json_t *v;
@@ -1694,8 +1664,12 @@ static int load_vocab_merges(tok *t, const char *vpath, const char *mpath, ft_er
   if (rc) return rc;
   char *m = NULL;
   size_t mn = 0;
-  if ((rc = read_file(mpath, &m, &mn, err))) return rc;
-  if (!tok_utf8_valid(m, mn)) rc = ft_error_set(err, FT_EFORMAT, "merges", "%s: not UTF-8", mpath);
+  if ((rc = ft_read_file(mpath, 0, &m, &mn, NULL)))
+    return rc == FT_ENOMEM ? rc
+                           : ft_error_set(err, errno == ENOENT ? FT_ENOT_FOUND : FT_EIO,
+                                          "tokenizer", "%s: %s", mpath, strerror(errno));
+  if (!ft_utf8_valid(m, mn, NULL))
+    rc = ft_error_set(err, FT_EFORMAT, "merges", "%s: not UTF-8", mpath);
   size_t lines = 1;
   for (size_t i = 0; i < mn; i++) lines += m[i] == '\n';
   if (!rc) rc = mm_init(&t->merges, lines);
@@ -1856,7 +1830,8 @@ static int finalize(tok *t, ft_error *err) {
   }
   for (int w = 0; w < 2; w++)
     for (int c = 0; c < 256; c++)
-      if (cnt[w][c] && !(t->bucket[w][c] = malloc(cnt[w][c] * sizeof(int32_t)))) return ft_error_set(err, FT_ENOMEM, "tokenizer", NULL);
+      if (cnt[w][c] && !(t->bucket[w][c] = malloc(cnt[w][c] * sizeof(int32_t))))
+        return ft_error_set(err, FT_ENOMEM, "tokenizer", NULL);
   for (size_t i = 0; i < t->n_added; i++) {
     const added_tok *a = &t->added[i];
     int w = a->normalized && t->norm;
@@ -1892,11 +1867,6 @@ static int prepare_regex(ft_error *err) {
   return 0;
 }
 
-static int path_join(char *out, size_t cap, const char *dir, const char *name) {
-  int k = snprintf(out, cap, "%s/%s", dir, name);
-  return k > 0 && (size_t)k < cap;
-}
-
 static int file_exists(const char *p) {
   struct stat st;
   return stat(p, &st) == 0 && S_ISREG(st.st_mode);
@@ -1929,7 +1899,7 @@ int tok_load(tok **out, const char *dir, ft_error *err) {
   char p1[4096], p2[4096];
   tok *t = tok_new();
   if (!t) return ft_error_set(err, FT_ENOMEM, "tokenizer", NULL);
-  if (!path_join(p1, sizeof p1, dir, "tokenizer.json")) {
+  if (ft_path_join(p1, sizeof p1, dir, "tokenizer.json", NULL)) {
     rc = ft_error_set(err, FT_EINVALID, "tokenizer", "path too long");
   } else if (file_exists(p1)) {
     rc = load_tokenizer_json(t, p1, err);
@@ -1939,15 +1909,16 @@ int tok_load(tok **out, const char *dir, ft_error *err) {
                       "%s: no tokenizer.json, vocab.json + merges.txt or encoder.json + vocab.bpe",
                       dir);
     for (int k = 0; k < 2; k++) {
-      if (path_join(p1, sizeof p1, dir, pairs[k][0]) &&
-          path_join(p2, sizeof p2, dir, pairs[k][1]) && file_exists(p1) && file_exists(p2)) {
+      if (!ft_path_join(p1, sizeof p1, dir, pairs[k][0], NULL) &&
+          !ft_path_join(p2, sizeof p2, dir, pairs[k][1], NULL) && file_exists(p1) &&
+          file_exists(p2)) {
         if (err) memset(err, 0, sizeof *err);
         rc = load_vocab_merges(t, p1, p2, err);
         break;
       }
     }
   }
-  if (!rc && path_join(p1, sizeof p1, dir, "tokenizer_config.json") && file_exists(p1))
+  if (!rc && !ft_path_join(p1, sizeof p1, dir, "tokenizer_config.json", NULL) && file_exists(p1))
     rc = load_config(t, p1, err);
   if (!rc) rc = finalize(t, err);
   if (rc) {

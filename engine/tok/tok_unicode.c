@@ -10,40 +10,8 @@
 #include <string.h>
 
 #include "ft_err.h"
+#include "ft_utf8.h"
 #include "tok/tok_unicode_data.h"
-
-int tok_utf8_valid(const char *str, size_t n) {
-  const unsigned char *s = (const unsigned char *)str;
-  size_t i = 0;
-  while (i < n) {
-    unsigned c = s[i];
-    if (c < 0x80) {
-      i++;
-      continue;
-    }
-    size_t len;
-    unsigned lo = 0x80, hi = 0xBF;
-    if (c >= 0xC2 && c <= 0xDF) {
-      len = 2;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-      len = 3;
-      if (c == 0xE0) lo = 0xA0;
-      if (c == 0xED) hi = 0x9F; /* no surrogates */
-    } else if (c >= 0xF0 && c <= 0xF4) {
-      len = 4;
-      if (c == 0xF0) lo = 0x90;
-      if (c == 0xF4) hi = 0x8F;
-    } else {
-      return 0;
-    }
-    if (n - i < len) return 0;
-    if (s[i + 1] < lo || s[i + 1] > hi) return 0;
-    for (size_t k = 2; k < len; k++)
-      if ((s[i + k] & 0xC0) != 0x80) return 0;
-    i += len;
-  }
-  return 1;
-}
 
 int tok_utf8_decode(const char *str, uint32_t *cp) {
   const unsigned char *s = (const unsigned char *)str;
@@ -88,52 +56,21 @@ int tok_utf8_encode(char *out, uint32_t cp) {
   return 4;
 }
 
-/* Length of the well-formed sequence at s[0..n), or 0 with *bad set to the
- * length of the maximal ill-formed prefix (at least 1). */
-static size_t utf8_seq(const unsigned char *s, size_t n, size_t *bad) {
-  unsigned c = s[0];
-  size_t len;
-  unsigned lo = 0x80, hi = 0xBF;
-  if (c < 0x80) return 1;
-  if (c >= 0xC2 && c <= 0xDF) {
-    len = 2;
-  } else if (c >= 0xE0 && c <= 0xEF) {
-    len = 3;
-    if (c == 0xE0) lo = 0xA0;
-    if (c == 0xED) hi = 0x9F;
-  } else if (c >= 0xF0 && c <= 0xF4) {
-    len = 4;
-    if (c == 0xF0) lo = 0x90;
-    if (c == 0xF4) hi = 0x8F;
-  } else {
-    *bad = 1;
-    return 0;
-  }
-  size_t k = 1;
-  for (; k < len && k < n; k++) {
-    unsigned b = s[k];
-    if (k == 1 ? (b < lo || b > hi) : ((b & 0xC0) != 0x80)) break;
-  }
-  if (k == len) return len;
-  *bad = k;
-  return 0;
-}
-
-int tok_utf8_lossy(const char *str, size_t n, char **out, size_t *outn) {
-  const unsigned char *s = (const unsigned char *)str;
+int tok_utf8_lossy(const char *s, size_t n, char **out, size_t *outn) {
   char *o = malloc(n * 3 + 1); /* each bad byte grows to 3 at most */
   if (!o) return FT_ENOMEM;
   size_t i = 0, j = 0;
   while (i < n) {
-    size_t bad = 0, len = utf8_seq(s + i, n - i, &bad);
-    if (len) {
-      memcpy(o + j, s + i, len);
-      j += len;
-      i += len;
-    } else {
+    uint32_t cp;
+    int len = ft_utf8_next(s + i, n - i, &cp);
+    if (len > 0) {
+      memcpy(o + j, s + i, (size_t)len);
+      j += (size_t)len;
+      i += (size_t)len;
+    } else { /* -len bytes: the maximal ill-formed subpart */
       memcpy(o + j, "\xEF\xBF\xBD", 3);
       j += 3;
-      i += bad;
+      i += (size_t)-len;
     }
   }
   o[j] = 0;

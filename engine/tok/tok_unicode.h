@@ -1,14 +1,13 @@
 /* UTF-8 and Unicode canonical normalization for the tokenizer (tok.c):
- * strict UTF-8 validation, lossy repair (as Rust's from_utf8_lossy, which is
- * what Hugging Face's decoders produce), and NFC/NFD with tables generated
- * from the Unicode data (tok_unicode_data.h). Pure functions, no state. */
+ * decoding and encoding of text already checked with ft_utf8_valid
+ * (common/ft_utf8.h), lossy repair (as Rust's from_utf8_lossy, which is what
+ * Hugging Face's decoders produce), and NFC/NFD with tables generated from
+ * the Unicode data (tok_unicode_data.h). Pure functions, no state. */
 #ifndef FT_TOK_UNICODE_H
 #define FT_TOK_UNICODE_H
 #include <stddef.h>
 #include <stdint.h>
 
-/* 1 when s[0..n) is well-formed UTF-8 (no overlongs, surrogates, > U+10FFFF). */
-int tok_utf8_valid(const char *s, size_t n);
 /* Decodes one code point of well-formed UTF-8 at s; returns its byte length. */
 int tok_utf8_decode(const char *s, uint32_t *cp);
 /* Writes cp as UTF-8 to out (room for 4 bytes); returns the byte count. */

@@ -40,6 +40,7 @@
 #include "formats/ckpt.h"
 #include "data/data.h"
 #include "formats/hfdir.h"
+#include "ft_fs.h"
 #include "train/metrics.h"
 #include "nn/model.h"
 #include "train/optim.h"
@@ -90,22 +91,6 @@ static void event(run *r, const char *level, const char *data_json, const char *
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
   r->h->on_event(r->h->ud, level, msg, data_json);
-}
-
-static int mkdir_p(const char *dir, ft_error *err) {
-  char buf[PATH_MAX];
-  if (snprintf(buf, sizeof buf, "%s", dir) >= (int)sizeof buf)
-    return ft_error_set(err, FT_EIO, NULL, "path too long: %s", dir);
-  for (char *p = buf + 1;; p++) {
-    if (*p && *p != '/') continue;
-    char c = *p;
-    *p = '\0';
-    if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-      return ft_error_set(err, FT_EIO, NULL, "cannot create %s: %s", buf, strerror(errno));
-    *p = c;
-    if (!c) break;
-  }
-  return 0;
 }
 
 void train_data_job(ft_data_job *j, const ft_spec *s, const ft_config *cfg, ft_chat_family chat,
@@ -239,18 +224,18 @@ static void csv_row(run *r, const ft_step_metrics *m) {
 static int csv_open(run *r, int resumed, ft_error *err) {
   const char *path = r->o->metrics_csv;
   if (!path) return 0;
-  char tmp[PATH_MAX];
-  if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp)
+  char dir[PATH_MAX];
+  if (ft_pathf(dir, sizeof dir, "%s", path))
     return ft_error_set(err, FT_EIO, NULL, "path too long: %s", path);
-  char *slash = strrchr(tmp, '/');
-  if (slash && slash != tmp) { /* its directory */
+  char *slash = strrchr(dir, '/');
+  int rc;
+  if (slash && slash != dir) { /* its directory */
     *slash = 0;
-    int rc = mkdir_p(tmp, err);
-    *slash = '/';
-    if (rc) return rc;
+    if ((rc = ft_mkdir_p(dir, 0755, err))) return rc;
   }
-  FILE *out = fopen(tmp, "w");
-  if (!out) return ft_error_set(err, FT_EIO, NULL, "cannot write %s: %s", tmp, strerror(errno));
+  ft_atomic a;
+  if ((rc = ft_atomic_open(&a, path, 0644, err))) return rc;
+  FILE *out = a.f;
   fputs(CSV_HEADER, out);
   FILE *in = resumed ? fopen(path, "r") : NULL;
   if (in) {
@@ -270,8 +255,7 @@ static int csv_open(run *r, int resumed, ft_error *err) {
     }
     fclose(in);
   }
-  if (fflush(out) != 0 || fsync(fileno(out)) != 0 || fclose(out) != 0 || rename(tmp, path) != 0)
-    return ft_error_set(err, FT_EIO, NULL, "cannot write %s: %s", path, strerror(errno));
+  if ((rc = ft_atomic_commit(&a, err))) return rc;
   r->csv = fopen(path, "a");
   if (!r->csv) return ft_error_set(err, FT_EIO, NULL, "cannot open %s: %s", path, strerror(errno));
   return 0;
@@ -634,12 +618,12 @@ static int promote_best(run *r, ft_train_result *res, ft_error *err) {
 static int write_output(run *r, ft_error *err) {
   const ft_train_opts *o = r->o;
   int rc;
-  if ((rc = mkdir_p(o->out_dir, err))) return rc;
+  if ((rc = ft_mkdir_p(o->out_dir, 0755, err))) return rc;
   if (r->s.method == FT_METHOD_LORA) {
     char adir[PATH_MAX];
     if (snprintf(adir, sizeof adir, "%s/adapter", o->out_dir) >= (int)sizeof adir)
       return ft_error_set(err, FT_EIO, NULL, "path too long: %s", o->out_dir);
-    if ((rc = mkdir_p(adir, err))) return rc;
+    if ((rc = ft_mkdir_p(adir, 0755, err))) return rc;
     if ((rc = hf_save_peft(r->m, &r->s.lora, r->s.model, adir, err))) return rc;
     model_merge_lora(r->m);
   }
@@ -829,7 +813,7 @@ int train_export_checkpoint(const ft_spec *spec, const char *base_model_dir, con
       (rc = ckpt_load_weights(ckpt_path, m, err)))
     goto out;
   if (s.method == FT_METHOD_LORA) model_merge_lora(m);
-  if ((rc = mkdir_p(out_dir, err))) goto out;
+  if ((rc = ft_mkdir_p(out_dir, 0755, err))) goto out;
   rc = hf_save_model(m, s.task, base_model_dir, out_dir, err);
 out:
   if (m) model_free(m);

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "ft_fs.h"
 #include "tok/tok.h"
 
 static int load(tok **t, const char *path) {
@@ -75,27 +76,18 @@ static double now(void) {
 }
 
 static int cmd_bench(tok *t, const char *file, int repeat) {
-  FILE *f = fopen(file, "rb");
-  if (!f) {
+  char *buf;
+  size_t sz;
+  if (ft_read_file(file, 0, &buf, &sz, NULL)) {
     perror(file);
     return 1;
   }
-  fseek(f, 0, SEEK_END);
-  long sz = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  char *buf = malloc((size_t)sz + 1);
-  if (!buf || fread(buf, 1, (size_t)sz, f) != (size_t)sz) {
-    fclose(f);
-    free(buf);
-    return 1;
-  }
-  fclose(f);
   double best = 1e30;
   size_t n = 0;
   for (int r = 0; r < repeat; r++) {
     int32_t *ids;
     double t0 = now();
-    int rc = tok_encode(t, buf, (size_t)sz, 1, &ids, &n);
+    int rc = tok_encode(t, buf, sz, 1, &ids, &n);
     double dt = now() - t0;
     if (rc) {
       fprintf(stderr, "tokcli: encode failed: %s\n", ft_err_code(rc));
@@ -105,7 +97,7 @@ static int cmd_bench(tok *t, const char *file, int repeat) {
     free(ids);
     if (dt < best) best = dt;
   }
-  printf("%ld bytes -> %zu tokens in %.3f s: %.2f MB/s\n", sz, n, best, (double)sz / best / 1e6);
+  printf("%zu bytes -> %zu tokens in %.3f s: %.2f MB/s\n", sz, n, best, (double)sz / best / 1e6);
   free(buf);
   return 0;
 }

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "data/dsval.h"
+#include "ft_fs.h"
 #include "test.h"
 
 /* Validates buf fed in chunks of `chunk` bytes (0: all at once). */
@@ -284,22 +285,6 @@ static void test_summary(void) {
   CHECK(!dsval_name_is_csv("csv"));
 }
 
-static char *slurp(const char *path, size_t *n) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return NULL;
-  fseek(f, 0, SEEK_END);
-  long len = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  char *b = malloc((size_t)len + 1);
-  if (b && fread(b, 1, (size_t)len, f) != (size_t)len) {
-    free(b);
-    b = NULL;
-  }
-  fclose(f);
-  *n = (size_t)len;
-  return b;
-}
-
 /* Every golden bad file gives exactly one error, at its line, with its code,
  * fed whole and 3 bytes at a time. */
 static void test_golden_files(void) {
@@ -317,8 +302,8 @@ static void test_golden_files(void) {
       continue;
     snprintf(path, sizeof path, "%s/tests/data/bad/%s", src, name);
     size_t n = 0;
-    char *buf = slurp(path, &n);
-    CHECK(buf != NULL);
+    char *buf = NULL;
+    CHECK_EQ_INT(ft_read_file(path, 0, &buf, &n, NULL), 0);
     if (!buf) continue;
     for (size_t chunk = 0; chunk <= 3; chunk += 3) {
       json_t *r = run(buf, n, dsval_name_is_csv(name), chunk, 0);

@@ -10,7 +10,7 @@
 #include <unistd.h>
 
 #include "data/data.h"
-#include "formats/hfdir.h"
+#include "ft_fs.h"
 #include "test.h"
 #include "tok/tok.h"
 
@@ -29,10 +29,10 @@ static int setup_tokenizers(void) {
   char a[700], b[700];
   snprintf(a, sizeof a, "%s/encoder.json", src);
   snprintf(b, sizeof b, "%s/vocab.json", dir);
-  if (hf_copy_file(a, b, &e)) return -1;
+  if (ft_copy_file(a, b, 0644, &e)) return -1;
   snprintf(a, sizeof a, "%s/vocab.bpe", src);
   snprintf(b, sizeof b, "%s/merges.txt", dir);
-  if (hf_copy_file(a, b, &e)) return -1;
+  if (ft_copy_file(a, b, 0644, &e)) return -1;
   if (tok_load(&gpt2, dir, &e)) {
     fprintf(stderr, "tok_load gpt2: %s\n", e.message);
     return -1;
@@ -561,8 +561,6 @@ int main(void) {
   RUN(test_chat_bos);
   tok_free(gpt2);
   tok_free(chatml);
-  char cmd[128];
-  snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
-  if (system(cmd) != 0) fprintf(stderr, "cannot remove %s\n", tmpdir);
+  if (ft_rmtree(tmpdir, NULL)) fprintf(stderr, "cannot remove %s\n", tmpdir);
   return test_report();
 }

@@ -11,7 +11,7 @@
 #include <unistd.h>
 
 #include "data/data.h"
-#include "formats/hfdir.h"
+#include "ft_fs.h"
 #include "test.h"
 #include "tok/tok.h"
 
@@ -26,10 +26,10 @@ static int setup(void) {
   ft_error e = {0};
   snprintf(a, sizeof a, "%s/encoder.json", src);
   snprintf(b, sizeof b, "%s/vocab.json", tmpdir);
-  if (hf_copy_file(a, b, &e)) return -1;
+  if (ft_copy_file(a, b, 0644, &e)) return -1;
   snprintf(a, sizeof a, "%s/vocab.bpe", src);
   snprintf(b, sizeof b, "%s/merges.txt", tmpdir);
-  if (hf_copy_file(a, b, &e)) return -1;
+  if (ft_copy_file(a, b, 0644, &e)) return -1;
   if (tok_load(&gpt2, tmpdir, &e)) {
     fprintf(stderr, "tok_load: %s\n", e.message);
     return -1;
@@ -344,8 +344,6 @@ int main(void) {
   RUN(test_labels);
   RUN(test_stats_json);
   tok_free(gpt2);
-  char cmd[128];
-  snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
-  if (system(cmd) != 0) fprintf(stderr, "cannot remove %s\n", tmpdir);
+  if (ft_rmtree(tmpdir, NULL)) fprintf(stderr, "cannot remove %s\n", tmpdir);
   return test_report();
 }

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "formats/ckpt.h"
+#include "ft_fs.h"
 #include "train/optim.h"
 #include "test.h"
 
@@ -190,8 +191,6 @@ int main(void) {
   RUN(test_torn_lengths);
   RUN(test_version1);
   RUN(test_weights_latest_prune);
-  char cmd[128];
-  snprintf(cmd, sizeof cmd, "rm -rf %s", tmp);
-  if (system(cmd) != 0) fprintf(stderr, "cannot remove %s\n", tmp);
+  if (ft_rmtree(tmp, NULL)) fprintf(stderr, "cannot remove %s\n", tmp);
   return test_report();
 }

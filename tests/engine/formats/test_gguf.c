@@ -15,6 +15,7 @@
 
 #include "formats/gguf.h"
 #include "formats/hfdir.h"
+#include "ft_fs.h"
 #include "nn/init.h"
 #include "nn/model.h"
 #include "nn/rng.h"
@@ -372,21 +373,6 @@ static void test_adapter_gpt2(void) {
 
 /* ---- hostile input -------------------------------------------------------- */
 
-static unsigned char *slurp(const char *path, size_t *n) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return NULL;
-  fseek(f, 0, SEEK_END);
-  *n = (size_t)ftell(f);
-  fseek(f, 0, SEEK_SET);
-  unsigned char *b = malloc(*n);
-  if (b && fread(b, 1, *n, f) != *n) {
-    free(b);
-    b = NULL;
-  }
-  fclose(f);
-  return b;
-}
-
 /* Parses an exact-size copy of buf[0..n): the return code. */
 static int parse_copy(const unsigned char *buf, size_t n) {
   unsigned char *c = malloc(n ? n : 1);
@@ -425,8 +411,9 @@ static void test_truncated_and_flipped(void) {
   char path[1024];
   snprintf(path, sizeof path, "%s/gpt2.f16.gguf", root);
   size_t n = 0;
-  unsigned char *buf = slurp(path, &n);
-  CHECK(buf != NULL);
+  char *data = NULL;
+  CHECK_EQ_INT(ft_read_file(path, 0, &data, &n, NULL), 0);
+  unsigned char *buf = (unsigned char *)data;
   if (!buf) return;
   CHECK_EQ_INT(parse_copy(buf, n), 0);
   gguf_file *g = NULL;
@@ -636,8 +623,6 @@ int main(void) {
   RUN(test_adapter_gpt2);
   RUN(test_truncated_and_flipped);
   RUN(test_crafted);
-  char cmd[600];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
-  if (system(cmd)) fprintf(stderr, "could not remove %s\n", root);
+  if (ft_rmtree(root, NULL)) fprintf(stderr, "cannot remove %s\n", root);
   return test_report();
 }

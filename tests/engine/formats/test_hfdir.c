@@ -6,7 +6,6 @@
  * model_init_dir from real tokenizer files (FT_NODE_MODULES) loading back
  * to exactly the weights its seed gives. Fixtures are written to a mkdtemp
  * directory by the test itself. */
-#include <dirent.h>
 #include <jansson.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -16,6 +15,7 @@
 #include <unistd.h>
 
 #include "formats/hfdir.h"
+#include "ft_fs.h"
 #include "nn/init.h"
 #include "nn/model.h"
 #include "formats/safetensors.h"
@@ -834,25 +834,6 @@ static void test_init_dir(void) {
     check_init("llama", "tiny", llama3, "m_llama", "tokenizer.json");
 }
 
-static void rm_rf(const char *path) {
-  struct stat sb;
-  if (lstat(path, &sb) != 0) return;
-  if (S_ISDIR(sb.st_mode)) {
-    DIR *d = opendir(path);
-    struct dirent *e;
-    while (d && (e = readdir(d))) {
-      if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-      char p[1024];
-      snprintf(p, sizeof p, "%s/%s", path, e->d_name);
-      rm_rf(p);
-    }
-    if (d) closedir(d);
-    rmdir(path);
-  } else {
-    unlink(path);
-  }
-}
-
 int main(void) {
   if (!mkdtemp(root)) return 2;
   RUN(test_config_real);
@@ -865,6 +846,6 @@ int main(void) {
   RUN(test_weights_classifier);
   RUN(test_peft);
   RUN(test_init_dir);
-  rm_rf(root);
+  if (ft_rmtree(root, NULL)) fprintf(stderr, "cannot remove %s\n", root);
   return test_report();
 }

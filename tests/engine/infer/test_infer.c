@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "formats/hfdir.h"
+#include "ft_fs.h"
 #include "infer/infer.h"
 #include "nn/init.h"
 #include "nn/model.h"
@@ -650,8 +651,6 @@ int main(void) {
   RUN(test_utf8_held_back);
   RUN(test_utf8_generation);
   RUN(test_classify);
-  char cmd[600];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
-  if (system(cmd)) fprintf(stderr, "could not remove %s\n", tmp);
+  if (ft_rmtree(tmp, NULL)) fprintf(stderr, "cannot remove %s\n", tmp);
   return test_report();
 }

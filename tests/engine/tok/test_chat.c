@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "ft_fs.h"
 #include "tok/chat.h"
 #include "test.h"
 
@@ -471,8 +472,6 @@ int main(void) {
   RUN(test_detect_files);
   RUN(test_detect_real);
   RUN(test_tokenize);
-  char cmd[300];
-  snprintf(cmd, sizeof cmd, "rm -rf %s", tmp_dir);
-  if (system(cmd)) fprintf(stderr, "could not remove %s\n", tmp_dir);
+  if (ft_rmtree(tmp_dir, NULL)) fprintf(stderr, "cannot remove %s\n", tmp_dir);
   return test_report();
 }

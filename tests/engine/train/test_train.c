@@ -16,6 +16,7 @@
 
 #include "formats/ckpt.h"
 #include "formats/hfdir.h"
+#include "ft_fs.h"
 #include "nn/init.h"
 #include "nn/model.h"
 #include "train/optim.h"
@@ -920,7 +921,7 @@ static void test_nonfinite(void) {
     if (de->d_name[0] == '.' || !strcmp(de->d_name, "model.safetensors")) continue;
     snprintf(p, sizeof p, "%s/%s", gpt2_dir, de->d_name);
     snprintf(q, sizeof q, "%s/%s", dir, de->d_name);
-    CHECK_EQ_INT(hf_copy_file(p, q, &e), 0);
+    CHECK_EQ_INT(ft_copy_file(p, q, 0644, &e), 0);
   }
   if (d) closedir(d);
   snprintf(p, sizeof p, "%s/model.safetensors", gpt2_dir);
@@ -1000,9 +1001,7 @@ int main(void) {
   RUN(test_resume_with_evals);
   RUN(test_nonfinite);
   RUN(test_nonfinite_injected);
-  char cmd[128];
-  snprintf(cmd, sizeof cmd, "rm -rf %s", tmp);
-  if (!getenv("FT_KEEP_TMP") && system(cmd) != 0) fprintf(stderr, "cannot remove %s\n", tmp);
+  if (!getenv("FT_KEEP_TMP") && ft_rmtree(tmp, NULL)) fprintf(stderr, "cannot remove %s\n", tmp);
   json_decref(g_test_metrics);
   return test_report();
 }
