@@ -116,9 +116,7 @@ static void check_model_file(const char *dir, const char *file, int f16) {
     model_free(m);
     return;
   }
-  const char *arch = c.arch == FT_ARCH_GPT2           ? "gpt2"
-                     : !strcmp(c.model_type, "qwen2") ? "qwen2"
-                                                      : "llama";
+  const char *arch = arch_find(c.model_type)->gguf_arch;
   char k[128];
   CHECK_EQ_INT(gguf_version(g), 3);
   CHECK_EQ_INT(gguf_alignment(g), 32);
@@ -132,7 +130,7 @@ static void check_model_file(const char *dir, const char *file, int f16) {
   CHECK_EQ_INT(kv_int(g, ARCH_KEY("block_count"), GGUF_UINT32), c.n_layer);
   CHECK_EQ_INT(kv_int(g, ARCH_KEY("feed_forward_length"), GGUF_UINT32), c.intermediate_size);
   CHECK_EQ_INT(kv_int(g, ARCH_KEY("attention.head_count"), GGUF_UINT32), c.n_head);
-  if (c.arch == FT_ARCH_GPT2) {
+  if (!strcmp(c.model_type, "gpt2")) {
     CHECK_NEAR(kv_f(g, ARCH_KEY("attention.layer_norm_epsilon")), c.norm_eps, 1e-12);
     CHECK(gguf_find_kv(g, ARCH_KEY("rope.freq_base")) == NULL);
   } else {
@@ -213,7 +211,7 @@ static void check_model_file(const char *dir, const char *file, int f16) {
     if (!t) continue;
     expect++;
     int conv =
-        c.arch == FT_ARCH_GPT2 && strstr(p[i].name, ".weight") &&
+        !strcmp(c.model_type, "gpt2") && strstr(p[i].name, ".weight") &&
         (strstr(p[i].name, "c_attn") || strstr(p[i].name, "c_proj") || strstr(p[i].name, "c_fc"));
     int f32_kept = p[i].ndim == 1 || strstr(gn, "_norm.") || strstr(gn, ".bias") ||
                    !strcmp(gn, "position_embd.weight");
@@ -221,7 +219,7 @@ static void check_model_file(const char *dir, const char *file, int f16) {
     int same = same_tensor(t, p[i].w, p[i].ndim, p[i].shape, conv, heads, t->type == GGML_T_F16);
     if (!same) fprintf(stderr, "  tensor %s differs from %s\n", gn, p[i].name);
     CHECK(same);
-    if (c.arch == FT_ARCH_GPT2 && !strcmp(gn, "token_embd.weight")) { /* output = wte */
+    if (!strcmp(c.model_type, "gpt2") && !strcmp(gn, "token_embd.weight")) { /* output = wte */
       const gguf_tensor *o = gguf_find_tensor(g, "output.weight");
       CHECK(o && same_tensor(o, p[i].w, 2, p[i].shape, 0, 0, f16));
       expect++;
@@ -229,7 +227,7 @@ static void check_model_file(const char *dir, const char *file, int f16) {
   }
   CHECK_EQ_INT(gguf_n_tensors(g), expect);
   CHECK((gguf_find_tensor(g, "output.weight") != NULL) ==
-        (c.arch == FT_ARCH_GPT2 || !c.tie_embeddings));
+        (!strcmp(c.model_type, "gpt2") || !c.tie_embeddings));
   /* a permuted tensor really differs from the HF layout (n_head > 1) */
   if (!strcmp(arch, "llama")) {
     const gguf_tensor *q = gguf_find_tensor(g, "blk.0.attn_q.weight");
