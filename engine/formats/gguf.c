@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "formats/hfdir.h"
+#include "nn/layers.h"
 #include "nn/model.h"
 #include "formats/safetensors.h"
 
@@ -973,6 +974,15 @@ static int add_hparams(gguf_writer *w, const ft_config *c, const char *arch, ft_
       (rc = set_ku(w, arch, "rope.dimension_count", (uint32_t)c->head_dim, err)) ||
       (rc = set_ku(w, arch, "vocab_size", (uint32_t)c->vocab_size, err)))
     return rc;
+  /* rope_scaling: linear as metadata; llama3 as convert_hf_to_gguf.py
+   * writes it, a rope_freqs.weight tensor (add_rope_freqs) */
+  if (c->rope_scaling.kind == FT_ROPE_LINEAR) {
+    char k[128];
+    snprintf(k, sizeof k, "%s.rope.scaling.type", arch);
+    if ((rc = gguf_set_str(w, k, "linear", err)) ||
+        (rc = set_kf(w, arch, "rope.scaling.factor", c->rope_scaling.factor, err)))
+      return rc;
+  }
   if (c->head_dim * c->n_head != c->hidden_size &&
       ((rc = set_ku(w, arch, "attention.key_length", (uint32_t)c->head_dim, err)) ||
        (rc = set_ku(w, arch, "attention.value_length", (uint32_t)c->head_dim, err))))
@@ -1366,6 +1376,21 @@ static int add_hf_tensor(gguf_writer *w, const ft_config *c, const char *arch, c
   return gguf_add_tensor(w, g, ndim, ne, type, buf ? buf : (float *)data, buf != NULL, err);
 }
 
+/* Llama 3.1's rope_scaling for llama.cpp: per frequency the factor its
+ * plain frequency is divided by (1 kept, factor scaled, the interpolated
+ * band between), as convert_hf_to_gguf.py's rope_freqs.weight (F32, HD/2).
+ * The ratio of layers.c's own frequencies, so both read one formula. */
+static int add_rope_freqs(gguf_writer *w, const ft_config *c, ft_error *err) {
+  int h = c->head_dim / 2;
+  float *f = malloc((size_t)h * sizeof *f);
+  if (!f) return ft_error_set(err, FT_ENOMEM, NULL, NULL);
+  for (int i = 0; i < h; i++)
+    f[i] = rope_inv_freq(i, c->head_dim, c->rope_theta, NULL) /
+           rope_inv_freq(i, c->head_dim, c->rope_theta, &c->rope_scaling);
+  int64_t ne[1] = {h};
+  return gguf_add_tensor(w, "rope_freqs.weight", 1, ne, GGML_T_F32, f, 1, err);
+}
+
 int gguf_export_model(const char *model_dir, const char *out_path, int f16, const char *name,
                       ft_error *err) {
   ft_config cfg;
@@ -1394,6 +1419,7 @@ int gguf_export_model(const char *model_dir, const char *out_path, int f16, cons
         !strcmp(p[i].name, emb_name))
       rc = add_hf_tensor(w, &cfg, arch, "lm_head.weight", "", p[i].w, 2, p[i].shape, f16, 0, err);
   }
+  if (!rc && cfg.rope_scaling.kind == FT_ROPE_LLAMA3) rc = add_rope_freqs(w, &cfg, err);
   if (!rc) rc = gguf_write_file(w, out_path, err);
 done:
   gguf_writer_free(w);

@@ -267,27 +267,29 @@ void swiglu_backward(float *dgate, float *dup, const float *dout, const float *g
 
 /* ---- rotary embedding ---- */
 
+float rope_inv_freq(int i, int HD, float theta, const ft_rope_scaling *sc) {
+  /* as HF: inv_freq = 1 / theta ** (arange(0, HD, 2) / HD), in float32 */
+  float inv = 1.0f / powf(theta, (float)(2 * i) / (float)HD);
+  if (sc && sc->kind == FT_ROPE_LINEAR) return inv / sc->factor;
+  if (!sc || sc->kind != FT_ROPE_LLAMA3) return inv;
+  /* HF _compute_llama3_parameters, in float32: long wavelengths are divided
+   * by factor, short ones kept, the band between interpolated */
+  float old = (float)sc->orig_max_pos;
+  float low_wl = old / sc->low_freq, high_wl = old / sc->high_freq;
+  float wl = 2.0f * (float)M_PI / inv;
+  float scaled = wl > low_wl ? inv / sc->factor : inv;
+  if (!(wl < high_wl) && !(wl > low_wl)) {
+    float smooth = (old / wl - sc->low_freq) / (sc->high_freq - sc->low_freq);
+    scaled = (1.0f - smooth) * scaled / sc->factor + smooth * scaled;
+  }
+  return scaled;
+}
+
 void rope_tables(float *cos_t, float *sin_t, int maxT, int HD, float theta,
                  const ft_rope_scaling *sc) {
   int h = HD / 2;
   for (int i = 0; i < h; i++) {
-    /* as HF: inv_freq = 1 / theta ** (arange(0, HD, 2) / HD), in float32 */
-    float inv = 1.0f / powf(theta, (float)(2 * i) / (float)HD);
-    if (sc && sc->kind == FT_ROPE_LINEAR) {
-      inv = inv / sc->factor;
-    } else if (sc && sc->kind == FT_ROPE_LLAMA3) {
-      /* HF _compute_llama3_parameters, in float32: long wavelengths are
-       * divided by factor, short ones kept, the band between interpolated */
-      float old = (float)sc->orig_max_pos;
-      float low_wl = old / sc->low_freq, high_wl = old / sc->high_freq;
-      float wl = 2.0f * (float)M_PI / inv;
-      float scaled = wl > low_wl ? inv / sc->factor : inv;
-      if (!(wl < high_wl) && !(wl > low_wl)) {
-        float smooth = (old / wl - sc->low_freq) / (sc->high_freq - sc->low_freq);
-        scaled = (1.0f - smooth) * scaled / sc->factor + smooth * scaled;
-      }
-      inv = scaled;
-    }
+    float inv = rope_inv_freq(i, HD, theta, sc);
     for (int t = 0; t < maxT; t++) {
       float a = (float)t * inv;
       cos_t[(size_t)t * h + i] = cosf(a);

@@ -55,6 +55,8 @@ void swiglu_backward(float *dgate, float *dup, const float *dout, const float *g
  * sc may be NULL) times the position. */
 void rope_tables(float *cos_t, float *sin_t, int maxT, int HD, float theta,
                  const ft_rope_scaling *sc);
+/* The tables' frequency of pair i (0..HD/2-1), float32 as HF computes it. */
+float rope_inv_freq(int i, int HD, float theta, const ft_rope_scaling *sc);
 void rope_forward(float *x, const float *cos_t, const float *sin_t, const int32_t *pos, int B,
                   int T, int nh, int HD);
 void rope_backward(float *dx, const float *cos_t, const float *sin_t, const int32_t *pos, int B,
