@@ -886,6 +886,32 @@ static void test_init_dir(void) {
   CHECK_EQ_INT(c.n_kv_head, 3);
   CHECK_EQ_INT(c.head_dim, 64);
   CHECK_EQ_INT(c.tie_embeddings, 1);
+  /* the shapes of the real models, and their configs survive config.json */
+  CHECK_EQ_INT(model_preset("qwen3", "qwen3-0.6b", &c, &e), 0);
+  CHECK(c.n_layer == 28 && c.hidden_size == 1024 && c.n_head == 16 && c.n_kv_head == 8);
+  CHECK(c.head_dim == 128 && c.intermediate_size == 3072 && c.max_position == 40960);
+  CHECK(c.tie_embeddings == 1 && c.norm_eps == 1e-6f && c.rope_theta == 1e6f);
+  CHECK(c.arch->has_qk_norm && c.attention_bias == 0);
+  c.vocab_size = 151936;
+  json_t *j = NULL;
+  ft_config back;
+  CHECK_EQ_INT(hf_config_to_json(&c, FT_TASK_CAUSAL_LM, &j, &e), 0);
+  CHECK_EQ_INT(hf_config_parse(&back, j, &e), 0);
+  CHECK(memcmp(&back, &c, sizeof c) == 0);
+  json_decref(j);
+  CHECK_EQ_INT(model_preset("llama", "llama-3.2-1b", &c, &e), 0);
+  CHECK(c.n_layer == 16 && c.hidden_size == 2048 && c.n_head == 32 && c.n_kv_head == 8);
+  CHECK(c.head_dim == 64 && c.intermediate_size == 8192 && c.max_position == 131072);
+  CHECK(c.tie_embeddings == 1 && c.norm_eps == 1e-5f && c.rope_theta == 500000.0f);
+  CHECK(c.rope_scaling.kind == FT_ROPE_LLAMA3 && c.rope_scaling.factor == 32.0f &&
+        c.rope_scaling.low_freq == 1.0f && c.rope_scaling.high_freq == 4.0f &&
+        c.rope_scaling.orig_max_pos == 8192);
+  c.vocab_size = 128256;
+  CHECK_EQ_INT(hf_config_to_json(&c, FT_TASK_CAUSAL_LM, &j, &e), 0);
+  CHECK_EQ_INT(hf_config_parse(&back, j, &e), 0);
+  CHECK(memcmp(&back, &c, sizeof c) == 0);
+  json_decref(j);
+  CHECK_EQ_INT(model_preset("qwen2", "llama-3.2-1b", &c, &e), FT_ERANGE); /* llama's only */
   CHECK_EQ_INT(model_preset("gpt2", "huge", &c, &e), FT_ERANGE);
   CHECK_EQ_STR(e.param, "preset");
   CHECK_EQ_INT(model_preset("bert", "tiny", &c, &e), FT_ERANGE);
