@@ -540,7 +540,7 @@ static int check_lengths(gen_state *s, const char *prompt_param, ft_error *err) 
 static int prepend_bos(gen_state *s, int chat) {
   int bos = tok_bos_id(infer_tok(s->m));
   ft_chat_family f = infer_chat(s->m);
-  if (infer_config(s->m)->arch != FT_ARCH_LLAMA || bos < 0) return 0;
+  if (!infer_config(s->m)->arch->add_bos || bos < 0) return 0;
   if (chat && (f == FT_CHAT_LLAMA3 || f == FT_CHAT_LLAMA2)) return 0;
   if (s->n_prompt && s->prompt[0] == bos) return 0;
   int32_t *p = realloc(s->prompt, (s->n_prompt + 1) * sizeof *p);
@@ -899,7 +899,7 @@ static int classify_one(member *mb, const char *text, size_t len, double *acc, l
   size_t n = 0;
   int rc = tok_encode(t, text, len, 0, &ids, &n);
   if (rc) return ft_error_set(err, rc, param, "cannot tokenize %s: %s", param, ft_err_message(rc));
-  int bos = c->arch == FT_ARCH_LLAMA ? tok_bos_id(t) : -1;
+  int bos = c->arch->add_bos ? tok_bos_id(t) : -1;
   size_t ctx = (size_t)infer_max_ctx(mb->m), lead = bos >= 0 || n == 0 ? 1 : 0;
   int32_t *seq = malloc((n + 1) * sizeof *seq);
   if (!seq) {

@@ -514,7 +514,7 @@ int data_load_buffer(ft_dataset **out, const char *buf, size_t len, const tok *t
   L.err = err;
   L.code = o->err_code ? o->err_code : FT_ETRAIN_FILE;
   L.param = param_of(o);
-  L.bos = o->arch == FT_ARCH_LLAMA ? tok_bos_id(t) : -1;
+  L.bos = o->add_bos ? tok_bos_id(t) : -1;
   L.eos = o->task == FT_TASK_CAUSAL_LM ? tok_eos_id(t) : -1;
   if (o->max_seq_len <= 0)
     return ft_error_set(err, FT_EINVALID, "max_seq_len", "max_seq_len must be > 0");

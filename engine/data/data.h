@@ -36,7 +36,7 @@
  *
  * Causal LM examples become tokens and targets (targets[i] = tokens[i+1]
  * where that token is trained, else -1): BOS first if the tokenizer has one
- * and the arch is llama (not for chat in the LLAMA3/LLAMA2 templates, which
+ * and opts.add_bos (not for chat in the LLAMA3/LLAMA2 templates, which
  * write their own), EOS after text and completions; prompts are not trained
  * (unless train_on_inputs); chat is rendered by chat_render(opts.chat) and
  * exactly its trained pieces carry loss (markup tokenized with special tokens
@@ -69,7 +69,7 @@ typedef struct ft_dataset ft_dataset;
 
 typedef struct {
   ft_task task;             /* CAUSAL_LM accepts text/prompt/chat; CLASSIFY text/label */
-  ft_arch arch;             /* BOS is added for FT_ARCH_LLAMA only */
+  int add_bos;              /* the tokenizer's BOS first (the family's add_bos, nn/arch.h) */
   int max_seq_len;          /* > 0 */
   int train_on_inputs;      /* prompt/completion: train the prompt too */
   int err_code;             /* FT_ETRAIN_FILE (when 0) or FT_EVALID_FILE */

@@ -20,6 +20,7 @@
 
 #include "formats/hfdir.h"
 #include "ft_fs.h"
+#include "nn/layers.h"
 #include "nn/model.h"
 #include "formats/safetensors.h"
 
@@ -840,88 +841,64 @@ int gguf_tensor_read_f32(const gguf_tensor *t, float *dst, size_t n, ft_error *e
 
 /* ---- names and layouts ---------------------------------------------------- */
 
-typedef struct {
-  const char *hf, *gguf;
-  int permute; /* 1: Q (n_head), 2: K (n_kv_head) */
-  int conv1d;  /* GPT-2 Conv1D weight stored [in,out] */
-} name_map;
-
-static const name_map gpt2_layer[] = {{"ln_1", "attn_norm", 0, 0},
-                                      {"attn.c_attn", "attn_qkv", 0, 1},
-                                      {"attn.c_proj", "attn_output", 0, 1},
-                                      {"ln_2", "ffn_norm", 0, 0},
-                                      {"mlp.c_fc", "ffn_up", 0, 1},
-                                      {"mlp.c_proj", "ffn_down", 0, 1},
-                                      {NULL, NULL, 0, 0}};
-static const name_map llama_layer[] = {{"self_attn.q_proj", "attn_q", 1, 0},
-                                       {"self_attn.k_proj", "attn_k", 2, 0},
-                                       {"self_attn.v_proj", "attn_v", 0, 0},
-                                       {"self_attn.o_proj", "attn_output", 0, 0},
-                                       {"mlp.gate_proj", "ffn_gate", 0, 0},
-                                       {"mlp.up_proj", "ffn_up", 0, 0},
-                                       {"mlp.down_proj", "ffn_down", 0, 0},
-                                       {"input_layernorm", "attn_norm", 0, 0},
-                                       {"post_attention_layernorm", "ffn_norm", 0, 0},
-                                       {NULL, NULL, 0, 0}};
-static const name_map gpt2_top[] = {{"wte", "token_embd", 0, 0},
-                                    {"wpe", "position_embd", 0, 0},
-                                    {"ln_f", "output_norm", 0, 0},
-                                    {NULL, NULL, 0, 0}};
-static const name_map llama_top[] = {
-    {"embed_tokens", "token_embd", 0, 0}, {"norm", "output_norm", 0, 0}, {NULL, NULL, 0, 0}};
-
 static int starts(const char *s, const char *p) { return !strncmp(s, p, strlen(p)); }
 
-/* Maps hf_name; *conv1d set for a GPT-2 Conv1D weight. */
-static int map_name(const char *arch, const char *hf_name, int n_head, int n_kv_head, char *out,
+/* Maps hf_name by the family's names (nn/arch.c); *conv1d set for a Conv1D
+ * weight, *permute_heads for Q/K rows llama.cpp permutes. */
+static int map_name(const ft_arch *a, const char *hf_name, int n_head, int n_kv_head, char *out,
                     size_t size, int *permute_heads, int *conv1d) {
-  int gpt2 = !strcmp(arch, "gpt2");
   const char *s = hf_name;
   if (starts(s, "base_model.model.")) s += 17;
   if (permute_heads) *permute_heads = 0;
   if (conv1d) *conv1d = 0;
   const char *dot = strrchr(s, '.');
-  if (!dot || (strcmp(dot, ".weight") && strcmp(dot, ".bias"))) return FT_EUNSUPPORTED;
+  if (!a || !dot || (strcmp(dot, ".weight") && strcmp(dot, ".bias"))) return FT_EUNSUPPORTED;
   char mod[FT_NAME_MAX];
   size_t ml = (size_t)(dot - s);
-  if (ml >= sizeof mod) return FT_EUNSUPPORTED;
-  memcpy(mod, s, ml);
-  mod[ml] = 0;
-  if (!strcmp(mod, "lm_head"))
-    return snprintf(out, size, "output%s", dot) >= (int)size ? FT_EUNSUPPORTED : 0;
-  const char *m = mod;
-  if (gpt2 && starts(m, "transformer.")) m += 12;
-  if (!gpt2 && starts(m, "model.")) m += 6;
-  const char *lp = gpt2 ? "h." : "layers.";
-  const name_map *tab;
-  int layer = -1;
-  if (starts(m, lp)) {
-    m += strlen(lp);
+  if (ml >= sizeof mod / 2) return FT_EUNSUPPORTED;
+  /* names of a bare trunk ("h.0.ln_1") get the trunk's prefix */
+  int bare = strcmp(s, "lm_head.weight") && !starts(s, a->trunk);
+  snprintf(mod, sizeof mod, "%s%.*s", bare ? a->trunk : "", (int)ml, s);
+  const char *g = NULL;
+  int layer = -1, perm = 0, conv = 0;
+  size_t ll = strlen(a->layers);
+  if (!strcmp(mod, "lm_head")) {
+    g = "output";
+  } else if (!strncmp(mod, a->layers, ll) && mod[ll] == '.') {
+    const char *m = mod + ll + 1;
     char *end;
     long l = strtol(m, &end, 10);
     if (end == m || *end != '.' || l < 0 || l > 100000) return FT_EUNSUPPORTED;
     layer = (int)l;
     m = end + 1;
-    tab = gpt2 ? gpt2_layer : llama_layer;
+    if (!strcmp(m, a->norm1)) g = a->gguf_norm1;
+    if (!strcmp(m, a->norm2)) g = a->gguf_norm2;
+    if (a->has_qk_norm && !strcmp(m, a->q_norm)) g = a->gguf_q_norm;
+    if (a->has_qk_norm && !strcmp(m, a->k_norm)) g = a->gguf_k_norm;
+    for (int i = 0; i < FT_MOD_N && !g; i++)
+      if (a->mods[i].path && !strcmp(m, a->mods[i].path)) {
+        g = a->mods[i].gguf;
+        perm = a->gguf_permute_qk ? a->mods[i].gguf_permute : 0;
+        conv = a->conv1d;
+      }
   } else {
-    tab = gpt2 ? gpt2_top : llama_top;
+    if (!strcmp(mod, a->embed)) g = a->gguf_embed;
+    if (a->pos_embed && !strcmp(mod, a->pos_embed)) g = a->gguf_pos_embed;
+    if (!strcmp(mod, a->final_norm)) g = a->gguf_final_norm;
   }
-  for (int i = 0; tab[i].hf; i++) {
-    if (strcmp(m, tab[i].hf)) continue;
-    int n = layer >= 0 ? snprintf(out, size, "blk.%d.%s%s", layer, tab[i].gguf, dot)
-                       : snprintf(out, size, "%s%s", tab[i].gguf, dot);
-    if (n >= (int)size) return FT_EUNSUPPORTED;
-    if (permute_heads && !strcmp(arch, "llama") && tab[i].permute)
-      *permute_heads = tab[i].permute == 1 ? n_head : n_kv_head;
-    if (conv1d) *conv1d = tab[i].conv1d && !strcmp(dot, ".weight");
-    return 0;
-  }
-  return FT_EUNSUPPORTED;
+  if (!g) return FT_EUNSUPPORTED;
+  int n = layer >= 0 ? snprintf(out, size, "blk.%d.%s%s", layer, g, dot)
+                     : snprintf(out, size, "%s%s", g, dot);
+  if (n >= (int)size) return FT_EUNSUPPORTED;
+  if (permute_heads && perm) *permute_heads = perm == 1 ? n_head : n_kv_head;
+  if (conv1d) *conv1d = conv && !strcmp(dot, ".weight");
+  return 0;
 }
 
-int gguf_tensor_name(const char *arch, const char *hf_name, int n_head, int n_kv_head, char *out,
-                     size_t size, int *permute_heads) {
-  return map_name(arch, hf_name, n_head, n_kv_head, out, size, permute_heads, NULL);
+int gguf_tensor_name(const char *model_type, const char *hf_name, int n_head, int n_kv_head,
+                     char *out, size_t size, int *permute_heads) {
+  return map_name(arch_find(model_type), hf_name, n_head, n_kv_head, out, size, permute_heads,
+                  NULL);
 }
 
 /* llama.cpp's permute(): rows viewed as (n_heads, 2, hd/2) get their last two
@@ -952,11 +929,7 @@ int gguf_permute_rows(float *w, int rows, int cols, int n_heads, int inverse) {
 
 /* ---- export: metadata ----------------------------------------------------- */
 
-static const char *arch_of(const ft_config *cfg) {
-  if (cfg->arch == FT_ARCH_GPT2) return "gpt2";
-  if (!strcmp(cfg->model_type, "qwen2")) return "qwen2";
-  return "llama";
-}
+static const char *arch_of(const ft_config *cfg) { return cfg->arch->gguf_arch; }
 
 static int set_kf(gguf_writer *w, const char *arch, const char *key, float v, ft_error *err) {
   char k[128];
@@ -977,7 +950,7 @@ static int add_hparams(gguf_writer *w, const ft_config *c, const char *arch, ft_
       (rc = set_ku(w, arch, "block_count", (uint32_t)c->n_layer, err)) ||
       (rc = set_ku(w, arch, "attention.head_count", (uint32_t)c->n_head, err)))
     return rc;
-  if (c->arch == FT_ARCH_GPT2)
+  if (c->arch->norm == FT_NORM_LAYER)
     return set_kf(w, arch, "attention.layer_norm_epsilon", c->norm_eps, err);
   if ((rc = set_ku(w, arch, "attention.head_count_kv", (uint32_t)c->n_kv_head, err)) ||
       (rc = set_kf(w, arch, "rope.freq_base", c->rope_theta, err)) ||
@@ -985,6 +958,15 @@ static int add_hparams(gguf_writer *w, const ft_config *c, const char *arch, ft_
       (rc = set_ku(w, arch, "rope.dimension_count", (uint32_t)c->head_dim, err)) ||
       (rc = set_ku(w, arch, "vocab_size", (uint32_t)c->vocab_size, err)))
     return rc;
+  /* rope_scaling: linear as metadata; llama3 as convert_hf_to_gguf.py
+   * writes it, a rope_freqs.weight tensor (add_rope_freqs) */
+  if (c->rope_scaling.kind == FT_ROPE_LINEAR) {
+    char k[128];
+    snprintf(k, sizeof k, "%s.rope.scaling.type", arch);
+    if ((rc = gguf_set_str(w, k, "linear", err)) ||
+        (rc = set_kf(w, arch, "rope.scaling.factor", c->rope_scaling.factor, err)))
+      return rc;
+  }
   if (c->head_dim * c->n_head != c->hidden_size &&
       ((rc = set_ku(w, arch, "attention.key_length", (uint32_t)c->head_dim, err)) ||
        (rc = set_ku(w, arch, "attention.value_length", (uint32_t)c->head_dim, err))))
@@ -1345,7 +1327,8 @@ static int add_hf_tensor(gguf_writer *w, const ft_config *c, const char *arch, c
                          int permute_b, ft_error *err) {
   char g[GGUF_MAX_NAME + 16];
   int heads = 0, conv = 0;
-  if (map_name(arch, hf_name, c->n_head, c->n_kv_head, g, sizeof g, &heads, &conv))
+  (void)arch;
+  if (map_name(c->arch, hf_name, c->n_head, c->n_kv_head, g, sizeof g, &heads, &conv))
     return ft_error_set(err, FT_EUNSUPPORTED, hf_name, "tensor %s has no GGUF name", hf_name);
   strncat(g, suffix, sizeof g - strlen(g) - 1);
   if (strlen(g) >= GGUF_MAX_NAME)
@@ -1377,6 +1360,21 @@ static int add_hf_tensor(gguf_writer *w, const ft_config *c, const char *arch, c
   return gguf_add_tensor(w, g, ndim, ne, type, buf ? buf : (float *)data, buf != NULL, err);
 }
 
+/* Llama 3.1's rope_scaling for llama.cpp: per frequency the factor its
+ * plain frequency is divided by (1 kept, factor scaled, the interpolated
+ * band between), as convert_hf_to_gguf.py's rope_freqs.weight (F32, HD/2).
+ * The ratio of layers.c's own frequencies, so both read one formula. */
+static int add_rope_freqs(gguf_writer *w, const ft_config *c, ft_error *err) {
+  int h = c->head_dim / 2;
+  float *f = malloc((size_t)h * sizeof *f);
+  if (!f) return ft_error_set(err, FT_ENOMEM, NULL, NULL);
+  for (int i = 0; i < h; i++)
+    f[i] = rope_inv_freq(i, c->head_dim, c->rope_theta, NULL) /
+           rope_inv_freq(i, c->head_dim, c->rope_theta, &c->rope_scaling);
+  int64_t ne[1] = {h};
+  return gguf_add_tensor(w, "rope_freqs.weight", 1, ne, GGML_T_F32, f, 1, err);
+}
+
 int gguf_export_model(const char *model_dir, const char *out_path, int f16, const char *name,
                       ft_error *err) {
   ft_config cfg;
@@ -1395,14 +1393,17 @@ int gguf_export_model(const char *model_dir, const char *out_path, int f16, cons
     goto done;
   size_t n;
   ft_param *p = model_params(m, &n);
+  char emb_name[FT_NAME_MAX];
+  snprintf(emb_name, sizeof emb_name, "%s.weight", cfg.arch->embed);
   for (size_t i = 0; i < n && !rc; i++) {
     if (!p[i].saved || strstr(p[i].name, ".lora_")) continue;
     rc = add_hf_tensor(w, &cfg, arch, p[i].name, "", p[i].w, p[i].ndim, p[i].shape, f16, 0, err);
-    /* GPT-2's lm_head is the embedding; convert_hf_to_gguf writes it as output.weight */
-    if (!rc && cfg.arch == FT_ARCH_GPT2 && cfg.tie_embeddings &&
-        !strcmp(p[i].name, "transformer.wte.weight"))
+    /* a tied lm_head is the embedding; for GPT-2 convert_hf_to_gguf writes it as output.weight */
+    if (!rc && cfg.arch->gguf_tied_output && cfg.tie_embeddings &&
+        !strcmp(p[i].name, emb_name))
       rc = add_hf_tensor(w, &cfg, arch, "lm_head.weight", "", p[i].w, 2, p[i].shape, f16, 0, err);
   }
+  if (!rc && cfg.rope_scaling.kind == FT_ROPE_LLAMA3) rc = add_rope_freqs(w, &cfg, err);
   if (!rc) rc = gguf_write_file(w, out_path, err);
 done:
   gguf_writer_free(w);

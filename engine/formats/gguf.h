@@ -164,7 +164,10 @@ int gguf_tensor_read_f32(const gguf_tensor *t, float *dst, size_t n, ft_error *e
 
 /* Writes the model of an HF directory (config.json, model.safetensors,
  * tokenizer.json or vocab.json + merges.txt, tokenizer_config.json) as a
- * llama.cpp GGUF: architecture "gpt2", "llama" (llama, mistral) or "qwen2".
+ * llama.cpp GGUF: architecture "gpt2", "llama" (llama, mistral), "qwen2" or
+ * "qwen3" (the family's gguf_arch, nn/arch.c). rope_scaling linear is
+ * written as rope.scaling.type/factor, llama3 as convert_hf_to_gguf.py
+ * does: a rope_freqs.weight tensor of per-frequency factors.
  * f16: 2-D weights as F16, norms, biases and position embeddings F32 (as
  * convert_hf_to_gguf.py). Classifiers are FT_EUNSUPPORTED. name is
  * general.name (NULL: the directory's base name). */

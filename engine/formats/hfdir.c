@@ -178,122 +178,206 @@ static int parse_labels(ft_config *cfg, const json_t *root, ft_error *err) {
   return 0;
 }
 
-static int parse_gpt2(ft_config *c, const json_t *root, ft_error *err) {
-  int rc;
-  c->arch = FT_ARCH_GPT2;
-  if ((rc = cfg_int(root, "vocab_size", 1, 0, 1, 1 << 22, &c->vocab_size, err)) ||
-      (rc = cfg_int(root, "n_embd", 1, 0, 1, 1 << 16, &c->hidden_size, err)) ||
-      (rc = cfg_int(root, "n_layer", 1, 0, 1, 1024, &c->n_layer, err)) ||
-      (rc = cfg_int(root, "n_head", 1, 0, 1, 1024, &c->n_head, err)) ||
-      (rc = cfg_int(root, "n_positions", 1, 0, 1, 1 << 20, &c->max_position, err)) ||
-      (rc = cfg_int(root, "n_inner", 0, 4L * c->hidden_size, 1, 1 << 20, &c->intermediate_size,
-                    err)) ||
-      (rc = cfg_num(root, "layer_norm_epsilon", 1e-5, 0, 1, &c->norm_eps, err)))
-    return rc;
-  if (c->hidden_size % c->n_head)
-    return CFG_ERR(FT_EFORMAT, "n_head", "n_embd %d is not a multiple of n_head %d", c->hidden_size,
-                   c->n_head);
-  c->n_kv_head = c->n_head;
-  c->head_dim = c->hidden_size / c->n_head;
-  c->attention_bias = 1;
-  c->mlp_bias = 1;
-  c->tie_embeddings = 1;
-  const char *act;
-  if ((rc = cfg_str(root, "activation_function", &act, err))) return rc;
-  if (act && strcmp(act, "gelu_new") && strcmp(act, "gelu_pytorch_tanh"))
-    return CFG_ERR(FT_EUNSUPPORTED, "activation_function",
-                   "activation_function '%s' is not supported (gelu_new, gelu_pytorch_tanh)", act);
-  /* switches that change the computation away from GPT-2's */
-  int tie, inv_idx, scale, cross;
-  if ((rc = cfg_bool(root, "tie_word_embeddings", 1, &tie, err)) ||
-      (rc = cfg_bool(root, "scale_attn_by_inverse_layer_idx", 0, &inv_idx, err)) ||
-      (rc = cfg_bool(root, "scale_attn_weights", 1, &scale, err)) ||
-      (rc = cfg_bool(root, "add_cross_attention", 0, &cross, err)))
-    return rc;
-  if (!tie)
-    return CFG_ERR(FT_EUNSUPPORTED, "tie_word_embeddings",
-                   "untied GPT-2 embeddings are not supported");
-  if (inv_idx)
-    return CFG_ERR(FT_EUNSUPPORTED, "scale_attn_by_inverse_layer_idx",
-                   "scale_attn_by_inverse_layer_idx is not supported");
-  if (!scale)
-    return CFG_ERR(FT_EUNSUPPORTED, "scale_attn_weights",
-                   "scale_attn_weights=false is not supported");
-  if (cross)
-    return CFG_ERR(FT_EUNSUPPORTED, "add_cross_attention", "cross-attention is not supported");
+/* Is word in the comma-separated list? */
+static int in_list(const char *list, const char *word) {
+  size_t n = strlen(word);
+  for (const char *p = list; p && *p;) {
+    const char *e = strchr(p, ',');
+    size_t k = e ? (size_t)(e - p) : strlen(p);
+    if (k == n && !strncmp(p, word, n)) return 1;
+    p = e ? e + 1 : NULL;
+  }
   return 0;
 }
 
-static int parse_llama(ft_config *c, const json_t *root, const char *mt, ft_error *err) {
+/* Each boolean of the list must have the value want (absent: its default,
+ * which is want). */
+static int cfg_switches(const json_t *root, const char *list, int want, ft_error *err) {
+  char buf[256];
+  snprintf(buf, sizeof buf, "%s", list ? list : "");
+  for (char *save, *k = strtok_r(buf, ",", &save); k; k = strtok_r(NULL, ",", &save)) {
+    int v = want, rc = cfg_bool(root, k, want, &v, err);
+    if (rc) return rc;
+    if (v != want)
+      return CFG_ERR(FT_EUNSUPPORTED, k, "%s=%s is not supported", k, v ? "true" : "false");
+  }
+  return 0;
+}
+
+/* A number of the rope_scaling object (named rope_scaling.<key> in errors). */
+static int rope_num(const json_t *rs, const char *obj, const char *key, int required, double def,
+                    float *out, ft_error *err) {
+  char f[96];
+  snprintf(f, sizeof f, "%s.%s", obj, key);
+  const json_t *v = json_object_get(rs, key);
+  if (!v || json_is_null(v)) {
+    if (required) return CFG_ERR(FT_EFORMAT, f, "missing required field '%s'", f);
+    *out = (float)def;
+    return 0;
+  }
+  if (!json_is_number(v)) return CFG_ERR(FT_EFORMAT, f, "'%s' must be a number", f);
+  double x = json_number_value(v);
+  if (!(x > 0 && x < 1e9)) return CFG_ERR(FT_EFORMAT, f, "'%s' = %g must be positive", f, x);
+  *out = (float)x;
+  return 0;
+}
+
+/* rope_scaling (transformers 4) or rope_parameters (transformers 5, which
+ * also holds rope_theta): the types nn/layers.c computes exactly, with
+ * exactly the keys they need; any other type or key is refused by name,
+ * since it would change the positions' meaning. */
+static int parse_rope(ft_config *c, const ft_arch *a, const json_t *root, ft_error *err) {
+  static const char *const names[] = {"default", "linear", "llama3"};
+  double theta_def = 10000.0;
+  c->rope_scaling.kind = FT_ROPE_DEFAULT;
+  const json_t *rs = NULL;
+  const char *obj = NULL;
+  for (int k = 0; k < 2; k++) {
+    const char *key = k ? "rope_parameters" : "rope_scaling";
+    const json_t *v = json_object_get(root, key);
+    if (!v || json_is_null(v)) continue;
+    if (!json_is_object(v)) return CFG_ERR(FT_EFORMAT, key, "'%s' must be an object", key);
+    if (rs) continue; /* rope_scaling wins; transformers 5 writes both the same */
+    rs = v;
+    obj = key;
+  }
+  if (rs) {
+    char f[96];
+    const char *rt, *legacy;
+    snprintf(f, sizeof f, "%s.rope_type", obj);
+    int rc = cfg_str(rs, "rope_type", &rt, err);
+    if (!rc) rc = cfg_str(rs, "type", &legacy, err);
+    if (rc) return rc;
+    if (!rt) rt = legacy ? legacy : "default";
+    int kind = -1;
+    for (int i = 0; i < 3; i++)
+      if (!strcmp(rt, names[i])) kind = i;
+    if (kind < 0 || (kind != FT_ROPE_DEFAULT && !(a->rope_scalings & (1u << kind))))
+      return CFG_ERR(FT_EUNSUPPORTED, f, "'%s' = '%s' is not supported for %s (%s)", f, rt,
+                     a->model_type,
+                     a->rope_scalings ? "default, linear, llama3" : "default only");
+    const char *known = kind == FT_ROPE_LLAMA3 ? "rope_type,type,rope_theta,factor,low_freq_factor,"
+                                                 "high_freq_factor,original_max_position_embeddings"
+                        : kind == FT_ROPE_LINEAR ? "rope_type,type,rope_theta,factor"
+                                                 : "rope_type,type,rope_theta";
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)rs, k, v) {
+      if (in_list(known, k)) continue;
+      snprintf(f, sizeof f, "%s.%s", obj, k);
+      return CFG_ERR(FT_EUNSUPPORTED, f, "'%s' is not supported with rope_type '%s'", f, rt);
+    }
+    const json_t *t = json_object_get(rs, "rope_theta");
+    if (json_is_number(t)) theta_def = json_number_value(t);
+    ft_rope_scaling *r = &c->rope_scaling;
+    r->kind = kind;
+    if (kind != FT_ROPE_DEFAULT && (rc = rope_num(rs, obj, "factor", 1, 1, &r->factor, err)))
+      return rc;
+    if (kind == FT_ROPE_LLAMA3) {
+      float om;
+      if ((rc = rope_num(rs, obj, "low_freq_factor", 1, 1, &r->low_freq, err)) ||
+          (rc = rope_num(rs, obj, "high_freq_factor", 1, 4, &r->high_freq, err)) ||
+          (rc = rope_num(rs, obj, "original_max_position_embeddings", 1, 8192, &om, err)))
+        return rc;
+      r->orig_max_pos = (int)om;
+      if (!(r->high_freq > r->low_freq)) {
+        snprintf(f, sizeof f, "%s.high_freq_factor", obj);
+        return CFG_ERR(FT_EFORMAT, f, "'%s' must exceed low_freq_factor", f);
+      }
+    }
+  }
+  return cfg_num(root, "rope_theta", theta_def, 1, 1e12, &c->rope_theta, err);
+}
+
+/* Every field by the family's key names (nn/arch.c), with the defaults
+ * transformers' config class of the family has. */
+static int parse_arch(ft_config *c, const ft_arch *a, const json_t *root, ft_error *err) {
   int rc;
-  c->arch = FT_ARCH_LLAMA;
+  c->arch = a;
   if ((rc = cfg_int(root, "vocab_size", 1, 0, 1, 1 << 22, &c->vocab_size, err)) ||
-      (rc = cfg_int(root, "hidden_size", 1, 0, 1, 1 << 16, &c->hidden_size, err)) ||
-      (rc = cfg_int(root, "num_hidden_layers", 1, 0, 1, 1024, &c->n_layer, err)) ||
-      (rc = cfg_int(root, "num_attention_heads", 1, 0, 1, 1024, &c->n_head, err)) ||
-      (rc = cfg_int(root, "num_key_value_heads", 0, c->n_head, 1, c->n_head, &c->n_kv_head, err)) ||
-      (rc = cfg_int(root, "intermediate_size", 1, 0, 1, 1 << 20, &c->intermediate_size, err)) ||
-      (rc = cfg_int(root, "max_position_embeddings", 1, 0, 1, 1 << 24, &c->max_position, err)) ||
-      (rc = cfg_num(root, "rms_norm_eps", 1e-6, 0, 1, &c->norm_eps, err)))
+      (rc = cfg_int(root, a->k_hidden, 1, 0, 1, 1 << 16, &c->hidden_size, err)) ||
+      (rc = cfg_int(root, a->k_layers, 1, 0, 1, 1024, &c->n_layer, err)) ||
+      (rc = cfg_int(root, a->k_heads, 1, 0, 1, 1024, &c->n_head, err)) ||
+      (rc = cfg_int(root, a->k_maxpos, 1, 0, 1, 1 << 24, &c->max_position, err)) ||
+      (rc = cfg_num(root, a->k_eps, a->eps_default, 0, 1, &c->norm_eps, err)))
     return rc;
+  /* an MLP width of 4C may be left out only where the config class says so (GPT-2's n_inner) */
+  int ffn_optional = !a->gated_mlp;
+  if ((rc = cfg_int(root, a->k_ffn, !ffn_optional, 4L * c->hidden_size, 1, 1 << 20,
+                    &c->intermediate_size, err)))
+    return rc;
+  if (a->fused_qkv) {
+    c->n_kv_head = c->n_head;
+  } else if ((rc = cfg_int(root, "num_key_value_heads", 0, c->n_head, 1, c->n_head, &c->n_kv_head,
+                           err))) {
+    return rc;
+  }
   if (c->n_head % c->n_kv_head)
     return CFG_ERR(FT_EFORMAT, "num_key_value_heads",
                    "num_attention_heads %d is not a multiple of num_key_value_heads %d", c->n_head,
                    c->n_kv_head);
-  const json_t *hd = json_object_get(root, "head_dim");
-  if ((!hd || json_is_null(hd)) && c->hidden_size % c->n_head)
-    return CFG_ERR(FT_EFORMAT, "num_attention_heads",
-                   "hidden_size %d is not a multiple of num_attention_heads %d", c->hidden_size,
-                   c->n_head);
-  if ((rc =
-           cfg_int(root, "head_dim", 0, c->hidden_size / c->n_head, 2, 1 << 12, &c->head_dim, err)))
+  const json_t *hd = a->fused_qkv ? NULL : json_object_get(root, "head_dim");
+  if ((!hd || json_is_null(hd)) && !a->head_dim_default && c->hidden_size % c->n_head)
+    return CFG_ERR(FT_EFORMAT, a->k_heads, "%s %d is not a multiple of %s %d", a->k_hidden,
+                   c->hidden_size, a->k_heads, c->n_head);
+  c->head_dim = a->head_dim_default ? a->head_dim_default : c->hidden_size / c->n_head;
+  if (!a->fused_qkv &&
+      (rc = cfg_int(root, "head_dim", 0, c->head_dim, 2, 1 << 12, &c->head_dim, err)))
     return rc;
-  if (c->head_dim % 2)
-    return CFG_ERR(FT_EFORMAT, "head_dim", "head_dim %d is odd (RoPE needs pairs)", c->head_dim);
-
-  /* RoPE: plain only. transformers 5 keeps theta in rope_parameters. */
-  const json_t *rs = json_object_get(root, "rope_scaling");
-  if (rs && !json_is_null(rs))
-    return CFG_ERR(FT_EUNSUPPORTED, "rope_scaling",
-                   "rope_scaling is not supported (plain RoPE only)");
-  const json_t *rp = json_object_get(root, "rope_parameters");
-  double theta_def = 10000.0;
-  if (rp && !json_is_null(rp)) {
-    if (!json_is_object(rp))
-      return CFG_ERR(FT_EFORMAT, "rope_parameters", "'rope_parameters' must be an object");
-    const char *rt;
-    if ((rc = cfg_str(rp, "rope_type", &rt, err))) return rc;
-    if (rt && strcmp(rt, "default"))
-      return CFG_ERR(FT_EUNSUPPORTED, "rope_parameters.rope_type",
-                     "rope_type '%s' is not supported (plain RoPE only)", rt);
-    const json_t *t = json_object_get(rp, "rope_theta");
-    if (json_is_number(t)) theta_def = json_number_value(t);
+  if (a->pos == FT_POS_ROPE) {
+    if (c->head_dim % 2)
+      return CFG_ERR(FT_EFORMAT, "head_dim", "head_dim %d is odd (RoPE needs pairs)", c->head_dim);
+    if ((rc = parse_rope(c, a, root, err))) return rc;
+  } else {
+    const json_t *rs = json_object_get(root, "rope_scaling");
+    if (rs && !json_is_null(rs))
+      return CFG_ERR(FT_EUNSUPPORTED, "rope_scaling", "%s has no RoPE to scale", a->model_type);
   }
-  if ((rc = cfg_num(root, "rope_theta", theta_def, 1, 1e12, &c->rope_theta, err))) return rc;
 
   const char *act;
-  if ((rc = cfg_str(root, "hidden_act", &act, err))) return rc;
-  if (act && strcmp(act, "silu") && strcmp(act, "swish"))
-    return CFG_ERR(FT_EUNSUPPORTED, "hidden_act", "hidden_act '%s' is not supported (silu)", act);
+  if ((rc = cfg_str(root, a->k_act, &act, err))) return rc;
+  if (act && !in_list(a->acts_ok, act))
+    return CFG_ERR(FT_EUNSUPPORTED, a->k_act, "%s '%s' is not supported (%s)", a->k_act, act,
+                   a->acts_ok);
+  if ((rc = cfg_switches(root, a->false_keys, 0, err)) ||
+      (rc = cfg_switches(root, a->true_keys, 1, err)))
+    return rc;
 
-  int is_qwen2 = strcmp(mt, "qwen2") == 0, is_llama = strcmp(mt, "llama") == 0;
-  if ((rc = cfg_bool(root, "tie_word_embeddings", 0, &c->tie_embeddings, err))) return rc;
-  c->attention_bias = is_qwen2;
-  if (is_llama && (rc = cfg_bool(root, "attention_bias", 0, &c->attention_bias, err))) return rc;
-  if ((rc = cfg_bool(root, "mlp_bias", 0, &c->mlp_bias, err))) return rc;
-  if (c->mlp_bias) return CFG_ERR(FT_EUNSUPPORTED, "mlp_bias", "mlp_bias=true is not supported");
+  if ((rc = cfg_bool(root, "tie_word_embeddings", a->tie_default, &c->tie_embeddings, err)))
+    return rc;
+  if (!c->tie_embeddings && !a->untied_ok)
+    return CFG_ERR(FT_EUNSUPPORTED, "tie_word_embeddings",
+                   "an untied lm_head is not supported for %s", a->model_type);
+  c->attention_bias = a->qkv_bias;
+  if (a->bias_key && (rc = cfg_bool(root, "attention_bias", a->qkv_bias, &c->attention_bias, err)))
+    return rc;
+  c->mlp_bias = a->mlp_bias;
 
-  /* A sliding window no sequence can reach is full attention. */
+  /* Attention over every earlier position only: a sliding window no
+   * sequence can reach is full attention, per-layer types must all be full. */
   int use_sw = 1;
-  if (is_qwen2 && (rc = cfg_bool(root, "use_sliding_window", 0, &use_sw, err))) return rc;
+  if (a->sliding_switch && (rc = cfg_bool(root, "use_sliding_window", 0, &use_sw, err))) return rc;
+  if (use_sw && a->sliding_refused)
+    return CFG_ERR(FT_EUNSUPPORTED, "use_sliding_window",
+                   "use_sliding_window=true is not supported for %s", a->model_type);
   const json_t *sw = json_object_get(root, "sliding_window");
-  if (use_sw && sw && !json_is_null(sw)) {
+  if (use_sw && a->pos == FT_POS_ROPE && sw && !json_is_null(sw)) {
     if (!json_is_integer(sw))
       return CFG_ERR(FT_EFORMAT, "sliding_window", "'sliding_window' must be an integer");
     if (json_integer_value(sw) < c->max_position)
       return CFG_ERR(FT_EUNSUPPORTED, "sliding_window",
                      "sliding_window %lld shorter than max_position_embeddings %d is not supported",
                      (long long)json_integer_value(sw), c->max_position);
+  }
+  const json_t *lt = json_object_get(root, "layer_types"), *v;
+  size_t i;
+  if (lt && !json_is_null(lt) && !json_is_array(lt))
+    return CFG_ERR(FT_EFORMAT, "layer_types", "'layer_types' must be a list");
+  json_array_foreach(lt, i, v) {
+    if (!json_is_string(v) || strcmp(json_string_value(v), "full_attention"))
+      return CFG_ERR(FT_EUNSUPPORTED, "layer_types",
+                     "layer_types[%zu] is not \"full_attention\" (only full attention is supported)",
+                     i);
   }
   return 0;
 }
@@ -305,14 +389,14 @@ int hf_config_parse(ft_config *cfg, const json_t *root, ft_error *err) {
   int rc = cfg_str(root, "model_type", &mt, err);
   if (rc) return rc;
   if (!mt) return CFG_ERR(FT_EFORMAT, "model_type", "missing required field 'model_type'");
-  if (strcmp(mt, "gpt2") == 0)
-    rc = parse_gpt2(cfg, root, err);
-  else if (!strcmp(mt, "llama") || !strcmp(mt, "qwen2") || !strcmp(mt, "mistral"))
-    rc = parse_llama(cfg, root, mt, err);
-  else
-    return CFG_ERR(FT_EUNSUPPORTED, "model_type",
-                   "model_type '%s' is not supported (gpt2, llama, qwen2, mistral)", mt);
-  if (rc) return rc;
+  const ft_arch *fam = arch_find(mt);
+  if (!fam) {
+    char known[256];
+    arch_list(known, sizeof known);
+    return CFG_ERR(FT_EUNSUPPORTED, "model_type", "model_type '%s' is not supported (%s)", mt,
+                   known);
+  }
+  if ((rc = parse_arch(cfg, fam, root, err))) return rc;
   snprintf(cfg->model_type, sizeof cfg->model_type, "%s", mt);
   if ((rc = cfg_token(root, "bos_token_id", cfg->vocab_size, &cfg->bos_token_id, err)) ||
       (rc = cfg_token(root, "eos_token_id", cfg->vocab_size, &cfg->eos_token_id, err)) ||
@@ -359,71 +443,69 @@ static json_t *real_of(float f) {
   return json_real(strtod(buf, NULL));
 }
 
-static const char *arch_prefix(const char *mt) {
-  if (!strcmp(mt, "gpt2")) return "GPT2";
-  if (!strcmp(mt, "qwen2")) return "Qwen2";
-  if (!strcmp(mt, "mistral")) return "Mistral";
-  return "Llama";
+/* Writes the booleans of a comma-separated list as value. */
+static void set_switches(json_t *j, const char *list, int value) {
+  char buf[256];
+  snprintf(buf, sizeof buf, "%s", list ? list : "");
+  for (char *save, *k = strtok_r(buf, ",", &save); k; k = strtok_r(NULL, ",", &save))
+    json_object_set_new(j, k, json_boolean(value));
 }
 
 int hf_config_to_json(const ft_config *c, ft_task task, json_t **out, ft_error *err) {
   *out = NULL;
-  const char *mt = c->model_type[0] ? c->model_type : c->arch == FT_ARCH_GPT2 ? "gpt2" : "llama";
-  int gpt2 = c->arch == FT_ARCH_GPT2;
-  if (gpt2 != (strcmp(mt, "gpt2") == 0))
+  const ft_arch *a = c->arch ? c->arch : arch_find(c->model_type);
+  if (!a || (c->model_type[0] && strcmp(c->model_type, a->model_type)))
     return ft_error_set(err, FT_EINVALID, "model_type", "model_type '%s' does not match the arch",
-                        mt);
+                        c->model_type);
+  const char *mt = a->model_type;
   char archname[96];
-  const char *head = gpt2 ? "LMHeadModel" : "ForCausalLM";
-  if (task == FT_TASK_CLASSIFY) head = "ForSequenceClassification";
-  snprintf(archname, sizeof archname, "%s%s", arch_prefix(mt), head);
+  snprintf(archname, sizeof archname, "%s%s", a->hf_class,
+           task == FT_TASK_CLASSIFY ? "ForSequenceClassification" : a->hf_lm);
+  if (!a->bias_key && (c->attention_bias != 0) != (a->qkv_bias != 0))
+    return ft_error_set(err, FT_EINVALID, "attention_bias", "%s cannot express attention_bias=%d",
+                        mt, c->attention_bias);
 
   json_t *j =
       json_pack("{s:[s], s:s, s:i, s:s, s:f}", "architectures", archname, "model_type", mt,
                 "vocab_size", c->vocab_size, "torch_dtype", "float32", "initializer_range", 0.02);
   if (!j) return ft_error_set(err, FT_ENOMEM, NULL, NULL);
-  if (gpt2) {
-    json_object_set_new(j, "activation_function", json_string("gelu_new"));
-    json_object_set_new(j, "n_embd", json_integer(c->hidden_size));
-    json_object_set_new(j, "n_layer", json_integer(c->n_layer));
-    json_object_set_new(j, "n_head", json_integer(c->n_head));
-    json_object_set_new(j, "n_positions", json_integer(c->max_position));
+  json_object_set_new(j, a->k_hidden, json_integer(c->hidden_size));
+  json_object_set_new(j, a->k_layers, json_integer(c->n_layer));
+  json_object_set_new(j, a->k_heads, json_integer(c->n_head));
+  json_object_set_new(j, a->k_maxpos, json_integer(c->max_position));
+  json_object_set_new(j, a->k_eps, real_of(c->norm_eps));
+  json_object_set_new(j, a->k_act, json_string(a->gated_mlp ? "silu" : "gelu_new"));
+  json_object_set_new(j, "tie_word_embeddings", json_boolean(c->tie_embeddings));
+  set_switches(j, a->false_keys, 0);
+  set_switches(j, a->true_keys, 1);
+  if (a->fused_qkv) { /* GPT2Config: n_ctx too, n_inner null for 4C */
     json_object_set_new(j, "n_ctx", json_integer(c->max_position));
-    json_object_set_new(j, "n_inner",
+    json_object_set_new(j, a->k_ffn,
                         c->intermediate_size == 4 * c->hidden_size
                             ? json_null()
                             : json_integer(c->intermediate_size));
-    json_object_set_new(j, "layer_norm_epsilon", real_of(c->norm_eps));
-    json_object_set_new(j, "tie_word_embeddings", json_true());
   } else {
-    json_object_set_new(j, "hidden_size", json_integer(c->hidden_size));
-    json_object_set_new(j, "num_hidden_layers", json_integer(c->n_layer));
-    json_object_set_new(j, "num_attention_heads", json_integer(c->n_head));
+    json_object_set_new(j, a->k_ffn, json_integer(c->intermediate_size));
     json_object_set_new(j, "num_key_value_heads", json_integer(c->n_kv_head));
     json_object_set_new(j, "head_dim", json_integer(c->head_dim));
-    json_object_set_new(j, "intermediate_size", json_integer(c->intermediate_size));
-    json_object_set_new(j, "hidden_act", json_string("silu"));
-    json_object_set_new(j, "max_position_embeddings", json_integer(c->max_position));
-    json_object_set_new(j, "rms_norm_eps", real_of(c->norm_eps));
-    json_object_set_new(j, "rope_theta", real_of(c->rope_theta));
-    json_object_set_new(j, "rope_scaling", json_null());
-    json_object_set_new(j, "tie_word_embeddings", json_boolean(c->tie_embeddings));
     json_object_set_new(j, "attention_dropout", json_real(0.0));
-    if (!strcmp(mt, "llama")) {
-      json_object_set_new(j, "attention_bias", json_boolean(c->attention_bias));
-      json_object_set_new(j, "mlp_bias", json_false());
-    } else if (!strcmp(mt, "qwen2")) {
-      json_object_set_new(j, "use_sliding_window", json_false());
-      json_object_set_new(j, "sliding_window", json_null());
-    } else {
-      json_object_set_new(j, "sliding_window", json_null());
-    }
-    if ((!strcmp(mt, "qwen2")) != (c->attention_bias != 0) && strcmp(mt, "llama")) {
-      json_decref(j);
-      return ft_error_set(err, FT_EINVALID, "attention_bias", "%s cannot express attention_bias=%d",
-                          mt, c->attention_bias);
-    }
   }
+  if (a->pos == FT_POS_ROPE) {
+    const ft_rope_scaling *r = &c->rope_scaling;
+    json_object_set_new(j, "rope_theta", real_of(c->rope_theta));
+    json_t *rs = json_null();
+    if (r->kind == FT_ROPE_LINEAR)
+      rs = json_pack("{s:s, s:o}", "rope_type", "linear", "factor", real_of(r->factor));
+    else if (r->kind == FT_ROPE_LLAMA3)
+      rs = json_pack("{s:s, s:o, s:o, s:o, s:i}", "rope_type", "llama3", "factor",
+                     real_of(r->factor), "low_freq_factor", real_of(r->low_freq),
+                     "high_freq_factor", real_of(r->high_freq), "original_max_position_embeddings",
+                     r->orig_max_pos);
+    json_object_set_new(j, "rope_scaling", rs);
+    json_object_set_new(j, "sliding_window", json_null());
+  }
+  if (a->bias_key) json_object_set_new(j, "attention_bias", json_boolean(c->attention_bias));
+  if (a->sliding_switch) json_object_set_new(j, "use_sliding_window", json_false());
   if (c->bos_token_id >= 0) json_object_set_new(j, "bos_token_id", json_integer(c->bos_token_id));
   if (c->eos_token_id >= 0) json_object_set_new(j, "eos_token_id", json_integer(c->eos_token_id));
   if (c->pad_token_id >= 0) json_object_set_new(j, "pad_token_id", json_integer(c->pad_token_id));
@@ -565,8 +647,10 @@ static void shape_str(char *buf, size_t size, int ndim, const int64_t *shape) {
 
 /* Checkpoint tensors a model legitimately leaves unused. */
 static int ignorable(const ft_config *c, ft_model *m, const char *name) {
-  if (ends_with(name, ".attn.bias") || ends_with(name, ".attn.masked_bias"))
-    return c->arch == FT_ARCH_GPT2;
+  char buf[128];
+  snprintf(buf, sizeof buf, "%s", c->arch->ignored ? c->arch->ignored : "");
+  for (char *save, *k = strtok_r(buf, ",", &save); k; k = strtok_r(NULL, ",", &save))
+    if (ends_with(name, k)) return 1;
   if (ends_with(name, "rotary_emb.inv_freq")) return 1;
   if (!strcmp(name, "lm_head.weight")) { /* tied, or a classifier from a causal LM */
     const ft_param *p = model_param(m, name);
@@ -588,10 +672,8 @@ int hf_load_weights(ft_model *m, const char *dir, int *head_missing, ft_error *e
     if (!p->saved || is_lora_name(p->name)) continue;
     int which = 0;
     const st_tensor *t = shards_find(&s, p->name, &which);
-    if (!t && c->arch == FT_ARCH_GPT2 && !strncmp(p->name, "transformer.", 12))
-      t = shards_find(&s, p->name + 12, &which); /* the original "gpt2" repo's names */
-    if (!t && c->arch == FT_ARCH_LLAMA && !strncmp(p->name, "model.", 6))
-      t = shards_find(&s, p->name + 6, &which); /* a bare LlamaModel's names */
+    size_t tl = strlen(c->arch->trunk); /* a bare trunk's names (the original "gpt2" repo's) */
+    if (!t && !strncmp(p->name, c->arch->trunk, tl)) t = shards_find(&s, p->name + tl, &which);
     if (!t) {
       if (is_head_name(p->name)) {
         if (head_missing) *head_missing = 1;
@@ -686,38 +768,13 @@ int hf_save_model(ft_model *m, ft_task task, const char *tokenizer_src_dir, cons
   return rc;
 }
 
-void hf_lora_target_names(ft_arch arch, unsigned t, char *buf, size_t size) {
-  static const struct {
-    unsigned bit;
-    const char *name;
-  } names[] = {
-      {FT_LORA_Q, "q_proj"},       {FT_LORA_K, "k_proj"},       {FT_LORA_V, "v_proj"},
-      {FT_LORA_O, "o_proj"},       {FT_LORA_GATE, "gate_proj"}, {FT_LORA_UP, "up_proj"},
-      {FT_LORA_DOWN, "down_proj"}, {FT_LORA_C_ATTN, "c_attn"},  {FT_LORA_C_FC, "c_fc"},
-  };
-  size_t o = 0;
-  buf[0] = 0;
-#define ADD_(s) o += (size_t)snprintf(buf + o, o < size ? size - o : 0, "%s%s", o ? "," : "", s)
-  for (size_t i = 0; i < sizeof names / sizeof *names; i++)
-    if (t & names[i].bit) ADD_(names[i].name);
-  unsigned both = FT_LORA_ATTN_C_PROJ | FT_LORA_MLP_C_PROJ;
-  if ((t & both) == both)
-    ADD_("c_proj");
-  else if (t & FT_LORA_ATTN_C_PROJ)
-    ADD_("attn.c_proj");
-  else if (t & FT_LORA_MLP_C_PROJ)
-    ADD_("mlp.c_proj");
-#undef ADD_
-  (void)arch;
-}
-
 int hf_save_peft(ft_model *m, const ft_lora *lora, const char *base_model_name, const char *out_dir,
                  ft_error *err) {
   const ft_config *c = model_config(m);
   if (!lora || lora->r < 1) return ft_error_set(err, FT_EINVALID, "lora", "no LoRA configuration");
   int classify = model_param(m, "score.weight") != NULL;
   char targets[256], path[PATH_MAX];
-  hf_lora_target_names(c->arch, lora->targets, targets, sizeof targets);
+  arch_lora_names(c->arch, lora->targets, targets, sizeof targets);
   json_t *tm = json_array();
   for (char *save, *tok = strtok_r(targets, ",", &save); tok; tok = strtok_r(NULL, ",", &save))
     json_array_append_new(tm, json_string(tok));
@@ -726,7 +783,7 @@ int hf_save_peft(ft_model *m, const ft_lora *lora, const char *base_model_name, 
       "LORA", "task_type", classify ? "SEQ_CLS" : "CAUSAL_LM", "base_model_name_or_path",
       base_model_name ? base_model_name : "", "r", lora->r, "lora_alpha", real_of(lora->alpha),
       "lora_dropout", real_of(lora->dropout), "target_modules", tm, "fan_in_fan_out",
-      c->arch == FT_ARCH_GPT2, "bias", "none", "inference_mode", 1, "init_lora_weights", 1,
+      c->arch->conv1d, "bias", "none", "inference_mode", 1, "init_lora_weights", 1,
       "use_rslora", 0, "use_dora", 0, "revision", "layers_to_transform");
   if (!j) return ft_error_set(err, FT_ENOMEM, NULL, NULL);
   json_object_set_new(j, "modules_to_save", classify ? json_pack("[s]", "score") : json_null());

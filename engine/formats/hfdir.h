@@ -15,8 +15,11 @@
 #include "ft_err.h"
 #include "nn/model.h"
 
-/* Parses a config.json object. model_type gpt2, llama, qwen2, mistral;
- * others FT_EUNSUPPORTED (param "model_type"). A missing required field or a
+/* Parses a config.json object. model_type: a row of nn/arch.c (gpt2, llama,
+ * qwen2, mistral, qwen3); others FT_EUNSUPPORTED (param "model_type"). RoPE
+ * scaling: rope_type linear and llama3 where the family accepts them;
+ * another type or an unknown key of rope_scaling is FT_EUNSUPPORTED naming
+ * it ("rope_scaling.rope_type"). cfg->arch points at the family's row. A missing required field or a
  * wrong type is FT_EFORMAT naming the field, an unsupported feature
  * FT_EUNSUPPORTED naming it. cfg->num_labels > 0 only when "architectures"
  * names a *ForSequenceClassification model (labels from id2label, else
@@ -25,8 +28,7 @@ int hf_config_parse(ft_config *cfg, const json_t *root, ft_error *err);
 /* Reads <dir>/config.json and parses it. */
 int hf_config_load(ft_config *cfg, const char *dir, ft_error *err);
 /* The config.json transformers would write for cfg and task (architectures
- * GPT2LMHeadModel / LlamaForCausalLM / Qwen2ForCausalLM / MistralForCausalLM
- * or the *ForSequenceClassification with id2label/label2id, torch_dtype
+ * the family's <hf_class>ForCausalLM (GPT2LMHeadModel) or the *ForSequenceClassification with id2label/label2id, torch_dtype
  * float32). FT_EINVALID for a classifier without labels or duplicate label
  * names. *out is a new reference. */
 int hf_config_to_json(const ft_config *cfg, ft_task task, json_t **out, ft_error *err);
@@ -35,7 +37,7 @@ int hf_config_save(const ft_config *cfg, ft_task task, const char *dir, ft_error
 /* Loads the base weights of dir into m by name: every tensor with saved != 0
  * except LoRA tensors must be in the checkpoint with the same shape (missing:
  * FT_EFORMAT, other shape: FT_ESHAPE, both naming the tensor); F32/F16/BF16
- * are converted. GPT-2 names may lack "transformer.", Llama names "model.".
+ * are converted. Names may lack the family's trunk prefix ("transformer.", "model.").
  * The classification head (score.*) may be absent (a causal-LM checkpoint):
  * it then keeps its current values and *head_missing (if not NULL) is set to
  * 1, else 0. Tensors of the checkpoint the model does not use are FT_EFORMAT
@@ -59,9 +61,7 @@ int hf_save_model(ft_model *m, ft_task task, const char *tokenizer_src_dir, cons
 int hf_save_peft(ft_model *m, const ft_lora *lora, const char *base_model_name, const char *out_dir,
                  ft_error *err);
 
-/* The target_modules names PEFT matches for a FT_LORA_* bit set, comma-joined
- * into buf ("q_proj,v_proj"; GPT-2's two c_proj bits together are "c_proj"). */
-void hf_lora_target_names(ft_arch arch, unsigned targets, char *buf, size_t size);
+/* (The target_modules names of a FT_LORA_* bit set: arch_lora_names, nn/arch.h.) */
 
 /* Copies the tokenizer files present in src_dir (tokenizer.json, vocab.json,
  * merges.txt, tokenizer_config.json, special_tokens_map.json,

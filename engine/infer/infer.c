@@ -4,10 +4,13 @@
  * (layers.c's matmul turns a one-row product into an sgemv: single-row
  * decoding is memory-bound, and sgemv streams the weights several times
  * faster than a 1-row sgemm). Workload: one sequence
- * at a time per ft_infer, small CPU models (GPT-2, Llama family), where
- * decoding speed is the weights' bytes over memory bandwidth.
+ * at a time per ft_infer, small CPU models (every family of nn/arch.h), where
+ * decoding speed is the weights' bytes over memory bandwidth. The ops are
+ * nn/layers.c's, the same functions training runs (norms, q/k norms, RoPE
+ * from the cache's position, the attention block, SwiGLU/GELU); only the
+ * loop around them (chunks of rows, the KV cache) is this file's.
  *
- * Prefill (time to first token) is the chunk's GEMMs: GPT-2's Conv1D weights
+ * Prefill (time to first token) is the chunk's GEMMs: Conv1D weights (GPT-2)
  * are transposed in place at load to nn.Linear's (out,in), because OpenBLAS
  * packs an (out,in) weight for a 128-row product ~20% faster (its sgemv
  * streams either layout); attention takes blocks of INF_ATT_ROWS query rows,
@@ -23,9 +26,6 @@
  * (an unfinished UTF-8 character, held back) or could still grow into a
  * stop string (held back); a stop string and what follows are never
  * reported. */
-/* Comparisons must not count as trapping, or GCC will not vectorise the
- * softmax's maxima (as in layers.c); no result changes. */
-#pragma GCC optimize("no-trapping-math")
 #include "infer/infer.h"
 
 #include <math.h>
@@ -43,11 +43,9 @@
 
 typedef struct {
   const float *n1w, *n1b, *n2w, *n2b; /* (C) norms; b NULL for RMSNorm */
-  const float *qkv_w, *qkv_b;         /* GPT-2 c_attn (3C,C) (transposed at load), (3C) */
-  const float *q_w, *q_b, *k_w, *k_b, *v_w, *v_b; /* llama (QD,C) (KD,C) (KD,C); biases or NULL */
-  const float *o_w, *o_b;             /* GPT-2 c_proj (C,C) (transposed); llama o_proj (C,QD) */
-  const float *fc_w, *fc_b, *pr_w, *pr_b; /* GPT-2 c_fc (FF,C), mlp c_proj (C,FF) (transposed) */
-  const float *gate_w, *gate_b, *up_w, *up_b, *down_w, *down_b; /* llama (FF,C) (FF,C) (C,FF) */
+  const float *qnw, *knw;             /* (HD) q_norm, k_norm, or NULL */
+  const float *w[FT_MOD_N], *b[FT_MOD_N]; /* the family's modules, (out,in) (Conv1D
+                                             transposed at load); biases or NULL */
   float *kc, *vc; /* (max_ctx, KD) */
 } inf_layer;
 
@@ -62,10 +60,10 @@ struct ft_infer {
   ft_model *model; /* holds the weights (B=1, T=1, no gradients) */
   tok *tk;
   ft_chat_family chat;
-  int gpt2;
+  const ft_arch *a;
   int max_ctx, L, C, NH, NKV, HD, FF, V, QD, KD, NOUT; /* NOUT: V or num_labels */
   const float *wte;  /* (V,C) */
-  const float *wpe;  /* (maxP,C) GPT-2 */
+  const float *wpe;  /* (maxP,C) learned positions, or NULL */
   const float *nfw, *nfb; /* final norm (C) */
   const float *head; /* lm_head (V,C) or score (NL,C) */
   inf_layer *lw;     /* (L) */
@@ -77,7 +75,7 @@ struct ft_infer {
   float *att;        /* (CH,QD) */
   float *ff1, *ff2;  /* (CH,FF) */
   float *scores;     /* (INF_ATT_ROWS, max_ctx) one attention block's probabilities */
-  float *nmean, *nrstd; /* (INF_CHUNK) norm statistics (scratch) */
+  float *nmean, *nrstd; /* (INF_CHUNK * NH) norm statistics (scratch) */
   float *logits;     /* (CH,NOUT) or (1,NOUT) until all rows are asked for */
   int logits_rows;
   float *work;       /* (V) sampling */
@@ -113,88 +111,90 @@ static const float *pw(ft_infer *m, const char *fmt, int l, const char *suffix, 
   return p->w;
 }
 
-/* GPT-2's Conv1D weight name (in,out) rewritten in place as nn.Linear's
- * (out,in); tmp holds in*out floats */
-static void conv1d_to_linear(ft_infer *m, int l, const char *suffix, int in, int out, float *tmp) {
-  char name[FT_NAME_MAX];
-  snprintf(name, sizeof name, "transformer.h.%d.%s", l, suffix);
-  ft_param *p = model_param(m->model, name);
-  if (!p || p->numel != (size_t)in * out) return; /* bind_weights reports it */
+/* A Conv1D weight (in,out) rewritten in place as nn.Linear's (out,in); tmp
+ * holds in*out floats */
+static void conv1d_to_linear(float *w, int in, int out, float *tmp) {
   for (int i0 = 0; i0 < in; i0 += 16)
     for (int j0 = 0; j0 < out; j0 += 16)
       for (int i = i0; i < i0 + 16 && i < in; i++)
         for (int j = j0; j < j0 + 16 && j < out; j++)
-          tmp[(size_t)j * in + i] = p->w[(size_t)i * out + j];
-  memcpy(p->w, tmp, (size_t)in * out * sizeof(float));
+          tmp[(size_t)j * in + i] = w[(size_t)i * out + j];
+  memcpy(w, tmp, (size_t)in * out * sizeof(float));
 }
 
-static int gpt2_transpose(ft_infer *m) {
-  size_t C = m->C, FF = m->FF, big = C * (FF > 3 * C ? FF : 3 * C);
-  float *tmp = malloc(big * sizeof(float));
-  if (!tmp) return FT_ENOMEM;
-  for (int l = 0; l < m->L; l++) {
-    conv1d_to_linear(m, l, "attn.c_attn.weight", m->C, 3 * m->C, tmp);
-    conv1d_to_linear(m, l, "attn.c_proj.weight", m->C, m->C, tmp);
-    conv1d_to_linear(m, l, "mlp.c_fc.weight", m->C, m->FF, tmp);
-    conv1d_to_linear(m, l, "mlp.c_proj.weight", m->FF, m->C, tmp);
-  }
-  free(tmp);
-  return 0;
+/* in and out of a module slot */
+static void mod_dims(const ft_infer *m, int i, int *in, int *out) {
+  arch_mod_dims(i, m->C, m->QD, m->KD, m->FF, in, out);
 }
 
 static int bind_weights(ft_infer *m, ft_error *err) {
+  const ft_arch *a = m->a;
   int rc = 0;
-  size_t C = m->C, QD = m->QD, KD = m->KD, FF = m->FF;
-  if (m->gpt2) {
-    m->wte = pw(m, "transformer.%s", -1, "wte.weight", 1, (size_t)m->V * C, err, &rc);
-    m->wpe = pw(m, "transformer.%s", -1, "wpe.weight", 1, 0, err, &rc);
-    m->nfw = pw(m, "transformer.%s", -1, "ln_f.weight", 1, C, err, &rc);
-    m->nfb = pw(m, "transformer.%s", -1, "ln_f.bias", 1, C, err, &rc);
-  } else {
-    m->wte = pw(m, "model.%s", -1, "embed_tokens.weight", 1, (size_t)m->V * C, err, &rc);
-    m->nfw = pw(m, "model.%s", -1, "norm.weight", 1, C, err, &rc);
+  size_t C = m->C;
+  char name[FT_NAME_MAX];
+  snprintf(name, sizeof name, "%s.weight", a->embed);
+  m->wte = pw(m, "%s", -1, name, 1, (size_t)m->V * C, err, &rc);
+  if (a->pos_embed) {
+    snprintf(name, sizeof name, "%s.weight", a->pos_embed);
+    m->wpe = pw(m, "%s", -1, name, 1, 0, err, &rc);
   }
+  m->nfw = pw(m, "%s.weight", -1, a->final_norm, 1, C, err, &rc);
+  m->nfb = pw(m, "%s.bias", -1, a->final_norm, a->norm == FT_NORM_LAYER, C, err, &rc);
   if (m->task == FT_TASK_CAUSAL_LM)
     m->head = pw(m, "%s", -1, "lm_head.weight", 1, (size_t)m->V * C, err, &rc);
   else
     m->head = pw(m, "%s", -1, "score.weight", 1, (size_t)m->NOUT * C, err, &rc);
+  int lnb = a->norm == FT_NORM_LAYER;
   for (int l = 0; l < m->L && !rc; l++) {
     inf_layer *w = &m->lw[l];
-    if (m->gpt2) {
-      const char *f = "transformer.h.%d.%s";
-      w->n1w = pw(m, f, l, "ln_1.weight", 1, C, err, &rc);
-      w->n1b = pw(m, f, l, "ln_1.bias", 1, C, err, &rc);
-      w->n2w = pw(m, f, l, "ln_2.weight", 1, C, err, &rc);
-      w->n2b = pw(m, f, l, "ln_2.bias", 1, C, err, &rc);
-      w->qkv_w = pw(m, f, l, "attn.c_attn.weight", 1, C * 3 * C, err, &rc);
-      w->qkv_b = pw(m, f, l, "attn.c_attn.bias", 1, 3 * C, err, &rc);
-      w->o_w = pw(m, f, l, "attn.c_proj.weight", 1, C * C, err, &rc);
-      w->o_b = pw(m, f, l, "attn.c_proj.bias", 1, C, err, &rc);
-      w->fc_w = pw(m, f, l, "mlp.c_fc.weight", 1, C * FF, err, &rc);
-      w->fc_b = pw(m, f, l, "mlp.c_fc.bias", 1, FF, err, &rc);
-      w->pr_w = pw(m, f, l, "mlp.c_proj.weight", 1, FF * C, err, &rc);
-      w->pr_b = pw(m, f, l, "mlp.c_proj.bias", 1, C, err, &rc);
-    } else {
-      const char *f = "model.layers.%d.%s";
-      w->n1w = pw(m, f, l, "input_layernorm.weight", 1, C, err, &rc);
-      w->n2w = pw(m, f, l, "post_attention_layernorm.weight", 1, C, err, &rc);
-      w->q_w = pw(m, f, l, "self_attn.q_proj.weight", 1, QD * C, err, &rc);
-      w->k_w = pw(m, f, l, "self_attn.k_proj.weight", 1, KD * C, err, &rc);
-      w->v_w = pw(m, f, l, "self_attn.v_proj.weight", 1, KD * C, err, &rc);
-      w->o_w = pw(m, f, l, "self_attn.o_proj.weight", 1, C * QD, err, &rc);
-      w->q_b = pw(m, f, l, "self_attn.q_proj.bias", 0, QD, err, &rc);
-      w->k_b = pw(m, f, l, "self_attn.k_proj.bias", 0, KD, err, &rc);
-      w->v_b = pw(m, f, l, "self_attn.v_proj.bias", 0, KD, err, &rc);
-      w->o_b = pw(m, f, l, "self_attn.o_proj.bias", 0, C, err, &rc);
-      w->gate_w = pw(m, f, l, "mlp.gate_proj.weight", 1, FF * C, err, &rc);
-      w->up_w = pw(m, f, l, "mlp.up_proj.weight", 1, FF * C, err, &rc);
-      w->down_w = pw(m, f, l, "mlp.down_proj.weight", 1, C * FF, err, &rc);
-      w->gate_b = pw(m, f, l, "mlp.gate_proj.bias", 0, FF, err, &rc);
-      w->up_b = pw(m, f, l, "mlp.up_proj.bias", 0, FF, err, &rc);
-      w->down_b = pw(m, f, l, "mlp.down_proj.bias", 0, C, err, &rc);
+    char f[FT_NAME_MAX];
+    snprintf(f, sizeof f, "%s.%%d.%%s", a->layers);
+    snprintf(name, sizeof name, "%s.weight", a->norm1);
+    w->n1w = pw(m, f, l, name, 1, C, err, &rc);
+    snprintf(name, sizeof name, "%s.bias", a->norm1);
+    w->n1b = pw(m, f, l, name, lnb, C, err, &rc);
+    snprintf(name, sizeof name, "%s.weight", a->norm2);
+    w->n2w = pw(m, f, l, name, 1, C, err, &rc);
+    snprintf(name, sizeof name, "%s.bias", a->norm2);
+    w->n2b = pw(m, f, l, name, lnb, C, err, &rc);
+    if (a->has_qk_norm) {
+      snprintf(name, sizeof name, "%s.weight", a->q_norm);
+      w->qnw = pw(m, f, l, name, 1, (size_t)m->HD, err, &rc);
+      snprintf(name, sizeof name, "%s.weight", a->k_norm);
+      w->knw = pw(m, f, l, name, 1, (size_t)m->HD, err, &rc);
+    }
+    for (int i = 0; i < FT_MOD_N; i++) {
+      if (!a->mods[i].path) continue;
+      int in, out;
+      mod_dims(m, i, &in, &out);
+      snprintf(name, sizeof name, "%s.weight", a->mods[i].path);
+      w->w[i] = pw(m, f, l, name, 1, (size_t)in * out, err, &rc);
+      snprintf(name, sizeof name, "%s.bias", a->mods[i].path);
+      w->b[i] = pw(m, f, l, name, 0, (size_t)out, err, &rc);
     }
   }
   return rc;
+}
+
+/* Conv1D weights to nn.Linear's layout, once at load */
+static int transpose_conv1d(ft_infer *m) {
+  if (!m->a->conv1d) return 0;
+  size_t big = 0;
+  for (int i = 0; i < FT_MOD_N; i++) {
+    int in, out;
+    mod_dims(m, i, &in, &out);
+    if (m->a->mods[i].path && (size_t)in * out > big) big = (size_t)in * out;
+  }
+  float *tmp = malloc(big * sizeof(float));
+  if (!tmp) return FT_ENOMEM;
+  for (int l = 0; l < m->L; l++)
+    for (int i = 0; i < FT_MOD_N; i++) {
+      int in, out;
+      mod_dims(m, i, &in, &out);
+      if (m->lw[l].w[i]) conv1d_to_linear((float *)m->lw[l].w[i], in, out, tmp);
+    }
+  free(tmp);
+  return 0;
 }
 
 static void add_eos(ft_infer *m, int id) {
@@ -216,7 +216,7 @@ int infer_load(ft_infer **out, const char *model_dir, int max_ctx, ft_error *err
   if (rc) goto fail;
   const ft_config *c = &m->cfg;
   m->task = c->num_labels > 0 ? FT_TASK_CLASSIFY : FT_TASK_CAUSAL_LM;
-  m->gpt2 = c->arch == FT_ARCH_GPT2;
+  m->a = c->arch;
   m->L = c->n_layer;
   m->C = c->hidden_size;
   m->NH = c->n_head;
@@ -227,7 +227,7 @@ int infer_load(ft_infer **out, const char *model_dir, int max_ctx, ft_error *err
   m->QD = m->NH * m->HD;
   m->KD = m->NKV * m->HD;
   m->NOUT = m->task == FT_TASK_CLASSIFY ? c->num_labels : m->V;
-  if (m->NKV <= 0 || m->NH % m->NKV || m->HD % 2 || (m->gpt2 && m->QD != m->C)) {
+  if (m->NKV <= 0 || m->NH % m->NKV || m->HD % 2 || (m->a->fused_qkv && m->QD != m->C)) {
     rc = ft_error_set(err, FT_EUNSUPPORTED, "num_key_value_heads", "unsupported head layout");
     goto fail;
   }
@@ -247,7 +247,7 @@ int infer_load(ft_infer **out, const char *model_dir, int max_ctx, ft_error *err
   if (!m->lw) goto nomem;
   rc = bind_weights(m, err);
   if (rc) goto fail;
-  if (m->gpt2 && gpt2_transpose(m)) goto nomem;
+  if (transpose_conv1d(m)) goto nomem;
   size_t T = (size_t)m->max_ctx, CH = INF_CHUNK;
   m->kv = xcalloc(m, 2 * (size_t)m->L * T * m->KD, sizeof(float));
   m->x = xcalloc(m, CH * m->C, sizeof(float));
@@ -258,7 +258,7 @@ int infer_load(ft_infer **out, const char *model_dir, int max_ctx, ft_error *err
   m->ff2 = xcalloc(m, CH * m->FF, sizeof(float));
   m->scores = xcalloc(m, INF_ATT_ROWS * T, sizeof(float));
   m->nmean = xcalloc(m, CH, sizeof(float));
-  m->nrstd = xcalloc(m, CH, sizeof(float));
+  m->nrstd = xcalloc(m, CH * (size_t)m->NH, sizeof(float));
   m->logits = xcalloc(m, (size_t)m->NOUT, sizeof(float));
   m->logits_rows = 1;
   m->work = xcalloc(m, (size_t)m->NOUT, sizeof(float));
@@ -270,21 +270,12 @@ int infer_load(ft_infer **out, const char *model_dir, int max_ctx, ft_error *err
     m->lw[l].kc = m->kv + (2 * (size_t)l) * T * m->KD;
     m->lw[l].vc = m->kv + (2 * (size_t)l + 1) * T * m->KD;
   }
-  if (!m->gpt2) {
+  if (m->a->pos == FT_POS_ROPE) {
     int h2 = m->HD / 2;
     m->rope_cos = xcalloc(m, T * h2, sizeof(float));
     m->rope_sin = xcalloc(m, T * h2, sizeof(float));
     if (!m->rope_cos || !m->rope_sin) goto nomem;
-    double *inv = malloc(h2 * sizeof *inv);
-    if (!inv) goto nomem;
-    for (int i = 0; i < h2; i++) inv[i] = 1.0 / pow((double)c->rope_theta, (double)(2 * i) / m->HD);
-    for (size_t p = 0; p < T; p++)
-      for (int i = 0; i < h2; i++) {
-        double a = (double)p * inv[i];
-        m->rope_cos[p * h2 + i] = (float)cos(a);
-        m->rope_sin[p * h2 + i] = (float)sin(a);
-      }
-    free(inv);
+    rope_tables(m->rope_cos, m->rope_sin, (int)T, m->HD, c->rope_theta, &c->rope_scaling);
   }
   add_eos(m, tok_eos_id(m->tk));
   add_eos(m, c->eos_token_id);
@@ -337,145 +328,94 @@ int infer_is_eos(const ft_infer *m, int32_t id) {
 
 /* ------------------------------------------------------------ forward -- */
 
-/* out (T,C) = norm(inp): LayerNorm with bias b, RMSNorm when b is NULL
- * (layers.c's, with mean/rstd into scratch) */
+/* out (T,C) = norm(inp): the family's norm (layers.c's, with mean/rstd into
+ * scratch) */
 static void norm_forward(ft_infer *m, float *out, const float *inp, const float *w, const float *b,
                          int T, int C, float eps) {
-  if (b)
+  if (m->a->norm == FT_NORM_LAYER)
     layernorm_forward(out, m->nmean, m->nrstd, inp, w, b, T, C, eps);
   else
     rmsnorm_forward(out, m->nrstd, inp, w, T, C, eps);
 }
 
-/* x (NHx,HD) rotated in place for position p (HF rotate_half) */
-static void rope_row(float *x, int nh, int HD, const float *cs, const float *sn) {
-  int h2 = HD / 2;
-  for (int h = 0; h < nh; h++) {
-    float *v = x + (size_t)h * HD;
-    for (int i = 0; i < h2; i++) {
-      float a = v[i], b = v[i + h2];
-      v[i] = a * cs[i] - b * sn[i];
-      v[i + h2] = b * cs[i] + a * sn[i];
-    }
-  }
-}
-
-/* r[0..valid) = softmax(r[0..valid)), r[valid..n) = 0; max and sum in 16
- * lanes (sum in double), so the loops vectorise */
-static void softmax_causal(float *r, int valid, int n) {
-  float mx = r[0], lm[16];
-  int j = 0;
-  for (int u = 0; u < 16; u++) lm[u] = r[0];
-  for (; j + 16 <= valid; j += 16)
-    for (int u = 0; u < 16; u++) lm[u] = r[j + u] > lm[u] ? r[j + u] : lm[u];
-  for (int u = 0; u < 16; u++) mx = lm[u] > mx ? lm[u] : mx;
-  for (; j < valid; j++) mx = r[j] > mx ? r[j] : mx;
-  float acc[16] = {0};
-  j = 0;
-  for (; j + 16 <= valid; j += 16)
-    for (int u = 0; u < 16; u++) acc[u] += (r[j + u] = ft_expf(r[j + u] - mx));
-  double sum = 0.0;
-  for (int u = 0; u < 16; u++) sum += acc[u];
-  for (; j < valid; j++) sum += (r[j] = ft_expf(r[j] - mx));
-  float inv = (float)(1.0 / sum);
-  for (j = 0; j < valid; j++) r[j] *= inv;
-  if (n > valid) memset(r + valid, 0, (size_t)(n - valid) * sizeof(float));
-}
-
 /* out (T,QD): causal attention of the rows at positions start..start+T-1
  * over the cache rows 0..position. q (T, q_stride) holds the queries. Per
- * head, blocks of INF_ATT_ROWS query rows: one GEMM for the (rows, keys)
- * scores over the keys up to the block's last position, the causal part
- * masked, one GEMM for P V (one new token: two GEMVs). */
+ * head, blocks of INF_ATT_ROWS query rows, each one layers.c attention
+ * block over the keys up to the block's last position (one new token: two
+ * GEMVs). */
 static void cached_attention(ft_infer *m, float *out, const float *q, int q_stride,
-                              const inf_layer *w, int T, int start) {
+                             const inf_layer *w, int T, int start) {
   int rep = m->NH / m->NKV, HD = m->HD, KD = m->KD, QD = m->QD;
   float scale = 1.f / sqrtf((float)HD);
   for (int h = 0; h < m->NH; h++) {
     const float *kh = w->kc + (size_t)(h / rep) * HD, *vh = w->vc + (size_t)(h / rep) * HD;
     for (int r0 = 0; r0 < T; r0 += INF_ATT_ROWS) {
-      int rb = T - r0 < INF_ATT_ROWS ? T - r0 : INF_ATT_ROWS, n = start + r0 + rb;
-      float *s = m->scores; /* (rb, n) */
-      matmul(s, n, q + (size_t)r0 * q_stride + (size_t)h * HD, q_stride, 0, kh, KD, 1, rb, n, HD,
-             scale, 0.f);
-      for (int t = 0; t < rb; t++) softmax_causal(s + (size_t)t * n, start + r0 + t + 1, n);
-      matmul(out + (size_t)r0 * QD + (size_t)h * HD, QD, s, n, 0, vh, KD, 0, rb, HD, n, 1.f, 0.f);
+      int rb = T - r0 < INF_ATT_ROWS ? T - r0 : INF_ATT_ROWS, q0 = start + r0;
+      attention_block_forward(out + (size_t)r0 * QD + (size_t)h * HD, QD, m->scores, q0 + rb,
+                              q + (size_t)r0 * q_stride + (size_t)h * HD, q_stride, kh, vh, KD, rb,
+                              q0, HD, scale);
     }
-  }
-}
-
-/* g = silu(g) * up, the sigmoid first into a small block: one loop
- * computing g / (1 + e^-g) * up (layers.c's swiglu_forward) runs ~8x slower
- * on this machine (12 vs 1.4 ns an element, a tenth of a SmolLM-135M
- * prefill) */
-static void swiglu_inplace(float *g, const float *up, size_t n) {
-  float sg[256];
-  for (size_t i0 = 0; i0 < n; i0 += 256) {
-    size_t nb = n - i0 < 256 ? n - i0 : 256;
-    float *x = g + i0;
-    for (size_t i = 0; i < nb; i++) sg[i] = 1.f / (1.f + ft_expf(-x[i]));
-    for (size_t i = 0; i < nb; i++) x[i] = x[i] * sg[i] * up[i0 + i];
   }
 }
 
 /* Runs ids[0..T) (T <= INF_CHUNK) at positions start.., filling the cache;
  * logits of every row (all) or of the last row only into m->logits; for a
- * classifier the score head's outputs. */
+ * classifier the score head's outputs. The layer is model.c's forward, op
+ * for op, with the cache in place of the batch. */
 static void forward_chunk(ft_infer *m, const int32_t *ids, int T, int start, int all) {
+  const ft_arch *a = m->a;
   int C = m->C, QD = m->QD, KD = m->KD, FF = m->FF;
   float eps = m->cfg.norm_eps;
   float *x = m->x, *xn = m->xn;
   for (int t = 0; t < T; t++) {
     memcpy(x + (size_t)t * C, m->wte + (size_t)ids[t] * C, (size_t)C * sizeof(float));
-    if (m->gpt2) {
+    if (m->wpe) {
       const float *pe = m->wpe + (size_t)(start + t) * C;
       for (int i = 0; i < C; i++) x[(size_t)t * C + i] += pe[i];
     }
   }
+  int o = arch_attn_out(a), up = arch_mlp_up(a), gate = arch_mlp_gate(a), down = arch_mlp_down(a);
   for (int l = 0; l < m->L; l++) {
     inf_layer *w = &m->lw[l];
     norm_forward(m, xn, x, w->n1w, w->n1b, T, C, eps);
-    const float *q;
-    int qs;
-    if (m->gpt2) {
-      linear_forward(m->qkv, xn, w->qkv_w, w->qkv_b, T, C, 3 * C, 0);
+    float *kc = w->kc + (size_t)start * KD, *vc = w->vc + (size_t)start * KD;
+    int qs = QD;
+    if (a->fused_qkv) {
+      linear_forward(m->qkv, xn, w->w[FT_MOD_QKV], w->b[FT_MOD_QKV], T, C, 3 * C, 0);
       for (int t = 0; t < T; t++) {
         const float *r = m->qkv + (size_t)t * 3 * C;
-        memcpy(w->kc + (size_t)(start + t) * KD, r + C, (size_t)C * sizeof(float));
-        memcpy(w->vc + (size_t)(start + t) * KD, r + 2 * C, (size_t)C * sizeof(float));
+        memcpy(kc + (size_t)t * KD, r + C, (size_t)C * sizeof(float));
+        memcpy(vc + (size_t)t * KD, r + 2 * C, (size_t)C * sizeof(float));
       }
-      q = m->qkv;
       qs = 3 * C;
     } else {
-      float *kc = w->kc + (size_t)start * KD, *vc = w->vc + (size_t)start * KD;
-      linear_forward(m->qkv, xn, w->q_w, w->q_b, T, C, QD, 0);
-      linear_forward(kc, xn, w->k_w, w->k_b, T, C, KD, 0);
-      linear_forward(vc, xn, w->v_w, w->v_b, T, C, KD, 0);
-      int h2 = m->HD / 2;
-      for (int t = 0; t < T; t++) {
-        const float *cs = m->rope_cos + (size_t)(start + t) * h2;
-        const float *sn = m->rope_sin + (size_t)(start + t) * h2;
-        rope_row(m->qkv + (size_t)t * QD, m->NH, m->HD, cs, sn);
-        rope_row(kc + (size_t)t * KD, m->NKV, m->HD, cs, sn);
-      }
-      q = m->qkv;
-      qs = QD;
+      linear_forward(m->qkv, xn, w->w[FT_MOD_Q], w->b[FT_MOD_Q], T, C, QD, 0);
+      linear_forward(kc, xn, w->w[FT_MOD_K], w->b[FT_MOD_K], T, C, KD, 0);
+      linear_forward(vc, xn, w->w[FT_MOD_V], w->b[FT_MOD_V], T, C, KD, 0);
     }
-    cached_attention(m, m->att, q, qs, w, T, start);
-    linear_forward(xn, m->att, w->o_w, w->o_b, T, QD, C, 0);
-    for (size_t i = 0; i < (size_t)T * C; i++) x[i] += xn[i];
+    if (a->has_qk_norm) { /* in place: each row is read before it is written */
+      rmsnorm_forward(m->qkv, m->nrstd, m->qkv, w->qnw, T * m->NH, m->HD, eps);
+      rmsnorm_forward(kc, m->nrstd, kc, w->knw, T * m->NKV, m->HD, eps);
+    }
+    if (a->pos == FT_POS_ROPE) { /* the tables from row start: positions start.. */
+      size_t p0 = (size_t)start * (m->HD / 2);
+      rope_forward(m->qkv, m->rope_cos + p0, m->rope_sin + p0, NULL, 1, T, m->NH, m->HD);
+      rope_forward(kc, m->rope_cos + p0, m->rope_sin + p0, NULL, 1, T, m->NKV, m->HD);
+    }
+    cached_attention(m, m->att, m->qkv, qs, w, T, start);
+    linear_forward(xn, m->att, w->w[o], w->b[o], T, QD, C, 0);
+    residual_add(x, xn, (size_t)T * C);
     norm_forward(m, xn, x, w->n2w, w->n2b, T, C, eps);
-    if (m->gpt2) {
-      linear_forward(m->ff1, xn, w->fc_w, w->fc_b, T, C, FF, 0);
-      gelu_forward(m->ff1, m->ff1, (size_t)T * FF);
-      linear_forward(xn, m->ff1, w->pr_w, w->pr_b, T, FF, C, 0);
+    if (a->gated_mlp) {
+      linear_forward(m->ff1, xn, w->w[gate], w->b[gate], T, C, FF, 0);
+      linear_forward(m->ff2, xn, w->w[up], w->b[up], T, C, FF, 0);
+      swiglu_forward(m->ff1, m->ff1, m->ff2, (size_t)T * FF);
     } else {
-      linear_forward(m->ff1, xn, w->gate_w, w->gate_b, T, C, FF, 0);
-      linear_forward(m->ff2, xn, w->up_w, w->up_b, T, C, FF, 0);
-      swiglu_inplace(m->ff1, m->ff2, (size_t)T * FF);
-      linear_forward(xn, m->ff1, w->down_w, w->down_b, T, FF, C, 0);
+      linear_forward(m->ff1, xn, w->w[up], w->b[up], T, C, FF, 0);
+      gelu_forward(m->ff1, m->ff1, (size_t)T * FF);
     }
-    for (size_t i = 0; i < (size_t)T * C; i++) x[i] += xn[i];
+    linear_forward(xn, m->ff1, w->w[down], w->b[down], T, FF, C, 0);
+    residual_add(x, xn, (size_t)T * C);
   }
   int r0 = all ? 0 : T - 1, nr = all ? T : 1;
   norm_forward(m, xn, x + (size_t)r0 * C, m->nfw, m->nfb, nr, C, eps);

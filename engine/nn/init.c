@@ -16,59 +16,42 @@
 #include "ft_fs.h"
 #include "tok/tok.h"
 
-typedef struct {
-  const char *family, *name;
-  int L, C, NH, NKV, FF, maxT, tie;
-} preset_row;
-
-static const preset_row presets[] = {
-    {"gpt2", "tiny", 2, 64, 4, 4, 256, 256, 1},
-    {"gpt2", "small-test", 4, 128, 4, 4, 512, 512, 1},
-    {"gpt2", "gpt2-small", 12, 768, 12, 12, 3072, 1024, 1},
-    {"llama", "tiny", 2, 64, 4, 2, 172, 256, 0},
-    {"llama", "llama-test", 4, 128, 4, 2, 344, 512, 1},
-    {"llama", "smollm-135m", 30, 576, 9, 3, 1536, 2048, 1},
-    /* pretraining from scratch (scripts/make-base-model.sh): ~7.9M parameters at an
-       8192 vocabulary (2.1M of them the tied embedding) */
-    {"llama", "llama-base-8m", 8, 256, 8, 4, 688, 512, 1},
-};
-
+/* The shapes are each family's presets (nn/arch.c). */
 int model_preset(const char *arch, const char *preset, ft_config *cfg, ft_error *err) {
   memset(cfg, 0, sizeof *cfg);
-  const char *family;
-  if (!strcmp(arch, "gpt2"))
-    family = "gpt2";
-  else if (!strcmp(arch, "llama") || !strcmp(arch, "qwen2") || !strcmp(arch, "mistral"))
-    family = "llama";
-  else
-    return ft_error_set(err, FT_ERANGE, "arch", "unknown arch '%s' (gpt2, llama, qwen2, mistral)",
-                        arch);
-  const preset_row *p = NULL;
-  for (size_t i = 0; i < sizeof presets / sizeof *presets && !p; i++)
-    if (!strcmp(presets[i].family, family) && !strcmp(presets[i].name, preset)) p = &presets[i];
-  if (!p)
-    return ft_error_set(
-        err, FT_ERANGE, "preset", "unknown %s preset '%s' (%s)", family, preset,
-        !strcmp(family, "gpt2") ? "tiny, small-test, gpt2-small" : "tiny, llama-test, smollm-135m, llama-base-8m");
-  snprintf(cfg->model_type, sizeof cfg->model_type, "%s", arch);
-  cfg->arch = !strcmp(family, "gpt2") ? FT_ARCH_GPT2 : FT_ARCH_LLAMA;
+  const ft_arch *a = arch_find(arch);
+  if (!a) {
+    char known[256];
+    arch_list(known, sizeof known);
+    return ft_error_set(err, FT_ERANGE, "arch", "unknown arch '%s' (%s)", arch, known);
+  }
+  const ft_preset *p = NULL;
+  for (const ft_preset *q = a->presets; q && q->name && !p; q++)
+    if (!strcmp(q->name, preset)) p = q;
+  if (!p) {
+    char known[256];
+    size_t o = 0;
+    known[0] = 0;
+    for (const ft_preset *q = a->presets; q && q->name && o < sizeof known; q++)
+      o += (size_t)snprintf(known + o, sizeof known - o, "%s%s", o ? ", " : "", q->name);
+    return ft_error_set(err, FT_ERANGE, "preset", "unknown %s preset '%s' (%s)", arch, preset,
+                        known);
+  }
+  snprintf(cfg->model_type, sizeof cfg->model_type, "%s", a->model_type);
+  cfg->arch = a;
   cfg->n_layer = p->L;
   cfg->hidden_size = p->C;
   cfg->n_head = p->NH;
   cfg->n_kv_head = p->NKV;
-  cfg->head_dim = p->C / p->NH;
+  cfg->head_dim = p->HD ? p->HD : p->C / p->NH;
   cfg->intermediate_size = p->FF;
   cfg->max_position = p->maxT;
   cfg->tie_embeddings = p->tie;
-  if (cfg->arch == FT_ARCH_GPT2) {
-    cfg->norm_eps = 1e-5f;
-    cfg->attention_bias = 1;
-    cfg->mlp_bias = 1;
-  } else {
-    cfg->norm_eps = 1e-5f;
-    cfg->rope_theta = 10000.0f;
-    cfg->attention_bias = !strcmp(arch, "qwen2");
-  }
+  cfg->norm_eps = p->eps;
+  cfg->rope_theta = p->theta;
+  cfg->rope_scaling = p->rope;
+  cfg->attention_bias = a->qkv_bias;
+  cfg->mlp_bias = a->mlp_bias;
   cfg->bos_token_id = cfg->eos_token_id = cfg->pad_token_id = -1;
   return 0;
 }

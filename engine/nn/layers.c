@@ -241,10 +241,16 @@ void gelu_backward(float *dinp, const float *dout, const float *inp, size_t n) {
   }
 }
 
+/* The sigmoid first into a small block, then the products: one loop
+ * computing g / (1 + e^-g) * up runs ~8x slower on this machine (12 vs 1.4
+ * ns an element, a tenth of a SmolLM-135M prefill). */
 void swiglu_forward(float *out, const float *gate, const float *up, size_t n) {
-  for (size_t i = 0; i < n; i++) {
-    float g = gate[i];
-    out[i] = g / (1.0f + ft_expf(-g)) * up[i];
+  float sg[256];
+  for (size_t i0 = 0; i0 < n; i0 += 256) {
+    size_t nb = n - i0 < 256 ? n - i0 : 256;
+    const float *g = gate + i0;
+    for (size_t i = 0; i < nb; i++) sg[i] = 1.0f / (1.0f + ft_expf(-g[i]));
+    for (size_t i = 0; i < nb; i++) out[i0 + i] = g[i] * sg[i] * up[i0 + i];
   }
 }
 
@@ -261,11 +267,29 @@ void swiglu_backward(float *dgate, float *dup, const float *dout, const float *g
 
 /* ---- rotary embedding ---- */
 
-void rope_tables(float *cos_t, float *sin_t, int maxT, int HD, float theta) {
+float rope_inv_freq(int i, int HD, float theta, const ft_rope_scaling *sc) {
+  /* as HF: inv_freq = 1 / theta ** (arange(0, HD, 2) / HD), in float32 */
+  float inv = 1.0f / powf(theta, (float)(2 * i) / (float)HD);
+  if (sc && sc->kind == FT_ROPE_LINEAR) return inv / sc->factor;
+  if (!sc || sc->kind != FT_ROPE_LLAMA3) return inv;
+  /* HF _compute_llama3_parameters, in float32: long wavelengths are divided
+   * by factor, short ones kept, the band between interpolated */
+  float old = (float)sc->orig_max_pos;
+  float low_wl = old / sc->low_freq, high_wl = old / sc->high_freq;
+  float wl = 2.0f * (float)M_PI / inv;
+  float scaled = wl > low_wl ? inv / sc->factor : inv;
+  if (!(wl < high_wl) && !(wl > low_wl)) {
+    float smooth = (old / wl - sc->low_freq) / (sc->high_freq - sc->low_freq);
+    scaled = (1.0f - smooth) * scaled / sc->factor + smooth * scaled;
+  }
+  return scaled;
+}
+
+void rope_tables(float *cos_t, float *sin_t, int maxT, int HD, float theta,
+                 const ft_rope_scaling *sc) {
   int h = HD / 2;
   for (int i = 0; i < h; i++) {
-    /* as HF: inv_freq = 1 / theta ** (arange(0, HD, 2) / HD), in float32 */
-    float inv = 1.0f / powf(theta, (float)(2 * i) / (float)HD);
+    float inv = rope_inv_freq(i, HD, theta, sc);
     for (int t = 0; t < maxT; t++) {
       float a = (float)t * inv;
       cos_t[(size_t)t * h + i] = cosf(a);
@@ -304,19 +328,18 @@ void rope_backward(float *dx, const float *cos_t, const float *sin_t, const int3
 
 /* ---- attention ---- */
 
-/* One segment [t0, t0+n) of one row and head: its causal n x n block of
- * probabilities P (ld T), and Y = P V. With one segment per row this is the
- * whole lens[b] x lens[b] corner. */
-static void attn_block_forward(float *Y, int ldy, float *P, int T, const float *Q, int ldq,
-                               const float *K, const float *V, int ldkv, int n, int HD,
-                               float scale) {
-  matmul(P, T, Q, ldq, 0, K, ldkv, 1, n, n, HD, scale, 0.0f);
-  for (int i = 0; i < n; i++) {
-    float *p = P + (size_t)i * T;
-    float m = max_f(p, i + 1);
+void attention_block_forward(float *Y, int ldy, float *P, int ldp, const float *Q, int ldq,
+                             const float *K, const float *V, int ldkv, int rows, int q0, int HD,
+                             float scale) {
+  int n = q0 + rows; /* keys */
+  matmul(P, ldp, Q, ldq, 0, K, ldkv, 1, rows, n, HD, scale, 0.0f);
+  for (int i = 0; i < rows; i++) {
+    float *p = P + (size_t)i * ldp;
+    int valid = q0 + i + 1;
+    float m = max_f(p, valid);
     float acc[16] = {0};
     int j = 0;
-    for (; j + 16 <= i + 1; j += 16)
+    for (; j + 16 <= valid; j += 16)
       for (int u = 0; u < 16; u++) {
         float e = ft_expf(p[j + u] - m);
         p[j + u] = e;
@@ -324,15 +347,15 @@ static void attn_block_forward(float *Y, int ldy, float *P, int T, const float *
       }
     double s = 0.0;
     for (int u = 0; u < 16; u++) s += acc[u];
-    for (; j <= i; j++) {
+    for (; j < valid; j++) {
       p[j] = ft_expf(p[j] - m);
       s += p[j];
     }
     float inv = (float)(1.0 / s);
-    for (j = 0; j <= i; j++) p[j] *= inv;
-    for (j = i + 1; j < n; j++) p[j] = 0.0f;
+    for (j = 0; j < valid; j++) p[j] *= inv;
+    for (j = valid; j < n; j++) p[j] = 0.0f;
   }
-  matmul(Y, ldy, P, T, 0, V, ldkv, 0, n, HD, n, 1.0f, 0.0f);
+  matmul(Y, ldy, P, ldp, 0, V, ldkv, 0, rows, HD, n, 1.0f, 0.0f);
 }
 
 void attention_forward(float *out, float *att, const float *q, const float *k, const float *v,
@@ -352,8 +375,8 @@ void attention_forward(float *out, float *att, const float *q, const float *k, c
       for (int t0 = 0, t1; t0 < L; t0 = t1) {
         t1 = seg_run(sg, t0, L);
         size_t o = (size_t)t0;
-        attn_block_forward(Y + o * C, C, P + o * T + o, T, Q + o * ldq, ldq, K + o * ldkv,
-                           V + o * ldkv, ldkv, t1 - t0, HD, scale);
+        attention_block_forward(Y + o * C, C, P + o * T + o, T, Q + o * ldq, ldq, K + o * ldkv,
+                                V + o * ldkv, ldkv, t1 - t0, 0, HD, scale);
       }
     }
     if (L < T) memset(out + ((size_t)b * T + L) * C, 0, sizeof(float) * (size_t)(T - L) * C);

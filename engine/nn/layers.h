@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "nn/arch.h"
+
 /* c (M,N; ldc) = alpha * op(a) op(b) + beta * c, op(x) = x or x^T (ta, tb);
  * op(a) is (M,K), op(b) is (K,N). */
 void matmul(float *c, int ldc, const float *a, int lda, int ta, const float *b, int ldb, int tb,
@@ -27,7 +29,8 @@ void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, c
                        const float *b, int N, int C, float eps);
 void layernorm_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp,
                         const float *w, const float *mean, const float *rstd, int N, int C);
-/* RMSNorm as HF LlamaRMSNorm: out = w * (x * rsqrt(mean(x^2) + eps)); rstd (N) */
+/* RMSNorm as HF LlamaRMSNorm: out = w * (x * rsqrt(mean(x^2) + eps)); rstd (N).
+ * Per-head (Qwen3's q_norm/k_norm) is the same op over N*nh rows of C=HD. */
 void rmsnorm_forward(float *out, float *rstd, const float *inp, const float *w, int N, int C,
                      float eps);
 void rmsnorm_backward(float *dinp, float *dw, const float *dout, const float *inp, const float *w,
@@ -37,20 +40,36 @@ void rmsnorm_backward(float *dinp, float *dw, const float *dout, const float *in
  * gelu'(inp) and may run in place (dinp == dout). */
 void gelu_forward(float *out, const float *inp, size_t n);
 void gelu_backward(float *dinp, const float *dout, const float *inp, size_t n);
-/* out = silu(gate) * up. Backward writes dgate and dup; dgate may be dout. */
+/* out = silu(gate) * up; out may be gate (in place). Backward writes dgate
+ * and dup; dgate may be dout. */
 void swiglu_forward(float *out, const float *gate, const float *up, size_t n);
 void swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate,
                      const float *up, size_t n);
 
 /* Rotary embedding in place on x (B,T,nh*HD), HF rotate_half convention:
  * pairs (i, i+HD/2) at position p rotated by cos/sin (maxT, HD/2)[p][i], where
- * p = pos[b][t] (B,T), or t when pos is NULL; every p < maxT.
- * Backward applies the inverse rotation to dx in place. */
-void rope_tables(float *cos_t, float *sin_t, int maxT, int HD, float theta);
+ * p = pos[b][t] (B,T), or t when pos is NULL; every p < maxT. (Rows at
+ * positions p0.. without a pos array: pass the tables from row p0.)
+ * Backward applies the inverse rotation to dx in place. The tables hold
+ * HF's float32 inv_freq (theta^(-2i/HD), rescaled as rope_scaling says;
+ * sc may be NULL) times the position. */
+void rope_tables(float *cos_t, float *sin_t, int maxT, int HD, float theta,
+                 const ft_rope_scaling *sc);
+/* The tables' frequency of pair i (0..HD/2-1), float32 as HF computes it. */
+float rope_inv_freq(int i, int HD, float theta, const ft_rope_scaling *sc);
 void rope_forward(float *x, const float *cos_t, const float *sin_t, const int32_t *pos, int B,
                   int T, int nh, int HD);
 void rope_backward(float *dx, const float *cos_t, const float *sin_t, const int32_t *pos, int B,
                    int T, int nh, int HD);
+
+/* One causal attention block of one head: query rows i = 0..rows-1 sit at
+ * key position q0 + i and see keys 0..q0+i. P (rows, q0+rows; ld ldp) gets
+ * the probabilities (zero past each row's last key), Y (rows,HD; ld ldy) =
+ * P V. Q (ld ldq), K and V (ld ldkv). Training calls it with q0 = 0 per
+ * segment, inference per block of new rows over the KV cache. */
+void attention_block_forward(float *Y, int ldy, float *P, int ldp, const float *Q, int ldq,
+                             const float *K, const float *V, int ldkv, int rows, int q0, int HD,
+                             float scale);
 
 /* Causal self-attention, scale 1/sqrt(HD), grouped-query (query head h reads
  * kv head h / (NH/NKV)). q (B,T,ldq) holds head h at column h*HD; k, v

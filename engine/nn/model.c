@@ -1,5 +1,8 @@
-/* The transformer models (see model.h): GPT-2 and the Llama family, as causal
- * LMs or sequence classifiers, trained in full, with LoRA, or head-only.
+/* The transformer models (see model.h): every family of nn/arch.h, as causal
+ * LMs or sequence classifiers, trained in full, with LoRA, or head-only. The
+ * family's row decides which tensors exist and which ops run (norm kind,
+ * fused q/k/v, q/k norms, RoPE or learned positions, gated MLP); nothing
+ * here knows a family by name.
  * Workload: CPU training at B x T up to a few thousand tokens, where the
  * GEMMs (OpenBLAS) dominate; everything else is a streaming loop in layers.c.
  * Three allocations per model (parameters, gradients, activations) plus a
@@ -18,12 +21,8 @@
 #include "nn/layers.h"
 #include "nn/rng.h"
 
-/* The linear modules of a layer, in the bit order of FT_LORA_*. */
-enum { M_Q, M_K, M_V, M_O, M_GATE, M_UP, M_DOWN, M_CATTN, M_CPROJ, M_CFC, M_MPROJ, M_N };
-static const char *const mod_path[M_N] = {
-    "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
-    "mlp.gate_proj",    "mlp.up_proj",      "mlp.down_proj",    "attn.c_attn",
-    "attn.c_proj",      "mlp.c_fc",         "mlp.c_proj"};
+/* The linear modules of a layer: nn/arch.h's slots, in the bit order of FT_LORA_*. */
+enum { M_Q = FT_MOD_Q, M_K = FT_MOD_K, M_V = FT_MOD_V, M_QKV = FT_MOD_QKV, M_N = FT_MOD_N };
 
 typedef struct {
   float *w, *b, *dw, *db;     /* weight (out,in), or (in,out) when conv1d; bias (out) or NULL */
@@ -40,13 +39,16 @@ typedef struct {
 typedef struct {
   float *n1w, *n1b, *dn1w, *dn1b; /* ln_1 / input_layernorm (C); biases GPT-2 only */
   float *n2w, *n2b, *dn2w, *dn2b; /* ln_2 / post_attention_layernorm (C) */
+  float *qnw, *dqnw, *knw, *dknw; /* q_norm, k_norm (HD) when arch->has_qk_norm */
   lin m[M_N];                     /* only the arch's modules are set */
 } layer_w;
 
 typedef struct {
   float *ln1, *ln1_mean, *ln1_rstd; /* (N,C) (N) (N); mean GPT-2 only */
   float *q, *k,
-      *v;      /* GPT-2: into qkv (N,3C) with row stride 3C; Llama: (N,QD) (N,KD) (N,KD), roped */
+      *v; /* fused: into qkv (N,3C) with row stride 3C; else (N,QD) (N,KD) (N,KD), normed, roped */
+  float *qpre, *kpre;     /* (N,QD) (N,KD) q, k before q_norm/k_norm (has_qk_norm) */
+  float *qn_rstd, *kn_rstd; /* (N*NH) (N*NKV) */
   float *att;  /* (B,NH,T,T) attention probabilities */
   float *atty; /* (N,QD) attention output before the projection */
   float *res2; /* (N,C) residual after attention */
@@ -60,6 +62,7 @@ typedef struct {
 
 struct ft_model {
   ft_config cfg;
+  const ft_arch *a; /* cfg.arch */
   ft_task task;
   ft_method method;
   ft_lora lora;
@@ -95,7 +98,8 @@ struct ft_model {
   float *dres, *dln;   /* (N,C) */
   float *dlnc;         /* (N,C) LM head: input gradient of the rows with a loss, packed */
   float *datty;        /* (N,QD) */
-  float *dq, *dk, *dv; /* GPT-2: into one (N,3C) block; Llama (N,QD) (N,KD) (N,KD) */
+  float *dq, *dk, *dv; /* fused: into one (N,3C) block; else (N,QD) (N,KD) (N,KD) */
+  float *dqpre, *dkpre; /* (N,QD) (N,KD) gradients before q_norm/k_norm (has_qk_norm) */
   float *dff1, *dff2;  /* (N,FF) */
   float *datt;         /* (T,T) */
   float *dlogits;      /* like logits */
@@ -204,63 +208,79 @@ static void add_norm(ft_model *m, int pass, const char *path, int bias, int trai
   }
 }
 
-static int is_gpt2(const ft_model *m) { return m->cfg.arch == FT_ARCH_GPT2; }
+static int mod_in_arch(const ft_model *m, int i) { return m->a->mods[i].path != NULL; }
 
-static int mod_in_arch(const ft_model *m, int i) { return is_gpt2(m) ? i >= M_CATTN : i < M_CATTN; }
+static void add_head_norm(ft_model *m, int pass, const char *path, int trainable, float **w,
+                          float **dw) {
+  char name[FT_NAME_MAX];
+  join(name, path, ".weight");
+  ft_param *p = addp(m, pass, name, 1, m->HD, 0, trainable);
+  *w = p->w;
+  *dw = p->g;
+}
 
+/* in and out of a module slot */
+static void mod_dims(const ft_model *m, int i, int *in, int *out) {
+  arch_mod_dims(i, m->C, m->QD, m->KD, m->FF, in, out);
+}
+
+/* a slot's bias: attention inputs follow attention_bias where config.json
+ * sets it (else the family's fixed choice), the attention output too when
+ * the family says so, the MLP the family's mlp_bias */
+static int mod_bias(const ft_model *m, int i) {
+  const ft_arch *a = m->a;
+  int attn = a->bias_key ? m->cfg.attention_bias : a->qkv_bias; /* config.json's, or fixed */
+  if (i <= M_V || i == M_QKV) return attn;
+  if (i == arch_attn_out(a)) return attn && a->o_bias;
+  return a->mlp_bias;
+}
 static void build_params(ft_model *m, int pass) {
-  int full = m->method == FT_METHOD_FULL, gpt2 = is_gpt2(m);
-  int C = m->C, FF = m->FF, QD = m->QD, KD = m->KD;
+  const ft_arch *A = m->a;
+  int full = m->method == FT_METHOD_FULL, nbias = A->norm == FT_NORM_LAYER;
+  int C = m->C;
   char path[FT_NAME_MAX], name[FT_NAME_MAX];
   m->n_params = m->p_n = m->g_n = 0;
-  ft_param *emb;
-  if (gpt2) {
-    emb = addp(m, pass, "transformer.wte.weight", 2, m->V, C, full);
-    ft_param *p = addp(m, pass, "transformer.wpe.weight", 2, m->maxP, C, full);
+  join(name, A->embed, ".weight");
+  ft_param *emb = addp(m, pass, name, 2, m->V, C, full);
+  if (A->pos_embed) {
+    join(name, A->pos_embed, ".weight");
+    ft_param *p = addp(m, pass, name, 2, m->maxP, C, full);
     m->wpe = p->w;
     m->dwpe = p->g;
-  } else {
-    emb = addp(m, pass, "model.embed_tokens.weight", 2, m->V, C, full);
   }
   m->wte = emb->w;
   m->dwte = emb->g;
   ft_param emb_copy = *emb; /* the table entry moves nowhere, but keep it plain */
   for (int l = 0; l < m->L; l++) {
     layer_w *w = &m->lw[l];
-    lin *M = w->m;
-    if (gpt2) {
-      snprintf(path, sizeof path, "transformer.h.%d.ln_1", l);
-      add_norm(m, pass, path, 1, full, &w->n1w, &w->dn1w, &w->n1b, &w->dn1b);
-      snprintf(path, sizeof path, "transformer.h.%d.attn.c_attn", l);
-      add_lin(m, pass, &M[M_CATTN], path, C, 3 * C, 1, 1, full);
-      snprintf(path, sizeof path, "transformer.h.%d.attn.c_proj", l);
-      add_lin(m, pass, &M[M_CPROJ], path, C, C, 1, 1, full);
-      snprintf(path, sizeof path, "transformer.h.%d.ln_2", l);
-      add_norm(m, pass, path, 1, full, &w->n2w, &w->dn2w, &w->n2b, &w->dn2b);
-      snprintf(path, sizeof path, "transformer.h.%d.mlp.c_fc", l);
-      add_lin(m, pass, &M[M_CFC], path, C, FF, 1, 1, full);
-      snprintf(path, sizeof path, "transformer.h.%d.mlp.c_proj", l);
-      add_lin(m, pass, &M[M_MPROJ], path, FF, C, 1, 1, full);
-    } else {
-      int ab = m->cfg.attention_bias, mb = m->cfg.mlp_bias;
-      /* qwen2 has q/k/v biases only; llama's attention_bias covers o_proj too */
-      int ob = ab && strcmp(m->cfg.model_type, "llama") == 0;
-      static const int ins[] = {0, 0, 0, 1, 0, 0, 2};
-      for (int i = M_Q; i <= M_DOWN; i++) {
-        int dims[3] = {C, QD, FF};
-        int outs[7] = {QD, KD, KD, C, FF, FF, C};
-        int bias = i <= M_V ? ab : i == M_O ? ob : mb;
-        snprintf(path, sizeof path, "model.layers.%d.%s", l, mod_path[i]);
-        add_lin(m, pass, &M[i], path, dims[ins[i]], outs[i], 0, bias, full);
+    char pre[FT_NAME_MAX];
+    snprintf(pre, sizeof pre, "%s.%d.", A->layers, l);
+    char n1[FT_NAME_MAX], n2[FT_NAME_MAX];
+    join(n1, pre, A->norm1);
+    join(n2, pre, A->norm2);
+    if (!A->norms_last) add_norm(m, pass, n1, nbias, full, &w->n1w, &w->dn1w, &w->n1b, &w->dn1b);
+    int mlp_first = A->gated_mlp ? arch_mlp_gate(A) : arch_mlp_up(A);
+    for (int i = 0; i < M_N; i++) {
+      if (i == mlp_first && !A->norms_last) /* GPT-2's order: ln_1, attn, ln_2, mlp */
+        add_norm(m, pass, n2, nbias, full, &w->n2w, &w->dn2w, &w->n2b, &w->dn2b);
+      if (!mod_in_arch(m, i)) continue;
+      int in, out;
+      mod_dims(m, i, &in, &out);
+      join(path, pre, A->mods[i].path);
+      add_lin(m, pass, &w->m[i], path, in, out, A->conv1d, mod_bias(m, i), full);
+      if (i == M_V && A->has_qk_norm) { /* after the projections, as HF lists them */
+        join(path, pre, A->q_norm);
+        add_head_norm(m, pass, path, full, &w->qnw, &w->dqnw);
+        join(path, pre, A->k_norm);
+        add_head_norm(m, pass, path, full, &w->knw, &w->dknw);
       }
-      snprintf(path, sizeof path, "model.layers.%d.input_layernorm", l);
-      add_norm(m, pass, path, 0, full, &w->n1w, &w->dn1w, &w->n1b, &w->dn1b);
-      snprintf(path, sizeof path, "model.layers.%d.post_attention_layernorm", l);
-      add_norm(m, pass, path, 0, full, &w->n2w, &w->dn2w, &w->n2b, &w->dn2b);
+    }
+    if (A->norms_last) {
+      add_norm(m, pass, n1, nbias, full, &w->n1w, &w->dn1w, &w->n1b, &w->dn1b);
+      add_norm(m, pass, n2, nbias, full, &w->n2w, &w->dn2w, &w->n2b, &w->dn2b);
     }
   }
-  add_norm(m, pass, gpt2 ? "transformer.ln_f" : "model.norm", gpt2, full, &m->nfw, &m->dnfw,
-           &m->nfb, &m->dnfb);
+  add_norm(m, pass, A->final_norm, nbias, full, &m->nfw, &m->dnfw, &m->nfb, &m->dnfb);
   memset(&m->head, 0, sizeof m->head);
   m->head.in = C;
   if (m->task == FT_TASK_CAUSAL_LM) {
@@ -287,8 +307,7 @@ static void build_params(ft_model *m, int pass) {
       for (int i = 0; i < M_N; i++) {
         lin *ln = &m->lw[l].m[i];
         if (!mod_in_arch(m, i) || !(m->lora.targets & (1u << i))) continue;
-        snprintf(path, sizeof path, "base_model.model.%s.%d.%s",
-                 gpt2 ? "transformer.h" : "model.layers", l, mod_path[i]);
+        snprintf(path, sizeof path, "base_model.model.%s.%d.%s", A->layers, l, A->mods[i].path);
         join(name, path, ".lora_A.weight");
         ft_param *a = addp(m, pass, name, 2, r, ln->in, 1);
         join(name, path, ".lora_B.weight");
@@ -311,7 +330,8 @@ static float *take(ft_model *m, int pass, size_t n) {
 static void build_acts(ft_model *m, int pass) {
   size_t B = (size_t)m->B, T = (size_t)m->T, N = B * T, C = (size_t)m->C, FF = (size_t)m->FF;
   size_t QD = (size_t)m->QD, KD = (size_t)m->KD;
-  int gpt2 = is_gpt2(m), tr = m->training;
+  const ft_arch *A = m->a;
+  int lnorm = A->norm == FT_NORM_LAYER, tr = m->training;
   int drop = tr && m->has_lora && m->lora.dropout > 0.0f;
   size_t max_in = 0;
   m->a_n = 0;
@@ -323,9 +343,9 @@ static void build_acts(ft_model *m, int pass) {
       continue;
     }
     a->ln1 = take(m, pass, N * C);
-    a->ln1_mean = gpt2 ? take(m, pass, N) : NULL;
+    a->ln1_mean = lnorm ? take(m, pass, N) : NULL;
     a->ln1_rstd = take(m, pass, N);
-    if (gpt2) {
+    if (A->fused_qkv) {
       a->q = take(m, pass, N * 3 * C);
       a->k = a->q ? a->q + C : NULL;
       a->v = a->q ? a->q + 2 * C : NULL;
@@ -334,14 +354,18 @@ static void build_acts(ft_model *m, int pass) {
       a->k = take(m, pass, N * KD);
       a->v = take(m, pass, N * KD);
     }
+    a->qpre = A->has_qk_norm ? take(m, pass, N * QD) : NULL;
+    a->kpre = A->has_qk_norm ? take(m, pass, N * KD) : NULL;
+    a->qn_rstd = A->has_qk_norm ? take(m, pass, N * (size_t)m->NH) : NULL;
+    a->kn_rstd = A->has_qk_norm ? take(m, pass, N * (size_t)m->NKV) : NULL;
     a->att = take(m, pass, B * (size_t)m->NH * T * T);
     a->atty = take(m, pass, N * QD);
     a->res2 = take(m, pass, N * C);
     a->ln2 = take(m, pass, N * C);
-    a->ln2_mean = gpt2 ? take(m, pass, N) : NULL;
+    a->ln2_mean = lnorm ? take(m, pass, N) : NULL;
     a->ln2_rstd = take(m, pass, N);
     a->ffa = take(m, pass, N * FF);
-    a->ffb = gpt2 ? NULL : take(m, pass, N * FF);
+    a->ffb = A->gated_mlp ? take(m, pass, N * FF) : NULL;
     a->ffh = l == 0 ? take(m, pass, N * FF) : m->la[0].ffh;
     a->res3 = take(m, pass, N * C);
     for (int i = 0; i < M_N; i++) {
@@ -363,21 +387,24 @@ static void build_acts(ft_model *m, int pass) {
   m->logits = take(m, pass, nlog);
   m->lse = take(m, pass, N);
   m->pooled = m->task == FT_TASK_CLASSIFY ? take(m, pass, B * C) : NULL;
-  m->rope_cos = gpt2 ? NULL : take(m, pass, T * (size_t)m->HD / 2);
-  m->rope_sin = gpt2 ? NULL : take(m, pass, T * (size_t)m->HD / 2);
+  int rope = A->pos == FT_POS_ROPE;
+  m->rope_cos = rope ? take(m, pass, T * (size_t)m->HD / 2) : NULL;
+  m->rope_sin = rope ? take(m, pass, T * (size_t)m->HD / 2) : NULL;
   if (!tr) return;
   m->dres = take(m, pass, N * C);
   m->dlnc = m->task == FT_TASK_CAUSAL_LM ? take(m, pass, N * C) : NULL;
   m->dln = take(m, pass, N * C);
   m->datty = take(m, pass, N * QD);
   m->dq = take(m, pass, N * (QD + 2 * KD));
-  if (gpt2) {
+  if (A->fused_qkv) {
     m->dk = m->dq ? m->dq + C : NULL;
     m->dv = m->dq ? m->dq + 2 * C : NULL;
   } else {
     m->dk = m->dq ? m->dq + N * QD : NULL;
     m->dv = m->dq ? m->dq + N * (QD + KD) : NULL;
   }
+  m->dqpre = A->has_qk_norm ? take(m, pass, N * QD) : NULL;
+  m->dkpre = A->has_qk_norm ? take(m, pass, N * KD) : NULL;
   m->dff1 = take(m, pass, N * FF);
   m->dff2 = take(m, pass, N * FF);
   m->datt = take(m, pass, T * T);
@@ -389,29 +416,17 @@ static void build_acts(ft_model *m, int pass) {
 
 /* ---- lifetime ---- */
 
-unsigned lora_target_bit(ft_arch arch, const char *name) {
-  if (!name) return 0;
-  if (arch == FT_ARCH_GPT2) {
-    if (!strcmp(name, "c_attn") || !strcmp(name, "attn.c_attn")) return FT_LORA_C_ATTN;
-    if (!strcmp(name, "c_proj")) return FT_LORA_ATTN_C_PROJ | FT_LORA_MLP_C_PROJ;
-    if (!strcmp(name, "attn.c_proj")) return FT_LORA_ATTN_C_PROJ;
-    if (!strcmp(name, "mlp.c_proj")) return FT_LORA_MLP_C_PROJ;
-    if (!strcmp(name, "c_fc") || !strcmp(name, "mlp.c_fc")) return FT_LORA_C_FC;
-    return 0;
-  }
-  if (arch == FT_ARCH_LLAMA) {
-    for (int i = M_Q; i <= M_DOWN; i++) {
-      const char *short_name = strchr(mod_path[i], '.') + 1;
-      if (!strcmp(name, short_name) || !strcmp(name, mod_path[i])) return 1u << i;
-    }
-  }
-  return 0;
-}
-
 static int check_config(const ft_config *c, ft_task task, ft_method method, const ft_lora *lora,
                         int B, int T, ft_error *err) {
-  if (c->arch != FT_ARCH_GPT2 && c->arch != FT_ARCH_LLAMA)
-    return ft_error_set(err, FT_EUNSUPPORTED, "arch", "unknown architecture %d", (int)c->arch);
+  const ft_arch *a = c->arch ? c->arch : arch_find(c->model_type);
+  if (!a)
+    return ft_error_set(err, FT_EUNSUPPORTED, "model_type", "unknown model_type '%.31s'",
+                        c->model_type);
+  if (c->model_type[0] && strcmp(c->model_type, a->model_type))
+    return ft_error_set(err, FT_EINVALID, "model_type", "model_type '%.31s' is not its arch's %s",
+                        c->model_type, a->model_type);
+  if (a->gated_mlp != (a->act == FT_ACT_SILU))
+    return ft_error_set(err, FT_EUNSUPPORTED, "model_type", "no MLP op for the family's activation");
   if (c->vocab_size < 1 || c->hidden_size < 1 || c->n_layer < 1 || c->n_head < 1 ||
       c->n_kv_head < 1 || c->head_dim < 1 || c->intermediate_size < 1)
     return ft_error_set(err, FT_EFORMAT, "config", "config sizes must be positive");
@@ -419,15 +434,27 @@ static int check_config(const ft_config *c, ft_task task, ft_method method, cons
     return ft_error_set(err, FT_EFORMAT, "num_key_value_heads",
                         "num_attention_heads %d is not a multiple of num_key_value_heads %d",
                         c->n_head, c->n_kv_head);
-  if (c->arch == FT_ARCH_GPT2 &&
-      (c->n_head * c->head_dim != c->hidden_size || c->n_kv_head != c->n_head))
-    return ft_error_set(err, FT_EFORMAT, "n_head", "GPT-2 needs n_embd = n_head * head_dim");
-  if (c->arch == FT_ARCH_LLAMA && c->head_dim % 2)
-    return ft_error_set(err, FT_EFORMAT, "head_dim", "head_dim must be even for RoPE");
-  if (c->arch == FT_ARCH_LLAMA && !(c->rope_theta > 0.0f))
-    return ft_error_set(err, FT_EFORMAT, "rope_theta", "rope_theta must be positive");
+  if (a->fused_qkv && (c->n_head * c->head_dim != c->hidden_size || c->n_kv_head != c->n_head))
+    return ft_error_set(err, FT_EFORMAT, "n_head", "fused q/k/v needs hidden = heads * head_dim");
+  if (a->pos == FT_POS_ROPE) {
+    const ft_rope_scaling *r = &c->rope_scaling;
+    if (c->head_dim % 2)
+      return ft_error_set(err, FT_EFORMAT, "head_dim", "head_dim must be even for RoPE");
+    if (!(c->rope_theta > 0.0f))
+      return ft_error_set(err, FT_EFORMAT, "rope_theta", "rope_theta must be positive");
+    if (r->kind != FT_ROPE_DEFAULT && !(a->rope_scalings & (1u << r->kind)))
+      return ft_error_set(err, FT_EUNSUPPORTED, "rope_scaling.rope_type",
+                          "this rope_scaling is not supported for %s", a->model_type);
+    if (r->kind != FT_ROPE_DEFAULT && !(r->factor > 0.0f))
+      return ft_error_set(err, FT_EFORMAT, "rope_scaling.factor", "factor must be positive");
+    if (r->kind == FT_ROPE_LLAMA3 &&
+        !(r->low_freq > 0.0f && r->high_freq > r->low_freq && r->orig_max_pos > 0))
+      return ft_error_set(err, FT_EFORMAT, "rope_scaling",
+                          "llama3 rope_scaling needs 0 < low_freq_factor < high_freq_factor and "
+                          "original_max_position_embeddings > 0");
+  }
   if (B < 1 || T < 1) return ft_error_set(err, FT_ESHAPE, "batch", "batch size %d x %d", B, T);
-  if (c->arch == FT_ARCH_GPT2 && T > c->max_position)
+  if (a->pos == FT_POS_LEARNED && T > c->max_position)
     return ft_error_set(err, FT_ESHAPE, "n_positions", "sequence length %d exceeds n_positions %d",
                         T, c->max_position);
   if (task != FT_TASK_CAUSAL_LM && task != FT_TASK_CLASSIFY)
@@ -443,11 +470,7 @@ static int check_config(const ft_config *c, ft_task task, ft_method method, cons
     if (lora->r < 1) return ft_error_set(err, FT_ERANGE, "lora.r", "LoRA rank must be >= 1");
     if (!(lora->dropout >= 0.0f && lora->dropout < 1.0f))
       return ft_error_set(err, FT_ERANGE, "lora.dropout", "LoRA dropout must be in [0,1)");
-    unsigned arch_bits =
-        c->arch == FT_ARCH_GPT2
-            ? (FT_LORA_C_ATTN | FT_LORA_ATTN_C_PROJ | FT_LORA_C_FC | FT_LORA_MLP_C_PROJ)
-            : ((1u << (M_DOWN + 1)) - 1);
-    if (!(lora->targets & arch_bits))
+    if (!(lora->targets & arch_lora_all(a)))
       return ft_error_set(err, FT_EINVALID, "lora.target_modules",
                           "no LoRA target module exists in this architecture");
   } else if (method != FT_METHOD_FULL && method != FT_METHOD_HEAD) {
@@ -464,6 +487,7 @@ int model_new(ft_model **out, const ft_config *cfg, ft_task task, ft_method meth
   ft_model *m = calloc(1, sizeof *m);
   if (!m) return ft_error_set(err, FT_ENOMEM, "", "out of memory");
   m->cfg = *cfg;
+  m->a = m->cfg.arch = cfg->arch ? cfg->arch : arch_find(cfg->model_type);
   m->task = task;
   m->method = method;
   m->has_lora = method == FT_METHOD_LORA;
@@ -514,7 +538,8 @@ int model_new(ft_model **out, const ft_config *cfg, ft_task task, ft_method meth
   m->seg = m->iblock + 3 * N;
   m->lens = m->iblock + 4 * N;
   m->labels = m->iblock + 4 * N + B;
-  if (!is_gpt2(m)) rope_tables(m->rope_cos, m->rope_sin, T, m->HD, cfg->rope_theta);
+  if (m->rope_cos)
+    rope_tables(m->rope_cos, m->rope_sin, T, m->HD, cfg->rope_theta, &cfg->rope_scaling);
 
   /* how far backward has to go */
   m->emb_trainable = method == FT_METHOD_FULL;
@@ -593,11 +618,17 @@ static void init_param(ft_model *m, ft_param *p, uint64_t seed) {
   } else if (p->ndim == 1) { /* norm weights */
     for (size_t i = 0; i < p->numel; i++) p->w[i] = 1.0f;
   } else {
+    const ft_arch *a = m->a;
     float std = 0.02f;
-    if (is_gpt2(m) && ends_with(p->name, ".c_proj.weight")) std = 0.02f / sqrtf(2.0f * (float)m->L);
+    char out_w[FT_NAME_MAX], down_w[FT_NAME_MAX], emb_w[FT_NAME_MAX];
+    join(out_w, a->mods[arch_attn_out(a)].path, ".weight");
+    join(down_w, a->mods[arch_mlp_down(a)].path, ".weight");
+    join(emb_w, a->embed, ".weight");
+    if (a->scaled_proj_init && (ends_with(p->name, out_w) || ends_with(p->name, down_w)))
+      std = 0.02f / sqrtf(2.0f * (float)m->L);
     for (size_t i = 0; i < p->numel; i++) p->w[i] = std * rng_normal(&r);
     int pad = m->cfg.pad_token_id;
-    if (!strcmp(p->name, "model.embed_tokens.weight") && pad >= 0 && pad < m->V)
+    if (a->embed_pad_zero && !strcmp(p->name, emb_w) && pad >= 0 && pad < m->V)
       memset(p->w + (size_t)pad * m->C, 0, sizeof(float) * m->C);
   }
 }
@@ -660,41 +691,68 @@ static void lin_backward(ft_model *m, float *dinp, const lin *ln, const lin_act 
 
 /* ---- forward ---- */
 
+/* out (N,C) = the family's norm of inp; mean unused by RMSNorm */
+static void norm_forward(const ft_model *m, float *out, float *mean, float *rstd, const float *inp,
+                         const float *w, const float *b, int N) {
+  if (m->a->norm == FT_NORM_LAYER)
+    layernorm_forward(out, mean, rstd, inp, w, b, N, m->C, m->cfg.norm_eps);
+  else
+    rmsnorm_forward(out, rstd, inp, w, N, m->C, m->cfg.norm_eps);
+}
+
+static void norm_backward(const ft_model *m, float *dinp, float *dw, float *db, const float *dout,
+                          const float *inp, const float *w, const float *mean, const float *rstd,
+                          int N) {
+  if (m->a->norm == FT_NORM_LAYER)
+    layernorm_backward(dinp, dw, db, dout, inp, w, mean, rstd, N, m->C);
+  else
+    rmsnorm_backward(dinp, dw, dout, inp, w, rstd, N, m->C);
+}
+
 static void layer_forward(ft_model *m, int l, const float *x, uint64_t seed) {
+  const ft_arch *A = m->a;
   const layer_w *w = &m->lw[l];
   layer_a *a = &m->la[l];
   int B = m->fw_B, T = m->fw_T, N = B * T, C = m->C;
-  size_t nC = (size_t)N * C;
+  size_t nC = (size_t)N * C, nF = (size_t)N * m->FF;
+  const lin *M = w->m;
+  lin_act *LA = a->la;
   uint64_t s = rng_mix(seed, (uint64_t)l * M_N);
-  if (is_gpt2(m)) {
-    layernorm_forward(a->ln1, a->ln1_mean, a->ln1_rstd, x, w->n1w, w->n1b, N, C, m->cfg.norm_eps);
-    lin_forward(m, a->q, &a->la[M_CATTN], a->ln1, &w->m[M_CATTN], N, s + M_CATTN);
-    attention_forward(a->atty, a->att, a->q, a->k, a->v, m->lens, m->fw_seg, B, T, m->NH, m->NKV,
-                      m->HD, 3 * C, 3 * C);
-    lin_forward(m, a->res2, &a->la[M_CPROJ], a->atty, &w->m[M_CPROJ], N, s + M_CPROJ);
-    residual_add(a->res2, x, nC);
-    layernorm_forward(a->ln2, a->ln2_mean, a->ln2_rstd, a->res2, w->n2w, w->n2b, N, C,
-                      m->cfg.norm_eps);
-    lin_forward(m, a->ffa, &a->la[M_CFC], a->ln2, &w->m[M_CFC], N, s + M_CFC);
-    gelu_forward(a->ffh, a->ffa, (size_t)N * m->FF);
-    lin_forward(m, a->res3, &a->la[M_MPROJ], a->ffh, &w->m[M_MPROJ], N, s + M_MPROJ);
+  int ldq = m->QD, ldkv = m->KD;
+  norm_forward(m, a->ln1, a->ln1_mean, a->ln1_rstd, x, w->n1w, w->n1b, N);
+  if (A->fused_qkv) {
+    lin_forward(m, a->q, &LA[M_QKV], a->ln1, &M[M_QKV], N, s + M_QKV);
+    ldq = ldkv = 3 * C;
+  } else if (A->has_qk_norm) { /* per-head RMSNorm: N*heads rows of HD */
+    lin_forward(m, a->qpre, &LA[M_Q], a->ln1, &M[M_Q], N, s + M_Q);
+    lin_forward(m, a->kpre, &LA[M_K], a->ln1, &M[M_K], N, s + M_K);
+    lin_forward(m, a->v, &LA[M_V], a->ln1, &M[M_V], N, s + M_V);
+    rmsnorm_forward(a->q, a->qn_rstd, a->qpre, w->qnw, N * m->NH, m->HD, m->cfg.norm_eps);
+    rmsnorm_forward(a->k, a->kn_rstd, a->kpre, w->knw, N * m->NKV, m->HD, m->cfg.norm_eps);
   } else {
-    rmsnorm_forward(a->ln1, a->ln1_rstd, x, w->n1w, N, C, m->cfg.norm_eps);
-    lin_forward(m, a->q, &a->la[M_Q], a->ln1, &w->m[M_Q], N, s + M_Q);
-    lin_forward(m, a->k, &a->la[M_K], a->ln1, &w->m[M_K], N, s + M_K);
-    lin_forward(m, a->v, &a->la[M_V], a->ln1, &w->m[M_V], N, s + M_V);
+    lin_forward(m, a->q, &LA[M_Q], a->ln1, &M[M_Q], N, s + M_Q);
+    lin_forward(m, a->k, &LA[M_K], a->ln1, &M[M_K], N, s + M_K);
+    lin_forward(m, a->v, &LA[M_V], a->ln1, &M[M_V], N, s + M_V);
+  }
+  if (A->pos == FT_POS_ROPE) {
     rope_forward(a->q, m->rope_cos, m->rope_sin, m->fw_pos, B, T, m->NH, m->HD);
     rope_forward(a->k, m->rope_cos, m->rope_sin, m->fw_pos, B, T, m->NKV, m->HD);
-    attention_forward(a->atty, a->att, a->q, a->k, a->v, m->lens, m->fw_seg, B, T, m->NH, m->NKV,
-                      m->HD, m->QD, m->KD);
-    lin_forward(m, a->res2, &a->la[M_O], a->atty, &w->m[M_O], N, s + M_O);
-    residual_add(a->res2, x, nC);
-    rmsnorm_forward(a->ln2, a->ln2_rstd, a->res2, w->n2w, N, C, m->cfg.norm_eps);
-    lin_forward(m, a->ffa, &a->la[M_GATE], a->ln2, &w->m[M_GATE], N, s + M_GATE);
-    lin_forward(m, a->ffb, &a->la[M_UP], a->ln2, &w->m[M_UP], N, s + M_UP);
-    swiglu_forward(a->ffh, a->ffa, a->ffb, (size_t)N * m->FF);
-    lin_forward(m, a->res3, &a->la[M_DOWN], a->ffh, &w->m[M_DOWN], N, s + M_DOWN);
   }
+  attention_forward(a->atty, a->att, a->q, a->k, a->v, m->lens, m->fw_seg, B, T, m->NH, m->NKV,
+                    m->HD, ldq, ldkv);
+  int o = arch_attn_out(A), up = arch_mlp_up(A), gate = arch_mlp_gate(A), down = arch_mlp_down(A);
+  lin_forward(m, a->res2, &LA[o], a->atty, &M[o], N, s + (uint64_t)o);
+  residual_add(a->res2, x, nC);
+  norm_forward(m, a->ln2, a->ln2_mean, a->ln2_rstd, a->res2, w->n2w, w->n2b, N);
+  if (A->gated_mlp) {
+    lin_forward(m, a->ffa, &LA[gate], a->ln2, &M[gate], N, s + (uint64_t)gate);
+    lin_forward(m, a->ffb, &LA[up], a->ln2, &M[up], N, s + (uint64_t)up);
+    swiglu_forward(a->ffh, a->ffa, a->ffb, nF);
+  } else {
+    lin_forward(m, a->ffa, &LA[up], a->ln2, &M[up], N, s + (uint64_t)up);
+    gelu_forward(a->ffh, a->ffa, nF);
+  }
+  lin_forward(m, a->res3, &LA[down], a->ffh, &M[down], N, s + (uint64_t)down);
   residual_add(a->res3, a->res2, nC);
 }
 
@@ -714,7 +772,7 @@ static int check_batch(const ft_model *m, const ft_batch *b) {
   /* packed rows: positions index wpe / the RoPE table (T rows); segments are
    * runs, so a segment id never comes back after another one (past lens:
    * ignored) */
-  int maxp = is_gpt2(m) ? m->maxP : m->T;
+  int maxp = m->a->pos == FT_POS_LEARNED ? m->maxP : m->T;
   for (int r = 0; r < b->B; r++)
     for (int t = 0; t < b->lens[r]; t++) {
       size_t i = (size_t)r * b->T + t;
@@ -753,7 +811,7 @@ int model_forward(ft_model *m, const ft_batch *b, int training, uint64_t rng_see
   for (int i = 0; i < N; i++) {
     float *o = m->x0 + (size_t)i * C;
     const float *e = m->wte + (size_t)m->tokens[i] * C;
-    if (is_gpt2(m)) {
+    if (m->wpe) {
       const float *p = m->wpe + (size_t)(m->fw_pos ? m->fw_pos[i] : i % T) * C;
       for (int c = 0; c < C; c++) o[c] = e[c] + p[c];
     } else {
@@ -765,10 +823,7 @@ int model_forward(ft_model *m, const ft_batch *b, int training, uint64_t rng_see
     layer_forward(m, l, x, rng_seed);
     x = m->la[l].res3;
   }
-  if (is_gpt2(m))
-    layernorm_forward(m->lnf, m->lnf_mean, m->lnf_rstd, x, m->nfw, m->nfb, N, C, m->cfg.norm_eps);
-  else
-    rmsnorm_forward(m->lnf, m->lnf_rstd, x, m->nfw, N, C, m->cfg.norm_eps);
+  norm_forward(m, m->lnf, m->lnf_mean, m->lnf_rstd, x, m->nfw, m->nfb, N);
 
   /* head and loss */
   double sum = 0.0;
@@ -820,58 +875,71 @@ int model_forward(ft_model *m, const ft_batch *b, int training, uint64_t rng_see
 /* dres (N,C) holds d(layer output) on entry and d(layer input) on exit;
  * need_dx says whether the input gradient is wanted at all. */
 static void layer_backward(ft_model *m, int l, const float *x, int need_dx) {
+  const ft_arch *A = m->a;
   const layer_w *w = &m->lw[l];
   const layer_a *a = &m->la[l];
   int B = m->fw_B, T = m->fw_T, N = B * T, C = m->C;
   size_t nC = (size_t)N * C, nF = (size_t)N * m->FF;
+  size_t nQ = (size_t)N * m->QD, nK = (size_t)N * m->KD;
   const lin *M = w->m;
-  const lin_act *A = a->la;
+  const lin_act *LA = a->la;
   int want_dln1 = need_dx || w->dn1w;
-  if (is_gpt2(m)) {
-    memset(m->dff1, 0, sizeof(float) * nF);
+  int o = arch_attn_out(A), up = arch_mlp_up(A), gate = arch_mlp_gate(A), down = arch_mlp_down(A);
+  /* MLP: the activation's output is recomputed (one buffer for all layers) */
+  memset(m->dff1, 0, sizeof(float) * nF);
+  if (A->gated_mlp) {
+    swiglu_forward(a->ffh, a->ffa, a->ffb, nF);
+    lin_backward(m, m->dff1, &M[down], &LA[down], m->dres, a->ffh, N);
+    swiglu_backward(m->dff1, m->dff2, m->dff1, a->ffa, a->ffb, nF);  // dgate, dup
+    memset(m->dln, 0, sizeof(float) * nC);
+    lin_backward(m, m->dln, &M[gate], &LA[gate], m->dff1, a->ln2, N);
+    lin_backward(m, m->dln, &M[up], &LA[up], m->dff2, a->ln2, N);
+  } else {
     gelu_forward(a->ffh, a->ffa, nF);
-    lin_backward(m, m->dff1, &M[M_MPROJ], &A[M_MPROJ], m->dres, a->ffh, N);
+    lin_backward(m, m->dff1, &M[down], &LA[down], m->dres, a->ffh, N);
     gelu_backward(m->dff1, m->dff1, a->ffa, nF);
     memset(m->dln, 0, sizeof(float) * nC);
-    lin_backward(m, m->dln, &M[M_CFC], &A[M_CFC], m->dff1, a->ln2, N);
-    layernorm_backward(m->dres, w->dn2w, w->dn2b, m->dln, a->res2, w->n2w, a->ln2_mean, a->ln2_rstd,
-                       N, C);
-    memset(m->datty, 0, sizeof(float) * nC);
-    lin_backward(m, m->datty, &M[M_CPROJ], &A[M_CPROJ], m->dres, a->atty, N);
+    lin_backward(m, m->dln, &M[up], &LA[up], m->dff1, a->ln2, N);
+  }
+  norm_backward(m, m->dres, w->dn2w, w->dn2b, m->dln, a->res2, w->n2w, a->ln2_mean, a->ln2_rstd,
+                N);
+  /* attention */
+  memset(m->datty, 0, sizeof(float) * nQ);
+  lin_backward(m, m->datty, &M[o], &LA[o], m->dres, a->atty, N);
+  float *dln = want_dln1 ? m->dln : NULL;
+  if (A->fused_qkv) {
     memset(m->dq, 0, sizeof(float) * nC * 3);
     attention_backward(m->dq, m->dk, m->dv, m->datt, m->datty, a->att, a->q, a->k, a->v, m->lens,
                        m->fw_seg, B, T, m->NH, m->NKV, m->HD, 3 * C, 3 * C);
-    if (want_dln1) memset(m->dln, 0, sizeof(float) * nC);
-    lin_backward(m, want_dln1 ? m->dln : NULL, &M[M_CATTN], &A[M_CATTN], m->dq, a->ln1, N);
-    if (want_dln1)
-      layernorm_backward(need_dx ? m->dres : NULL, w->dn1w, w->dn1b, m->dln, x, w->n1w, a->ln1_mean,
-                         a->ln1_rstd, N, C);
+    if (dln) memset(dln, 0, sizeof(float) * nC);
+    lin_backward(m, dln, &M[M_QKV], &LA[M_QKV], m->dq, a->ln1, N);
   } else {
-    size_t nQ = (size_t)N * m->QD, nK = (size_t)N * m->KD;
-    memset(m->dff1, 0, sizeof(float) * nF);
-    swiglu_forward(a->ffh, a->ffa, a->ffb, nF);
-    lin_backward(m, m->dff1, &M[M_DOWN], &A[M_DOWN], m->dres, a->ffh, N);
-    swiglu_backward(m->dff1, m->dff2, m->dff1, a->ffa, a->ffb, nF);  // dgate, dup
-    memset(m->dln, 0, sizeof(float) * nC);
-    lin_backward(m, m->dln, &M[M_GATE], &A[M_GATE], m->dff1, a->ln2, N);
-    lin_backward(m, m->dln, &M[M_UP], &A[M_UP], m->dff2, a->ln2, N);
-    rmsnorm_backward(m->dres, w->dn2w, m->dln, a->res2, w->n2w, a->ln2_rstd, N, C);
-    memset(m->datty, 0, sizeof(float) * nQ);
-    lin_backward(m, m->datty, &M[M_O], &A[M_O], m->dres, a->atty, N);
     memset(m->dq, 0, sizeof(float) * nQ); /* three arrays, each sized for the largest batch */
     memset(m->dk, 0, sizeof(float) * nK);
     memset(m->dv, 0, sizeof(float) * nK);
     attention_backward(m->dq, m->dk, m->dv, m->datt, m->datty, a->att, a->q, a->k, a->v, m->lens,
                        m->fw_seg, B, T, m->NH, m->NKV, m->HD, m->QD, m->KD);
-    rope_backward(m->dq, m->rope_cos, m->rope_sin, m->fw_pos, B, T, m->NH, m->HD);
-    rope_backward(m->dk, m->rope_cos, m->rope_sin, m->fw_pos, B, T, m->NKV, m->HD);
-    float *dln = want_dln1 ? m->dln : NULL;
+    if (A->pos == FT_POS_ROPE) {
+      rope_backward(m->dq, m->rope_cos, m->rope_sin, m->fw_pos, B, T, m->NH, m->HD);
+      rope_backward(m->dk, m->rope_cos, m->rope_sin, m->fw_pos, B, T, m->NKV, m->HD);
+    }
+    const float *dq = m->dq, *dk = m->dk;
+    if (A->has_qk_norm) {
+      memset(m->dqpre, 0, sizeof(float) * nQ);
+      memset(m->dkpre, 0, sizeof(float) * nK);
+      rmsnorm_backward(m->dqpre, w->dqnw, m->dq, a->qpre, w->qnw, a->qn_rstd, N * m->NH, m->HD);
+      rmsnorm_backward(m->dkpre, w->dknw, m->dk, a->kpre, w->knw, a->kn_rstd, N * m->NKV, m->HD);
+      dq = m->dqpre;
+      dk = m->dkpre;
+    }
     if (dln) memset(dln, 0, sizeof(float) * nC);
-    lin_backward(m, dln, &M[M_Q], &A[M_Q], m->dq, a->ln1, N);
-    lin_backward(m, dln, &M[M_K], &A[M_K], m->dk, a->ln1, N);
-    lin_backward(m, dln, &M[M_V], &A[M_V], m->dv, a->ln1, N);
-    if (dln) rmsnorm_backward(need_dx ? m->dres : NULL, w->dn1w, dln, x, w->n1w, a->ln1_rstd, N, C);
+    lin_backward(m, dln, &M[M_Q], &LA[M_Q], dq, a->ln1, N);
+    lin_backward(m, dln, &M[M_K], &LA[M_K], dk, a->ln1, N);
+    lin_backward(m, dln, &M[M_V], &LA[M_V], m->dv, a->ln1, N);
   }
+  if (dln)
+    norm_backward(m, need_dx ? m->dres : NULL, w->dn1w, w->dn1b, dln, x, w->n1w, a->ln1_mean,
+                  a->ln1_rstd, N);
 }
 
 int model_backward(ft_model *m, float scale) {
@@ -927,11 +995,7 @@ int model_backward(ft_model *m, float scale) {
 
   const float *xl = m->L ? m->la[m->L - 1].res3 : m->x0;
   memset(m->dres, 0, sizeof(float) * (size_t)N * C);
-  if (is_gpt2(m))
-    layernorm_backward(m->dres, m->dnfw, m->dnfb, m->dln, xl, m->nfw, m->lnf_mean, m->lnf_rstd, N,
-                       C);
-  else
-    rmsnorm_backward(m->dres, m->dnfw, m->dln, xl, m->nfw, m->lnf_rstd, N, C);
+  norm_backward(m, m->dres, m->dnfw, m->dnfb, m->dln, xl, m->nfw, m->lnf_mean, m->lnf_rstd, N);
   for (int l = m->L - 1; l >= m->bw_stop; l--) {
     const float *x = l ? m->la[l - 1].res3 : m->x0;
     layer_backward(m, l, x, l > m->bw_stop || m->emb_trainable);

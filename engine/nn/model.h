@@ -1,5 +1,5 @@
-/* The transformer models of the engine: GPT-2 and the Llama family (llama,
- * qwen2, mistral), as causal LMs or sequence classifiers, trained in full,
+/* The transformer models of the engine: every family of nn/arch.h (GPT-2,
+ * llama, qwen2, mistral, qwen3), as causal LMs or sequence classifiers, trained in full,
  * with LoRA adapters, or head-only. Workload: CPU training at small batch
  * (B x T up to a few thousand tokens) where the GEMMs (OpenBLAS) dominate.
  *
@@ -17,8 +17,8 @@
 #include <stdint.h>
 
 #include "ft_err.h"
+#include "nn/arch.h"
 
-typedef enum { FT_ARCH_GPT2 = 1, FT_ARCH_LLAMA = 2 } ft_arch; /* LLAMA covers llama, qwen2, mistral */
 typedef enum { FT_TASK_CAUSAL_LM = 1, FT_TASK_CLASSIFY = 2 } ft_task;
 typedef enum { FT_METHOD_FULL = 1, FT_METHOD_LORA = 2, FT_METHOD_HEAD = 3 } ft_method;
 
@@ -26,8 +26,8 @@ typedef enum { FT_METHOD_FULL = 1, FT_METHOD_LORA = 2, FT_METHOD_HEAD = 3 } ft_m
 #define FT_NAME_MAX 128
 
 typedef struct {
-  ft_arch arch;
-  char model_type[32];   /* config.json "model_type": gpt2, llama, qwen2, mistral */
+  const ft_arch *arch;   /* the family's description (nn/arch.h); NULL: found by model_type */
+  char model_type[32];   /* config.json "model_type": a row of nn/arch.c */
   int vocab_size;        /* V */
   int hidden_size;       /* C */
   int n_layer;           /* L */
@@ -37,10 +37,11 @@ typedef struct {
   int intermediate_size; /* FF (4C for GPT-2) */
   int max_position;      /* maxT */
   float norm_eps;        /* layer_norm_epsilon / rms_norm_eps */
-  float rope_theta;      /* llama only */
+  float rope_theta;      /* RoPE families only */
+  ft_rope_scaling rope_scaling; /* kind FT_ROPE_DEFAULT: none */
   int tie_embeddings;    /* lm_head shares the token embedding */
-  int attention_bias;    /* q/k/v biases (qwen2: 1) */
-  int mlp_bias;          /* llama family: 0 */
+  int attention_bias;    /* q/k/v biases (and the output's when arch->o_bias) */
+  int mlp_bias;          /* GPT-2: 1 */
   int bos_token_id, eos_token_id, pad_token_id; /* -1 when absent */
   /* classification */
   int num_labels;                      /* 0 for causal LM */
@@ -54,16 +55,16 @@ typedef struct {
   unsigned targets; /* bit set of FT_LORA_* modules */
 } ft_lora;
 
+/* one bit per module slot of nn/arch.h */
 enum {
-  FT_LORA_Q = 1u << 0, FT_LORA_K = 1u << 1, FT_LORA_V = 1u << 2, FT_LORA_O = 1u << 3,
-  FT_LORA_GATE = 1u << 4, FT_LORA_UP = 1u << 5, FT_LORA_DOWN = 1u << 6,
+  FT_LORA_Q = 1u << FT_MOD_Q, FT_LORA_K = 1u << FT_MOD_K, FT_LORA_V = 1u << FT_MOD_V,
+  FT_LORA_O = 1u << FT_MOD_O, FT_LORA_GATE = 1u << FT_MOD_GATE, FT_LORA_UP = 1u << FT_MOD_UP,
+  FT_LORA_DOWN = 1u << FT_MOD_DOWN,
   /* GPT-2 module names */
-  FT_LORA_C_ATTN = 1u << 7, FT_LORA_ATTN_C_PROJ = 1u << 8, FT_LORA_C_FC = 1u << 9,
-  FT_LORA_MLP_C_PROJ = 1u << 10,
+  FT_LORA_C_ATTN = 1u << FT_MOD_QKV, FT_LORA_ATTN_C_PROJ = 1u << FT_MOD_ATTN_OUT,
+  FT_LORA_C_FC = 1u << FT_MOD_FC, FT_LORA_MLP_C_PROJ = 1u << FT_MOD_MLP_OUT,
 };
-/* Parses a target_modules name ("q_proj", "c_attn", "c_proj" = both GPT-2
- * c_proj's, "c_fc", ...) into FT_LORA_* bits; 0 if unknown for the arch. */
-unsigned lora_target_bit(ft_arch arch, const char *name);
+/* target_modules names become these bits through arch_lora_bits (nn/arch.h). */
 
 typedef struct {
   char name[FT_NAME_MAX]; /* HF / PEFT name */

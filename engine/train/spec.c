@@ -293,9 +293,12 @@ static int parse_method(const json_t *body, ft_spec *s, lr_state *lr, ft_error *
   return parse_hparams(h, hpath, s, lr, err);
 }
 
-/* A module name known to either family (the arch is checked later). */
-static int known_target(const char *name) {
-  return lora_target_bit(FT_ARCH_LLAMA, name) || lora_target_bit(FT_ARCH_GPT2, name);
+/* The bits a module name has in any family (the model's family is checked
+ * later, in spec_check_model); 0: no family knows it. */
+static unsigned known_target(const char *name) {
+  unsigned bits = 0;
+  for (size_t i = 0; arch_at(i); i++) bits |= arch_lora_bits(arch_at(i), name);
+  return bits;
 }
 
 static int parse_adapter(const json_t *body, ft_spec *s, ft_error *err) {
@@ -360,7 +363,7 @@ static int parse_adapter(const json_t *body, ft_spec *s, ft_error *err) {
     if (n < 0 || (size_t)n >= sizeof s->lora_targets - o)
       return ft_error_set(err, FT_ERANGE, "adapter.target_modules", "too many target modules");
     o += (size_t)n;
-    s->lora.targets |= lora_target_bit(FT_ARCH_LLAMA, name) | lora_target_bit(FT_ARCH_GPT2, name);
+    s->lora.targets |= known_target(name);
   }
   return 0;
 }
@@ -616,9 +619,6 @@ int spec_parse(const json_t *body, ft_spec *out, ft_error *err) {
   return 0;
 }
 
-static const char *default_targets(ft_arch arch) {
-  return arch == FT_ARCH_GPT2 ? "c_attn" : "q_proj,v_proj";
-}
 
 int spec_check_model(ft_spec *s, const ft_config *cfg, ft_error *err) {
   if (s->max_seq_len > cfg->max_position) s->max_seq_len = cfg->max_position;
@@ -626,29 +626,24 @@ int spec_check_model(ft_spec *s, const ft_config *cfg, ft_error *err) {
     return ft_error_set(err, FT_EINVALID, "adapter.type",
                         "adapter type \"head\" on a causal LM needs an untied lm_head; this "
                         "model ties it to the embeddings");
-  if (s->task == FT_TASK_CLASSIFY && cfg->arch != FT_ARCH_GPT2 && cfg->arch != FT_ARCH_LLAMA)
-    return ft_error_set(err, FT_EUNSUPPORTED, "model", "this model cannot be a classifier");
+  const ft_arch *a = cfg->arch ? cfg->arch : arch_find(cfg->model_type);
+  if (!a) return ft_error_set(err, FT_EUNSUPPORTED, "model", "unknown model family");
   if (s->method != FT_METHOD_LORA) return 0;
-  if (!s->lora_targets[0])
-    snprintf(s->lora_targets, sizeof s->lora_targets, "%s", default_targets(cfg->arch));
+  if (!s->lora_targets[0]) snprintf(s->lora_targets, sizeof s->lora_targets, "%s", a->lora_default);
   unsigned bits = 0;
   if (!strcmp(s->lora_targets, "all-linear")) {
-    bits = cfg->arch == FT_ARCH_GPT2
-               ? FT_LORA_C_ATTN | FT_LORA_ATTN_C_PROJ | FT_LORA_C_FC | FT_LORA_MLP_C_PROJ
-               : FT_LORA_Q | FT_LORA_K | FT_LORA_V | FT_LORA_O | FT_LORA_GATE | FT_LORA_UP |
-                     FT_LORA_DOWN;
+    bits = arch_lora_all(a);
   } else {
     char buf[sizeof s->lora_targets];
     snprintf(buf, sizeof buf, "%s", s->lora_targets);
     int i = 0;
     for (char *save, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save), i++) {
-      unsigned b = lora_target_bit(cfg->arch, t);
+      unsigned b = arch_lora_bits(a, t);
       if (!b) {
         char p[64];
         snprintf(p, sizeof p, "adapter.target_modules[%d]", i);
         return ft_error_set(err, FT_ERANGE, p, "'%s' is not a module of %s models (try %s)", t,
-                            cfg->model_type[0] ? cfg->model_type : "these",
-                            default_targets(cfg->arch));
+                            a->model_type, a->lora_default);
       }
       bits |= b;
     }

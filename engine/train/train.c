@@ -104,7 +104,7 @@ void train_data_job(ft_data_job *j, const ft_spec *s, const ft_config *cfg, ft_c
   j->seed = s->seed;
   j->min_examples = 10;
   j->opts.task = s->task;
-  j->opts.arch = cfg->arch;
+  j->opts.add_bos = cfg->arch && cfg->arch->add_bos;
   j->opts.max_seq_len = s->max_seq_len < cfg->max_position ? s->max_seq_len : cfg->max_position;
   j->opts.train_on_inputs = s->train_on_inputs;
   j->opts.err_code = FT_ETRAIN_FILE;

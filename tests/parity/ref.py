@@ -5,7 +5,13 @@ named_parameters() yields the exact HF tensor names and storage layouts:
 GPT2LMHeadModel / GPT2ForSequenceClassification ("transformer.h.0.attn.c_attn.
 weight" as Conv1D [in,out]) and LlamaForCausalLM / LlamaForSequenceClassification
 (also qwen2: q/k/v bias; llama's attention_bias (q/k/v/o) and mlp_bias;
-mistral is llama here; an explicit head_dim), plus LoRA adapters named as
+mistral is llama here; an explicit head_dim; qwen3 (Qwen3Attention): q_norm /
+k_norm, an RMSNorm over head_dim of each head of q and k before RoPE, weights
+[head_dim], attention_bias on q/k/v/o, Qwen3Config's head_dim 128 default;
+rope_scaling "linear" (inv_freq / factor) and "llama3" (modeling_rope_utils'
+_compute_llama3_parameters: wavelengths above original_max_position_embeddings
+/ low_freq_factor divided by factor, below .../high_freq_factor kept, the
+band between interpolated)), plus LoRA adapters named as
 PEFT saves them ("base_model.model.<module>.lora_A.weight" [r,in], lora_B
 [out,r], scale alpha/r). Semantics follow HF: gelu_new (tanh), LayerNorm,
 learned positions, tied lm_head; RMSNorm computed as x * rsqrt(mean(x^2)+eps)
@@ -116,12 +122,14 @@ class Config:
             self.tie = d.get("tie_word_embeddings", False)  # LlamaConfig/Qwen2Config default
             if mt == "qwen2":  # Qwen2Attention: q/k/v bias always, o_proj none
                 self.attn_bias, self.o_bias = True, False
-            else:              # LlamaAttention: attention_bias on q/k/v and o
+            else:              # Llama/Qwen3Attention: attention_bias on q/k/v and o
                 self.attn_bias = d.get("attention_bias", False)
                 self.o_bias = self.attn_bias
             self.mlp_bias = mt == "llama" and d.get("mlp_bias", False)  # LlamaMLP only
+            self.qk_norm = mt == "qwen3"
+            self.rope_scaling = d.get("rope_scaling")
         self.V = d["vocab_size"]
-        self.HD = d.get("head_dim") or self.C // self.NH
+        self.HD = d.get("head_dim") or (128 if mt == "qwen3" else self.C // self.NH)
         if "id2label" in d:
             self.num_labels = len(d["id2label"])
         else:
@@ -267,8 +275,28 @@ class GPT2Model(nn.Module):
 # ---------------------------------------------------------------- Llama / Qwen2
 
 
-def rope_cos_sin(T, HD, theta, dtype):
+def rope_inv_freq(HD, theta, scaling=None):
+    """inv_freq of plain RoPE, rescaled as rope_scaling says (float64)."""
     inv_freq = 1.0 / (theta ** (torch.arange(0, HD, 2, dtype=torch.int64).to(torch.float64) / HD))
+    kind = (scaling or {}).get("rope_type", (scaling or {}).get("type", "default"))
+    if kind == "linear":
+        inv_freq = inv_freq / scaling["factor"]
+    elif kind == "llama3":
+        factor, lo, hi = scaling["factor"], scaling["low_freq_factor"], scaling["high_freq_factor"]
+        old = scaling["original_max_position_embeddings"]
+        wavelen = 2 * math.pi / inv_freq
+        long_ = wavelen > old / lo                     # low frequencies: divided by factor
+        short = wavelen < old / hi                     # high frequencies: kept
+        smooth = (old / wavelen - lo) / (hi - lo)      # the band between: interpolated
+        mid = (1 - smooth) * inv_freq / factor + smooth * inv_freq
+        inv_freq = torch.where(long_, inv_freq / factor, torch.where(short, inv_freq, mid))
+    else:
+        assert kind == "default", kind
+    return inv_freq
+
+
+def rope_cos_sin(T, HD, theta, dtype, scaling=None):
+    inv_freq = rope_inv_freq(HD, theta, scaling)
     freqs = torch.outer(torch.arange(T, dtype=torch.float64), inv_freq)
     emb = torch.cat((freqs, freqs), dim=-1)
     return emb.cos().to(dtype), emb.sin().to(dtype)
@@ -287,12 +315,18 @@ class LlamaAttn(nn.Module):
         self.k_proj = Linear(c.C, c.NKV * c.HD, c.attn_bias, dtype)
         self.v_proj = Linear(c.C, c.NKV * c.HD, c.attn_bias, dtype)
         self.o_proj = Linear(c.NH * c.HD, c.C, c.o_bias, dtype)
+        if c.qk_norm:  # Qwen3: per-head RMSNorm of q and k, over head_dim
+            self.q_norm = RMSNorm(c.HD, c.eps, dtype)
+            self.k_norm = RMSNorm(c.HD, c.eps, dtype)
 
     def forward(self, x, lens, cos, sin, seg=None):
         c = self.c
         B, T, _ = x.shape
-        q = self.q_proj(x).view(B, T, c.NH, c.HD).transpose(1, 2)
-        k = self.k_proj(x).view(B, T, c.NKV, c.HD).transpose(1, 2)
+        q = self.q_proj(x).view(B, T, c.NH, c.HD)
+        k = self.k_proj(x).view(B, T, c.NKV, c.HD)
+        if c.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = q.transpose(1, 2), k.transpose(1, 2)
         v = self.v_proj(x).view(B, T, c.NKV, c.HD).transpose(1, 2)
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
@@ -337,10 +371,11 @@ class LlamaModel(nn.Module):
     def forward(self, tokens, lens, pos=None, seg=None):
         T = tokens.shape[1]
         if pos is None:
-            cos, sin = rope_cos_sin(T, self.c.HD, self.c.theta, self.embed_tokens.weight.dtype)
+            cos, sin = rope_cos_sin(T, self.c.HD, self.c.theta, self.embed_tokens.weight.dtype,
+                                    self.c.rope_scaling)
         else:  # position_ids: (B,1,T,HD), broadcast over heads
             cos, sin = rope_cos_sin(int(pos.max()) + 1, self.c.HD, self.c.theta,
-                                    self.embed_tokens.weight.dtype)
+                                    self.embed_tokens.weight.dtype, self.c.rope_scaling)
             cos, sin = cos[pos][:, None], sin[pos][:, None]
         x = self.embed_tokens(tokens)
         for layer in self.layers:

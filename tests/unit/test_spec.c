@@ -364,8 +364,8 @@ static void test_data_and_eval(void) {
 }
 
 static void test_check_model(void) {
-  ft_config gpt2 = {.arch = FT_ARCH_GPT2, .model_type = "gpt2", .max_position = 256};
-  ft_config llama = {.arch = FT_ARCH_LLAMA, .model_type = "llama", .max_position = 2048};
+  ft_config gpt2 = {.model_type = "gpt2", .max_position = 256};
+  ft_config llama = {.model_type = "llama", .max_position = 2048};
   ft_error e = {0};
   ft_spec s = ok("{" BASE
                  ",\"method\":{\"type\":\"supervised\",\"supervised\":"

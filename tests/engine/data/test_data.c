@@ -84,7 +84,7 @@ static int setup_tokenizers(void) {
 }
 
 static ft_data_opts lm_opts(int max_seq_len) {
-  ft_data_opts o = {.task = FT_TASK_CAUSAL_LM, .arch = FT_ARCH_GPT2, .max_seq_len = max_seq_len};
+  ft_data_opts o = {.task = FT_TASK_CAUSAL_LM, .add_bos = 0, .max_seq_len = max_seq_len};
   return o;
 }
 
@@ -192,7 +192,7 @@ static void test_chat_fallback(void) {
 
 static void test_chat_chatml(void) {
   ft_data_opts o = lm_opts(512);
-  o.arch = FT_ARCH_LLAMA; /* BOS first */
+  o.add_bos = 1; /* BOS first */
   o.chat = FT_CHAT_CHATML;
   ft_dataset *d = load(
       "{\"messages\": [{\"role\": \"user\", \"content\": \"hi <|im_end|>\"},"
@@ -220,7 +220,7 @@ static void test_chat_chatml(void) {
 }
 
 static void test_classification_jsonl(void) {
-  ft_data_opts o = {.task = FT_TASK_CLASSIFY, .arch = FT_ARCH_GPT2, .max_seq_len = 64};
+  ft_data_opts o = {.task = FT_TASK_CLASSIFY, .add_bos = 0, .max_seq_len = 64};
   ft_dataset *tr = load(
       "{\"text\": \"good movie\", \"label\": \"pos\"}\n"
       "{\"text\": \"bad movie\", \"label\": \"neg\"}\n"
@@ -268,7 +268,7 @@ static void test_classification_jsonl(void) {
 }
 
 static void test_csv(void) {
-  ft_data_opts o = {.task = FT_TASK_CLASSIFY, .arch = FT_ARCH_GPT2, .max_seq_len = 64};
+  ft_data_opts o = {.task = FT_TASK_CLASSIFY, .add_bos = 0, .max_seq_len = 64};
   const char *csv =
       "id,label,text\r\n"
       "1,pos,\"Hello, world\"\r\n"
@@ -348,7 +348,7 @@ static void test_errors(void) {
   ft_dataset *d = NULL;
   CHECK_EQ_INT(data_load(&d, "/nonexistent/x.jsonl", gpt2, &o, &e), FT_EIO);
   /* classification needs labels */
-  ft_data_opts co = {.task = FT_TASK_CLASSIFY, .arch = FT_ARCH_GPT2, .max_seq_len = 64};
+  ft_data_opts co = {.task = FT_TASK_CLASSIFY, .add_bos = 0, .max_seq_len = 64};
   CHECK(load("{\"text\": \"a\"}\n", gpt2, &co, &e) == NULL && strstr(e.message, "classification"));
 }
 
@@ -473,7 +473,7 @@ static void test_cleaning(void) {
   }
   data_free(d);
   /* classification: labels are trimmed and part of the content */
-  ft_data_opts co = {.task = FT_TASK_CLASSIFY, .arch = FT_ARCH_GPT2, .max_seq_len = 64};
+  ft_data_opts co = {.task = FT_TASK_CLASSIFY, .add_bos = 0, .max_seq_len = 64};
   d = load("text,label\nhi,a\n\" hi \",\" a\"\nhi,b\n", gpt2, &co, NULL);
   CHECK(d && d->n == 2 && d->n_duplicates == 1 && d->num_labels == 2);
   data_free(d);
@@ -519,7 +519,7 @@ static void test_chat_bos(void) {
       "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"},"
       " {\"role\": \"assistant\", \"content\": \"yo\"}]}\n";
   ft_data_opts o = lm_opts(512);
-  o.arch = FT_ARCH_LLAMA;
+  o.add_bos = 1;
   o.chat = FT_CHAT_LLAMA3;
   ft_dataset *d = load(src, chatml, &o, NULL);
   CHECK(d != NULL);

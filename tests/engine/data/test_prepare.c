@@ -65,7 +65,7 @@ static ft_data_job job(const char *train, float vs, float ts, uint64_t seed) {
   ft_data_job j = {
       .train_path = train, .valid_split = vs, .test_split = ts, .seed = seed, .min_examples = 10};
   j.opts.task = FT_TASK_CAUSAL_LM;
-  j.opts.arch = FT_ARCH_GPT2;
+  j.opts.add_bos = 0;
   j.opts.max_seq_len = 64;
   return j;
 }

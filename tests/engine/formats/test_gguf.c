@@ -117,9 +117,7 @@ static void check_model_file(const char *dir, const char *file, int f16) {
     model_free(m);
     return;
   }
-  const char *arch = c.arch == FT_ARCH_GPT2           ? "gpt2"
-                     : !strcmp(c.model_type, "qwen2") ? "qwen2"
-                                                      : "llama";
+  const char *arch = arch_find(c.model_type)->gguf_arch;
   char k[128];
   CHECK_EQ_INT(gguf_version(g), 3);
   CHECK_EQ_INT(gguf_alignment(g), 32);
@@ -133,7 +131,7 @@ static void check_model_file(const char *dir, const char *file, int f16) {
   CHECK_EQ_INT(kv_int(g, ARCH_KEY("block_count"), GGUF_UINT32), c.n_layer);
   CHECK_EQ_INT(kv_int(g, ARCH_KEY("feed_forward_length"), GGUF_UINT32), c.intermediate_size);
   CHECK_EQ_INT(kv_int(g, ARCH_KEY("attention.head_count"), GGUF_UINT32), c.n_head);
-  if (c.arch == FT_ARCH_GPT2) {
+  if (!strcmp(c.model_type, "gpt2")) {
     CHECK_NEAR(kv_f(g, ARCH_KEY("attention.layer_norm_epsilon")), c.norm_eps, 1e-12);
     CHECK(gguf_find_kv(g, ARCH_KEY("rope.freq_base")) == NULL);
   } else {
@@ -214,7 +212,7 @@ static void check_model_file(const char *dir, const char *file, int f16) {
     if (!t) continue;
     expect++;
     int conv =
-        c.arch == FT_ARCH_GPT2 && strstr(p[i].name, ".weight") &&
+        !strcmp(c.model_type, "gpt2") && strstr(p[i].name, ".weight") &&
         (strstr(p[i].name, "c_attn") || strstr(p[i].name, "c_proj") || strstr(p[i].name, "c_fc"));
     int f32_kept = p[i].ndim == 1 || strstr(gn, "_norm.") || strstr(gn, ".bias") ||
                    !strcmp(gn, "position_embd.weight");
@@ -222,15 +220,40 @@ static void check_model_file(const char *dir, const char *file, int f16) {
     int same = same_tensor(t, p[i].w, p[i].ndim, p[i].shape, conv, heads, t->type == GGML_T_F16);
     if (!same) fprintf(stderr, "  tensor %s differs from %s\n", gn, p[i].name);
     CHECK(same);
-    if (c.arch == FT_ARCH_GPT2 && !strcmp(gn, "token_embd.weight")) { /* output = wte */
+    if (!strcmp(c.model_type, "gpt2") && !strcmp(gn, "token_embd.weight")) { /* output = wte */
       const gguf_tensor *o = gguf_find_tensor(g, "output.weight");
       CHECK(o && same_tensor(o, p[i].w, 2, p[i].shape, 0, 0, f16));
       expect++;
     }
   }
+  /* llama3 rope_scaling: rope_freqs.weight holds convert_hf_to_gguf.py's
+   * factors (1 kept, factor scaled, 1/((1-s)/factor + s) between) */
+  const gguf_tensor *rf = gguf_find_tensor(g, "rope_freqs.weight");
+  CHECK((rf != NULL) == (c.rope_scaling.kind == FT_ROPE_LLAMA3));
+  if (rf) {
+    const ft_rope_scaling *r = &c.rope_scaling;
+    int h = c.head_dim / 2, bands[3] = {0, 0, 0};
+    float *f = malloc(sizeof(float) * (size_t)h);
+    CHECK_EQ_INT(gguf_tensor_read_f32(rf, f, (size_t)h, NULL), 0);
+    for (int i = 0; i < h; i++) {
+      double inv = 1.0 / pow(c.rope_theta, 2.0 * i / c.head_dim), wl = 2 * M_PI / inv, want;
+      if (wl < r->orig_max_pos / r->high_freq) {
+        want = 1, bands[0]++;
+      } else if (wl > r->orig_max_pos / r->low_freq) {
+        want = r->factor, bands[1]++;
+      } else {
+        double sm = (r->orig_max_pos / wl - r->low_freq) / (r->high_freq - r->low_freq);
+        want = 1 / ((1 - sm) / r->factor + sm), bands[2]++;
+      }
+      CHECK_NEAR(f[i], want, 1e-5 * want);
+    }
+    CHECK(bands[0] && bands[1] && bands[2]);
+    free(f);
+    expect++;
+  }
   CHECK_EQ_INT(gguf_n_tensors(g), expect);
   CHECK((gguf_find_tensor(g, "output.weight") != NULL) ==
-        (c.arch == FT_ARCH_GPT2 || !c.tie_embeddings));
+        (!strcmp(c.model_type, "gpt2") || !c.tie_embeddings));
   /* a permuted tensor really differs from the HF layout (n_head > 1) */
   if (!strcmp(arch, "llama")) {
     const gguf_tensor *q = gguf_find_tensor(g, "blk.0.attn_q.weight");
@@ -258,6 +281,8 @@ static void test_gpt2(void) { export_and_check("gpt2"); }
 static void test_llama(void) { export_and_check("llama"); }
 static void test_llama_spm(void) { export_and_check("llama2tok"); }
 static void test_qwen2(void) { export_and_check("qwen2"); }
+static void test_qwen3(void) { export_and_check("qwen3"); }
+static void test_llama3_rope(void) { export_and_check("llama3rope"); }
 
 static void test_permute(void) {
   /* 2 heads of head_dim 4, 1 column: HF rotate-half rows [a0 a1 b0 b1] become
@@ -595,8 +620,18 @@ int main(void) {
   if (make_model("gpt2", "tiny", gpt2_tok, "gpt2") ||
       make_model("llama", "tiny", gpt2_tok, "llama") ||
       make_model("llama", "tiny", llama2_tok, "llama2tok") ||
-      make_model("qwen2", "tiny", gpt2_tok, "qwen2"))
+      make_model("qwen2", "tiny", gpt2_tok, "qwen2") ||
+      make_model("qwen3", "tiny", gpt2_tok, "qwen3") ||
+      make_model("llama", "tiny", gpt2_tok, "llama3rope"))
     return 1;
+  { /* Llama 3.1's rope_scaling, the original context cut to 64 to reach every band */
+    ft_config c;
+    ft_error e = {0};
+    const char *d = path_in(root, "llama3rope");
+    if (hf_config_load(&c, d, &e)) return 1;
+    c.rope_scaling = (ft_rope_scaling){FT_ROPE_LLAMA3, 8.0f, 1.0f, 4.0f, 64};
+    if (hf_config_save(&c, FT_TASK_CAUSAL_LM, d, &e)) return 1;
+  }
   /* a chat template, which the export carries as tokenizer.chat_template */
   char tcp[1024];
   snprintf(tcp, sizeof tcp, "%s/llama2tok/tokenizer_config.json", root);
@@ -619,6 +654,8 @@ int main(void) {
   RUN(test_llama);
   RUN(test_llama_spm);
   RUN(test_qwen2);
+  RUN(test_qwen3);
+  RUN(test_llama3_rope);
   RUN(test_adapter_llama);
   RUN(test_adapter_gpt2);
   RUN(test_truncated_and_flipped);

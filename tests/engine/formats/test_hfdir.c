@@ -137,11 +137,24 @@ static const char *llama31_cfg =
     "false,"
     "\"vocab_size\":128256}";
 
+/* Qwen/Qwen3-0.6B's config.json */
+static const char *qwen3_cfg =
+    "{\"architectures\":[\"Qwen3ForCausalLM\"],\"attention_bias\":false,"
+    "\"attention_dropout\":0.0,\"bos_token_id\":151643,\"eos_token_id\":151645,"
+    "\"head_dim\":128,\"hidden_act\":\"silu\",\"hidden_size\":1024,"
+    "\"initializer_range\":0.02,\"intermediate_size\":3072,"
+    "\"max_position_embeddings\":40960,\"max_window_layers\":28,\"model_type\":\"qwen3\","
+    "\"num_attention_heads\":16,\"num_hidden_layers\":28,\"num_key_value_heads\":8,"
+    "\"rms_norm_eps\":1e-06,\"rope_scaling\":null,\"rope_theta\":1000000,"
+    "\"sliding_window\":null,\"tie_word_embeddings\":true,\"torch_dtype\":\"bfloat16\","
+    "\"transformers_version\":\"4.51.0\",\"use_cache\":true,\"use_sliding_window\":false,"
+    "\"vocab_size\":151936}";
+
 static void test_config_real(void) {
   ft_config c;
   ft_error e;
   CHECK_EQ_INT(parse_cfg(gpt2_cfg, &c, &e), 0);
-  CHECK_EQ_INT(c.arch, FT_ARCH_GPT2);
+  CHECK(c.arch == arch_find("gpt2"));
   CHECK_EQ_STR(c.model_type, "gpt2");
   CHECK_EQ_INT(c.vocab_size, 50257);
   CHECK_EQ_INT(c.hidden_size, 768);
@@ -159,7 +172,7 @@ static void test_config_real(void) {
   CHECK_EQ_INT(c.num_labels, 0);
 
   CHECK_EQ_INT(parse_cfg(smollm_cfg, &c, &e), 0);
-  CHECK_EQ_INT(c.arch, FT_ARCH_LLAMA);
+  CHECK(c.arch == arch_find("llama"));
   CHECK_EQ_INT(c.hidden_size, 576);
   CHECK_EQ_INT(c.n_layer, 30);
   CHECK_EQ_INT(c.n_head, 9);
@@ -187,8 +200,23 @@ static void test_config_real(void) {
   CHECK_EQ_INT(c.head_dim, 128);
   CHECK_EQ_INT(c.attention_bias, 0);
 
-  CHECK_EQ_INT(parse_cfg(llama31_cfg, &c, &e), FT_EUNSUPPORTED);
-  CHECK_EQ_STR(e.param, "rope_scaling");
+  CHECK_EQ_INT(parse_cfg(llama31_cfg, &c, &e), 0);
+  CHECK_EQ_INT(c.rope_scaling.kind, FT_ROPE_LLAMA3);
+  CHECK(c.rope_scaling.factor == 8.0f);
+  CHECK(c.rope_scaling.low_freq == 1.0f);
+  CHECK(c.rope_scaling.high_freq == 4.0f);
+  CHECK_EQ_INT(c.rope_scaling.orig_max_pos, 8192);
+  CHECK(c.rope_theta == 500000.0f);
+
+  CHECK_EQ_INT(parse_cfg(qwen3_cfg, &c, &e), 0);
+  CHECK(c.arch == arch_find("qwen3") && c.arch->has_qk_norm);
+  CHECK_EQ_INT(c.head_dim, 128); /* != 1024 / 16 */
+  CHECK_EQ_INT(c.n_kv_head, 8);
+  CHECK_EQ_INT(c.attention_bias, 0);
+  CHECK_EQ_INT(c.tie_embeddings, 1);
+  CHECK(c.rope_theta == 1e6f);
+  CHECK(c.norm_eps == 1e-6f);
+  CHECK_EQ_INT(c.rope_scaling.kind, FT_ROPE_DEFAULT);
 }
 
 /* Replaces the first occurrence of from in text. */
@@ -225,8 +253,46 @@ static void test_config_errors(void) {
   expect_cfg(edit(smollm_cfg, "\"num_key_value_heads\":3", "\"num_key_value_heads\":4"), FT_EFORMAT,
              "num_key_value_heads");
   expect_cfg(edit(smollm_cfg, "\"silu\"", "\"gelu\""), FT_EUNSUPPORTED, "hidden_act");
+  /* rope_scaling: linear and llama3 exactly; another type, a missing or an
+   * unknown key is refused by name */
   expect_cfg(edit(smollm_cfg, "\"rope_scaling\":null", "\"rope_scaling\":{\"type\":\"linear\"}"),
-             FT_EUNSUPPORTED, "rope_scaling");
+             FT_EFORMAT, "rope_scaling.factor");
+  expect_cfg(edit(smollm_cfg, "\"rope_scaling\":null",
+                  "\"rope_scaling\":{\"type\":\"linear\",\"factor\":2.0}"),
+             0, "");
+  expect_cfg(edit(smollm_cfg, "\"rope_scaling\":null",
+                  "\"rope_scaling\":{\"rope_type\":\"dynamic\",\"factor\":2.0}"),
+             FT_EUNSUPPORTED, "rope_scaling.rope_type");
+  expect_cfg(edit(smollm_cfg, "\"rope_scaling\":null",
+                  "\"rope_scaling\":{\"rope_type\":\"yarn\",\"factor\":4.0,"
+                  "\"original_max_position_embeddings\":2048}"),
+             FT_EUNSUPPORTED, "rope_scaling.rope_type");
+  expect_cfg(edit(llama31_cfg, "\"factor\":8.0,", "\"factor\":8.0,\"attention_factor\":1.0,"),
+             FT_EUNSUPPORTED, "rope_scaling.attention_factor");
+  expect_cfg(edit(llama31_cfg, "\"low_freq_factor\":1.0,", ""), FT_EFORMAT,
+             "rope_scaling.low_freq_factor");
+  expect_cfg(edit(llama31_cfg, "\"high_freq_factor\":4.0", "\"high_freq_factor\":0.5"),
+             FT_EFORMAT, "rope_scaling.high_freq_factor");
+  expect_cfg(edit(qwen2_cfg, "\"rope_theta\"",
+                  "\"rope_scaling\":{\"rope_type\":\"llama3\",\"factor\":8.0,"
+                  "\"low_freq_factor\":1.0,\"high_freq_factor\":4.0,"
+                  "\"original_max_position_embeddings\":8192},\"rope_theta\""),
+             FT_EUNSUPPORTED, "rope_scaling.rope_type"); /* not a Qwen2 scheme */
+  expect_cfg(edit(smollm_cfg, "\"rope_scaling\":null",
+                  "\"rope_parameters\":{\"rope_type\":\"llama3\",\"factor\":8.0,"
+                  "\"low_freq_factor\":1.0,\"high_freq_factor\":4.0,"
+                  "\"original_max_position_embeddings\":8192,\"rope_theta\":500000.0}"),
+             0, ""); /* transformers 5's spelling */
+  /* qwen3: a sliding window, per-layer sliding attention, the MoE model */
+  expect_cfg(edit(qwen3_cfg, "\"use_sliding_window\":false", "\"use_sliding_window\":true"),
+             FT_EUNSUPPORTED, "use_sliding_window");
+  expect_cfg(edit(qwen3_cfg, "\"use_cache\"",
+                  "\"layer_types\":[\"full_attention\",\"sliding_attention\"],\"use_cache\""),
+             FT_EUNSUPPORTED, "layer_types");
+  expect_cfg(edit(qwen3_cfg, "\"model_type\":\"qwen3\"", "\"model_type\":\"qwen3_moe\""),
+             FT_EUNSUPPORTED, "model_type");
+  expect_cfg(edit(qwen3_cfg, "\"hidden_act\":\"silu\"", "\"hidden_act\":\"gelu\""),
+             FT_EUNSUPPORTED, "hidden_act");
   expect_cfg(edit(smollm_cfg, "\"attention_bias\":false", "\"mlp_bias\":true"), FT_EUNSUPPORTED,
              "mlp_bias");
   expect_cfg(edit(qwen2_cfg, "\"use_sliding_window\":false",
@@ -254,11 +320,14 @@ static void test_config_errors(void) {
   CHECK_EQ_INT(c.intermediate_size, 100);
   CHECK_EQ_INT(parse_cfg(edit(gpt2_cfg, "\"n_ctx\"", "\"n_inner\":null,\"n_ctx\""), &c, &e), 0);
   CHECK_EQ_INT(c.intermediate_size, 3072);
-  CHECK_EQ_INT(parse_cfg(llama31_cfg, &c, &e), FT_EUNSUPPORTED);
   CHECK_EQ_INT(
       parse_cfg(edit(llama31_cfg, "\"rope_scaling\":{", "\"rope_scaling\":null,\"x\":{"), &c, &e),
       0);
+  CHECK_EQ_INT(c.rope_scaling.kind, FT_ROPE_DEFAULT);
   CHECK_EQ_INT(c.eos_token_id, 128001); /* first of the list */
+  /* qwen3 without head_dim: Qwen3Config's 128, not hidden / heads */
+  CHECK_EQ_INT(parse_cfg(edit(qwen3_cfg, "\"head_dim\":128,", ""), &c, &e), 0);
+  CHECK_EQ_INT(c.head_dim, 128);
 }
 
 static void test_config_classifier(void) {
@@ -288,8 +357,8 @@ static void test_config_classifier(void) {
 }
 
 static void test_config_save_load(void) {
-  const char *texts[] = {gpt2_cfg, smollm_cfg, qwen2_cfg, mistral_cfg};
-  for (int i = 0; i < 4; i++) {
+  const char *texts[] = {gpt2_cfg, smollm_cfg, qwen2_cfg, mistral_cfg, qwen3_cfg, llama31_cfg};
+  for (int i = 0; i < 6; i++) {
     for (int task = FT_TASK_CAUSAL_LM; task <= FT_TASK_CLASSIFY; task++) {
       ft_config a, b;
       ft_error e;
@@ -308,11 +377,13 @@ static void test_config_save_load(void) {
       /* what transformers looks at */
       json_t *j = json_load_file(file_in(d, "config.json"), 0, NULL);
       const char *arch = json_string_value(json_array_get(json_object_get(j, "architectures"), 0));
-      static const char *const want[4][2] = {
+      static const char *const want[6][2] = {
           {"GPT2LMHeadModel", "GPT2ForSequenceClassification"},
           {"LlamaForCausalLM", "LlamaForSequenceClassification"},
           {"Qwen2ForCausalLM", "Qwen2ForSequenceClassification"},
-          {"MistralForCausalLM", "MistralForSequenceClassification"}};
+          {"MistralForCausalLM", "MistralForSequenceClassification"},
+          {"Qwen3ForCausalLM", "Qwen3ForSequenceClassification"},
+          {"LlamaForCausalLM", "LlamaForSequenceClassification"}};
       CHECK_EQ_STR(arch, want[i][task - 1]);
       CHECK_EQ_STR(json_string_value(json_object_get(j, "torch_dtype")), "float32");
       if (task == FT_TASK_CLASSIFY) {
@@ -348,7 +419,7 @@ static void test_config_save_load(void) {
 /* ---- weights ---- */
 
 static ft_config small_gpt2(void) {
-  ft_config c = {.arch = FT_ARCH_GPT2,
+  ft_config c = {.arch = arch_find("gpt2"),
                  .model_type = "gpt2",
                  .vocab_size = 96,
                  .hidden_size = 32,
@@ -369,7 +440,7 @@ static ft_config small_gpt2(void) {
 }
 
 static ft_config small_llama(const char *type) {
-  ft_config c = {.arch = FT_ARCH_LLAMA,
+  ft_config c = {.arch = NULL,
                  .vocab_size = 96,
                  .hidden_size = 32,
                  .n_layer = 2,
@@ -386,7 +457,11 @@ static ft_config small_llama(const char *type) {
                  .eos_token_id = 2,
                  .pad_token_id = -1};
   snprintf(c.model_type, sizeof c.model_type, "%s", type);
+  c.arch = arch_find(type);
   if (!strcmp(type, "qwen2")) c.attention_bias = 1, c.tie_embeddings = 1;
+  if (!strcmp(type, "qwen3")) c.head_dim = 12, c.tie_embeddings = 1; /* 4 x 12 != 32 */
+  if (!strcmp(type, "llama")) /* Llama 3.1's scaling, shortened to reach every band */
+    c.rope_scaling = (ft_rope_scaling){FT_ROPE_LLAMA3, 8.0f, 1.0f, 4.0f, 16};
   return c;
 }
 
@@ -434,9 +509,9 @@ static int load(ft_model *m, const char *d, int *head_missing, ft_error *e) {
 }
 
 static void test_weights_round_trip(void) {
-  ft_config cfgs[4] = {small_gpt2(), small_llama("llama"), small_llama("qwen2"),
-                       small_llama("mistral")};
-  for (int i = 0; i < 4; i++) {
+  ft_config cfgs[5] = {small_gpt2(), small_llama("llama"), small_llama("qwen2"),
+                       small_llama("mistral"), small_llama("qwen3")};
+  for (int i = 0; i < 5; i++) {
     ft_model *a = mk(&cfgs[i], FT_TASK_CAUSAL_LM, FT_METHOD_FULL, NULL, 1234 + i);
     ft_model *b = mk(&cfgs[i], FT_TASK_CAUSAL_LM, FT_METHOD_FULL, NULL, 0);
     if (!a || !b) return;
@@ -811,6 +886,32 @@ static void test_init_dir(void) {
   CHECK_EQ_INT(c.n_kv_head, 3);
   CHECK_EQ_INT(c.head_dim, 64);
   CHECK_EQ_INT(c.tie_embeddings, 1);
+  /* the shapes of the real models, and their configs survive config.json */
+  CHECK_EQ_INT(model_preset("qwen3", "qwen3-0.6b", &c, &e), 0);
+  CHECK(c.n_layer == 28 && c.hidden_size == 1024 && c.n_head == 16 && c.n_kv_head == 8);
+  CHECK(c.head_dim == 128 && c.intermediate_size == 3072 && c.max_position == 40960);
+  CHECK(c.tie_embeddings == 1 && c.norm_eps == 1e-6f && c.rope_theta == 1e6f);
+  CHECK(c.arch->has_qk_norm && c.attention_bias == 0);
+  c.vocab_size = 151936;
+  json_t *j = NULL;
+  ft_config back;
+  CHECK_EQ_INT(hf_config_to_json(&c, FT_TASK_CAUSAL_LM, &j, &e), 0);
+  CHECK_EQ_INT(hf_config_parse(&back, j, &e), 0);
+  CHECK(memcmp(&back, &c, sizeof c) == 0);
+  json_decref(j);
+  CHECK_EQ_INT(model_preset("llama", "llama-3.2-1b", &c, &e), 0);
+  CHECK(c.n_layer == 16 && c.hidden_size == 2048 && c.n_head == 32 && c.n_kv_head == 8);
+  CHECK(c.head_dim == 64 && c.intermediate_size == 8192 && c.max_position == 131072);
+  CHECK(c.tie_embeddings == 1 && c.norm_eps == 1e-5f && c.rope_theta == 500000.0f);
+  CHECK(c.rope_scaling.kind == FT_ROPE_LLAMA3 && c.rope_scaling.factor == 32.0f &&
+        c.rope_scaling.low_freq == 1.0f && c.rope_scaling.high_freq == 4.0f &&
+        c.rope_scaling.orig_max_pos == 8192);
+  c.vocab_size = 128256;
+  CHECK_EQ_INT(hf_config_to_json(&c, FT_TASK_CAUSAL_LM, &j, &e), 0);
+  CHECK_EQ_INT(hf_config_parse(&back, j, &e), 0);
+  CHECK(memcmp(&back, &c, sizeof c) == 0);
+  json_decref(j);
+  CHECK_EQ_INT(model_preset("qwen2", "llama-3.2-1b", &c, &e), FT_ERANGE); /* llama's only */
   CHECK_EQ_INT(model_preset("gpt2", "huge", &c, &e), FT_ERANGE);
   CHECK_EQ_STR(e.param, "preset");
   CHECK_EQ_INT(model_preset("bert", "tiny", &c, &e), FT_ERANGE);

@@ -137,6 +137,49 @@ static void check_norm(int rms) {
 static void test_layernorm(void) { check_norm(0); }
 static void test_rmsnorm(void) { check_norm(1); }
 
+/* Qwen3's q_norm/k_norm: RMSNorm of each head (rows of HD, one weight [HD]
+ * shared by the heads) followed by RoPE, as model.c composes them; the
+ * gradient of x and of the shared weight through both. */
+static struct {
+  int N, nh, HD;
+  float *x, *w, *y, *rstd, *cs, *sn, *R;
+} QK;
+static double qk_loss(void) {
+  rmsnorm_forward(QK.y, QK.rstd, QK.x, QK.w, QK.N * QK.nh, QK.HD, 1e-6f);
+  rope_forward(QK.y, QK.cs, QK.sn, NULL, 1, QK.N, QK.nh, QK.HD);
+  return dotd(QK.y, QK.R, (size_t)QK.N * QK.nh * QK.HD);
+}
+static void test_qk_norm_per_head(void) {
+  QK.N = 5, QK.nh = 3, QK.HD = 6;
+  size_t n = (size_t)QK.N * QK.nh * QK.HD;
+  QK.x = rnd(n, -2, 2), QK.w = rnd((size_t)QK.HD, 0.5f, 1.5f), QK.y = zeros(n);
+  QK.rstd = zeros((size_t)QK.N * QK.nh), QK.R = rnd(n, -1, 1);
+  QK.cs = zeros((size_t)QK.N * QK.HD / 2), QK.sn = zeros((size_t)QK.N * QK.HD / 2);
+  rope_tables(QK.cs, QK.sn, QK.N, QK.HD, 1e6f, NULL);
+  /* forward: each head normalised on its own (before RoPE) */
+  rmsnorm_forward(QK.y, QK.rstd, QK.x, QK.w, QK.N * QK.nh, QK.HD, 1e-6f);
+  double maxe = 0;
+  for (size_t r = 0; r < (size_t)QK.N * QK.nh; r++) {
+    const float *x = QK.x + r * QK.HD;
+    double v = 0;
+    for (int i = 0; i < QK.HD; i++) v += (double)x[i] * x[i];
+    v /= QK.HD;
+    for (int i = 0; i < QK.HD; i++)
+      maxe = fmax(maxe, fabs(x[i] / sqrt(v + 1e-6) * QK.w[i] - QK.y[r * QK.HD + i]));
+  }
+  CHECK(maxe < 1e-5);
+  /* backward: RoPE's, then the norm's, as model.c runs them */
+  qk_loss();
+  float *d = malloc(sizeof(float) * n), *dx = zeros(n), *dw = zeros((size_t)QK.HD);
+  memcpy(d, QK.R, sizeof(float) * n);
+  rope_backward(d, QK.cs, QK.sn, NULL, 1, QK.N, QK.nh, QK.HD);
+  rmsnorm_backward(dx, dw, d, QK.x, QK.w, QK.rstd, QK.N * QK.nh, QK.HD);
+  CHECK(fd_check("dx", qk_loss, QK.x, dx, n, 1e-2f, 1e-3, 2e-2) == 0);
+  CHECK(fd_check("dw", qk_loss, QK.w, dw, (size_t)QK.HD, 1e-2f, 1e-3, 1e-2) == 0);
+  free(QK.x), free(QK.w), free(QK.y), free(QK.rstd), free(QK.R), free(QK.cs), free(QK.sn);
+  free(d), free(dx), free(dw);
+}
+
 /* ---- activations ---- */
 static struct {
   size_t n;
@@ -196,11 +239,66 @@ static void test_expf(void) {
 }
 
 /* ---- rope ---- */
+/* rope_scaling: the tables against HF's formulas (modeling_rope_utils) in
+ * double: linear divides inv_freq by factor; llama3 keeps short
+ * wavelengths, divides long ones by factor and interpolates between. */
+static void test_rope_scaling(void) {
+  int T = 7, HD = 64, h = HD / 2;
+  float *cs = zeros((size_t)T * h), *sn = zeros((size_t)T * h);
+  ft_rope_scaling lin = {FT_ROPE_LINEAR, 4.0f, 0, 0, 0};
+  ft_rope_scaling l3 = {FT_ROPE_LLAMA3, 32.0f, 1.0f, 4.0f, 64}; /* short context: every band */
+  int n_low = 0, n_mid = 0, n_high = 0;
+  for (int k = 0; k < 2; k++) {
+    const ft_rope_scaling *sc = k ? &l3 : &lin;
+    rope_tables(cs, sn, T, HD, 500000.0f, sc);
+    double maxe = 0;
+    for (int i = 0; i < h; i++) {
+      double inv = pow(500000.0, -2.0 * i / HD), want = inv / sc->factor;
+      if (sc->kind == FT_ROPE_LLAMA3) {
+        double wl = 2 * M_PI / inv, low_wl = sc->orig_max_pos / sc->low_freq;
+        double high_wl = sc->orig_max_pos / sc->high_freq;
+        if (wl < high_wl) {
+          want = inv, n_high++;
+        } else if (wl > low_wl) {
+          want = inv / sc->factor, n_low++;
+        } else {
+          double s = (sc->orig_max_pos / wl - sc->low_freq) / (sc->high_freq - sc->low_freq);
+          want = (1 - s) * inv / sc->factor + s * inv, n_mid++;
+        }
+      }
+      for (int t = 0; t < T; t++) {
+        maxe = fmax(maxe, fabs(cs[t * h + i] - cos(t * want)));
+        maxe = fmax(maxe, fabs(sn[t * h + i] - sin(t * want)));
+      }
+    }
+    CHECK(maxe < 2e-5);
+  }
+  CHECK(n_low > 0 && n_mid > 0 && n_high > 0); /* the test reaches all three bands */
+  free(cs), free(sn);
+}
+
+/* An attention block over keys from position q0 (inference over its KV
+ * cache) gives the rows of the whole causal block (training). */
+static void test_attention_block_offset(void) {
+  int n = 9, HD = 5, q0 = 6, rows = n - q0;
+  float *Q = rnd((size_t)n * HD, -1, 1), *K = rnd((size_t)n * HD, -1, 1);
+  float *V = rnd((size_t)n * HD, -1, 1);
+  float *P = zeros((size_t)n * n), *Y = zeros((size_t)n * HD);
+  float *P2 = zeros((size_t)rows * n), *Y2 = zeros((size_t)rows * HD);
+  attention_block_forward(Y, HD, P, n, Q, HD, K, V, HD, n, 0, HD, 0.4f);
+  attention_block_forward(Y2, HD, P2, n, Q + (size_t)q0 * HD, HD, K, V, HD, rows, q0, HD, 0.4f);
+  double maxe = 0;
+  for (int i = 0; i < rows * HD; i++) maxe = fmax(maxe, fabs(Y2[i] - Y[(size_t)q0 * HD + i]));
+  for (int i = 0; i < rows * n; i++) maxe = fmax(maxe, fabs(P2[i] - P[(size_t)q0 * n + i]));
+  CHECK(maxe < 1e-6);
+  free(Q), free(K), free(V), free(P), free(Y), free(P2), free(Y2);
+}
+
 static void test_rope(void) {
   int B = 2, T = 5, nh = 3, HD = 8, h = HD / 2;
   size_t n = (size_t)B * T * nh * HD;
   float *cs = zeros((size_t)T * h), *sn = zeros((size_t)T * h);
-  rope_tables(cs, sn, T, HD, 10000.0f);
+  rope_tables(cs, sn, T, HD, 10000.0f, NULL);
   float *x = rnd(n, -1, 1), *y = malloc(sizeof(float) * n);
   memcpy(y, x, sizeof(float) * n);
   rope_forward(y, cs, sn, NULL, B, T, nh, HD);
@@ -442,10 +540,13 @@ int main(void) {
   RUN(test_linear_conv1d);
   RUN(test_layernorm);
   RUN(test_rmsnorm);
+  RUN(test_qk_norm_per_head);
   RUN(test_gelu);
   RUN(test_swiglu);
   RUN(test_expf);
   RUN(test_rope);
+  RUN(test_rope_scaling);
+  RUN(test_attention_block_offset);
   RUN(test_attention_mha_packed);
   RUN(test_attention_gqa);
   RUN(test_attention_mqa);

@@ -20,7 +20,7 @@ static const int32_t lens3[TB] = {6, 4, 2};
 static ft_config gpt2_cfg(void) {
   ft_config c;
   memset(&c, 0, sizeof c);
-  c.arch = FT_ARCH_GPT2;
+  c.arch = arch_find("gpt2");
   strcpy(c.model_type, "gpt2");
   c.vocab_size = 23, c.hidden_size = 12, c.n_layer = 2, c.n_head = 3, c.n_kv_head = 3;
   c.head_dim = 4, c.intermediate_size = 48, c.max_position = 8, c.norm_eps = 1e-5f;
@@ -32,13 +32,30 @@ static ft_config gpt2_cfg(void) {
 static ft_config llama_cfg(int nkv, int tied, int bias) {
   ft_config c;
   memset(&c, 0, sizeof c);
-  c.arch = FT_ARCH_LLAMA;
   strcpy(c.model_type, bias ? "qwen2" : "llama");
+  c.arch = arch_find(c.model_type);
   c.vocab_size = 21, c.hidden_size = 16, c.n_layer = 2, c.n_head = 4, c.n_kv_head = nkv;
   c.head_dim = 6; /* NH*HD = 24 != C: o_proj is not square */
   c.intermediate_size = 20, c.max_position = 64, c.norm_eps = 1e-6f, c.rope_theta = 10000.0f;
   c.tie_embeddings = tied, c.attention_bias = bias;
   c.bos_token_id = c.eos_token_id = c.pad_token_id = -1;
+  return c;
+}
+
+/* qwen3: per-head q/k RMSNorm, head_dim 6 with C 16 */
+static ft_config qwen3_cfg(int nkv, int tied) {
+  ft_config c = llama_cfg(nkv, tied, 0);
+  strcpy(c.model_type, "qwen3");
+  c.arch = arch_find("qwen3");
+  c.rope_theta = 1e6f;
+  return c;
+}
+
+/* llama with Llama 3.1's rope_scaling, its context shortened so the test's
+ * positions reach every frequency band */
+static ft_config llama3_rope_cfg(void) {
+  ft_config c = llama_cfg(2, 0, 0);
+  c.rope_scaling = (ft_rope_scaling){FT_ROPE_LLAMA3, 8.0f, 1.0f, 4.0f, 8};
   return c;
 }
 
@@ -195,6 +212,16 @@ static void test_grad_llama_cls_lora(void) {
   l.targets = FT_LORA_Q | FT_LORA_V | FT_LORA_DOWN; /* only some modules */
   check_model_grads(with_labels(llama_cfg(2, 1, 1), 2), FT_TASK_CLASSIFY, FT_METHOD_LORA, &l);
 }
+static void test_grad_qwen3_lm_full(void) {
+  check_model_grads(qwen3_cfg(2, 0), FT_TASK_CAUSAL_LM, FT_METHOD_FULL, NULL);
+}
+static void test_grad_qwen3_cls_lora(void) {
+  ft_lora l = lora_all(0.0f);
+  check_model_grads(with_labels(qwen3_cfg(1, 1), 3), FT_TASK_CLASSIFY, FT_METHOD_LORA, &l);
+}
+static void test_grad_llama3_rope_full(void) {
+  check_model_grads(llama3_rope_cfg(), FT_TASK_CAUSAL_LM, FT_METHOD_FULL, NULL);
+}
 static void test_grad_llama_lm_head(void) {
   check_model_grads(llama_cfg(2, 0, 0), FT_TASK_CAUSAL_LM, FT_METHOD_HEAD, NULL);
 }
@@ -321,7 +348,7 @@ static void check_packed_equals_separate(ft_config c, ft_method method, const ft
   CHECK_EQ_INT(model_forward(m, &packed, 1, 0, &lu), FT_EINVALID);
   pseg[5] = 1;
   packed.pos = ppos;
-  ppos[5] = c.arch == FT_ARCH_GPT2 ? c.max_position : TT;
+  ppos[5] = c.arch->pos == FT_POS_LEARNED ? c.max_position : TT;
   CHECK_EQ_INT(model_forward(m, &packed, 1, 0, &lu), FT_EINVALID);
   ppos[5] = -1;
   CHECK_EQ_INT(model_forward(m, &packed, 1, 0, &lu), FT_EINVALID);
@@ -483,7 +510,7 @@ static void check_shape(ft_model *m, const char *name, int s0, int s1) {
 static void test_table_gpt2(void) {
   ft_config c = gpt2_cfg();
   ft_lora l = lora_all(0.0f);
-  l.targets = lora_target_bit(FT_ARCH_GPT2, "c_attn") | lora_target_bit(FT_ARCH_GPT2, "c_proj");
+  l.targets = arch_lora_bits(arch_find("gpt2"), "c_attn") | arch_lora_bits(arch_find("gpt2"), "c_proj");
   ft_model *m = mk(c, FT_TASK_CAUSAL_LM, FT_METHOD_LORA, &l, 1);
   CHECK(m != NULL);
   if (!m) return;
@@ -568,6 +595,7 @@ static void test_table_llama(void) {
   /* llama with attention_bias has an o_proj bias too; untied LM has lm_head */
   ft_config c2 = llama_cfg(2, 0, 1);
   strcpy(c2.model_type, "llama");
+  c2.arch = arch_find("llama");
   m = mk(c2, FT_TASK_CAUSAL_LM, FT_METHOD_HEAD, NULL, 1);
   check_shape(m, "model.layers.0.self_attn.o_proj.bias", C, 0);
   ft_param *h = model_param(m, "lm_head.weight");
@@ -576,20 +604,20 @@ static void test_table_llama(void) {
   model_free(m);
 }
 
-static void test_lora_target_bit(void) {
-  CHECK_EQ_INT(lora_target_bit(FT_ARCH_GPT2, "c_proj"), FT_LORA_ATTN_C_PROJ | FT_LORA_MLP_C_PROJ);
-  CHECK_EQ_INT(lora_target_bit(FT_ARCH_GPT2, "c_attn"), FT_LORA_C_ATTN);
-  CHECK_EQ_INT(lora_target_bit(FT_ARCH_GPT2, "c_fc"), FT_LORA_C_FC);
-  CHECK_EQ_INT(lora_target_bit(FT_ARCH_GPT2, "q_proj"), 0);
-  CHECK_EQ_INT(lora_target_bit(FT_ARCH_LLAMA, "q_proj"), FT_LORA_Q);
-  CHECK_EQ_INT(lora_target_bit(FT_ARCH_LLAMA, "k_proj"), FT_LORA_K);
-  CHECK_EQ_INT(lora_target_bit(FT_ARCH_LLAMA, "v_proj"), FT_LORA_V);
-  CHECK_EQ_INT(lora_target_bit(FT_ARCH_LLAMA, "o_proj"), FT_LORA_O);
-  CHECK_EQ_INT(lora_target_bit(FT_ARCH_LLAMA, "gate_proj"), FT_LORA_GATE);
-  CHECK_EQ_INT(lora_target_bit(FT_ARCH_LLAMA, "up_proj"), FT_LORA_UP);
-  CHECK_EQ_INT(lora_target_bit(FT_ARCH_LLAMA, "down_proj"), FT_LORA_DOWN);
-  CHECK_EQ_INT(lora_target_bit(FT_ARCH_LLAMA, "c_attn"), 0);
-  CHECK_EQ_INT(lora_target_bit(FT_ARCH_LLAMA, "q_pro"), 0);
+static void test_arch_lora_bits(void) {
+  CHECK_EQ_INT(arch_lora_bits(arch_find("gpt2"), "c_proj"), FT_LORA_ATTN_C_PROJ | FT_LORA_MLP_C_PROJ);
+  CHECK_EQ_INT(arch_lora_bits(arch_find("gpt2"), "c_attn"), FT_LORA_C_ATTN);
+  CHECK_EQ_INT(arch_lora_bits(arch_find("gpt2"), "c_fc"), FT_LORA_C_FC);
+  CHECK_EQ_INT(arch_lora_bits(arch_find("gpt2"), "q_proj"), 0);
+  CHECK_EQ_INT(arch_lora_bits(arch_find("llama"), "q_proj"), FT_LORA_Q);
+  CHECK_EQ_INT(arch_lora_bits(arch_find("llama"), "k_proj"), FT_LORA_K);
+  CHECK_EQ_INT(arch_lora_bits(arch_find("llama"), "v_proj"), FT_LORA_V);
+  CHECK_EQ_INT(arch_lora_bits(arch_find("llama"), "o_proj"), FT_LORA_O);
+  CHECK_EQ_INT(arch_lora_bits(arch_find("llama"), "gate_proj"), FT_LORA_GATE);
+  CHECK_EQ_INT(arch_lora_bits(arch_find("llama"), "up_proj"), FT_LORA_UP);
+  CHECK_EQ_INT(arch_lora_bits(arch_find("llama"), "down_proj"), FT_LORA_DOWN);
+  CHECK_EQ_INT(arch_lora_bits(arch_find("llama"), "c_attn"), 0);
+  CHECK_EQ_INT(arch_lora_bits(arch_find("llama"), "q_pro"), 0);
 }
 
 static void test_errors(void) {
@@ -781,6 +809,9 @@ int main(void) {
   RUN(test_grad_llama_lm_lora_gqa);
   RUN(test_grad_llama_cls_lora);
   RUN(test_grad_llama_lm_head);
+  RUN(test_grad_qwen3_lm_full);
+  RUN(test_grad_qwen3_cls_lora);
+  RUN(test_grad_llama3_rope_full);
   RUN(test_grad_small_batch_after_full);
   RUN(test_grad_packed_gpt2_full);
   RUN(test_grad_packed_llama_full_gqa);
@@ -795,7 +826,7 @@ int main(void) {
   RUN(test_inference_model_and_small_batch);
   RUN(test_table_gpt2);
   RUN(test_table_llama);
-  RUN(test_lora_target_bit);
+  RUN(test_arch_lora_bits);
   RUN(test_errors);
   RUN(test_counts_and_accumulation);
   RUN(test_init);
