@@ -71,12 +71,7 @@ static int path_match(const char *pattern, const char *url, http_req *r) {
   return 1;
 }
 
-/* ---- status counters for /metrics ---------------------------------------- */
-
-static const unsigned counted[] = {200, 201, 204, 206, 304, 400, 401, 403, 404,
-                                   405, 409, 413, 415, 422, 429, 500, 503};
-#define NCOUNTED (sizeof counted / sizeof counted[0])
-static atomic_ulong status_count[NCOUNTED + 1]; /* last: any other status */
+/* ---- growing buffers ---------------------------------------------------- */
 
 void http_buf_printf(char **buf, size_t *len, size_t *cap, const char *fmt, ...) {
   for (;;) {
@@ -98,25 +93,11 @@ void http_buf_printf(char **buf, size_t *len, size_t *cap, const char *fmt, ...)
   }
 }
 
-void http_metrics_append(char **buf, size_t *len, size_t *cap) {
-  http_buf_printf(buf, len, cap,
-                  "# HELP finetuned_http_requests_total HTTP responses sent, by status.\n"
-                  "# TYPE finetuned_http_requests_total counter\n");
-  for (size_t i = 0; i < NCOUNTED; i++)
-    http_buf_printf(buf, len, cap, "finetuned_http_requests_total{status=\"%u\"} %lu\n", counted[i],
-                    atomic_load(&status_count[i]));
-  http_buf_printf(buf, len, cap, "finetuned_http_requests_total{status=\"other\"} %lu\n",
-                  atomic_load(&status_count[NCOUNTED]));
-}
-
 /* ---- replies ------------------------------------------------------------- */
 
 enum MHD_Result http_queue(struct MHD_Connection *conn, unsigned status,
                            struct MHD_Response *resp) {
   if (!resp) return MHD_NO;
-  size_t i = 0;
-  while (i < NCOUNTED && counted[i] != status) i++;
-  atomic_fetch_add(&status_count[i], 1);
   enum MHD_Result rc = MHD_queue_response(conn, status, resp);
   MHD_destroy_response(resp);
   return rc;

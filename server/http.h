@@ -93,8 +93,7 @@ void http_quiesce(struct MHD_Daemon *d, ft_app *app);
  * connections do not count). */
 int http_inflight(void);
 
-/* Every reply goes through http_queue (it counts statuses for /metrics);
- * resp is released here. */
+/* Queues resp with status and releases it (every reply goes through here). */
 enum MHD_Result http_queue(struct MHD_Connection *conn, unsigned status, struct MHD_Response *resp);
 /* The one error envelope {"error":{message,type,param,code}} with the status
  * of ft_err_status(e->code). */
@@ -123,8 +122,6 @@ int http_page_or_reply(http_req *r, const char **after, int *limit);
  * 400 and returns -1. */
 int http_json_body_or_reply(http_req *r, json_t **out);
 
-/* For /metrics: appends the request counters in Prometheus text format. */
-void http_metrics_append(char **buf, size_t *len, size_t *cap);
 /* Appends printf output to a growing buffer (used for /metrics). */
 void http_buf_printf(char **buf, size_t *len, size_t *cap, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
