@@ -32,6 +32,7 @@
 
 #include "auth.h"
 #include "chat.h"
+#include "ft_buf.h"
 #include "ft_log.h"
 #include "http.h"
 #include "infer.h"
@@ -230,7 +231,7 @@ static json_t *usage_json(const ft_gen_result *res) {
 enum { KIND_COMPLETION, KIND_CHAT };
 
 /* One request's generation, streamed or not. For a stream it is shared by
- * the generating thread and the response's content reader: buf/len/done
+ * the generating thread and the response's content reader: out/off/done
  * under mu. */
 typedef struct {
   ft_app *app;
@@ -255,8 +256,8 @@ typedef struct {
   int thread_started;
   pthread_mutex_t mu;
   pthread_cond_t cv;
-  char *buf;
-  size_t len, off, cap;
+  ft_buf out; /* streams: formatted events not yet read by MHD */
+  size_t off; /* how much of out MHD has read */
   int done;
   atomic_int cancel;
   int client_fd;   /* non-streamed: the connection's socket, watched for a hang-up */
@@ -272,7 +273,7 @@ static void gen_state_free(gen_state *s) {
   json_decref(s->body);
   free(s->prompt);
   free(s->text);
-  free(s->buf);
+  ft_buf_free(&s->out);
   json_decref(s->lp_tokens), json_decref(s->lp_values), json_decref(s->lp_top);
   json_decref(s->lp_offsets), json_decref(s->lp_content);
   pthread_mutex_destroy(&s->mu);
@@ -389,7 +390,7 @@ static void stream_push(gen_state *s, json_t *obj) {
   char *txt = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
   json_decref(obj);
   pthread_mutex_lock(&s->mu);
-  if (txt) http_buf_printf(&s->buf, &s->len, &s->cap, "data: %s\n\n", txt);
+  if (txt) ft_buf_printf(&s->out, "data: %s\n\n", txt);
   pthread_cond_signal(&s->cv);
   pthread_mutex_unlock(&s->mu);
   free(txt);
@@ -451,7 +452,7 @@ static void generate(gen_state *s) {
     }
   }
   pthread_mutex_lock(&s->mu);
-  http_buf_printf(&s->buf, &s->len, &s->cap, "data: [DONE]\n\n");
+  ft_buf_printf(&s->out, "data: [DONE]\n\n");
   pthread_mutex_unlock(&s->mu);
 }
 
@@ -472,7 +473,7 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *out, size_t max) {
   gen_state *s = cls;
   (void)pos;
   pthread_mutex_lock(&s->mu);
-  while (s->off == s->len && !s->done) {
+  while (s->off == s->out.len && !s->done) {
     if (atomic_load(&s->app->stopping)) atomic_store(&s->cancel, 1);
     struct timespec until;
     clock_gettime(CLOCK_REALTIME, &until);
@@ -480,11 +481,14 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *out, size_t max) {
     pthread_cond_timedwait(&s->cv, &s->mu, &until);
   }
   ssize_t n;
-  if (s->off < s->len) {
-    size_t k = s->len - s->off < max ? s->len - s->off : max;
-    memcpy(out, s->buf + s->off, k);
+  if (s->off < s->out.len) {
+    size_t k = s->out.len - s->off < max ? s->out.len - s->off : max;
+    memcpy(out, s->out.data + s->off, k);
     s->off += k;
-    if (s->off == s->len) s->off = s->len = 0;
+    if (s->off == s->out.len) {
+      s->off = 0;
+      ft_buf_clear(&s->out);
+    }
     n = (ssize_t)k;
   } else {
     n = MHD_CONTENT_READER_END_OF_STREAM;

@@ -29,6 +29,7 @@
 #include <time.h>
 
 #include "auth.h"
+#include "ft_buf.h"
 #include "ft_log.h"
 #include "hfdir.h"
 #include "http.h"
@@ -366,15 +367,15 @@ typedef struct {
   ft_app *app;
   char job_id[64];
   int64_t last_seq;
-  char *buf;
-  size_t len, off, cap;
+  ft_buf out; /* formatted, not yet read by MHD */
+  size_t off; /* how much of out MHD has read */
   int done;
   struct timespec last_write;
 } sse;
 
 static void sse_free(void *cls) {
   sse *s = cls;
-  free(s->buf);
+  ft_buf_free(&s->out);
   free(s);
 }
 
@@ -394,8 +395,8 @@ static void sse_format(sse *s, json_t *batch) {
     if (!data) continue;
     const char *type = json_string_value(json_object_get(ev, "type"));
     s->last_seq = (int64_t)json_integer_value(json_object_get(it, "seq"));
-    http_buf_printf(&s->buf, &s->len, &s->cap, "id: %lld\nevent: %s\ndata: %s\n\n",
-                    (long long)s->last_seq, type ? type : "message", data);
+    ft_buf_printf(&s->out, "id: %lld\nevent: %s\ndata: %s\n\n", (long long)s->last_seq,
+                  type ? type : "message", data);
     free(data);
   }
 }
@@ -403,14 +404,15 @@ static void sse_format(sse *s, json_t *batch) {
 static ssize_t sse_read(void *cls, uint64_t pos, char *out, size_t max) {
   sse *s = cls;
   for (;;) {
-    if (s->off < s->len) {
-      size_t n = s->len - s->off < max ? s->len - s->off : max;
-      memcpy(out, s->buf + s->off, n);
+    if (s->off < s->out.len) {
+      size_t n = s->out.len - s->off < max ? s->out.len - s->off : max;
+      memcpy(out, s->out.data + s->off, n);
       s->off += n;
       clock_gettime(CLOCK_MONOTONIC, &s->last_write);
       return (ssize_t)n;
     }
-    s->off = s->len = 0;
+    s->off = 0;
+    ft_buf_clear(&s->out);
     if (s->done) return MHD_CONTENT_READER_END_OF_STREAM;
     if (atomic_load(&s->app->stopping)) return MHD_CONTENT_READER_END_WITH_ERROR;
     json_t *batch = NULL;
@@ -423,13 +425,12 @@ static ssize_t sse_read(void *cls, uint64_t pos, char *out, size_t max) {
     json_decref(batch);
     if (n) continue;
     if (store_status_terminal(status) || !strcmp(status, "paused")) {
-      http_buf_printf(&s->buf, &s->len, &s->cap, "data: [DONE]\n\n");
+      ft_buf_printf(&s->out, "data: [DONE]\n\n");
       s->done = 1;
       continue;
     }
     store_events_wait(s->app->store, s->job_id, s->last_seq, SSE_WAIT_MS);
-    if (ms_since(&s->last_write) >= SSE_KEEPALIVE_MS)
-      http_buf_printf(&s->buf, &s->len, &s->cap, ": keepalive\n\n");
+    if (ms_since(&s->last_write) >= SSE_KEEPALIVE_MS) ft_buf_printf(&s->out, ": keepalive\n\n");
   }
 }
 

@@ -71,28 +71,6 @@ static int path_match(const char *pattern, const char *url, http_req *r) {
   return 1;
 }
 
-/* ---- growing buffers ---------------------------------------------------- */
-
-void http_buf_printf(char **buf, size_t *len, size_t *cap, const char *fmt, ...) {
-  for (;;) {
-    va_list ap;
-    va_start(ap, fmt);
-    size_t room = *cap - *len;
-    int k = vsnprintf(*buf ? *buf + *len : NULL, *buf ? room : 0, fmt, ap);
-    va_end(ap);
-    if (k < 0) return;
-    if (*buf && (size_t)k < room) {
-      *len += (size_t)k;
-      return;
-    }
-    size_t ncap = (*cap ? *cap * 2 : 4096) + (size_t)k;
-    char *nb = realloc(*buf, ncap);
-    if (!nb) return;
-    *buf = nb;
-    *cap = ncap;
-  }
-}
-
 /* ---- replies ------------------------------------------------------------- */
 
 enum MHD_Result http_queue(struct MHD_Connection *conn, unsigned status,

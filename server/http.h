@@ -122,10 +122,6 @@ int http_page_or_reply(http_req *r, const char **after, int *limit);
  * 400 and returns -1. */
 int http_json_body_or_reply(http_req *r, json_t **out);
 
-/* Appends printf output to a growing buffer (used for /metrics). */
-void http_buf_printf(char **buf, size_t *len, size_t *cap, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
 /* snprintf for paths: 0, or -1 (and out truncated) if it does not fit. */
 int http_pathf(char *out, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 

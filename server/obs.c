@@ -225,20 +225,20 @@ void obs_job_transition(const char *job_id, const char *from, const char *to, co
 
 /* ---- rendering ---------------------------------------------------------------- */
 
-void obs_render(char **buf, size_t *len, size_t *cap) {
+void obs_render(ft_buf *page) {
   int64_t up_ns = clock_ns(CLOCK_MONOTONIC) - atomic_load(&start_mono_ns);
-  http_buf_printf(buf, len, cap,
-                  "# HELP process_start_time_seconds Start time of the process since the Unix "
-                  "epoch in seconds.\n"
-                  "# TYPE process_start_time_seconds gauge\nprocess_start_time_seconds %.3f\n"
-                  "# HELP finetuned_uptime_seconds Seconds since the daemon started.\n"
-                  "# TYPE finetuned_uptime_seconds gauge\nfinetuned_uptime_seconds %.3f\n",
-                  (double)atomic_load(&start_unix_ns) / 1e9, (double)up_ns / 1e9);
+  ft_buf_printf(page,
+                "# HELP process_start_time_seconds Start time of the process since the Unix "
+                "epoch in seconds.\n"
+                "# TYPE process_start_time_seconds gauge\nprocess_start_time_seconds %.3f\n"
+                "# HELP finetuned_uptime_seconds Seconds since the daemon started.\n"
+                "# TYPE finetuned_uptime_seconds gauge\nfinetuned_uptime_seconds %.3f\n",
+                (double)atomic_load(&start_unix_ns) / 1e9, (double)up_ns / 1e9);
 
-  http_buf_printf(buf, len, cap,
-                  "# HELP finetuned_http_requests_total HTTP requests answered, by route pattern "
-                  "and status (status \"none\": no response was sent).\n"
-                  "# TYPE finetuned_http_requests_total counter\n");
+  ft_buf_printf(page,
+                "# HELP finetuned_http_requests_total HTTP requests answered, by route pattern "
+                "and status (status \"none\": no response was sent).\n"
+                "# TYPE finetuned_http_requests_total counter\n");
   for (size_t r = 0; r <= NROUTES; r++)
     for (size_t s = 0; s <= NSTATUS; s++) {
       unsigned long n = atomic_load(&http_count[r][s]);
@@ -251,19 +251,19 @@ void obs_render(char **buf, size_t *len, size_t *cap) {
         snprintf(status, sizeof status, "none");
       else
         snprintf(status, sizeof status, "%u", statuses[s]);
-      http_buf_printf(buf, len, cap,
-                      "finetuned_http_requests_total{method=\"%s\",route=\"%s\",status=\"%s\"} "
-                      "%lu\n",
-                      r ? routes[r - 1].method : "other", route, status, n);
+      ft_buf_printf(page,
+                    "finetuned_http_requests_total{method=\"%s\",route=\"%s\",status=\"%s\"} "
+                    "%lu\n",
+                    r ? routes[r - 1].method : "other", route, status, n);
     }
 
-  http_buf_printf(buf, len, cap,
-                  "# HELP finetuned_rejected_requests_total Requests refused before their "
-                  "handler acted, by reason.\n"
-                  "# TYPE finetuned_rejected_requests_total counter\n");
+  ft_buf_printf(page,
+                "# HELP finetuned_rejected_requests_total Requests refused before their "
+                "handler acted, by reason.\n"
+                "# TYPE finetuned_rejected_requests_total counter\n");
   for (size_t i = 0; i < NREASONS; i++)
-    http_buf_printf(buf, len, cap, "finetuned_rejected_requests_total{reason=\"%s\"} %lu\n",
-                    reasons[i], atomic_load(&reject_count[i]));
+    ft_buf_printf(page, "finetuned_rejected_requests_total{reason=\"%s\"} %lu\n", reasons[i],
+                  atomic_load(&reject_count[i]));
 
   double tps = 0;
   int running = 0;
@@ -271,22 +271,22 @@ void obs_render(char **buf, size_t *len, size_t *cap) {
   for (int i = 0; i < JOB_SLOTS; i++)
     if (jobs[i].used && jobs[i].running) tps += jobs[i].tps, running++;
   pthread_mutex_unlock(&jobs_mu);
-  http_buf_printf(buf, len, cap,
-                  "# HELP finetuned_upload_bytes_total Request body bytes received by POST "
-                  "/v1/files.\n"
-                  "# TYPE finetuned_upload_bytes_total counter\nfinetuned_upload_bytes_total %llu\n"
-                  "# HELP finetuned_trained_tokens_total Tokens trained by the jobs since the "
-                  "daemon started.\n"
-                  "# TYPE finetuned_trained_tokens_total counter\n"
-                  "finetuned_trained_tokens_total %llu\n"
-                  "# HELP finetuned_training_tokens_per_second Sum over running jobs of their "
-                  "latest step's tokens per second.\n"
-                  "# TYPE finetuned_training_tokens_per_second gauge\n"
-                  "finetuned_training_tokens_per_second %.3f\n"
-                  "# HELP finetuned_training_jobs_reporting Running jobs that reported a step.\n"
-                  "# TYPE finetuned_training_jobs_reporting gauge\n"
-                  "finetuned_training_jobs_reporting %d\n",
-                  atomic_load(&upload_bytes), atomic_load(&trained_tokens), tps, running);
+  ft_buf_printf(page,
+                "# HELP finetuned_upload_bytes_total Request body bytes received by POST "
+                "/v1/files.\n"
+                "# TYPE finetuned_upload_bytes_total counter\nfinetuned_upload_bytes_total %llu\n"
+                "# HELP finetuned_trained_tokens_total Tokens trained by the jobs since the "
+                "daemon started.\n"
+                "# TYPE finetuned_trained_tokens_total counter\n"
+                "finetuned_trained_tokens_total %llu\n"
+                "# HELP finetuned_training_tokens_per_second Sum over running jobs of their "
+                "latest step's tokens per second.\n"
+                "# TYPE finetuned_training_tokens_per_second gauge\n"
+                "finetuned_training_tokens_per_second %.3f\n"
+                "# HELP finetuned_training_jobs_reporting Running jobs that reported a step.\n"
+                "# TYPE finetuned_training_jobs_reporting gauge\n"
+                "finetuned_training_jobs_reporting %d\n",
+                atomic_load(&upload_bytes), atomic_load(&trained_tokens), tps, running);
 }
 
 /* ---- the systemd watchdog -------------------------------------------------- */

@@ -25,6 +25,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ft_buf.h"
+
 /* Rejection reasons: the value of the `reason` label. */
 #define OBS_REJECT_UNAUTHORIZED "unauthorized" /* 401: missing or bad API key */
 #define OBS_REJECT_FORBIDDEN "forbidden"       /* 403: key not allowed */
@@ -77,8 +79,8 @@ void obs_job_progress(const char *job_id, long step, int64_t trained_tokens, dou
 void obs_job_transition(const char *job_id, const char *from, const char *to, const char *reason);
 
 /* Appends every counter of this module in Prometheus text format (with HELP
- * and TYPE lines) to the growing buffer (http_buf_printf's contract). */
-void obs_render(char **buf, size_t *len, size_t *cap);
+ * and TYPE lines) to page. */
+void obs_render(ft_buf *page);
 
 /* The systemd watchdog (WatchdogSec= in the unit): pool.c's once-a-second
  * timer on the libuv loop calls this; it sends WATCHDOG=1 only when
