@@ -475,7 +475,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
   http_req *r = *con_cls;
   if (!r) return;
   if (r->ctx_free) r->ctx_free(r->ctx, toe == MHD_REQUEST_TERMINATED_COMPLETED_OK);
-  obs_request_end(conn, r); /* counts and logs the request (obs.c) */
+  obs_request_end(conn, r->method, r->route_ix, r->seen + r->discarded, r->t0_ns);
   free(r->body);
   free(r);
   *con_cls = NULL;

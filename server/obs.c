@@ -7,6 +7,7 @@
  * stays small whatever clients send. */
 #include "obs.h"
 
+#include <microhttpd.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -17,7 +18,6 @@
 #include <time.h>
 
 #include "ft_log.h"
-#include "http.h"
 #include "routes.h"
 #include "store.h"
 #ifdef FT_HAVE_SYSTEMD
@@ -116,7 +116,8 @@ static void remote_addr(struct MHD_Connection *conn, char *out, size_t n) {
   snprintf(out, n, sa->sa_family == AF_INET6 ? "[%s]:%s" : "%s:%s", host, port);
 }
 
-void obs_request_end(struct MHD_Connection *conn, const http_req *r) {
+void obs_request_end(struct MHD_Connection *conn, const char *method, int route_ix,
+                     uint64_t bytes_in, int64_t t0_ns) {
   unsigned status = 0;
   const union MHD_ConnectionInfo *ci =
       conn ? MHD_get_connection_info(conn, MHD_CONNECTION_INFO_HTTP_STATUS) : NULL;
@@ -140,7 +141,6 @@ void obs_request_end(struct MHD_Connection *conn, const http_req *r) {
     default:
       break;
   }
-  int route_ix = r->route_ix;
   size_t row = route_ix >= 0 && (size_t)route_ix < NROUTES ? (size_t)route_ix + 1 : 0, col = 0;
   while (col < NSTATUS && statuses[col] != status) col++;
   atomic_fetch_add(&http_count[row][col], 1);
@@ -151,12 +151,12 @@ void obs_request_end(struct MHD_Connection *conn, const http_req *r) {
       (!strcmp(route, "/healthz") || !strcmp(route, "/readyz") || !strcmp(route, "/metrics"));
   char m[40], rem[80], addr[80];
   remote_addr(conn, addr, sizeof addr);
-  double ms = r->t0_ns ? (double)(obs_now_ns() - r->t0_ns) / 1e6 : 0;
+  double ms = t0_ns ? (double)(obs_now_ns() - t0_ns) / 1e6 : 0;
   ft_log(probe ? FT_LOG_DEBUG : FT_LOG_INFO,
          "msg=\"request\" method=\"%s\" route=\"%s\" status=%u bytes_in=%llu duration_ms=%.1f "
          "remote=\"%s\"",
-         ft_log_esc(m, sizeof m, r->method ? r->method : ""), route, status,
-         (unsigned long long)(r->seen + r->discarded), ms, ft_log_esc(rem, sizeof rem, addr));
+         ft_log_esc(m, sizeof m, method ? method : ""), route, status, (unsigned long long)bytes_in,
+         ms, ft_log_esc(rem, sizeof rem, addr));
 }
 
 /* ---- jobs --------------------------------------------------------------------- */
@@ -243,7 +243,7 @@ void obs_render(ft_buf *page) {
     for (size_t s = 0; s <= NSTATUS; s++) {
       unsigned long n = atomic_load(&http_count[r][s]);
       if (!n) continue;
-      char route[HTTP_PARAM_MAX * 2], status[16];
+      char route[256], status[16]; /* (the longest pattern is under 100 bytes) */
       obs_escape(route, sizeof route, r ? routes[r - 1].pattern : "unmatched");
       if (s == NSTATUS)
         snprintf(status, sizeof status, "other");

@@ -56,11 +56,13 @@ int64_t obs_now_ns(void);
  * above), and logs one line "request" method=… route=… status=… bytes_in=…
  * duration_ms=… remote=… (info; debug for successful GET /healthz, /readyz
  * and /metrics, which probes call every few seconds). The route is the
- * pattern of routes.h (r->route_ix, -1 when none matched: "unmatched");
- * status 0 ("none"): no response was sent (the client went away). */
+ * pattern of routes.h (route_ix is its index in the table, -1 when none
+ * matched: "unmatched"); status 0 ("none"): no response was sent (the client
+ * went away). bytes_in: body bytes received (kept or dropped); t0_ns:
+ * obs_now_ns() when the headers arrived (0: unknown). */
 struct MHD_Connection;
-struct http_req;
-void obs_request_end(struct MHD_Connection *conn, const struct http_req *r);
+void obs_request_end(struct MHD_Connection *conn, const char *method, int route_ix,
+                     uint64_t bytes_in, int64_t t0_ns);
 
 /* Request body bytes received by POST /v1/files. */
 void obs_upload_bytes(uint64_t n);
