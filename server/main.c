@@ -33,6 +33,7 @@
 #include "http.h"
 #include "infer_pool.h"
 #include "init.h"
+#include "obs.h"
 #include "pool.h"
 #include "safetensors.h"
 #include "shutdown.h"
@@ -519,6 +520,7 @@ static int cmd_serve(int argc, char **argv, const char *argv0) {
     fprintf(stderr, "finetuned: %s\n", err.message);
     goto out;
   }
+  store_set_transition_hook(st, obs_job_transition); /* one log line per transition */
   /* API keys (auth.h): open only on loopback while no key was ever made */
   int n_keys = 0, loopback = auth_listen_is_loopback(o.listen ? o.listen : "127.0.0.1:8080");
   if (store_key_count(st, &n_keys)) {

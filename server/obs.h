@@ -74,10 +74,11 @@ void obs_upload_bytes(uint64_t n);
  * step's tokens per second (the throughput gauge sums it over running jobs). */
 void obs_job_progress(const char *job_id, long step, int64_t trained_tokens, double tps);
 
-/* A job changed status (store.c, where every transition appends its status
- * event): logs one line "job transition" job=… from=… to=… reason="…" and,
- * when the job leaves running, drops its throughput. from is "" for a new
- * job; reason is the status event's message. */
+/* A job changed status (main sets it as the store's transition hook, called
+ * where every transition appends its status event): logs one line "job
+ * transition" job=… from=… to=… reason="…" and, when the job leaves running,
+ * drops its throughput. from is "" for a new job; reason is the status
+ * event's message. */
 void obs_job_transition(const char *job_id, const char *from, const char *to, const char *reason);
 
 /* Appends every counter of this module in Prometheus text format (with HELP

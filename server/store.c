@@ -21,8 +21,6 @@
 #include <sys/random.h>
 #include <time.h>
 
-#include "obs.h"
-
 extern const struct ft_migration {
   const char *name;
   const char *sql;
@@ -33,6 +31,7 @@ struct store {
   pthread_mutex_t mu; /* guards db and everything below */
   pthread_cond_t cv;  /* broadcast on every event and status change */
   int stopping;       /* store_wake_all was called */
+  store_transition_fn on_transition; /* store_set_transition_hook; NULL: none */
 };
 
 #define TERMINAL_SQL "('succeeded','failed','cancelled')"
@@ -455,7 +454,9 @@ static int event_append_locked(store *s, const char *job_id, const char *level, 
   return 0;
 }
 
-/* ---- job transitions for the log (obs.h, issue #7) ---- */
+/* ---- job transitions for the log (store_set_transition_hook) ---- */
+void store_set_transition_hook(store *s, store_transition_fn fn) { s->on_transition = fn; }
+
 /* The status of job_id's latest status event ("" if none) into buf: every
  * transition appends one, so it is the status the job leaves. */
 static void last_status_locked(store *s, const char *job_id, char *buf, size_t n) {
@@ -475,11 +476,11 @@ static int status_event_locked(store *s, const char *job_id, const char *level, 
                                const char *message, json_t *extra) {
   json_t *d = extra ? extra : json_object();
   json_object_set_new(d, "status", json_string(status));
-  char from[32]; /* (obs.h: the transition's log line) */
+  char from[32]; /* (for the transition hook) */
   last_status_locked(s, job_id, from, sizeof from);
   int rc = event_append_locked(s, job_id, level, "status", message, d, NULL);
   json_decref(d);
-  if (!rc) obs_job_transition(job_id, from, status, message);
+  if (!rc && s->on_transition) s->on_transition(job_id, from, status, message);
   return rc;
 }
 

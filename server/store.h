@@ -24,6 +24,14 @@ void store_close(store *s);
 int64_t store_now(void); /* Unix seconds */
 /* "prefix-" + 24 hex digits from getrandom(2) into buf (>= 64 bytes) */
 void store_new_id(const char *prefix, char *buf, size_t n);
+/* Called after every job status change is recorded, with the store's lock
+ * held (so it must not call the store): from is "" for a new job, reason the
+ * status event's message. The daemon logs transitions with it (obs.h), so the
+ * store depends on nothing above it. NULL (the default): nothing is called.
+ * Set it before other threads use s. */
+typedef void (*store_transition_fn)(const char *job_id, const char *from, const char *to,
+                                    const char *reason);
+void store_set_transition_hook(store *s, store_transition_fn fn);
 
 /* ---- jobs: the parts the worker pool (pool.c) uses ---------------------- */
 
