@@ -17,9 +17,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "app.h"
 #include "ft_log.h"
 #include "gguf.h"
 #include "http.h"
+#include "store.h"
 
 /* What goes into the archive, in this order; adapter files come from
  * adapter/ (the layout of a LoRA job's model). */

@@ -29,10 +29,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "app.h"
 #include "auth.h"
 #include "dsval.h"
 #include "ft_log.h"
 #include "http.h"
+#include "store.h"
 
 #define MULTIPART_SLACK (64u << 10) /* boundaries and headers around the file */
 

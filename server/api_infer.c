@@ -30,6 +30,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "app.h"
 #include "auth.h"
 #include "chat.h"
 #include "ft_buf.h"
@@ -39,6 +40,7 @@
 #include "infer_pool.h"
 #include "obs.h"
 #include "spec.h"
+#include "store.h"
 #include "train.h"
 #include "validate.h"
 

@@ -28,13 +28,16 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "app.h"
 #include "auth.h"
 #include "ft_buf.h"
 #include "ft_log.h"
 #include "hfdir.h"
 #include "http.h"
 #include "obs.h"
+#include "pool.h"
 #include "spec.h"
+#include "store.h"
 #include "validate.h"
 
 #define SSE_WAIT_MS 1000

@@ -21,11 +21,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "app.h"
 #include "auth.h"
 #include "ft_log.h"
 #include "hfdir.h"
 #include "http.h"
 #include "infer_pool.h"
+#include "store.h"
 #include "validate.h"
 
 /* The files of a model directory that can be downloaded. The adapter files

@@ -7,9 +7,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "app.h"
 #include "ft_buf.h"
 #include "http.h"
 #include "obs.h"
+#include "pool.h"
+#include "store.h"
 
 enum MHD_Result api_healthz(http_req *r) {
   return http_reply_json(r, 200, json_pack("{s:s}", "status", "ok"));

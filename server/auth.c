@@ -13,8 +13,6 @@
  * attacker who learns how far two hashes agree learns nothing about a key. */
 #include "auth.h"
 
-#include "obs.h"
-
 #include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
@@ -29,7 +27,11 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "app.h"
 #include "ft_log.h"
+#include "http.h"
+#include "obs.h"
+#include "store.h"
 #include "validate.h"
 
 /* ---- SHA-256 --------------------------------------------------------------- */

@@ -7,38 +7,13 @@
 #define FT_HTTP_H
 #include <jansson.h>
 #include <microhttpd.h>
-#include <stdatomic.h>
 #include <stdint.h>
 
+#include "app.h"
 #include "ft_err.h"
-#include "pool.h"
-#include "store.h"
 
 #define HTTP_JSON_BODY_MAX (1u << 20) /* job creation and other JSON bodies */
 #define HTTP_DEFAULT_UPLOAD_MAX (512ull << 20)
-
-/* What the handlers share: owned by main, lives as long as the daemon. */
-typedef struct {
-  store *store;
-  pool *pool;                /* NULL in tests without workers */
-  const char *data_dir;      /* absolute */
-  uint64_t max_upload_bytes; /* POST /v1/files cap */
-  atomic_int stopping;       /* set at shutdown: SSE streams end */
-  atomic_int draining;       /* graceful stop under way: new requests get 503 */
-  /* ---- keys, tenants and limits (auth.c, issue #7) ---- */
-  int auth_open_allowed;        /* loopback listener: open while no key was ever made */
-  struct auth_limiter *limiter; /* per-key token buckets, NULL: no rate limit */
-  int max_waiting_jobs;         /* per tenant (validating_files + queued); 0: no cap */
-  unsigned max_connections;     /* MHD_OPTION_CONNECTION_LIMIT; 0: 512 */
-  unsigned max_per_ip;          /* MHD_OPTION_PER_IP_CONNECTION_LIMIT; 0: 128 */
-  unsigned conn_timeout_s;      /* MHD_OPTION_CONNECTION_TIMEOUT; 0: 120 */
-  size_t conn_memory;           /* MHD_OPTION_CONNECTION_MEMORY_LIMIT (headers); 0: 64 KiB */
-  /* ---- serving (api_infer.c, issue #6) ---- */
-  struct infer_pool *infer; /* loaded models and the inference slots; NULL: serving is off (503) */
-  /* ---- TLS (obs/ops, issue #7) ---- */
-  const char *tls_cert_pem; /* PEM certificate chain: serve HTTPS; NULL: plain HTTP */
-  const char *tls_key_pem;  /* its PEM private key */
-} ft_app;
 
 enum { HTTP_BODY_NONE, HTTP_BODY_JSON, HTTP_BODY_STREAM };
 enum { HTTP_PHASE_FIRST, HTTP_PHASE_DATA, HTTP_PHASE_LAST };

@@ -25,6 +25,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "app.h"
 #include "auth.h"
 #include "bpe_train.h" /* train-tokenizer (issue #8) */
 #include "ft_log.h"
