@@ -28,7 +28,6 @@
 #include "ft_log.h"
 #include "hfdir.h"
 #include "obs.h"
-#include "shutdown.h"
 #include "wire.h"
 
 #define HELLO_TIMEOUT_MS 10000
