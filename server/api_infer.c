@@ -1,7 +1,7 @@
 /* Serving API: text completions, chat completions (OpenAI's shapes, with
  * Server-Sent Events streaming) and our classifications, over the models in
  * <data>/models: base models, fine-tuned ones ("ft:…") and checkpoints
- * ("…:ckpt-step-N", exported into models/ on first use as validate.c does).
+ * ("…:ckpt-step-N", exported into models/ on first use: model_id.h).
  *
  * Each request reads top to bottom: parse and check the body, take an
  * inference slot (infer_pool.c: bounded concurrency, short queue, 429 with
@@ -38,11 +38,11 @@
 #include "http.h"
 #include "infer.h"
 #include "infer_pool.h"
+#include "model_id.h"
 #include "obs.h"
 #include "spec.h"
 #include "store.h"
 #include "train.h"
-#include "validate.h"
 
 #define CLASSIFY_MAX_INPUTS 64
 #define CLASSIFY_MAX_MODELS 8
@@ -742,7 +742,9 @@ static enum MHD_Result completion(http_req *r, int kind) {
     return res;
   }
   entered = 1;
-  if ((rc = api_model_resolve(r, "model", model, dir, sizeof dir, &err))) goto fail;
+  if ((rc = model_id_resolve(r->app->store, r->app->data_dir, auth_tenant(r), "model", model, dir,
+                             sizeof dir, &err)))
+    goto fail;
   if ((rc = infer_pool_acquire(r->app->infer, dir, &s->m, &err))) {
     snprintf(err.param, sizeof err.param, "model");
     goto fail;
@@ -968,7 +970,9 @@ enum MHD_Result api_classifications(http_req *r) {
     if ((rc = client_left(client_fd, ids[0], 0, &err))) goto fail;
     snprintf(param, sizeof param, ensemble ? "models[%d]" : "model", k);
     mb[k].id = ids[k];
-    if ((rc = api_model_resolve(r, param, ids[k], dir, sizeof dir, &err))) goto fail;
+    if ((rc = model_id_resolve(r->app->store, r->app->data_dir, auth_tenant(r), param, ids[k], dir,
+                               sizeof dir, &err)))
+      goto fail;
     if ((rc = infer_pool_acquire(r->app->infer, dir, &mb[k].m, &err))) {
       snprintf(err.param, sizeof err.param, "%s", param);
       goto fail;

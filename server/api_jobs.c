@@ -34,18 +34,17 @@
 #include "ft_log.h"
 #include "hfdir.h"
 #include "http.h"
+#include "model_id.h"
 #include "obs.h"
 #include "pool.h"
 #include "spec.h"
 #include "store.h"
-#include "validate.h"
 
 #define SSE_WAIT_MS 1000
 #define SSE_KEEPALIVE_MS 15000
 #define SSE_BATCH 100
 
 #define JOB_ID_LEN 30 /* "ftjob-" + 24 hex digits */
-#define FT_MODEL_ID_MAX 255
 
 static int job_id_ok(const char *id) {
   if (strncmp(id, "ftjob-", 6) || strlen(id) != JOB_ID_LEN) return 0;
@@ -95,7 +94,7 @@ static int ckpt_model_or_reply(http_req *r, const ft_spec *spec, char *dir, size
   char job[64];
   long step = 0;
   json_t *ck = NULL;
-  if (!validate_ckpt_id(spec->model, job, sizeof job, &step)) {
+  if (!model_id_ckpt(spec->model, job, sizeof job, &step)) {
     http_fail(r, FT_EINVALID, "model", "unknown model \"%.200s\"", spec->model);
     return -1;
   }
@@ -149,14 +148,14 @@ static int model_or_reply(http_req *r, ft_spec *spec, json_t **lineage) {
   /* "ft:<model>:<suffix or ft>:<job id>" names a directory: at most 255 bytes */
   size_t id_len = strlen("ft:") + strlen(spec->model) + 1 +
                   (spec->suffix[0] ? strlen(spec->suffix) : strlen("ft")) + 1 + JOB_ID_LEN;
-  if (id_len > FT_MODEL_ID_MAX) {
+  if (id_len > MODEL_ID_MAX) {
     http_fail(r, FT_EINVALID, "model",
               "model name too long: the fine-tuned model's id would be %zu bytes (at most %d)",
-              id_len, FT_MODEL_ID_MAX);
+              id_len, MODEL_ID_MAX);
     return -1;
   }
   /* another tenant's fine-tuned model or checkpoint is unknown here */
-  if (!api_model_id_ok(spec->model) || !auth_model_visible(r, spec->model) ||
+  if (!model_id_ok(spec->model) || !auth_model_visible(r, spec->model) ||
       http_pathf(dir, sizeof dir, "%s/models/%s", r->app->data_dir, spec->model)) {
     http_fail(r, FT_EINVALID, "model", "unknown model \"%.200s\"", spec->model);
     return -1;
@@ -172,7 +171,7 @@ static int model_or_reply(http_req *r, ft_spec *spec, json_t **lineage) {
     char job[64];
     long step = 0;
     json_t *origin = NULL;
-    if (validate_ckpt_id(spec->model, job, sizeof job, &step))
+    if (model_id_ckpt(spec->model, job, sizeof job, &step))
       *lineage =
           json_pack("{s:s, s:s, s:I}", "model", spec->model, "job", job, "step", (json_int_t)step);
     else if (store_model_origin(r->app->store, spec->model, &origin) == 0)

@@ -30,9 +30,9 @@
 #include "app.h"
 #include "ft_log.h"
 #include "http.h"
+#include "model_id.h"
 #include "obs.h"
 #include "store.h"
-#include "validate.h"
 
 /* ---- SHA-256 --------------------------------------------------------------- */
 
@@ -321,22 +321,7 @@ int auth_job_or_reply(http_req *r, const char *job_id, const char *param) {
 }
 
 int auth_model_visible(http_req *r, const char *model_id) {
-  if (r->admin || strncmp(model_id, "ft:", 3)) return 1;
-  char job[64] = "";
-  long step;
-  json_t *origin = NULL;
-  if (!validate_ckpt_id(model_id, job, sizeof job, &step)) {
-    if (store_model_origin(r->app->store, model_id, &origin) == 0)
-      snprintf(job, sizeof job, "%s", json_string_value(json_object_get(origin, "job")));
-    json_decref(origin);
-    const char *last = strrchr(model_id, ':');
-    if (!job[0] && last && !strncmp(last + 1, "ftjob-", 6))
-      snprintf(job, sizeof job, "%s", last + 1);
-  }
-  char tenant[STORE_TENANT_MAX + 1] = AUTH_DEFAULT_TENANT;
-  if (job[0] && store_tenant_of(r->app->store, "job", job, tenant, sizeof tenant))
-    snprintf(tenant, sizeof tenant, "%s", AUTH_DEFAULT_TENANT);
-  return auth_sees(r, tenant);
+  return model_id_visible(r->app->store, model_id, auth_tenant(r));
 }
 
 int auth_model_or_reply(http_req *r, const char *model_id, const char *param) {

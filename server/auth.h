@@ -69,8 +69,8 @@ int auth_sees(const http_req *r, const char *tenant);
 int auth_file_or_reply(http_req *r, const char *file_id, const char *param);
 int auth_job_or_reply(http_req *r, const char *job_id, const char *param);
 /* Models: a base model is everyone's; a fine-tuned model ("ft:…") or a
- * checkpoint id is its job's tenant's ("default" when no job made it). Does
- * not check that the model exists. */
+ * checkpoint id is its job's tenant's (model_id_visible). Does not check
+ * that the model exists. */
 int auth_model_visible(http_req *r, const char *model_id);
 int auth_model_or_reply(http_req *r, const char *model_id, const char *param);
 

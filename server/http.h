@@ -100,17 +100,6 @@ int http_json_body_or_reply(http_req *r, json_t **out);
 /* snprintf for paths: 0, or -1 (and out truncated) if it does not fit. */
 int http_pathf(char *out, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
-/* A model id that can name a directory under models/: 1..255 bytes, no
- * path separators, no leading dot, no control characters (api_models.c). */
-int api_model_id_ok(const char *id);
-/* models/<id> into dir, once its config.json is there: a checkpoint id is
- * exported on first use (validate_materialise); a model whose job has not
- * succeeded is FT_EBAD_STATE (409); an unknown one, or another tenant's
- * (auth.h), FT_ENOT_FOUND (404). param names the field ("model",
- * "models[1]"). The one lookup of serving and export (api_models.c). */
-int api_model_resolve(http_req *r, const char *param, const char *id, char *dir, size_t n,
-                      ft_error *err);
-
 /* Handlers, from routes.h. */
 #define FT_ROUTE_DECL_(method, pattern, handler, body) enum MHD_Result handler(http_req *r);
 #include "routes.h"

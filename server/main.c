@@ -34,6 +34,7 @@
 #include "http.h"
 #include "infer_pool.h"
 #include "init.h"
+#include "model_id.h"
 #include "obs.h"
 #include "pool.h"
 #include "safetensors.h"
@@ -765,7 +766,7 @@ static int cmd_import(int argc, char **argv) {
     return 2;
   }
   const char *src = argv[optind];
-  if (!api_model_id_ok(name) || !strncmp(name, "ft:", 3) || strlen(name) > 128) {
+  if (!model_id_ok(name) || !strncmp(name, "ft:", 3) || strlen(name) > 128) {
     fprintf(stderr,
             "finetuned: bad model name \"%s\" (no '/', no leading '.' or \"ft:\", at "
             "most 128 bytes)\n",

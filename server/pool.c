@@ -27,6 +27,7 @@
 
 #include "ft_log.h"
 #include "hfdir.h"
+#include "model_id.h"
 #include "obs.h"
 #include "wire.h"
 
@@ -431,9 +432,8 @@ static void clean_models(pool *p, const char *models) {
       rm_tree(path);
       continue;
     }
-    const char *job = strrchr(name, ':');
-    if (strncmp(name, "ft:", 3) || !job || strncmp(job + 1, "ftjob-", 6)) continue;
-    if (!is_leftover(p, job + 1, name)) continue;
+    char job[64];
+    if (!model_id_job(name, job, sizeof job) || !is_leftover(p, job, name)) continue;
     FT_WARN("msg=\"removing the leftover output of a job that did not succeed\" model=%s", name);
     if (discard_model_dir(models, name))
       FT_WARN("msg=\"cannot remove a leftover model\" model=%s err=\"%s\"", name, strerror(errno));
