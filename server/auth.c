@@ -24,10 +24,10 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/random.h>
-#include <sys/stat.h>
 #include <time.h>
 
 #include "app.h"
+#include "datadir.h"
 #include "ft_log.h"
 #include "http.h"
 #include "model_id.h"
@@ -394,26 +394,6 @@ static void keys_usage(FILE *f) {
           "  (systemd) if set, else ./var, as for serve.\n");
 }
 
-/* The data dir as serve picks it; created if missing. NULL on error. */
-static char *keys_data_dir(const char *opt) {
-  char buf[PATH_MAX];
-  const char *dir = opt;
-  if (!dir) {
-    const char *sd = getenv("STATE_DIRECTORY");
-    snprintf(buf, sizeof buf, "%s", sd && *sd ? sd : "./var");
-    char *colon = strchr(buf, ':');
-    if (colon) *colon = 0;
-    dir = buf;
-  }
-  if (mkdir(dir, 0750) && errno != EEXIST) {
-    fprintf(stderr, "finetuned: cannot create data dir %s: %s\n", dir, strerror(errno));
-    return NULL;
-  }
-  char *abs = realpath(dir, NULL);
-  if (!abs) fprintf(stderr, "finetuned: data dir %s: %s\n", dir, strerror(errno));
-  return abs;
-}
-
 int auth_cmd_keys(int argc, char **argv) {
   if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
     keys_usage(argc < 2 ? stderr : stdout);
@@ -470,13 +450,16 @@ int auth_cmd_keys(int argc, char **argv) {
       return 2;
     }
   }
-  char *data_dir = keys_data_dir(data_opt);
-  if (!data_dir) return 1;
+  ft_error err = {0};
+  char *data_dir = datadir_resolve(data_opt, &err);
+  if (!data_dir) {
+    fprintf(stderr, "finetuned: %s\n", err.message);
+    return 1;
+  }
   char db[PATH_MAX + 32];
   snprintf(db, sizeof db, "%s/finetuned.db", data_dir);
   free(data_dir);
   store *st = NULL;
-  ft_error err = {0};
   if (store_open(&st, db, &err)) {
     fprintf(stderr, "finetuned: %s\n", err.message);
     return 1;

@@ -28,6 +28,7 @@
 #include "app.h"
 #include "auth.h"
 #include "bpe_train.h" /* train-tokenizer (issue #8) */
+#include "datadir.h"
 #include "ft_log.h"
 #include "gguf.h"
 #include "hfdir.h"
@@ -275,18 +276,6 @@ static int load_config(serve_opts *o, const char *path) {
 
 /* ---- directories ---------------------------------------------------------- */
 
-static int mkdir_p(const char *path) {
-  char tmp[PATH_MAX];
-  if (snprintf(tmp, sizeof tmp, "%s", path) >= (int)sizeof tmp) return -1;
-  for (char *p = tmp + 1; *p; p++) {
-    if (*p != '/') continue;
-    *p = 0;
-    if (mkdir(tmp, 0750) && errno != EEXIST) return -1;
-    *p = '/';
-  }
-  return mkdir(tmp, 0750) && errno != EEXIST ? -1 : 0;
-}
-
 static int fsync_path(const char *path, int dir) {
   int fd = open(path, (dir ? O_RDONLY | O_DIRECTORY : O_RDONLY) | O_CLOEXEC);
   if (fd < 0) return -1;
@@ -321,37 +310,6 @@ static void clean_leftovers(const char *data_dir) {
       }
     closedir(d);
   }
-}
-
-/* The data dir: the option, else systemd's $STATE_DIRECTORY (first entry),
- * else ./var; created, then made absolute. */
-static char *resolve_data_dir(const char *opt) {
-  char buf[PATH_MAX];
-  const char *dir = opt;
-  if (!dir) {
-    const char *sd = getenv("STATE_DIRECTORY");
-    if (sd && *sd) {
-      snprintf(buf, sizeof buf, "%s", sd);
-      char *colon = strchr(buf, ':');
-      if (colon) *colon = 0;
-      dir = buf;
-    } else {
-      dir = "./var";
-    }
-  }
-  if (mkdir_p(dir)) {
-    fprintf(stderr, "finetuned: cannot create data dir %s: %s\n", dir, strerror(errno));
-    return NULL;
-  }
-  char *abs = realpath(dir, NULL);
-  if (!abs)
-    fprintf(stderr, "finetuned: data dir %s: %s\n", dir, strerror(errno));
-  else if (strlen(abs) > 3000) {
-    fprintf(stderr, "finetuned: data dir path too long\n");
-    free(abs);
-    abs = NULL;
-  }
-  return abs;
 }
 
 static int write_port_file(const char *data_dir, int port) {
@@ -487,13 +445,17 @@ static int cmd_serve(int argc, char **argv, const char *argv0) {
     ft_log_set_level((ft_log_level)l);
   }
 
-  char *data_dir = resolve_data_dir(o.data_dir);
-  if (!data_dir) return 1;
+  ft_error err = {0};
+  char *data_dir = datadir_resolve(o.data_dir, &err);
+  if (!data_dir) {
+    fprintf(stderr, "finetuned: %s\n", err.message);
+    return 1;
+  }
   const char *subdirs[] = {"files", "models", "jobs"};
   for (int i = 0; i < 3; i++) {
     char p[PATH_MAX];
     http_pathf(p, sizeof p, "%s/%s", data_dir, subdirs[i]);
-    if (mkdir_p(p)) {
+    if (datadir_mkdir_p(p)) {
       fprintf(stderr, "finetuned: cannot create %s: %s\n", p, strerror(errno));
       free(data_dir);
       return 1;
@@ -510,7 +472,6 @@ static int cmd_serve(int argc, char **argv, const char *argv0) {
   pthread_sigmask(SIG_BLOCK, &stop, NULL);
   signal(SIGPIPE, SIG_IGN);
 
-  ft_error err = {0};
   store *st = NULL;
   pool *pl = NULL;
   validator *vd = NULL;
@@ -774,14 +735,18 @@ static int cmd_import(int argc, char **argv) {
     return 2;
   }
   if (!model_dir_ok(src)) return 1;
-  char *data_dir = resolve_data_dir(data_opt);
-  if (!data_dir) return 1;
+  ft_error err = {0};
+  char *data_dir = datadir_resolve(data_opt, &err);
+  if (!data_dir) {
+    fprintf(stderr, "finetuned: %s\n", err.message);
+    return 1;
+  }
   char models[PATH_MAX], dst[PATH_MAX], tmp[PATH_MAX], tag[64];
   rc = 1;
   store_new_id(".tmp-import", tag, sizeof tag);
   if (http_pathf(models, sizeof models, "%s/models", data_dir) ||
       http_pathf(dst, sizeof dst, "%s/%s", models, name) ||
-      http_pathf(tmp, sizeof tmp, "%s/%s", models, tag) || mkdir_p(models)) {
+      http_pathf(tmp, sizeof tmp, "%s/%s", models, tag) || datadir_mkdir_p(models)) {
     fprintf(stderr, "finetuned: cannot create %s/models\n", data_dir);
     goto out;
   }

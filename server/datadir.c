@@ -1,0 +1,51 @@
+/* The data directory (datadir.h). Runs once per command, before anything
+ * else touches the disk, so it favours plain system calls over speed. */
+#include "datadir.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+int datadir_mkdir_p(const char *path) {
+  char tmp[PATH_MAX];
+  if (snprintf(tmp, sizeof tmp, "%s", path) >= (int)sizeof tmp) {
+    errno = ENAMETOOLONG;
+    return -1;
+  }
+  for (char *p = tmp + 1; *p; p++) {
+    if (*p != '/') continue;
+    *p = 0;
+    if (mkdir(tmp, 0750) && errno != EEXIST) return -1;
+    *p = '/';
+  }
+  return mkdir(tmp, 0750) && errno != EEXIST ? -1 : 0;
+}
+
+char *datadir_resolve(const char *opt, ft_error *err) {
+  char buf[PATH_MAX];
+  const char *dir = opt;
+  if (!dir) {
+    const char *sd = getenv("STATE_DIRECTORY");
+    snprintf(buf, sizeof buf, "%s", sd && *sd ? sd : "./var");
+    char *colon = strchr(buf, ':'); /* (several directories: the first) */
+    if (colon) *colon = 0;
+    dir = buf;
+  }
+  if (datadir_mkdir_p(dir)) {
+    ft_error_set(err, FT_EIO, "data-dir", "cannot create data dir %s: %s", dir, strerror(errno));
+    return NULL;
+  }
+  char *abs = realpath(dir, NULL);
+  if (!abs) {
+    ft_error_set(err, FT_EIO, "data-dir", "data dir %s: %s", dir, strerror(errno));
+  } else if (strlen(abs) > DATADIR_MAX) {
+    ft_error_set(err, FT_EINVALID, "data-dir", "data dir path too long (over %d bytes)",
+                 DATADIR_MAX);
+    free(abs);
+    abs = NULL;
+  }
+  return abs;
+}
