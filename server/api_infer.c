@@ -173,22 +173,10 @@ static int parse_sampling(json_t *body, gen_req *g, ft_error *err) {
 
 /* 429 with Retry-After and the usual error envelope. */
 static enum MHD_Result reply_busy(http_req *r, const ft_error *e, int retry_after_s) {
-  json_t *obj = json_pack("{s:{s:s, s:s, s:n, s:s}}", "error", "message", e->message, "type",
-                          ft_err_type(e->code), "param", "code", ft_err_code(e->code));
-  char *txt = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
-  json_decref(obj);
-  struct MHD_Response *resp =
-      txt ? MHD_create_response_from_buffer(strlen(txt), txt, MHD_RESPMEM_MUST_FREE) : NULL;
-  if (!resp) {
-    free(txt);
-    return http_fail_err(r, e);
-  }
   char ra[16];
   snprintf(ra, sizeof ra, "%d", retry_after_s);
-  MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
-  MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, ra);
-  r->replied = 1;
-  return http_queue(r->conn, (unsigned)ft_err_status(e->code), resp);
+  const char *const headers[] = {MHD_HTTP_HEADER_RETRY_AFTER, ra, NULL};
+  return http_fail_hdrs(r, e, headers);
 }
 
 /* A token's own text as a JSON string (a piece that is not valid UTF-8 on
@@ -438,9 +426,9 @@ static void generate(gen_state *s) {
   if (!s->g.stream) return;
   if (s->rc && s->rc != GEN_CANCELLED) {
     FT_WARN("msg=\"streamed generation failed\" id=%s err=\"%s\"", s->id, s->err.message);
-    stream_push(s, json_pack("{s:{s:s, s:s, s:s?, s:s}}", "error", "message", s->err.message,
-                             "type", ft_err_type(s->rc), "param",
-                             s->err.param[0] ? s->err.param : NULL, "code", ft_err_code(s->rc)));
+    ft_error e = s->err;
+    e.code = s->rc;
+    stream_push(s, http_error_json(&e));
   } else if (!s->rc) {
     json_t *choices = json_array();
     int first = !s->chunks_sent;

@@ -207,23 +207,13 @@ int auth_limiter_take(auth_limiter *l, const char *key, double now) {
 
 /* ---- per request ----------------------------------------------------------- */
 
-/* The error envelope (as http_reply_error) with extra headers. */
-static int reply_with(http_req *r, int code, const char *message, const char *h1, const char *v1) {
-  json_t *obj = json_pack("{s:{s:s, s:s, s:n, s:s}}", "error", "message", message, "type",
-                          ft_err_type(code), "param", "code", ft_err_code(code));
-  char *text = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
-  json_decref(obj);
-  struct MHD_Response *resp =
-      text ? MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE) : NULL;
-  if (!resp) {
-    free(text);
-    http_fail(r, code, NULL, "%s", message);
-    return -1;
-  }
-  MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
-  if (h1) MHD_add_response_header(resp, h1, v1);
-  r->replied = 1;
-  http_queue(r->conn, (unsigned)ft_err_status(code), resp);
+/* Replies the error with one extra header (name, value); returns -1. */
+static int reply_with(http_req *r, int code, const char *message, const char *name,
+                      const char *value) {
+  ft_error e;
+  ft_error_set(&e, code, NULL, "%s", message);
+  const char *const headers[] = {name, value, NULL};
+  http_fail_hdrs(r, &e, headers);
   return -1;
 }
 

@@ -153,21 +153,20 @@ static size_t unescape_keep_nul(void *cls, struct MHD_Connection *c, char *s) {
 }
 /* ---- end hostile input ---------------------------------------------------- */
 
-static json_t *error_json(const ft_error *e) {
+json_t *http_error_json(const ft_error *e) {
   const char *msg = e->message[0] ? e->message : ft_err_message(e->code);
   char m[sizeof e->message], pm[sizeof e->param]; /* (hostile input: see utf8_scrub) */
   utf8_scrub(m, sizeof m, msg);
   utf8_scrub(pm, sizeof pm, e->param);
-  return json_pack("{s:{s:s, s:s, s:s?, s:s}}", "error", "message", m, "type",
-                   ft_err_type(e->code), "param", pm[0] ? pm : NULL, "code",
-                   ft_err_code(e->code));
+  return json_pack("{s:{s:s, s:s, s:s?, s:s}}", "error", "message", m, "type", ft_err_type(e->code),
+                   "param", pm[0] ? pm : NULL, "code", ft_err_code(e->code));
 }
 
-enum MHD_Result http_reply_error(struct MHD_Connection *conn, const ft_error *e) {
+/* http_reply_error without the log line. */
+static enum MHD_Result queue_error(struct MHD_Connection *conn, const ft_error *e,
+                                   const char *const *headers) {
   unsigned status = (unsigned)ft_err_status(e->code);
-  if (status >= 500)
-    FT_WARN("msg=\"request failed\" code=%s detail=\"%s\"", ft_err_code(e->code), e->message);
-  json_t *obj = error_json(e);
+  json_t *obj = http_error_json(e);
   struct MHD_Response *resp = obj ? json_response(obj) : NULL;
   json_decref(obj);
   if (!resp) {
@@ -178,15 +177,26 @@ enum MHD_Result http_reply_error(struct MHD_Connection *conn, const ft_error *e)
                                            MHD_RESPMEM_PERSISTENT);
     if (!resp) return MHD_NO;
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
-    status = 500;
+    return http_queue(conn, 500, resp);
   }
+  for (size_t i = 0; headers && headers[i] && headers[i + 1]; i += 2)
+    MHD_add_response_header(resp, headers[i], headers[i + 1]);
   return http_queue(conn, status, resp);
 }
 
-enum MHD_Result http_fail_err(http_req *r, const ft_error *e) {
-  r->replied = 1;
-  return http_reply_error(r->conn, e);
+enum MHD_Result http_reply_error(struct MHD_Connection *conn, const ft_error *e,
+                                 const char *const *headers) {
+  if (ft_err_status(e->code) >= 500)
+    FT_WARN("msg=\"request failed\" code=%s detail=\"%s\"", ft_err_code(e->code), e->message);
+  return queue_error(conn, e, headers);
 }
+
+enum MHD_Result http_fail_hdrs(http_req *r, const ft_error *e, const char *const *headers) {
+  r->replied = 1;
+  return http_reply_error(r->conn, e, headers);
+}
+
+enum MHD_Result http_fail_err(http_req *r, const ft_error *e) { return http_fail_hdrs(r, e, NULL); }
 
 enum MHD_Result http_fail_later(http_req *r, const ft_error *e) {
   if (!r->pending.code) r->pending = *e;
@@ -325,14 +335,10 @@ void http_quiesce(struct MHD_Daemon *d, ft_app *app) {
 static enum MHD_Result reply_draining(http_req *r) {
   ft_error e;
   ft_error_set(&e, FT_EUNAVAILABLE, NULL, "the server is shutting down; retry after it restarts");
-  json_t *obj = error_json(&e);
-  struct MHD_Response *resp = obj ? json_response(obj) : NULL;
-  json_decref(obj);
-  if (!resp) return MHD_NO;
-  MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
-  MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, "5");
+  static const char *const headers[] = {MHD_HTTP_HEADER_CONNECTION, "close",
+                                        MHD_HTTP_HEADER_RETRY_AFTER, "5", NULL};
   r->replied = 1;
-  return http_queue(r->conn, 503, resp);
+  return queue_error(r->conn, &e, headers); /* (not logged: every request of a drain gets it) */
 }
 
 /* ---- the MHD callbacks --------------------------------------------------- */
@@ -353,13 +359,8 @@ static enum MHD_Result reply_no_route(http_req *r, const char *method, const cha
   ft_error e;
   ft_error_set(&e, FT_EMETHOD, NULL, "method %s is not allowed for %s; allowed: %s", method, url,
                allow);
-  json_t *obj = error_json(&e);
-  struct MHD_Response *resp = obj ? json_response(obj) : NULL;
-  json_decref(obj);
-  if (!resp) return http_fail(r, FT_ENOMEM, NULL, NULL);
-  MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allow);
-  r->replied = 1;
-  return http_queue(r->conn, 405, resp);
+  const char *const headers[] = {MHD_HTTP_HEADER_ALLOW, allow, NULL};
+  return http_fail_hdrs(r, &e, headers);
 }
 
 /* Buffers (JSON) or discards (NONE) a body chunk, capped; on the final

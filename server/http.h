@@ -71,12 +71,21 @@ int http_inflight(void);
 /* Queues resp with status and releases it (every reply goes through here). */
 enum MHD_Result http_queue(struct MHD_Connection *conn, unsigned status, struct MHD_Response *resp);
 /* The one error envelope {"error":{message,type,param,code}} with the status
- * of ft_err_status(e->code). */
-enum MHD_Result http_reply_error(struct MHD_Connection *conn, const ft_error *e);
+ * of ft_err_status(e->code); message and param, which often quote what the
+ * client sent, have every byte that is not UTF-8 replaced by '?'. headers:
+ * NULL, or extra response headers as name, value, …, NULL (Retry-After,
+ * WWW-Authenticate). A 5xx is logged. */
+enum MHD_Result http_reply_error(struct MHD_Connection *conn, const ft_error *e,
+                                 const char *const *headers);
+/* The same envelope as a JSON object (new reference; NULL on no memory), for
+ * an error that ends a stream already under way. */
+json_t *http_error_json(const ft_error *e);
 /* Shorthand: builds the ft_error and replies; marks r replied. */
 enum MHD_Result http_fail(http_req *r, int code, const char *param, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 enum MHD_Result http_fail_err(http_req *r, const ft_error *e);
+/* http_fail_err with extra headers (as http_reply_error). */
+enum MHD_Result http_fail_hdrs(http_req *r, const ft_error *e, const char *const *headers);
 /* For an error found while the body is still arriving (MHD 0.9.x cannot
  * queue a response then): the rest of the body is read and dropped, up to
  * HTTP_DISCARD_MAX more bytes (beyond that the connection is closed), and
