@@ -14,6 +14,7 @@ struct store;
 struct pool;
 struct auth_limiter;
 struct infer_pool;
+struct http_req;
 
 typedef struct ft_app {
   struct store *store;
@@ -23,6 +24,11 @@ typedef struct ft_app {
   atomic_int stopping;       /* set at shutdown: SSE streams end */
   atomic_int draining;       /* graceful stop under way: new requests get 503 */
   /* ---- keys, tenants and limits (auth.c) ---- */
+  /* Called by http.c on each request's headers, before any body is read and
+   * before an unknown URL is answered (route: the matched pattern, or NULL):
+   * 0 lets the request go on, -1 means it replied (main sets auth_request).
+   * NULL: every request goes on. */
+  int (*gate)(struct http_req *r, const char *route);
   int auth_open_allowed;        /* loopback listener: open while no key was ever made */
   struct auth_limiter *limiter; /* per-key token buckets, NULL: no rate limit */
   int max_waiting_jobs;         /* per tenant (validating_files + queued); 0: no cap */

@@ -351,26 +351,6 @@ int auth_listen_is_loopback(const char *listen) {
   return loop;
 }
 
-int auth_json_depth_ok(const char *s, size_t n, int max) {
-  int depth = 0, in_str = 0;
-  for (size_t i = 0; i < n; i++) {
-    char c = s[i];
-    if (in_str) {
-      if (c == '\\')
-        i++;
-      else if (c == '"')
-        in_str = 0;
-    } else if (c == '"') {
-      in_str = 1;
-    } else if (c == '{' || c == '[') {
-      if (++depth > max) return 0;
-    } else if ((c == '}' || c == ']') && depth > 0) {
-      depth--;
-    }
-  }
-  return 1;
-}
-
 /* ---- `finetuned keys` ------------------------------------------------------ */
 
 static void keys_usage(FILE *f) {

@@ -3,7 +3,8 @@
  * Keys: "ftk-" + 40 base62 characters from getrandom(2) (238 bits), printed
  * once by `finetuned keys create`; the store keeps only the hex SHA-256 of
  * the whole key. Requests carry "Authorization: Bearer KEY"; http.c calls
- * auth_request on the first call of a request, before any body is read.
+ * auth_request (the app's gate) on the first call of a request, before any
+ * body is read.
  *
  * Tenants: every file and job has one; events and checkpoints are their
  * job's, fine-tuned models ("ft:…" and checkpoint ids) their job's. Base
@@ -78,10 +79,6 @@ int auth_model_or_reply(http_req *r, const char *model_id, const char *param);
 
 /* Whether HOST:PORT resolves to a loopback address only (127.0.0.0/8, ::1). */
 int auth_listen_is_loopback(const char *listen);
-/* Whether JSON text nests arrays/objects at most max deep (strings skipped;
- * the text need not be valid JSON: the parser judges that). */
-int auth_json_depth_ok(const char *s, size_t n, int max);
-#define AUTH_JSON_MAX_DEPTH 32
 
 /* `finetuned keys create|list|revoke` (main.c): argv[0] is "keys". */
 int auth_cmd_keys(int argc, char **argv);

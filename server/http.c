@@ -28,7 +28,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "auth.h"
 #include "obs.h"
 #include "ft_log.h"
 #include "routes.h"
@@ -282,10 +281,10 @@ int http_json_body_or_reply(http_req *r, json_t **out) {
     http_fail(r, FT_EJSON, NULL, "request body is empty; a JSON object is required");
     return -1;
   }
-  if (!auth_json_depth_ok(r->body, r->body_n, AUTH_JSON_MAX_DEPTH)) { /* (jansson has no cap) */
+  if (!http_json_depth_ok(r->body, r->body_n, HTTP_JSON_MAX_DEPTH)) {
     obs_reject(OBS_REJECT_BAD_JSON);
     http_fail(r, FT_EJSON, NULL, "request body nests arrays and objects deeper than %d",
-              AUTH_JSON_MAX_DEPTH);
+              HTTP_JSON_MAX_DEPTH);
     return -1;
   }
   json_error_t je;
@@ -310,6 +309,26 @@ int http_json_body_or_reply(http_req *r, json_t **out) {
   }
   *out = v;
   return 0;
+}
+
+int http_json_depth_ok(const char *s, size_t n, int max) {
+  int depth = 0, in_str = 0;
+  for (size_t i = 0; i < n; i++) {
+    char c = s[i];
+    if (in_str) {
+      if (c == '\\')
+        i++;
+      else if (c == '"')
+        in_str = 0;
+    } else if (c == '"') {
+      in_str = 1;
+    } else if (c == '{' || c == '[') {
+      if (++depth > max) return 0;
+    } else if ((c == '}' || c == ']') && depth > 0) {
+      depth--;
+    }
+  }
+  return 1;
 }
 
 /* ---- graceful stop (see http.h, shutdown.c) ------------------------------- */
@@ -424,8 +443,8 @@ static enum MHD_Result on_headers(ft_app *app, struct MHD_Connection *conn, cons
   for (size_t i = 0; i < NROUTES && !rt; i++)
     if (!strcmp(routes[i].method, m) && path_match(routes[i].pattern, url, r)) rt = &routes[i];
   if (rt) r->route_ix = (int)(rt - routes); /* (obs.c: a refused request has its route) */
-  /* keys (auth.c): before the body, and before telling what URLs exist */
-  if (auth_request(r, rt ? rt->pattern : NULL)) return MHD_YES;
+  /* the gate (keys): before the body, and before telling what URLs exist */
+  if (app->gate && app->gate(r, rt ? rt->pattern : NULL)) return MHD_YES;
   if (!rt) return reply_no_route(r, method, url);
   r->route_ix = (int)(rt - routes);
   r->body_kind = rt->body;

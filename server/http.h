@@ -102,9 +102,14 @@ const char *http_header(http_req *r, const char *key);
 /* ?after= and ?limit= (1..100, default 20); on a bad value replies 400 and
  * returns -1. */
 int http_page_or_reply(http_req *r, const char **after, int *limit);
-/* Parses r->body as a JSON object (duplicates rejected); on failure replies
- * 400 and returns -1. */
+/* Parses r->body as a JSON object (duplicates rejected, nesting at most
+ * HTTP_JSON_MAX_DEPTH deep); on failure replies 400 and returns -1. */
 int http_json_body_or_reply(http_req *r, json_t **out);
+/* Whether JSON text nests arrays/objects at most max deep (strings skipped;
+ * the text need not be valid JSON: the parser judges that). jansson has no
+ * cap of its own, and recurses once per level. */
+int http_json_depth_ok(const char *s, size_t n, int max);
+#define HTTP_JSON_MAX_DEPTH 32
 
 /* snprintf for paths: 0, or -1 (and out truncated) if it does not fit. */
 int http_pathf(char *out, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

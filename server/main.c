@@ -574,6 +574,7 @@ static int cmd_serve(int argc, char **argv, const char *argv0) {
   app.max_upload_bytes = o.max_upload > 0 ? (uint64_t)o.max_upload : HTTP_DEFAULT_UPLOAD_MAX;
   /* keys and limits (auth.c, issue #7) */
   app.auth_open_allowed = loopback;
+  app.gate = auth_request;
   long long rate = o.rate_limit >= 0 ? o.rate_limit : 50;
   if (rate > 0 && !(app.limiter = auth_limiter_new(
                         (double)rate, (double)(o.rate_burst > 0 ? o.rate_burst : 2 * rate)))) {
