@@ -1,4 +1,4 @@
-/* API keys, tenants and request limits (issue #7).
+/* API keys, tenants and request limits.
  *
  * Keys: "ftk-" + 40 base62 characters from getrandom(2) (238 bits), printed
  * once by `finetuned keys create`; the store keeps only the hex SHA-256 of

@@ -547,7 +547,7 @@ int http_start(struct MHD_Daemon **out, ft_app *app, const char *listen, int *po
   /* (MHD_USE_ITC: MHD_quiesce_daemon needs it in this threading mode) */
   unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL |
                    MHD_USE_ERROR_LOG | MHD_USE_ITC | (v6 ? MHD_USE_IPv6 : 0);
-  /* TLS (issue #7): HTTPS with the PEM certificate and key main read */
+  /* TLS: HTTPS with the PEM certificate and key main read */
   struct MHD_OptionItem tls_opts[] = {
       {MHD_OPTION_HTTPS_MEM_CERT, 0, (void *)app->tls_cert_pem},
       {MHD_OPTION_HTTPS_MEM_KEY, 0, (void *)app->tls_key_pem},

@@ -53,7 +53,7 @@ struct http_req {
   char tenant[64]; /* the key's tenant, or "default" in open mode */
   char key_id[40]; /* "key-…", or "" in open mode */
   int admin;       /* an admin key: sees every tenant */
-  /* ---- observability (obs.c, issue #7) ---- */
+  /* ---- observability (obs.c) ---- */
   int64_t t0_ns; /* CLOCK_MONOTONIC at the headers: the request's duration */
 };
 

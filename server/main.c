@@ -28,7 +28,7 @@
 
 #include "app.h"
 #include "auth.h"
-#include "bpe_train.h" /* train-tokenizer (issue #8) */
+#include "bpe_train.h" /* train-tokenizer */
 #include "datadir.h"
 #include "ft_log.h"
 #include "gguf.h"
@@ -399,7 +399,7 @@ static void notify(const char *state) {
 #endif
 }
 
-/* ---- TLS (issue #7) ------------------------------------------------------- */
+/* ---- TLS ------------------------------------------------------------------ */
 
 /* Reads a PEM file (at most 1 MiB) into a new NUL-terminated string; NULL and
  * a message on stderr when it cannot be read or holds no PEM block. */
@@ -505,7 +505,7 @@ static int cmd_serve(int argc, char **argv, const char *argv0) {
   pool *pl = NULL;
   validator *vd = NULL;
   struct MHD_Daemon *httpd = NULL;
-  char *tls_cert_pem = NULL, *tls_key_pem = NULL; /* TLS (issue #7) */
+  char *tls_cert_pem = NULL, *tls_key_pem = NULL; /* TLS */
   char db[PATH_MAX];
   http_pathf(db, sizeof db, "%s/finetuned.db", data_dir);
   if (store_open(&st, db, &err)) {
@@ -572,7 +572,7 @@ static int cmd_serve(int argc, char **argv, const char *argv0) {
   app.pool = pl;
   app.data_dir = data_dir;
   app.max_upload_bytes = o.max_upload > 0 ? (uint64_t)o.max_upload : HTTP_DEFAULT_UPLOAD_MAX;
-  /* keys and limits (auth.c, issue #7) */
+  /* keys and limits (auth.h) */
   app.auth_open_allowed = loopback;
   app.gate = auth_request;
   long long rate = o.rate_limit >= 0 ? o.rate_limit : 50;
@@ -587,7 +587,7 @@ static int cmd_serve(int argc, char **argv, const char *argv0) {
   app.conn_timeout_s = o.conn_timeout > 0 ? (unsigned)o.conn_timeout : 120;
   app.conn_memory = o.max_header_bytes > 0 ? (size_t)o.max_header_bytes : (size_t)(64u << 10);
   atomic_store(&app.stopping, 0);
-  /* TLS (issue #7): both files or neither */
+  /* TLS: both files or neither */
   if (!o.tls_cert != !o.tls_key) {
     fprintf(stderr, "finetuned: --tls-cert and --tls-key go together\n");
     goto out;
@@ -988,7 +988,7 @@ static int cmd_export_gguf(int argc, char **argv) {
   return 0;
 }
 
-/* ---- train-tokenizer (issue #8; engine/bpe_train.h) ---------------------- */
+/* ---- train-tokenizer (engine/bpe_train.h) -------------------------------- */
 
 static int cmd_train_tokenizer(int argc, char **argv) {
   static const struct option longopts[] = {{"vocab-size", required_argument, 0, 'v'},

@@ -880,7 +880,7 @@ static void lw_spawn(lworker *w) {
   FT_INFO("msg=\"local worker started\" n=%d pid=%d", w->idx, w->proc.pid);
 }
 
-/* ---- graceful shutdown (shutdown.h, issue #7) ----------------------------
+/* ---- graceful shutdown (shutdown.h) -------------------------------------
  * While the daemon drains, nothing is dispatched and every busy worker is
  * told to pause (ctl_sent 3: our pause, not the user's). Its checkpoint
  * message comes before its "paused", so resume_from is that checkpoint when

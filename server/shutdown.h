@@ -1,4 +1,4 @@
-/* Graceful shutdown of `finetuned serve` (SIGTERM/SIGINT, issue #7).
+/* Graceful shutdown of `finetuned serve` (SIGTERM/SIGINT).
  *
  * The sequence, run by main on its signal-waiting thread:
  *   1. systemd is told STOPPING=1 (main), the HTTP listener stops taking
