@@ -1,5 +1,7 @@
 /* The data directory (datadir.h). Runs once per command, before anything
- * else touches the disk, so it favours plain system calls over speed. */
+ * else touches the disk: plain system calls, and an error returned rather
+ * than printed (the command prints it). The length cap is checked on the
+ * absolute path, after symlinks are resolved. */
 #include "datadir.h"
 
 #include <errno.h>
