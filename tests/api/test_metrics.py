@@ -250,8 +250,11 @@ def main():
         d.req("GET", '/v1/no"such\\url')
         d.req("DELETE", "/v1/fine_tuning/jobs")
         d.req("POST", "/v1/fine_tuning/jobs", b'{"model": ', {"Content-Type": "application/json"})
-        d.req("POST", "/v1/fine_tuning/jobs", b"x" * ((1 << 20) + 10),
-              {"Content-Type": "application/json"})
+        try:
+            d.req("POST", "/v1/fine_tuning/jobs", b"x" * ((1 << 20) + 10),
+                  {"Content-Type": "application/json"})
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # 413 is sent at the headers and the connection closed, maybe mid-body
         content = open(os.path.join(FT_SRC, "examples", "capitals.jsonl"), "rb").read()
         body, ctype = multipart({"purpose": "fine-tune"}, "capitals.jsonl", content)
         st, resp = d.req("POST", "/v1/files", body, {"Content-Type": ctype})
