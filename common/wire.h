@@ -1,13 +1,9 @@
 /* The framed protocol between the daemon and its workers: each message is a
  * 4-byte big-endian length followed by that many bytes of one JSON object
- * with a "type" field. Frames over WIRE_MAX_FRAME are a protocol error.
- * Messages (every worker message about a job carries "job_id" and "attempt"):
- *   worker -> daemon: hello {worker_id, token?, pid}, claim {},
- *     heartbeat, metrics {metrics:{…ft_step_metrics…}}, event {level,message,data?},
- *     checkpoint {step, path, metrics}, done {result}, failed {error:{code,message,param}},
- *     paused {step}, cancelled {}
- *   daemon -> worker: welcome {heartbeat_ms}, job {job:{…}}, cancel, pause,
- *     lease_lost, error {error:{…}}
+ * with a "type" field, one of the table WIRE_TYPES below. Frames over
+ * WIRE_MAX_FRAME are a protocol error, and so is a type the receiver does not
+ * know or does not take from that sender: both ends dispatch with a switch
+ * over wire_type_of, never on strings.
  * The decoder is incremental: feed it whatever arrived, take whole messages. */
 #ifndef FT_WIRE_H
 #define FT_WIRE_H
@@ -19,6 +15,44 @@
 #include "ft_err.h"
 
 #define WIRE_MAX_FRAME (16u << 20)
+
+/* Who sends a message type. */
+#define WIRE_FROM_WORKER 1
+#define WIRE_FROM_DAEMON 2
+
+/* X(NAME, "type", sender, fields). Every message about a job carries
+ * "job_id" and "attempt" besides the fields listed. */
+#define WIRE_TYPES(X)                                                                \
+  X(HELLO, "hello", WIRE_FROM_WORKER, "worker_id, token?, pid")                      \
+  X(CLAIM, "claim", WIRE_FROM_WORKER, "(none): give me a job")                       \
+  X(HEARTBEAT, "heartbeat", WIRE_FROM_WORKER, "(job)")                               \
+  X(METRICS, "metrics", WIRE_FROM_WORKER, "(job) metrics:{ft_step_metrics}")         \
+  X(EVENT, "event", WIRE_FROM_WORKER, "(job) level, message, data?")                 \
+  X(CHECKPOINT, "checkpoint", WIRE_FROM_WORKER, "(job) step, path, metrics, kept?")  \
+  X(DONE, "done", WIRE_FROM_WORKER, "(job) result")                                  \
+  X(FAILED, "failed", WIRE_FROM_WORKER, "(job) error:{code, message, param}")        \
+  X(PAUSED, "paused", WIRE_FROM_WORKER, "(job) step: a pause ended at a checkpoint") \
+  X(CANCELLED, "cancelled", WIRE_FROM_WORKER, "(job): acknowledges a cancel")        \
+  X(WELCOME, "welcome", WIRE_FROM_DAEMON, "heartbeat_ms, lease_ms, worker_id")       \
+  X(JOB, "job", WIRE_FROM_DAEMON, "job:{...}: the claimed job with its paths")       \
+  X(CANCEL, "cancel", WIRE_FROM_DAEMON, "(job)")                                     \
+  X(PAUSE, "pause", WIRE_FROM_DAEMON, "(job)")                                       \
+  X(LEASE_LOST, "lease_lost", WIRE_FROM_DAEMON, "(job): stop, the attempt is stale") \
+  X(ERROR, "error", WIRE_FROM_DAEMON, "error:{code, message, param}: the daemon refused")
+
+typedef enum {
+  WIRE_UNKNOWN = 0, /* not in the table, or not from that sender */
+#define WIRE_TYPE_ENUM_(name, str, from, fields) WIRE_##name,
+  WIRE_TYPES(WIRE_TYPE_ENUM_)
+#undef WIRE_TYPE_ENUM_
+  WIRE_TYPE_COUNT /* (not a type: the table's length plus one) */
+} wire_type;
+
+/* The type of a decoded message sent by from (WIRE_FROM_WORKER when the
+ * daemon reads, WIRE_FROM_DAEMON when a worker reads). */
+wire_type wire_type_of(const json_t *msg, int from);
+/* The "type" string of t ("?" for WIRE_UNKNOWN). */
+const char *wire_type_name(wire_type t);
 
 /* Encodes msg into a malloc'd frame (*buf, *len); caller frees *buf. */
 int wire_encode(const json_t *msg, char **buf, size_t *len);

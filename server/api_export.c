@@ -17,9 +17,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "app.h"
+#include "auth.h"
 #include "ft_log.h"
 #include "formats/gguf.h"
 #include "http.h"
+#include "model_id.h"
+#include "store.h"
 
 /* What goes into the archive, in this order; adapter files come from
  * adapter/ (the layout of a LoRA job's model). */
@@ -190,7 +194,8 @@ static ssize_t tar_read(void *cls, uint64_t pos, char *buf, size_t max) {
  * (404, or 409 while its job runs) and returns -1. */
 static int model_dir_or_reply(http_req *r, const char *id, char *dir, size_t size) {
   ft_error e = {0};
-  if (api_model_resolve(r, "model", id, dir, size, &e)) {
+  if (model_id_resolve(r->app->store, r->app->data_dir, auth_tenant(r), "model", id, dir, size,
+                       &e)) {
     http_fail_err(r, &e);
     return -1;
   }

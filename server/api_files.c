@@ -8,7 +8,7 @@
  * acknowledged file survives a crash and a crash never leaves a row without
  * its bytes. Whatever way a request ends, the completion callback removes a
  * temp file that was not committed. The same chunks feed the dataset
- * validator (engine/dsval.h): a file that fails it is still stored, with
+ * validator (engine/data/dsval.h): a file that fails it is still stored, with
  * status "error", status_details naming the first bad line and the report in
  * "validation", so the user sees every problem; jobs refuse such a file.
  * Content that is not UTF-8 is one of those problems (invalid_utf8, per
@@ -29,12 +29,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "app.h"
 #include "auth.h"
 #include "data/dsval.h"
 #include "ft_fs.h"
 #include "ft_log.h"
 #include "ft_utf8.h"
 #include "http.h"
+#include "store.h"
 
 #define MULTIPART_SLACK (64u << 10) /* boundaries and headers around the file */
 

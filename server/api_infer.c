@@ -1,7 +1,7 @@
 /* Serving API: text completions, chat completions (OpenAI's shapes, with
  * Server-Sent Events streaming) and our classifications, over the models in
  * <data>/models: base models, fine-tuned ones ("ft:…") and checkpoints
- * ("…:ckpt-step-N", exported into models/ on first use as validate.c does).
+ * ("…:ckpt-step-N", exported into models/ on first use: model_id.h).
  *
  * Each request reads top to bottom: parse and check the body, take an
  * inference slot (infer_pool.c: bounded concurrency, short queue, 429 with
@@ -30,16 +30,19 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "app.h"
 #include "auth.h"
 #include "tok/chat.h"
+#include "ft_buf.h"
 #include "ft_log.h"
 #include "http.h"
 #include "infer/infer.h"
 #include "infer_pool.h"
+#include "model_id.h"
 #include "obs.h"
 #include "train/spec.h"
+#include "store.h"
 #include "train/train.h"
-#include "validate.h"
 
 #define CLASSIFY_MAX_INPUTS 64
 #define CLASSIFY_MAX_MODELS 8
@@ -170,22 +173,10 @@ static int parse_sampling(json_t *body, gen_req *g, ft_error *err) {
 
 /* 429 with Retry-After and the usual error envelope. */
 static enum MHD_Result reply_busy(http_req *r, const ft_error *e, int retry_after_s) {
-  json_t *obj = json_pack("{s:{s:s, s:s, s:n, s:s}}", "error", "message", e->message, "type",
-                          ft_err_type(e->code), "param", "code", ft_err_code(e->code));
-  char *txt = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
-  json_decref(obj);
-  struct MHD_Response *resp =
-      txt ? MHD_create_response_from_buffer(strlen(txt), txt, MHD_RESPMEM_MUST_FREE) : NULL;
-  if (!resp) {
-    free(txt);
-    return http_fail_err(r, e);
-  }
   char ra[16];
   snprintf(ra, sizeof ra, "%d", retry_after_s);
-  MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
-  MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, ra);
-  r->replied = 1;
-  return http_queue(r->conn, (unsigned)ft_err_status(e->code), resp);
+  const char *const headers[] = {MHD_HTTP_HEADER_RETRY_AFTER, ra, NULL};
+  return http_fail_hdrs(r, e, headers);
 }
 
 /* A token's own text as a JSON string (a piece that is not valid UTF-8 on
@@ -230,7 +221,7 @@ static json_t *usage_json(const ft_gen_result *res) {
 enum { KIND_COMPLETION, KIND_CHAT };
 
 /* One request's generation, streamed or not. For a stream it is shared by
- * the generating thread and the response's content reader: buf/len/done
+ * the generating thread and the response's content reader: out/off/done
  * under mu. */
 typedef struct {
   ft_app *app;
@@ -255,8 +246,8 @@ typedef struct {
   int thread_started;
   pthread_mutex_t mu;
   pthread_cond_t cv;
-  char *buf;
-  size_t len, off, cap;
+  ft_buf out; /* streams: formatted events not yet read by MHD */
+  size_t off; /* how much of out MHD has read */
   int done;
   atomic_int cancel;
   int client_fd;   /* non-streamed: the connection's socket, watched for a hang-up */
@@ -272,7 +263,7 @@ static void gen_state_free(gen_state *s) {
   json_decref(s->body);
   free(s->prompt);
   free(s->text);
-  free(s->buf);
+  ft_buf_free(&s->out);
   json_decref(s->lp_tokens), json_decref(s->lp_values), json_decref(s->lp_top);
   json_decref(s->lp_offsets), json_decref(s->lp_content);
   pthread_mutex_destroy(&s->mu);
@@ -389,7 +380,7 @@ static void stream_push(gen_state *s, json_t *obj) {
   char *txt = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
   json_decref(obj);
   pthread_mutex_lock(&s->mu);
-  if (txt) http_buf_printf(&s->buf, &s->len, &s->cap, "data: %s\n\n", txt);
+  if (txt) ft_buf_printf(&s->out, "data: %s\n\n", txt);
   pthread_cond_signal(&s->cv);
   pthread_mutex_unlock(&s->mu);
   free(txt);
@@ -435,9 +426,9 @@ static void generate(gen_state *s) {
   if (!s->g.stream) return;
   if (s->rc && s->rc != GEN_CANCELLED) {
     FT_WARN("msg=\"streamed generation failed\" id=%s err=\"%s\"", s->id, s->err.message);
-    stream_push(s, json_pack("{s:{s:s, s:s, s:s?, s:s}}", "error", "message", s->err.message,
-                             "type", ft_err_type(s->rc), "param",
-                             s->err.param[0] ? s->err.param : NULL, "code", ft_err_code(s->rc)));
+    ft_error e = s->err;
+    e.code = s->rc;
+    stream_push(s, http_error_json(&e));
   } else if (!s->rc) {
     json_t *choices = json_array();
     int first = !s->chunks_sent;
@@ -451,7 +442,7 @@ static void generate(gen_state *s) {
     }
   }
   pthread_mutex_lock(&s->mu);
-  http_buf_printf(&s->buf, &s->len, &s->cap, "data: [DONE]\n\n");
+  ft_buf_printf(&s->out, "data: [DONE]\n\n");
   pthread_mutex_unlock(&s->mu);
 }
 
@@ -472,7 +463,7 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *out, size_t max) {
   gen_state *s = cls;
   (void)pos;
   pthread_mutex_lock(&s->mu);
-  while (s->off == s->len && !s->done) {
+  while (s->off == s->out.len && !s->done) {
     if (atomic_load(&s->app->stopping)) atomic_store(&s->cancel, 1);
     struct timespec until;
     clock_gettime(CLOCK_REALTIME, &until);
@@ -480,11 +471,14 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *out, size_t max) {
     pthread_cond_timedwait(&s->cv, &s->mu, &until);
   }
   ssize_t n;
-  if (s->off < s->len) {
-    size_t k = s->len - s->off < max ? s->len - s->off : max;
-    memcpy(out, s->buf + s->off, k);
+  if (s->off < s->out.len) {
+    size_t k = s->out.len - s->off < max ? s->out.len - s->off : max;
+    memcpy(out, s->out.data + s->off, k);
     s->off += k;
-    if (s->off == s->len) s->off = s->len = 0;
+    if (s->off == s->out.len) {
+      s->off = 0;
+      ft_buf_clear(&s->out);
+    }
     n = (ssize_t)k;
   } else {
     n = MHD_CONTENT_READER_END_OF_STREAM;
@@ -736,7 +730,9 @@ static enum MHD_Result completion(http_req *r, int kind) {
     return res;
   }
   entered = 1;
-  if ((rc = api_model_resolve(r, "model", model, dir, sizeof dir, &err))) goto fail;
+  if ((rc = model_id_resolve(r->app->store, r->app->data_dir, auth_tenant(r), "model", model, dir,
+                             sizeof dir, &err)))
+    goto fail;
   if ((rc = infer_pool_acquire(r->app->infer, dir, &s->m, &err))) {
     snprintf(err.param, sizeof err.param, "model");
     goto fail;
@@ -962,7 +958,9 @@ enum MHD_Result api_classifications(http_req *r) {
     if ((rc = client_left(client_fd, ids[0], 0, &err))) goto fail;
     snprintf(param, sizeof param, ensemble ? "models[%d]" : "model", k);
     mb[k].id = ids[k];
-    if ((rc = api_model_resolve(r, param, ids[k], dir, sizeof dir, &err))) goto fail;
+    if ((rc = model_id_resolve(r->app->store, r->app->data_dir, auth_tenant(r), param, ids[k], dir,
+                               sizeof dir, &err)))
+      goto fail;
     if ((rc = infer_pool_acquire(r->app->infer, dir, &mb[k].m, &err))) {
       snprintf(err.param, sizeof err.param, "%s", param);
       goto fail;

@@ -28,20 +28,23 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "app.h"
 #include "auth.h"
+#include "ft_buf.h"
 #include "ft_log.h"
 #include "formats/hfdir.h"
 #include "http.h"
+#include "model_id.h"
 #include "obs.h"
+#include "pool.h"
 #include "train/spec.h"
-#include "validate.h"
+#include "store.h"
 
 #define SSE_WAIT_MS 1000
 #define SSE_KEEPALIVE_MS 15000
 #define SSE_BATCH 100
 
 #define JOB_ID_LEN 30 /* "ftjob-" + 24 hex digits */
-#define FT_MODEL_ID_MAX 255
 
 static int job_id_ok(const char *id) {
   if (strncmp(id, "ftjob-", 6) || strlen(id) != JOB_ID_LEN) return 0;
@@ -91,7 +94,7 @@ static int ckpt_model_or_reply(http_req *r, const ft_spec *spec, char *dir, size
   char job[64];
   long step = 0;
   json_t *ck = NULL;
-  if (!validate_ckpt_id(spec->model, job, sizeof job, &step)) {
+  if (!model_id_ckpt(spec->model, job, sizeof job, &step)) {
     http_fail(r, FT_EINVALID, "model", "unknown model \"%.200s\"", spec->model);
     return -1;
   }
@@ -145,14 +148,14 @@ static int model_or_reply(http_req *r, ft_spec *spec, json_t **lineage) {
   /* "ft:<model>:<suffix or ft>:<job id>" names a directory: at most 255 bytes */
   size_t id_len = strlen("ft:") + strlen(spec->model) + 1 +
                   (spec->suffix[0] ? strlen(spec->suffix) : strlen("ft")) + 1 + JOB_ID_LEN;
-  if (id_len > FT_MODEL_ID_MAX) {
+  if (id_len > MODEL_ID_MAX) {
     http_fail(r, FT_EINVALID, "model",
               "model name too long: the fine-tuned model's id would be %zu bytes (at most %d)",
-              id_len, FT_MODEL_ID_MAX);
+              id_len, MODEL_ID_MAX);
     return -1;
   }
   /* another tenant's fine-tuned model or checkpoint is unknown here */
-  if (!api_model_id_ok(spec->model) || !auth_model_visible(r, spec->model) ||
+  if (!model_id_ok(spec->model) || !auth_model_visible(r, spec->model) ||
       http_pathf(dir, sizeof dir, "%s/models/%s", r->app->data_dir, spec->model)) {
     http_fail(r, FT_EINVALID, "model", "unknown model \"%.200s\"", spec->model);
     return -1;
@@ -168,7 +171,7 @@ static int model_or_reply(http_req *r, ft_spec *spec, json_t **lineage) {
     char job[64];
     long step = 0;
     json_t *origin = NULL;
-    if (validate_ckpt_id(spec->model, job, sizeof job, &step))
+    if (model_id_ckpt(spec->model, job, sizeof job, &step))
       *lineage =
           json_pack("{s:s, s:s, s:I}", "model", spec->model, "job", job, "step", (json_int_t)step);
     else if (store_model_origin(r->app->store, spec->model, &origin) == 0)
@@ -366,15 +369,15 @@ typedef struct {
   ft_app *app;
   char job_id[64];
   int64_t last_seq;
-  char *buf;
-  size_t len, off, cap;
+  ft_buf out; /* formatted, not yet read by MHD */
+  size_t off; /* how much of out MHD has read */
   int done;
   struct timespec last_write;
 } sse;
 
 static void sse_free(void *cls) {
   sse *s = cls;
-  free(s->buf);
+  ft_buf_free(&s->out);
   free(s);
 }
 
@@ -394,8 +397,8 @@ static void sse_format(sse *s, json_t *batch) {
     if (!data) continue;
     const char *type = json_string_value(json_object_get(ev, "type"));
     s->last_seq = (int64_t)json_integer_value(json_object_get(it, "seq"));
-    http_buf_printf(&s->buf, &s->len, &s->cap, "id: %lld\nevent: %s\ndata: %s\n\n",
-                    (long long)s->last_seq, type ? type : "message", data);
+    ft_buf_printf(&s->out, "id: %lld\nevent: %s\ndata: %s\n\n", (long long)s->last_seq,
+                  type ? type : "message", data);
     free(data);
   }
 }
@@ -403,14 +406,15 @@ static void sse_format(sse *s, json_t *batch) {
 static ssize_t sse_read(void *cls, uint64_t pos, char *out, size_t max) {
   sse *s = cls;
   for (;;) {
-    if (s->off < s->len) {
-      size_t n = s->len - s->off < max ? s->len - s->off : max;
-      memcpy(out, s->buf + s->off, n);
+    if (s->off < s->out.len) {
+      size_t n = s->out.len - s->off < max ? s->out.len - s->off : max;
+      memcpy(out, s->out.data + s->off, n);
       s->off += n;
       clock_gettime(CLOCK_MONOTONIC, &s->last_write);
       return (ssize_t)n;
     }
-    s->off = s->len = 0;
+    s->off = 0;
+    ft_buf_clear(&s->out);
     if (s->done) return MHD_CONTENT_READER_END_OF_STREAM;
     if (atomic_load(&s->app->stopping)) return MHD_CONTENT_READER_END_WITH_ERROR;
     json_t *batch = NULL;
@@ -423,13 +427,12 @@ static ssize_t sse_read(void *cls, uint64_t pos, char *out, size_t max) {
     json_decref(batch);
     if (n) continue;
     if (store_status_terminal(status) || !strcmp(status, "paused")) {
-      http_buf_printf(&s->buf, &s->len, &s->cap, "data: [DONE]\n\n");
+      ft_buf_printf(&s->out, "data: [DONE]\n\n");
       s->done = 1;
       continue;
     }
     store_events_wait(s->app->store, s->job_id, s->last_seq, SSE_WAIT_MS);
-    if (ms_since(&s->last_write) >= SSE_KEEPALIVE_MS)
-      http_buf_printf(&s->buf, &s->len, &s->cap, ": keepalive\n\n");
+    if (ms_since(&s->last_write) >= SSE_KEEPALIVE_MS) ft_buf_printf(&s->out, ": keepalive\n\n");
   }
 }
 

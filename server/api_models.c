@@ -20,13 +20,15 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "app.h"
 #include "auth.h"
 #include "ft_fs.h"
 #include "ft_log.h"
 #include "formats/hfdir.h"
 #include "http.h"
 #include "infer_pool.h"
-#include "validate.h"
+#include "model_id.h"
+#include "store.h"
 
 /* The files of a model directory that can be downloaded. The adapter files
  * may sit in an adapter/ subdirectory beside the merged weights. */
@@ -34,16 +36,6 @@ static const char *const downloadable[] = {
     "config.json", "model.safetensors",     "tokenizer.json",      "vocab.json",
     "merges.txt",  "tokenizer_config.json", "adapter_config.json", "adapter_model.safetensors",
     NULL};
-
-int api_model_id_ok(const char *id) {
-  size_t n = strlen(id);
-  if (n == 0 || n > 255 || id[0] == '.') return 0;
-  for (size_t i = 0; i < n; i++) {
-    unsigned char c = (unsigned char)id[i];
-    if (c < 0x20 || c == 0x7f || c == '/' || c == '\\') return 0;
-  }
-  return 1;
-}
 
 static int is_fine_tuned(const char *id) { return !strncmp(id, "ft:", 3); }
 
@@ -56,7 +48,7 @@ static void describe_model(json_t *m, ft_app *app, const char *id);
 static int has_model_dir(ft_app *app, const char *id, time_t *mtime) {
   char path[PATH_MAX];
   struct stat sb;
-  if (!api_model_id_ok(id) ||
+  if (!model_id_ok(id) ||
       http_pathf(path, sizeof path, "%s/models/%s/config.json", app->data_dir, id) ||
       stat(path, &sb) || !S_ISREG(sb.st_mode))
     return 0;
@@ -68,7 +60,7 @@ static json_t *ckpt_model_json(ft_app *app, const char *id) {
   char job[64];
   long step = 0;
   json_t *ck = NULL;
-  if (!validate_ckpt_id(id, job, sizeof job, &step) ||
+  if (!model_id_ckpt(id, job, sizeof job, &step) ||
       store_checkpoint_find(app->store, job, step, &ck))
     return NULL;
   json_t *m = json_pack("{s:s, s:s, s:O, s:s, s:s, s:O, s:I}", "id", id, "object", "model",
@@ -167,7 +159,7 @@ enum MHD_Result api_models_list(http_req *r) {
     size_t n = 0, cap = 0;
     struct dirent *e;
     while ((e = readdir(d))) {
-      if (!api_model_id_ok(e->d_name)) continue;
+      if (!model_id_ok(e->d_name)) continue;
       if (n == cap) {
         cap = cap ? cap * 2 : 32;
         char **nn = realloc(names, cap * sizeof *names);
@@ -249,7 +241,9 @@ enum MHD_Result api_models_file(http_req *r) {
   char dir[PATH_MAX];
   ft_error e = {0};
   /* (a checkpoint id is exported on first use, as for serving and export) */
-  if (api_model_resolve(r, "model", id, dir, sizeof dir, &e)) return http_fail_err(r, &e);
+  if (model_id_resolve(r->app->store, r->app->data_dir, auth_tenant(r), "model", id, dir,
+                       sizeof dir, &e))
+    return http_fail_err(r, &e);
   int allowed = 0;
   for (int i = 0; downloadable[i]; i++) allowed |= !strcmp(name, downloadable[i]);
   if (!allowed) return http_fail(r, FT_ENOT_FOUND, "name", "no downloadable file named %s", name);
@@ -277,50 +271,4 @@ enum MHD_Result api_models_file(http_req *r) {
   MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ct);
   r->replied = 1;
   return http_queue(r->conn, 200, resp);
-}
-
-/* ---- model resolution for serving and export ----------------------------- */
-
-/* The job id inside an "ft:…:ftjob-<24 hex>" model id, or 0. */
-static int ft_job_of(const char *id, char *job, size_t n) {
-  if (strncmp(id, "ft:", 3)) return 0;
-  const char *j = strrchr(id, ':');
-  if (!j || strncmp(j + 1, "ftjob-", 6) || strlen(j + 1) != 30 || n <= 30) return 0;
-  memcpy(job, j + 1, 31);
-  return 1;
-}
-
-/* (http.h) */
-int api_model_resolve(http_req *r, const char *param, const char *id, char *dir, size_t n,
-                         ft_error *err) {
-  ft_app *app = r->app;
-  char cfg[PATH_MAX], job[64];
-  struct stat sb;
-  long step;
-  if (!api_model_id_ok(id) || !auth_model_visible(r, id) ||
-      http_pathf(dir, n, "%s/models/%s", app->data_dir, id) ||
-      http_pathf(cfg, sizeof cfg, "%s/config.json", dir))
-    return ft_error_set(err, FT_ENOT_FOUND, param, "no such model: %.200s", id);
-  if (stat(cfg, &sb) == 0 && S_ISREG(sb.st_mode)) return 0;
-  if (validate_ckpt_id(id, job, sizeof job, &step)) {
-    int rc = validate_materialise(app->store, app->data_dir, id, err);
-    if (rc) {
-      snprintf(err->param, sizeof err->param, "%s", param);
-      return rc;
-    }
-    return 0;
-  }
-  if (ft_job_of(id, job, sizeof job)) {
-    char status[32];
-    if (store_job_status(app->store, job, status, sizeof status) == 0 &&
-        strcmp(status, "succeeded")) {
-      if (!store_status_terminal(status))
-        return ft_error_set(err, FT_EBAD_STATE, param,
-                            "model %.200s is not ready: its fine-tuning job %s is %s", id, job,
-                            status);
-      return ft_error_set(err, FT_ENOT_FOUND, param,
-                          "no such model: %.200s (its fine-tuning job %s is %s)", id, job, status);
-    }
-  }
-  return ft_error_set(err, FT_ENOT_FOUND, param, "no such model: %.200s", id);
 }

@@ -13,8 +13,6 @@
  * attacker who learns how far two hashes agree learns nothing about a key. */
 #include "auth.h"
 
-#include "obs.h"
-
 #include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
@@ -26,11 +24,15 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/random.h>
-#include <sys/stat.h>
 #include <time.h>
 
+#include "app.h"
+#include "datadir.h"
 #include "ft_log.h"
-#include "validate.h"
+#include "http.h"
+#include "model_id.h"
+#include "obs.h"
+#include "store.h"
 
 /* ---- SHA-256 --------------------------------------------------------------- */
 
@@ -205,23 +207,13 @@ int auth_limiter_take(auth_limiter *l, const char *key, double now) {
 
 /* ---- per request ----------------------------------------------------------- */
 
-/* The error envelope (as http_reply_error) with extra headers. */
-static int reply_with(http_req *r, int code, const char *message, const char *h1, const char *v1) {
-  json_t *obj = json_pack("{s:{s:s, s:s, s:n, s:s}}", "error", "message", message, "type",
-                          ft_err_type(code), "param", "code", ft_err_code(code));
-  char *text = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
-  json_decref(obj);
-  struct MHD_Response *resp =
-      text ? MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE) : NULL;
-  if (!resp) {
-    free(text);
-    http_fail(r, code, NULL, "%s", message);
-    return -1;
-  }
-  MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
-  if (h1) MHD_add_response_header(resp, h1, v1);
-  r->replied = 1;
-  http_queue(r->conn, (unsigned)ft_err_status(code), resp);
+/* Replies the error with one extra header (name, value); returns -1. */
+static int reply_with(http_req *r, int code, const char *message, const char *name,
+                      const char *value) {
+  ft_error e;
+  ft_error_set(&e, code, NULL, "%s", message);
+  const char *const headers[] = {name, value, NULL};
+  http_fail_hdrs(r, &e, headers);
   return -1;
 }
 
@@ -319,22 +311,7 @@ int auth_job_or_reply(http_req *r, const char *job_id, const char *param) {
 }
 
 int auth_model_visible(http_req *r, const char *model_id) {
-  if (r->admin || strncmp(model_id, "ft:", 3)) return 1;
-  char job[64] = "";
-  long step;
-  json_t *origin = NULL;
-  if (!validate_ckpt_id(model_id, job, sizeof job, &step)) {
-    if (store_model_origin(r->app->store, model_id, &origin) == 0)
-      snprintf(job, sizeof job, "%s", json_string_value(json_object_get(origin, "job")));
-    json_decref(origin);
-    const char *last = strrchr(model_id, ':');
-    if (!job[0] && last && !strncmp(last + 1, "ftjob-", 6))
-      snprintf(job, sizeof job, "%s", last + 1);
-  }
-  char tenant[STORE_TENANT_MAX + 1] = AUTH_DEFAULT_TENANT;
-  if (job[0] && store_tenant_of(r->app->store, "job", job, tenant, sizeof tenant))
-    snprintf(tenant, sizeof tenant, "%s", AUTH_DEFAULT_TENANT);
-  return auth_sees(r, tenant);
+  return model_id_visible(r->app->store, model_id, auth_tenant(r));
 }
 
 int auth_model_or_reply(http_req *r, const char *model_id, const char *param) {
@@ -374,26 +351,6 @@ int auth_listen_is_loopback(const char *listen) {
   return loop;
 }
 
-int auth_json_depth_ok(const char *s, size_t n, int max) {
-  int depth = 0, in_str = 0;
-  for (size_t i = 0; i < n; i++) {
-    char c = s[i];
-    if (in_str) {
-      if (c == '\\')
-        i++;
-      else if (c == '"')
-        in_str = 0;
-    } else if (c == '"') {
-      in_str = 1;
-    } else if (c == '{' || c == '[') {
-      if (++depth > max) return 0;
-    } else if ((c == '}' || c == ']') && depth > 0) {
-      depth--;
-    }
-  }
-  return 1;
-}
-
 /* ---- `finetuned keys` ------------------------------------------------------ */
 
 static void keys_usage(FILE *f) {
@@ -405,26 +362,6 @@ static void keys_usage(FILE *f) {
           "  tenant defaults to \"default\", which owns what was made while the API was\n"
           "  open; an admin key sees every tenant. DIR defaults to $STATE_DIRECTORY\n"
           "  (systemd) if set, else ./var, as for serve.\n");
-}
-
-/* The data dir as serve picks it; created if missing. NULL on error. */
-static char *keys_data_dir(const char *opt) {
-  char buf[PATH_MAX];
-  const char *dir = opt;
-  if (!dir) {
-    const char *sd = getenv("STATE_DIRECTORY");
-    snprintf(buf, sizeof buf, "%s", sd && *sd ? sd : "./var");
-    char *colon = strchr(buf, ':');
-    if (colon) *colon = 0;
-    dir = buf;
-  }
-  if (mkdir(dir, 0750) && errno != EEXIST) {
-    fprintf(stderr, "finetuned: cannot create data dir %s: %s\n", dir, strerror(errno));
-    return NULL;
-  }
-  char *abs = realpath(dir, NULL);
-  if (!abs) fprintf(stderr, "finetuned: data dir %s: %s\n", dir, strerror(errno));
-  return abs;
 }
 
 int auth_cmd_keys(int argc, char **argv) {
@@ -483,13 +420,16 @@ int auth_cmd_keys(int argc, char **argv) {
       return 2;
     }
   }
-  char *data_dir = keys_data_dir(data_opt);
-  if (!data_dir) return 1;
+  ft_error err = {0};
+  char *data_dir = datadir_resolve(data_opt, &err);
+  if (!data_dir) {
+    fprintf(stderr, "finetuned: %s\n", err.message);
+    return 1;
+  }
   char db[PATH_MAX + 32];
   snprintf(db, sizeof db, "%s/finetuned.db", data_dir);
   free(data_dir);
   store *st = NULL;
-  ft_error err = {0};
   if (store_open(&st, db, &err)) {
     fprintf(stderr, "finetuned: %s\n", err.message);
     return 1;

@@ -1,9 +1,10 @@
-/* API keys, tenants and request limits (issue #7).
+/* API keys, tenants and request limits.
  *
  * Keys: "ftk-" + 40 base62 characters from getrandom(2) (238 bits), printed
  * once by `finetuned keys create`; the store keeps only the hex SHA-256 of
  * the whole key. Requests carry "Authorization: Bearer KEY"; http.c calls
- * auth_request on the first call of a request, before any body is read.
+ * auth_request (the app's gate) on the first call of a request, before any
+ * body is read.
  *
  * Tenants: every file and job has one; events and checkpoints are their
  * job's, fine-tuned models ("ft:…" and checkpoint ids) their job's. Base
@@ -69,8 +70,8 @@ int auth_sees(const http_req *r, const char *tenant);
 int auth_file_or_reply(http_req *r, const char *file_id, const char *param);
 int auth_job_or_reply(http_req *r, const char *job_id, const char *param);
 /* Models: a base model is everyone's; a fine-tuned model ("ft:…") or a
- * checkpoint id is its job's tenant's ("default" when no job made it). Does
- * not check that the model exists. */
+ * checkpoint id is its job's tenant's (model_id_visible). Does not check
+ * that the model exists. */
 int auth_model_visible(http_req *r, const char *model_id);
 int auth_model_or_reply(http_req *r, const char *model_id, const char *param);
 
@@ -78,10 +79,6 @@ int auth_model_or_reply(http_req *r, const char *model_id, const char *param);
 
 /* Whether HOST:PORT resolves to a loopback address only (127.0.0.0/8, ::1). */
 int auth_listen_is_loopback(const char *listen);
-/* Whether JSON text nests arrays/objects at most max deep (strings skipped;
- * the text need not be valid JSON: the parser judges that). */
-int auth_json_depth_ok(const char *s, size_t n, int max);
-#define AUTH_JSON_MAX_DEPTH 32
 
 /* `finetuned keys create|list|revoke` (main.c): argv[0] is "keys". */
 int auth_cmd_keys(int argc, char **argv);

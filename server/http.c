@@ -20,6 +20,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netdb.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,7 +28,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "auth.h"
 #include "obs.h"
 #include "ft_log.h"
 #include "ft_utf8.h"
@@ -72,52 +72,11 @@ static int path_match(const char *pattern, const char *url, http_req *r) {
   return 1;
 }
 
-/* ---- status counters for /metrics ---------------------------------------- */
-
-static const unsigned counted[] = {200, 201, 204, 206, 304, 400, 401, 403, 404,
-                                   405, 409, 413, 415, 422, 429, 500, 503};
-#define NCOUNTED (sizeof counted / sizeof counted[0])
-static atomic_ulong status_count[NCOUNTED + 1]; /* last: any other status */
-
-void http_buf_printf(char **buf, size_t *len, size_t *cap, const char *fmt, ...) {
-  for (;;) {
-    va_list ap;
-    va_start(ap, fmt);
-    size_t room = *cap - *len;
-    int k = vsnprintf(*buf ? *buf + *len : NULL, *buf ? room : 0, fmt, ap);
-    va_end(ap);
-    if (k < 0) return;
-    if (*buf && (size_t)k < room) {
-      *len += (size_t)k;
-      return;
-    }
-    size_t ncap = (*cap ? *cap * 2 : 4096) + (size_t)k;
-    char *nb = realloc(*buf, ncap);
-    if (!nb) return;
-    *buf = nb;
-    *cap = ncap;
-  }
-}
-
-void http_metrics_append(char **buf, size_t *len, size_t *cap) {
-  http_buf_printf(buf, len, cap,
-                  "# HELP finetuned_http_requests_total HTTP responses sent, by status.\n"
-                  "# TYPE finetuned_http_requests_total counter\n");
-  for (size_t i = 0; i < NCOUNTED; i++)
-    http_buf_printf(buf, len, cap, "finetuned_http_requests_total{status=\"%u\"} %lu\n", counted[i],
-                    atomic_load(&status_count[i]));
-  http_buf_printf(buf, len, cap, "finetuned_http_requests_total{status=\"other\"} %lu\n",
-                  atomic_load(&status_count[NCOUNTED]));
-}
-
 /* ---- replies ------------------------------------------------------------- */
 
 enum MHD_Result http_queue(struct MHD_Connection *conn, unsigned status,
                            struct MHD_Response *resp) {
   if (!resp) return MHD_NO;
-  size_t i = 0;
-  while (i < NCOUNTED && counted[i] != status) i++;
-  atomic_fetch_add(&status_count[i], 1);
   enum MHD_Result rc = MHD_queue_response(conn, status, resp);
   MHD_destroy_response(resp);
   return rc;
@@ -186,21 +145,20 @@ static size_t unescape_keep_nul(void *cls, struct MHD_Connection *c, char *s) {
 }
 /* ---- end hostile input ---------------------------------------------------- */
 
-static json_t *error_json(const ft_error *e) {
+json_t *http_error_json(const ft_error *e) {
   const char *msg = e->message[0] ? e->message : ft_err_message(e->code);
   char m[sizeof e->message], pm[sizeof e->param]; /* (hostile input: see utf8_scrub) */
   utf8_scrub(m, sizeof m, msg);
   utf8_scrub(pm, sizeof pm, e->param);
-  return json_pack("{s:{s:s, s:s, s:s?, s:s}}", "error", "message", m, "type",
-                   ft_err_type(e->code), "param", pm[0] ? pm : NULL, "code",
-                   ft_err_code(e->code));
+  return json_pack("{s:{s:s, s:s, s:s?, s:s}}", "error", "message", m, "type", ft_err_type(e->code),
+                   "param", pm[0] ? pm : NULL, "code", ft_err_code(e->code));
 }
 
-enum MHD_Result http_reply_error(struct MHD_Connection *conn, const ft_error *e) {
+/* http_reply_error without the log line. */
+static enum MHD_Result queue_error(struct MHD_Connection *conn, const ft_error *e,
+                                   const char *const *headers) {
   unsigned status = (unsigned)ft_err_status(e->code);
-  if (status >= 500)
-    FT_WARN("msg=\"request failed\" code=%s detail=\"%s\"", ft_err_code(e->code), e->message);
-  json_t *obj = error_json(e);
+  json_t *obj = http_error_json(e);
   struct MHD_Response *resp = obj ? json_response(obj) : NULL;
   json_decref(obj);
   if (!resp) {
@@ -211,15 +169,26 @@ enum MHD_Result http_reply_error(struct MHD_Connection *conn, const ft_error *e)
                                            MHD_RESPMEM_PERSISTENT);
     if (!resp) return MHD_NO;
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
-    status = 500;
+    return http_queue(conn, 500, resp);
   }
+  for (size_t i = 0; headers && headers[i] && headers[i + 1]; i += 2)
+    MHD_add_response_header(resp, headers[i], headers[i + 1]);
   return http_queue(conn, status, resp);
 }
 
-enum MHD_Result http_fail_err(http_req *r, const ft_error *e) {
-  r->replied = 1;
-  return http_reply_error(r->conn, e);
+enum MHD_Result http_reply_error(struct MHD_Connection *conn, const ft_error *e,
+                                 const char *const *headers) {
+  if (ft_err_status(e->code) >= 500)
+    FT_WARN("msg=\"request failed\" code=%s detail=\"%s\"", ft_err_code(e->code), e->message);
+  return queue_error(conn, e, headers);
 }
+
+enum MHD_Result http_fail_hdrs(http_req *r, const ft_error *e, const char *const *headers) {
+  r->replied = 1;
+  return http_reply_error(r->conn, e, headers);
+}
+
+enum MHD_Result http_fail_err(http_req *r, const ft_error *e) { return http_fail_hdrs(r, e, NULL); }
 
 enum MHD_Result http_fail_later(http_req *r, const ft_error *e) {
   if (!r->pending.code) r->pending = *e;
@@ -297,10 +266,10 @@ int http_json_body_or_reply(http_req *r, json_t **out) {
     http_fail(r, FT_EJSON, NULL, "request body is empty; a JSON object is required");
     return -1;
   }
-  if (!auth_json_depth_ok(r->body, r->body_n, AUTH_JSON_MAX_DEPTH)) { /* (jansson has no cap) */
+  if (!http_json_depth_ok(r->body, r->body_n, HTTP_JSON_MAX_DEPTH)) {
     obs_reject(OBS_REJECT_BAD_JSON);
     http_fail(r, FT_EJSON, NULL, "request body nests arrays and objects deeper than %d",
-              AUTH_JSON_MAX_DEPTH);
+              HTTP_JSON_MAX_DEPTH);
     return -1;
   }
   json_error_t je;
@@ -327,6 +296,26 @@ int http_json_body_or_reply(http_req *r, json_t **out) {
   return 0;
 }
 
+int http_json_depth_ok(const char *s, size_t n, int max) {
+  int depth = 0, in_str = 0;
+  for (size_t i = 0; i < n; i++) {
+    char c = s[i];
+    if (in_str) {
+      if (c == '\\')
+        i++;
+      else if (c == '"')
+        in_str = 0;
+    } else if (c == '"') {
+      in_str = 1;
+    } else if (c == '{' || c == '[') {
+      if (++depth > max) return 0;
+    } else if ((c == '}' || c == ']') && depth > 0) {
+      depth--;
+    }
+  }
+  return 1;
+}
+
 /* ---- graceful stop (see http.h, shutdown.c) ------------------------------- */
 
 static atomic_int inflight;                         /* requests between headers and completion */
@@ -350,14 +339,10 @@ void http_quiesce(struct MHD_Daemon *d, ft_app *app) {
 static enum MHD_Result reply_draining(http_req *r) {
   ft_error e;
   ft_error_set(&e, FT_EUNAVAILABLE, NULL, "the server is shutting down; retry after it restarts");
-  json_t *obj = error_json(&e);
-  struct MHD_Response *resp = obj ? json_response(obj) : NULL;
-  json_decref(obj);
-  if (!resp) return MHD_NO;
-  MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
-  MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, "5");
+  static const char *const headers[] = {MHD_HTTP_HEADER_CONNECTION, "close",
+                                        MHD_HTTP_HEADER_RETRY_AFTER, "5", NULL};
   r->replied = 1;
-  return http_queue(r->conn, 503, resp);
+  return queue_error(r->conn, &e, headers); /* (not logged: every request of a drain gets it) */
 }
 
 /* ---- the MHD callbacks --------------------------------------------------- */
@@ -378,13 +363,8 @@ static enum MHD_Result reply_no_route(http_req *r, const char *method, const cha
   ft_error e;
   ft_error_set(&e, FT_EMETHOD, NULL, "method %s is not allowed for %s; allowed: %s", method, url,
                allow);
-  json_t *obj = error_json(&e);
-  struct MHD_Response *resp = obj ? json_response(obj) : NULL;
-  json_decref(obj);
-  if (!resp) return http_fail(r, FT_ENOMEM, NULL, NULL);
-  MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allow);
-  r->replied = 1;
-  return http_queue(r->conn, 405, resp);
+  const char *const headers[] = {MHD_HTTP_HEADER_ALLOW, allow, NULL};
+  return http_fail_hdrs(r, &e, headers);
 }
 
 /* Buffers (JSON) or discards (NONE) a body chunk, capped; on the final
@@ -448,8 +428,8 @@ static enum MHD_Result on_headers(ft_app *app, struct MHD_Connection *conn, cons
   for (size_t i = 0; i < NROUTES && !rt; i++)
     if (!strcmp(routes[i].method, m) && path_match(routes[i].pattern, url, r)) rt = &routes[i];
   if (rt) r->route_ix = (int)(rt - routes); /* (obs.c: a refused request has its route) */
-  /* keys (auth.c): before the body, and before telling what URLs exist */
-  if (auth_request(r, rt ? rt->pattern : NULL)) return MHD_YES;
+  /* the gate (keys): before the body, and before telling what URLs exist */
+  if (app->gate && app->gate(r, rt ? rt->pattern : NULL)) return MHD_YES;
   if (!rt) return reply_no_route(r, method, url);
   r->route_ix = (int)(rt - routes);
   r->body_kind = rt->body;
@@ -501,7 +481,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
   http_req *r = *con_cls;
   if (!r) return;
   if (r->ctx_free) r->ctx_free(r->ctx, toe == MHD_REQUEST_TERMINATED_COMPLETED_OK);
-  obs_request_end(conn, r); /* counts and logs the request (obs.c) */
+  obs_request_end(conn, r->method, r->route_ix, r->seen + r->discarded, r->t0_ns);
   free(r->body);
   free(r);
   *con_cls = NULL;
@@ -552,7 +532,7 @@ int http_start(struct MHD_Daemon **out, ft_app *app, const char *listen, int *po
   /* (MHD_USE_ITC: MHD_quiesce_daemon needs it in this threading mode) */
   unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL |
                    MHD_USE_ERROR_LOG | MHD_USE_ITC | (v6 ? MHD_USE_IPv6 : 0);
-  /* TLS (issue #7): HTTPS with the PEM certificate and key main read */
+  /* TLS: HTTPS with the PEM certificate and key main read */
   struct MHD_OptionItem tls_opts[] = {
       {MHD_OPTION_HTTPS_MEM_CERT, 0, (void *)app->tls_cert_pem},
       {MHD_OPTION_HTTPS_MEM_KEY, 0, (void *)app->tls_key_pem},

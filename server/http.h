@@ -7,39 +7,14 @@
 #define FT_HTTP_H
 #include <jansson.h>
 #include <microhttpd.h>
-#include <stdatomic.h>
 #include <stdint.h>
 
+#include "app.h"
 #include "ft_err.h"
 #include "ft_fs.h"
-#include "pool.h"
-#include "store.h"
 
 #define HTTP_JSON_BODY_MAX (1u << 20) /* job creation and other JSON bodies */
 #define HTTP_DEFAULT_UPLOAD_MAX (512ull << 20)
-
-/* What the handlers share: owned by main, lives as long as the daemon. */
-typedef struct {
-  store *store;
-  pool *pool;                /* NULL in tests without workers */
-  const char *data_dir;      /* absolute */
-  uint64_t max_upload_bytes; /* POST /v1/files cap */
-  atomic_int stopping;       /* set at shutdown: SSE streams end */
-  atomic_int draining;       /* graceful stop under way: new requests get 503 */
-  /* ---- keys, tenants and limits (auth.c, issue #7) ---- */
-  int auth_open_allowed;        /* loopback listener: open while no key was ever made */
-  struct auth_limiter *limiter; /* per-key token buckets, NULL: no rate limit */
-  int max_waiting_jobs;         /* per tenant (validating_files + queued); 0: no cap */
-  unsigned max_connections;     /* MHD_OPTION_CONNECTION_LIMIT; 0: 512 */
-  unsigned max_per_ip;          /* MHD_OPTION_PER_IP_CONNECTION_LIMIT; 0: 128 */
-  unsigned conn_timeout_s;      /* MHD_OPTION_CONNECTION_TIMEOUT; 0: 120 */
-  size_t conn_memory;           /* MHD_OPTION_CONNECTION_MEMORY_LIMIT (headers); 0: 64 KiB */
-  /* ---- serving (api_infer.c, issue #6) ---- */
-  struct infer_pool *infer; /* loaded models and the inference slots; NULL: serving is off (503) */
-  /* ---- TLS (obs/ops, issue #7) ---- */
-  const char *tls_cert_pem; /* PEM certificate chain: serve HTTPS; NULL: plain HTTP */
-  const char *tls_key_pem;  /* its PEM private key */
-} ft_app;
 
 enum { HTTP_BODY_NONE, HTTP_BODY_JSON, HTTP_BODY_STREAM };
 enum { HTTP_PHASE_FIRST, HTTP_PHASE_DATA, HTTP_PHASE_LAST };
@@ -79,7 +54,7 @@ struct http_req {
   char tenant[64]; /* the key's tenant, or "default" in open mode */
   char key_id[40]; /* "key-…", or "" in open mode */
   int admin;       /* an admin key: sees every tenant */
-  /* ---- observability (obs.c, issue #7) ---- */
+  /* ---- observability (obs.c) ---- */
   int64_t t0_ns; /* CLOCK_MONOTONIC at the headers: the request's duration */
 };
 
@@ -94,16 +69,24 @@ void http_quiesce(struct MHD_Daemon *d, ft_app *app);
  * connections do not count). */
 int http_inflight(void);
 
-/* Every reply goes through http_queue (it counts statuses for /metrics);
- * resp is released here. */
+/* Queues resp with status and releases it (every reply goes through here). */
 enum MHD_Result http_queue(struct MHD_Connection *conn, unsigned status, struct MHD_Response *resp);
 /* The one error envelope {"error":{message,type,param,code}} with the status
- * of ft_err_status(e->code). */
-enum MHD_Result http_reply_error(struct MHD_Connection *conn, const ft_error *e);
+ * of ft_err_status(e->code); message and param, which often quote what the
+ * client sent, have every byte that is not UTF-8 replaced by '?'. headers:
+ * NULL, or extra response headers as name, value, …, NULL (Retry-After,
+ * WWW-Authenticate). A 5xx is logged. */
+enum MHD_Result http_reply_error(struct MHD_Connection *conn, const ft_error *e,
+                                 const char *const *headers);
+/* The same envelope as a JSON object (new reference; NULL on no memory), for
+ * an error that ends a stream already under way. */
+json_t *http_error_json(const ft_error *e);
 /* Shorthand: builds the ft_error and replies; marks r replied. */
 enum MHD_Result http_fail(http_req *r, int code, const char *param, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 enum MHD_Result http_fail_err(http_req *r, const ft_error *e);
+/* http_fail_err with extra headers (as http_reply_error). */
+enum MHD_Result http_fail_hdrs(http_req *r, const ft_error *e, const char *const *headers);
 /* For an error found while the body is still arriving (MHD 0.9.x cannot
  * queue a response then): the rest of the body is read and dropped, up to
  * HTTP_DISCARD_MAX more bytes (beyond that the connection is closed), and
@@ -120,30 +103,18 @@ const char *http_header(http_req *r, const char *key);
 /* ?after= and ?limit= (1..100, default 20); on a bad value replies 400 and
  * returns -1. */
 int http_page_or_reply(http_req *r, const char **after, int *limit);
-/* Parses r->body as a JSON object (duplicates rejected); on failure replies
- * 400 and returns -1. */
+/* Parses r->body as a JSON object (duplicates rejected, nesting at most
+ * HTTP_JSON_MAX_DEPTH deep); on failure replies 400 and returns -1. */
 int http_json_body_or_reply(http_req *r, json_t **out);
-
-/* For /metrics: appends the request counters in Prometheus text format. */
-void http_metrics_append(char **buf, size_t *len, size_t *cap);
-/* Appends printf output to a growing buffer (used for /metrics). */
-void http_buf_printf(char **buf, size_t *len, size_t *cap, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
+/* Whether JSON text nests arrays/objects at most max deep (strings skipped;
+ * the text need not be valid JSON: the parser judges that). jansson has no
+ * cap of its own, and recurses once per level. */
+int http_json_depth_ok(const char *s, size_t n, int max);
+#define HTTP_JSON_MAX_DEPTH 32
 
 /* snprintf for paths: 0, or nonzero (and out "") if it does not fit. The
  * server's name for ft_pathf (common/ft_fs.h). */
 #define http_pathf ft_pathf
-
-/* A model id that can name a directory under models/: 1..255 bytes, no
- * path separators, no leading dot, no control characters (api_models.c). */
-int api_model_id_ok(const char *id);
-/* models/<id> into dir, once its config.json is there: a checkpoint id is
- * exported on first use (validate_materialise); a model whose job has not
- * succeeded is FT_EBAD_STATE (409); an unknown one, or another tenant's
- * (auth.h), FT_ENOT_FOUND (404). param names the field ("model",
- * "models[1]"). The one lookup of serving and export (api_models.c). */
-int api_model_resolve(http_req *r, const char *param, const char *id, char *dir, size_t n,
-                      ft_error *err);
 
 /* Handlers, from routes.h. */
 #define FT_ROUTE_DECL_(method, pattern, handler, body) enum MHD_Result handler(http_req *r);

@@ -1,4 +1,4 @@
-/* The daemon's inference pool: loaded models (ft_infer, engine/infer.h)
+/* The daemon's inference pool: loaded models (ft_infer, engine/infer/infer.h)
  * cached by model directory, and the bound on how many inference requests
  * run at once. An ft_infer serves one request at a time, so a model asked
  * for by two requests at once is loaded twice; idle instances stay cached,
@@ -14,7 +14,7 @@
 
 #include "ft_err.h"
 
-typedef struct ft_infer ft_infer; /* engine/infer.h */
+typedef struct ft_infer ft_infer; /* engine/infer/infer.h */
 
 typedef struct infer_pool infer_pool;
 

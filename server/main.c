@@ -3,7 +3,7 @@
  *                 run until SIGTERM/SIGINT (systemd: Type=notify)
  *   import-model  copy a Hugging Face model directory into <data>/models/NAME
  *   init-model    write a randomly initialised model directory (tests, demos)
- *   train-tokenizer  learn a byte-level BPE tokenizer from text (engine/bpe_train.h)
+ *   train-tokenizer  learn a byte-level BPE tokenizer from text (engine/tok/bpe_train.h)
  *   export-gguf   write a model directory or its LoRA adapter as GGUF (llama.cpp)
  * The only place that exits (STYLE.md 7). Signals are blocked in every thread
  * and taken synchronously here with sigwait, so no handler runs in the middle
@@ -18,14 +18,17 @@
 #include <libgen.h>
 #include <limits.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "app.h"
 #include "auth.h"
-#include "tok/bpe_train.h" /* train-tokenizer (issue #8) */
+#include "tok/bpe_train.h" /* train-tokenizer */
+#include "datadir.h"
 #include "ft_fs.h"
 #include "ft_log.h"
 #include "formats/gguf.h"
@@ -33,6 +36,8 @@
 #include "http.h"
 #include "infer_pool.h"
 #include "nn/init.h"
+#include "model_id.h"
+#include "obs.h"
 #include "pool.h"
 #include "formats/safetensors.h"
 #include "shutdown.h"
@@ -42,55 +47,16 @@
 #include <systemd/sd-daemon.h>
 #endif
 
+static void serve_usage(FILE *f);
+
 static void usage(FILE *f) {
   fprintf(f,
           "usage: finetuned COMMAND [OPTIONS]\n"
           "\n"
           "finetuned serve [OPTIONS]\n"
-          "  Runs the fine-tuning job server: HTTP API, job queue and worker pool.\n"
-          "  --data-dir DIR          data directory (database, files, models, jobs); default\n"
-          "                          $STATE_DIRECTORY (systemd) if set, else ./var\n"
-          "  --listen HOST:PORT      HTTP address; default 127.0.0.1:8080. Port 0 picks a\n"
-          "                          free port; the port is written to DIR/finetuned.port\n"
-          "  --workers N             local workers to spawn and supervise; default 1\n"
-          "  --worker-listen HOST:PORT  also accept remote workers over TCP here\n"
-          "  --worker-token T        shared secret workers must present (required for TCP);\n"
-          "                          better given in the config file than on the command line\n"
-          "  --max-upload-bytes N    largest accepted upload; default 536870912 (512 MiB)\n"
-          "  --lease-ms N            job lease length; default 30000\n"
-          "  --heartbeat-ms N        worker heartbeat interval; default 2000\n"
-          "  --max-attempts N        leases a job may lose (its worker vanished) before it\n"
-          "                          fails with worker_lost; default 3\n"
-          "  --drain-timeout-ms N    on SIGTERM/SIGINT, how long to wait for running jobs to\n"
-          "                          pause at a checkpoint and requests to finish; default\n"
-          "                          30000 (systemd's TimeoutStopSec is 60 s)\n"
-          "  --infer-cache-mb N      memory for models loaded for serving (completions,\n"
-          "                          classifications), least recently used evicted; default\n"
-          "                          a quarter of physical memory\n"
-          "  --infer-concurrency N   inference requests run at once; default 2\n"
-          "  --infer-queue N         requests that may wait for a slot (up to 10 s) before\n"
-          "                          429 with Retry-After; default 4\n"
-          "  --worker-exe PATH       worker executable; default finetuned-worker next to\n"
-          "                          this executable\n"
-          "  --log-level LEVEL       debug, info, warn or error; default info\n"
-          "  --tls-cert FILE         serve HTTPS with this PEM certificate (chain); needs\n"
-          "  --tls-key FILE          its PEM private key (unencrypted); read at start\n"
-          "  --rate-limit N          requests per second per API key (token bucket); 0: no\n"
-          "                          limit; default 50\n"
-          "  --rate-burst N          requests a key may send at once; default 100\n"
-          "  --max-waiting-jobs N    jobs per tenant waiting to run (validating_files or\n"
-          "                          queued); 0: no cap; default 100\n"
-          "  --max-connections N     open HTTP connections; default 512\n"
-          "  --max-connections-per-ip N  default 128\n"
-          "  --connection-timeout S  idle HTTP connection timeout in seconds; default 120\n"
-          "  --max-header-bytes N    memory per connection for the request line and\n"
-          "                          headers (larger: 431); default 65536\n"
-          "  API keys: listening on loopback with no key created, the API is open (tenant\n"
-          "  \"default\"); anywhere else, or once a key exists, every request but /healthz\n"
-          "  and /readyz needs \"Authorization: Bearer KEY\" (see finetuned keys).\n"
-          "  --config FILE           read options from FILE: lines \"name = value\" with the\n"
-          "                          option names above (without --), '#' comments;\n"
-          "                          command-line options win\n"
+          "  Runs the fine-tuning job server: HTTP API, job queue and worker pool.\n");
+  serve_usage(f);
+  fprintf(f,
           "\n"
           "finetuned import-model [--data-dir DIR] --name NAME PATH\n"
           "  Checks the Hugging Face model directory PATH (config.json) and copies it into\n"
@@ -126,17 +92,136 @@ static void usage(FILE *f) {
 
 /* ---- options ------------------------------------------------------------- */
 
+/* The settings of `finetuned serve`; a number is -1 and a string NULL until
+ * an option sets it, and cmd_serve applies the defaults. */
 typedef struct {
   char *data_dir, *listen, *worker_listen, *worker_token, *worker_exe, *log_level;
-  long workers, lease_ms, heartbeat_ms, max_attempts;
-  long long max_upload;
-  long drain_timeout_ms; /* graceful shutdown */
-  long infer_cache_mb, infer_concurrency, infer_queue; /* serving (infer_pool.h) */
-  char *tls_cert, *tls_key; /* TLS (issue #7): PEM files */
-  /* keys and limits (auth.c, issue #7); -1: default */
-  long rate_limit, rate_burst, max_waiting_jobs, max_connections, max_per_ip, conn_timeout,
+  long long workers, lease_ms, heartbeat_ms, max_attempts, max_upload;
+  long long drain_timeout_ms;                               /* graceful shutdown */
+  long long infer_cache_mb, infer_concurrency, infer_queue; /* serving (infer_pool.h) */
+  char *tls_cert, *tls_key;                                 /* PEM files */
+  /* keys and limits (auth.h) */
+  long long rate_limit, rate_burst, max_waiting_jobs, max_connections, max_per_ip, conn_timeout,
       max_header_bytes;
 } serve_opts;
+
+typedef enum {
+  OPT_STR,    /* a string field */
+  OPT_NUM,    /* a long long field in lo..hi */
+  OPT_CONFIG, /* --config: the command line only */
+  OPT_NOTE,   /* not an option: a paragraph of the usage */
+} opt_kind;
+
+/* The one table of serve's options: each is --NAME on the command line and
+ * NAME (or NAME with '_' for '-') in the config file, and prints its usage
+ * from here; a '\n' in help starts a continuation line. */
+typedef struct {
+  const char *name, *arg;
+  opt_kind kind;
+  size_t field; /* offsetof(serve_opts, …) */
+  long long lo, hi;
+  const char *help;
+} serve_option;
+
+#define STR_OPT(name, arg, field, help) \
+  { name, arg, OPT_STR, offsetof(serve_opts, field), 0, 0, help }
+#define NUM_OPT(name, arg, field, lo, hi, help) \
+  { name, arg, OPT_NUM, offsetof(serve_opts, field), lo, hi, help }
+
+static const serve_option serve_options[] = {
+    STR_OPT("data-dir", "DIR", data_dir,
+            "data directory (database, files, models, jobs); default\n"
+            "$STATE_DIRECTORY (systemd) if set, else ./var"),
+    STR_OPT("listen", "HOST:PORT", listen,
+            "HTTP address; default 127.0.0.1:8080. Port 0 picks a\n"
+            "free port; the port is written to DIR/finetuned.port"),
+    NUM_OPT("workers", "N", workers, 0, 256, "local workers to spawn and supervise; default 1"),
+    STR_OPT("worker-listen", "HOST:PORT", worker_listen,
+            "also accept remote workers over TCP here"),
+    STR_OPT("worker-token", "T", worker_token,
+            "shared secret workers must present (required for TCP);\n"
+            "better given in the config file than on the command line"),
+    NUM_OPT("max-upload-bytes", "N", max_upload, 1, LLONG_MAX,
+            "largest accepted upload; default 536870912 (512 MiB)"),
+    NUM_OPT("lease-ms", "N", lease_ms, 100, 3600000, "job lease length; default 30000"),
+    NUM_OPT("heartbeat-ms", "N", heartbeat_ms, 10, 600000,
+            "worker heartbeat interval; default 2000"),
+    NUM_OPT("max-attempts", "N", max_attempts, 1, 100,
+            "leases a job may lose (its worker vanished) before it\n"
+            "fails with worker_lost; default 3"),
+    NUM_OPT("drain-timeout-ms", "N", drain_timeout_ms, 0, 600000,
+            "on SIGTERM/SIGINT, how long to wait for running jobs to\n"
+            "pause at a checkpoint and requests to finish; default\n"
+            "30000 (systemd's TimeoutStopSec is 60 s)"),
+    NUM_OPT("infer-cache-mb", "N", infer_cache_mb, 1, 1 << 24,
+            "memory for models loaded for serving (completions,\n"
+            "classifications), least recently used evicted; default\n"
+            "a quarter of physical memory"),
+    NUM_OPT("infer-concurrency", "N", infer_concurrency, 1, 256,
+            "inference requests run at once; default 2"),
+    NUM_OPT("infer-queue", "N", infer_queue, 0, 4096,
+            "requests that may wait for a slot (up to 10 s) before\n"
+            "429 with Retry-After; default 4"),
+    STR_OPT("worker-exe", "PATH", worker_exe,
+            "worker executable; default finetuned-worker next to\n"
+            "this executable"),
+    STR_OPT("log-level", "LEVEL", log_level, "debug, info, warn or error; default info"),
+    STR_OPT("tls-cert", "FILE", tls_cert, "serve HTTPS with this PEM certificate (chain); needs"),
+    STR_OPT("tls-key", "FILE", tls_key, "its PEM private key (unencrypted); read at start"),
+    NUM_OPT("rate-limit", "N", rate_limit, 0, 1000000,
+            "requests per second per API key (token bucket); 0: no\n"
+            "limit; default 50"),
+    NUM_OPT("rate-burst", "N", rate_burst, 1, 1000000,
+            "requests a key may send at once; default 100"),
+    NUM_OPT("max-waiting-jobs", "N", max_waiting_jobs, 0, 1000000,
+            "jobs per tenant waiting to run (validating_files or\n"
+            "queued); 0: no cap; default 100"),
+    NUM_OPT("max-connections", "N", max_connections, 1, 100000,
+            "open HTTP connections; default 512"),
+    NUM_OPT("max-connections-per-ip", "N", max_per_ip, 1, 100000, "default 128"),
+    NUM_OPT("connection-timeout", "S", conn_timeout, 1, 86400,
+            "idle HTTP connection timeout in seconds; default 120"),
+    NUM_OPT("max-header-bytes", "N", max_header_bytes, 8192, 16 << 20,
+            "memory per connection for the request line and\n"
+            "headers (larger: 431); default 65536"),
+    {NULL, NULL, OPT_NOTE, 0, 0, 0,
+     "API keys: listening on loopback with no key created, the API is open (tenant\n"
+     "\"default\"); anywhere else, or once a key exists, every request but /healthz\n"
+     "and /readyz needs \"Authorization: Bearer KEY\" (see finetuned keys)."},
+    {"config", "FILE", OPT_CONFIG, 0, 0, 0,
+     "read options from FILE: lines \"name = value\" with the\n"
+     "option names above (without --), '#' comments;\n"
+     "command-line options win"},
+};
+#define N_SERVE_OPTIONS (sizeof serve_options / sizeof serve_options[0])
+#undef STR_OPT
+#undef NUM_OPT
+
+#define USAGE_COLUMN 26 /* where the help text of an option starts */
+
+/* The serve section of the usage, from the table. */
+static void serve_usage(FILE *f) {
+  for (size_t i = 0; i < N_SERVE_OPTIONS; i++) {
+    const serve_option *so = &serve_options[i];
+    int indent = 2; /* of the help's continuation lines */
+    if (so->kind == OPT_NOTE) {
+      fprintf(f, "  ");
+    } else {
+      int n = fprintf(f, "  --%s %s", so->name, so->arg);
+      fprintf(f, "%*s", n + 2 > USAGE_COLUMN ? 2 : USAGE_COLUMN - n, "");
+      indent = USAGE_COLUMN;
+    }
+    for (const char *h = so->help;;) {
+      const char *nl = strchr(h, '\n');
+      if (!nl) {
+        fprintf(f, "%s\n", h);
+        break;
+      }
+      fprintf(f, "%.*s\n%*s", (int)(nl - h), h, indent, "");
+      h = nl + 1;
+    }
+  }
+}
 
 static int parse_long(const char *s, long lo, long hi, long *out) {
   char *end;
@@ -147,82 +232,54 @@ static int parse_long(const char *s, long lo, long hi, long *out) {
   return 0;
 }
 
+static const serve_option *serve_option_find(const char *name) {
+  for (size_t i = 0; i < N_SERVE_OPTIONS; i++)
+    if (serve_options[i].name && !strcmp(serve_options[i].name, name)) return &serve_options[i];
+  return NULL;
+}
+
+static void serve_opts_init(serve_opts *o) {
+  memset(o, 0, sizeof *o);
+  for (size_t i = 0; i < N_SERVE_OPTIONS; i++)
+    if (serve_options[i].kind == OPT_NUM) *(long long *)((char *)o + serve_options[i].field) = -1;
+}
+
+static void serve_opts_free(serve_opts *o) {
+  for (size_t i = 0; i < N_SERVE_OPTIONS; i++)
+    if (serve_options[i].kind == OPT_STR) {
+      char **str = (char **)((char *)o + serve_options[i].field);
+      free(*str);
+      *str = NULL;
+    }
+}
+
 /* Sets one option by name (from the command line or the config file);
  * from_file options never override ones already set. Returns 0 or -1. */
 static int set_opt(serve_opts *o, const char *name, const char *val, int from_file) {
-  char **str = NULL;
-  long *num = NULL, lo = 0, hi = 0;
-  if (!strcmp(name, "data-dir"))
-    str = &o->data_dir;
-  else if (!strcmp(name, "listen"))
-    str = &o->listen;
-  else if (!strcmp(name, "worker-listen"))
-    str = &o->worker_listen;
-  else if (!strcmp(name, "worker-token"))
-    str = &o->worker_token;
-  else if (!strcmp(name, "worker-exe"))
-    str = &o->worker_exe;
-  else if (!strcmp(name, "log-level"))
-    str = &o->log_level;
-  else if (!strcmp(name, "tls-cert"))
-    str = &o->tls_cert;
-  else if (!strcmp(name, "tls-key"))
-    str = &o->tls_key;
-  else if (!strcmp(name, "workers"))
-    num = &o->workers, lo = 0, hi = 256;
-  else if (!strcmp(name, "lease-ms"))
-    num = &o->lease_ms, lo = 100, hi = 3600000;
-  else if (!strcmp(name, "heartbeat-ms"))
-    num = &o->heartbeat_ms, lo = 10, hi = 600000;
-  else if (!strcmp(name, "max-attempts"))
-    num = &o->max_attempts, lo = 1, hi = 100;
-  else if (!strcmp(name, "drain-timeout-ms"))
-    num = &o->drain_timeout_ms, lo = 0, hi = 600000;
-  else if (!strcmp(name, "infer-cache-mb"))
-    num = &o->infer_cache_mb, lo = 1, hi = 1 << 24;
-  else if (!strcmp(name, "infer-concurrency"))
-    num = &o->infer_concurrency, lo = 1, hi = 256;
-  else if (!strcmp(name, "infer-queue"))
-    num = &o->infer_queue, lo = 0, hi = 4096;
-  else if (!strcmp(name, "rate-limit"))
-    num = &o->rate_limit, lo = 0, hi = 1000000;
-  else if (!strcmp(name, "rate-burst"))
-    num = &o->rate_burst, lo = 1, hi = 1000000;
-  else if (!strcmp(name, "max-waiting-jobs"))
-    num = &o->max_waiting_jobs, lo = 0, hi = 1000000;
-  else if (!strcmp(name, "max-connections"))
-    num = &o->max_connections, lo = 1, hi = 100000;
-  else if (!strcmp(name, "max-connections-per-ip"))
-    num = &o->max_per_ip, lo = 1, hi = 100000;
-  else if (!strcmp(name, "connection-timeout"))
-    num = &o->conn_timeout, lo = 1, hi = 86400;
-  else if (!strcmp(name, "max-header-bytes"))
-    num = &o->max_header_bytes, lo = 8192, hi = 16 << 20;
-  else if (!strcmp(name, "max-upload-bytes")) {
-    char *end;
-    errno = 0;
-    long long v = strtoll(val, &end, 10);
-    if (!*val || *end || errno || v < 1) {
-      fprintf(stderr, "finetuned: --max-upload-bytes wants a positive integer, got \"%s\"\n", val);
-      return -1;
-    }
-    if (!from_file || o->max_upload < 0) o->max_upload = v;
-    return 0;
-  } else {
+  const serve_option *so = serve_option_find(name);
+  if (!so || (so->kind != OPT_STR && so->kind != OPT_NUM)) {
     fprintf(stderr, "finetuned: unknown option \"%s\"\n", name);
     return -1;
   }
-  if (str) {
+  if (so->kind == OPT_STR) {
+    char **str = (char **)((char *)o + so->field);
     if (!from_file || !*str) {
       free(*str);
       *str = strdup(val);
     }
     return 0;
   }
-  long v;
-  if (parse_long(val, lo, hi, &v)) {
-    fprintf(stderr, "finetuned: --%s wants an integer from %ld to %ld, got \"%s\"\n", name, lo, hi,
-            val);
+  long long *num = (long long *)((char *)o + so->field);
+  char *end;
+  errno = 0;
+  long long v = strtoll(val, &end, 10);
+  if (!*val || *end || errno || v < so->lo || v > so->hi) {
+    if (so->hi == LLONG_MAX)
+      fprintf(stderr, "finetuned: --%s wants an integer of at least %lld, got \"%s\"\n", name,
+              so->lo, val);
+    else
+      fprintf(stderr, "finetuned: --%s wants an integer from %lld to %lld, got \"%s\"\n", name,
+              so->lo, so->hi, val);
     return -1;
   }
   if (!from_file || *num < 0) *num = v;
@@ -294,37 +351,6 @@ static void clean_leftovers(const char *data_dir) {
   }
 }
 
-/* The data dir: the option, else systemd's $STATE_DIRECTORY (first entry),
- * else ./var; created, then made absolute. */
-static char *resolve_data_dir(const char *opt) {
-  char buf[PATH_MAX];
-  const char *dir = opt;
-  if (!dir) {
-    const char *sd = getenv("STATE_DIRECTORY");
-    if (sd && *sd) {
-      snprintf(buf, sizeof buf, "%s", sd);
-      char *colon = strchr(buf, ':');
-      if (colon) *colon = 0;
-      dir = buf;
-    } else {
-      dir = "./var";
-    }
-  }
-  if (ft_mkdir_p(dir, 0750, NULL)) {
-    fprintf(stderr, "finetuned: cannot create data dir %s: %s\n", dir, strerror(errno));
-    return NULL;
-  }
-  char *abs = realpath(dir, NULL);
-  if (!abs)
-    fprintf(stderr, "finetuned: data dir %s: %s\n", dir, strerror(errno));
-  else if (strlen(abs) > 3000) {
-    fprintf(stderr, "finetuned: data dir path too long\n");
-    free(abs);
-    abs = NULL;
-  }
-  return abs;
-}
-
 static int write_port_file(const char *data_dir, int port) {
   char path[PATH_MAX], text[16];
   if (http_pathf(path, sizeof path, "%s/finetuned.port", data_dir)) return -1;
@@ -351,7 +377,7 @@ static void notify(const char *state) {
 #endif
 }
 
-/* ---- TLS (issue #7) ------------------------------------------------------- */
+/* ---- TLS ------------------------------------------------------------------ */
 
 /* Reads a PEM file (at most 1 MiB) into a new NUL-terminated string; NULL and
  * a message on stderr when it cannot be read or holds no PEM block. */
@@ -376,39 +402,15 @@ static char *read_pem(const char *path, const char *what) {
 /* ---- serve ---------------------------------------------------------------- */
 
 static int cmd_serve(int argc, char **argv, const char *argv0) {
-  serve_opts o = {
-      .workers = -1, .lease_ms = -1, .heartbeat_ms = -1, .max_attempts = -1, .max_upload = -1};
-  static const struct option longopts[] = {{"data-dir", required_argument, 0, 0},
-                                           {"listen", required_argument, 0, 0},
-                                           {"workers", required_argument, 0, 0},
-                                           {"worker-listen", required_argument, 0, 0},
-                                           {"worker-token", required_argument, 0, 0},
-                                           {"max-upload-bytes", required_argument, 0, 0},
-                                           {"lease-ms", required_argument, 0, 0},
-                                           {"heartbeat-ms", required_argument, 0, 0},
-                                           {"max-attempts", required_argument, 0, 0},
-                                           {"drain-timeout-ms", required_argument, 0, 0},
-                                           {"infer-cache-mb", required_argument, 0, 0},
-                                           {"infer-concurrency", required_argument, 0, 0},
-                                           {"infer-queue", required_argument, 0, 0},
-                                           {"worker-exe", required_argument, 0, 0},
-                                           {"log-level", required_argument, 0, 0},
-                                           {"tls-cert", required_argument, 0, 0},
-                                           {"tls-key", required_argument, 0, 0},
-                                           {"rate-limit", required_argument, 0, 0},
-                                           {"rate-burst", required_argument, 0, 0},
-                                           {"max-waiting-jobs", required_argument, 0, 0},
-                                           {"max-connections", required_argument, 0, 0},
-                                           {"max-connections-per-ip", required_argument, 0, 0},
-                                           {"connection-timeout", required_argument, 0, 0},
-                                           {"max-header-bytes", required_argument, 0, 0},
-                                           {"config", required_argument, 0, 'c'},
-                                           {"help", no_argument, 0, 'h'},
-                                           {0, 0, 0, 0}};
-  o.drain_timeout_ms = -1;
-  o.infer_cache_mb = o.infer_concurrency = o.infer_queue = -1;
-  o.rate_limit = o.rate_burst = o.max_waiting_jobs = o.max_connections = o.max_per_ip =
-      o.conn_timeout = o.max_header_bytes = -1;
+  serve_opts o;
+  serve_opts_init(&o);
+  struct option longopts[N_SERVE_OPTIONS + 2]; /* (+ --help and the terminator) */
+  size_t nlong = 0;
+  for (size_t i = 0; i < N_SERVE_OPTIONS; i++)
+    if (serve_options[i].name)
+      longopts[nlong++] = (struct option){serve_options[i].name, required_argument, 0, 0};
+  longopts[nlong++] = (struct option){"help", no_argument, 0, 'h'};
+  longopts[nlong] = (struct option){0, 0, 0, 0};
   const char *config = NULL;
   int c, idx, rc = 1;
   optind = 1;
@@ -417,14 +419,14 @@ static int cmd_serve(int argc, char **argv, const char *argv0) {
       usage(stdout);
       return 0;
     }
-    if (c == 'c')
-      config = optarg;
-    else if (c == 0) {
-      if (set_opt(&o, longopts[idx].name, optarg, 0)) return 2;
-    } else {
+    if (c != 0) {
       usage(stderr);
       return 2;
     }
+    if (!strcmp(longopts[idx].name, "config"))
+      config = optarg;
+    else if (set_opt(&o, longopts[idx].name, optarg, 0))
+      return 2;
   }
   if (optind < argc) {
     fprintf(stderr, "finetuned serve: unexpected argument \"%s\"\n", argv[optind]);
@@ -443,8 +445,12 @@ static int cmd_serve(int argc, char **argv, const char *argv0) {
     ft_log_set_level((ft_log_level)l);
   }
 
-  char *data_dir = resolve_data_dir(o.data_dir);
-  if (!data_dir) return 1;
+  ft_error err = {0};
+  char *data_dir = datadir_resolve(o.data_dir, &err);
+  if (!data_dir) {
+    fprintf(stderr, "finetuned: %s\n", err.message);
+    return 1;
+  }
   const char *subdirs[] = {"files", "models", "jobs"};
   for (int i = 0; i < 3; i++) {
     char p[PATH_MAX];
@@ -466,18 +472,18 @@ static int cmd_serve(int argc, char **argv, const char *argv0) {
   pthread_sigmask(SIG_BLOCK, &stop, NULL);
   signal(SIGPIPE, SIG_IGN);
 
-  ft_error err = {0};
   store *st = NULL;
   pool *pl = NULL;
   validator *vd = NULL;
   struct MHD_Daemon *httpd = NULL;
-  char *tls_cert_pem = NULL, *tls_key_pem = NULL; /* TLS (issue #7) */
+  char *tls_cert_pem = NULL, *tls_key_pem = NULL; /* TLS */
   char db[PATH_MAX];
   http_pathf(db, sizeof db, "%s/finetuned.db", data_dir);
   if (store_open(&st, db, &err)) {
     fprintf(stderr, "finetuned: %s\n", err.message);
     goto out;
   }
+  store_set_transition_hook(st, obs_job_transition); /* one log line per transition */
   /* API keys (auth.h): open only on loopback while no key was ever made */
   int n_keys = 0, loopback = auth_listen_is_loopback(o.listen ? o.listen : "127.0.0.1:8080");
   if (store_key_count(st, &n_keys)) {
@@ -537,9 +543,10 @@ static int cmd_serve(int argc, char **argv, const char *argv0) {
   app.pool = pl;
   app.data_dir = data_dir;
   app.max_upload_bytes = o.max_upload > 0 ? (uint64_t)o.max_upload : HTTP_DEFAULT_UPLOAD_MAX;
-  /* keys and limits (auth.c, issue #7) */
+  /* keys and limits (auth.h) */
   app.auth_open_allowed = loopback;
-  long rate = o.rate_limit >= 0 ? o.rate_limit : 50;
+  app.gate = auth_request;
+  long long rate = o.rate_limit >= 0 ? o.rate_limit : 50;
   if (rate > 0 && !(app.limiter = auth_limiter_new(
                         (double)rate, (double)(o.rate_burst > 0 ? o.rate_burst : 2 * rate)))) {
     fprintf(stderr, "finetuned: out of memory\n");
@@ -551,7 +558,7 @@ static int cmd_serve(int argc, char **argv, const char *argv0) {
   app.conn_timeout_s = o.conn_timeout > 0 ? (unsigned)o.conn_timeout : 120;
   app.conn_memory = o.max_header_bytes > 0 ? (size_t)o.max_header_bytes : (size_t)(64u << 10);
   atomic_store(&app.stopping, 0);
-  /* TLS (issue #7): both files or neither */
+  /* TLS: both files or neither */
   if (!o.tls_cert != !o.tls_key) {
     fprintf(stderr, "finetuned: --tls-cert and --tls-key go together\n");
     goto out;
@@ -604,10 +611,9 @@ out:
     unlink(path);
   }
   free(data_dir);
-  free(o.data_dir), free(o.listen), free(o.worker_listen), free(o.worker_token);
-  free(o.worker_exe), free(o.log_level);
+  serve_opts_free(&o);
   if (tls_key_pem) explicit_bzero(tls_key_pem, strlen(tls_key_pem));
-  free(o.tls_cert), free(o.tls_key), free(tls_cert_pem), free(tls_key_pem);
+  free(tls_cert_pem), free(tls_key_pem);
   return rc;
 }
 
@@ -688,7 +694,7 @@ static int cmd_import(int argc, char **argv) {
     return 2;
   }
   const char *src = argv[optind];
-  if (!api_model_id_ok(name) || !strncmp(name, "ft:", 3) || strlen(name) > 128) {
+  if (!model_id_ok(name) || !strncmp(name, "ft:", 3) || strlen(name) > 128) {
     fprintf(stderr,
             "finetuned: bad model name \"%s\" (no '/', no leading '.' or \"ft:\", at "
             "most 128 bytes)\n",
@@ -696,8 +702,12 @@ static int cmd_import(int argc, char **argv) {
     return 2;
   }
   if (!model_dir_ok(src)) return 1;
-  char *data_dir = resolve_data_dir(data_opt);
-  if (!data_dir) return 1;
+  ft_error err = {0};
+  char *data_dir = datadir_resolve(data_opt, &err);
+  if (!data_dir) {
+    fprintf(stderr, "finetuned: %s\n", err.message);
+    return 1;
+  }
   char models[PATH_MAX], dst[PATH_MAX], tmp[PATH_MAX], tag[64];
   rc = 1;
   store_new_id(".tmp-import", tag, sizeof tag);
@@ -856,7 +866,7 @@ static int cmd_init(int argc, char **argv) {
   return 0;
 }
 
-/* ---- export-gguf (engine/gguf.h) ------------------------------------------ */
+/* ---- export-gguf (engine/formats/gguf.h) ------------------------------------------ */
 
 static int cmd_export_gguf(int argc, char **argv) {
   static const struct option longopts[] = {{"model", required_argument, 0, 'm'},
@@ -916,7 +926,7 @@ static int cmd_export_gguf(int argc, char **argv) {
   return 0;
 }
 
-/* ---- train-tokenizer (issue #8; engine/bpe_train.h) ---------------------- */
+/* ---- train-tokenizer (engine/tok/bpe_train.h) -------------------------------- */
 
 static int cmd_train_tokenizer(int argc, char **argv) {
   static const struct option longopts[] = {{"vocab-size", required_argument, 0, 'v'},

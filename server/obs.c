@@ -7,6 +7,7 @@
  * stays small whatever clients send. */
 #include "obs.h"
 
+#include <microhttpd.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -17,7 +18,6 @@
 #include <time.h>
 
 #include "ft_log.h"
-#include "http.h"
 #include "routes.h"
 #include "store.h"
 #ifdef FT_HAVE_SYSTEMD
@@ -116,7 +116,8 @@ static void remote_addr(struct MHD_Connection *conn, char *out, size_t n) {
   snprintf(out, n, sa->sa_family == AF_INET6 ? "[%s]:%s" : "%s:%s", host, port);
 }
 
-void obs_request_end(struct MHD_Connection *conn, const http_req *r) {
+void obs_request_end(struct MHD_Connection *conn, const char *method, int route_ix,
+                     uint64_t bytes_in, int64_t t0_ns) {
   unsigned status = 0;
   const union MHD_ConnectionInfo *ci =
       conn ? MHD_get_connection_info(conn, MHD_CONNECTION_INFO_HTTP_STATUS) : NULL;
@@ -140,7 +141,6 @@ void obs_request_end(struct MHD_Connection *conn, const http_req *r) {
     default:
       break;
   }
-  int route_ix = r->route_ix;
   size_t row = route_ix >= 0 && (size_t)route_ix < NROUTES ? (size_t)route_ix + 1 : 0, col = 0;
   while (col < NSTATUS && statuses[col] != status) col++;
   atomic_fetch_add(&http_count[row][col], 1);
@@ -151,12 +151,12 @@ void obs_request_end(struct MHD_Connection *conn, const http_req *r) {
       (!strcmp(route, "/healthz") || !strcmp(route, "/readyz") || !strcmp(route, "/metrics"));
   char m[40], rem[80], addr[80];
   remote_addr(conn, addr, sizeof addr);
-  double ms = r->t0_ns ? (double)(obs_now_ns() - r->t0_ns) / 1e6 : 0;
+  double ms = t0_ns ? (double)(obs_now_ns() - t0_ns) / 1e6 : 0;
   ft_log(probe ? FT_LOG_DEBUG : FT_LOG_INFO,
          "msg=\"request\" method=\"%s\" route=\"%s\" status=%u bytes_in=%llu duration_ms=%.1f "
          "remote=\"%s\"",
-         ft_log_esc(m, sizeof m, r->method ? r->method : ""), route, status,
-         (unsigned long long)(r->seen + r->discarded), ms, ft_log_esc(rem, sizeof rem, addr));
+         ft_log_esc(m, sizeof m, method ? method : ""), route, status, (unsigned long long)bytes_in,
+         ms, ft_log_esc(rem, sizeof rem, addr));
 }
 
 /* ---- jobs --------------------------------------------------------------------- */
@@ -225,25 +225,25 @@ void obs_job_transition(const char *job_id, const char *from, const char *to, co
 
 /* ---- rendering ---------------------------------------------------------------- */
 
-void obs_render(char **buf, size_t *len, size_t *cap) {
+void obs_render(ft_buf *page) {
   int64_t up_ns = clock_ns(CLOCK_MONOTONIC) - atomic_load(&start_mono_ns);
-  http_buf_printf(buf, len, cap,
-                  "# HELP process_start_time_seconds Start time of the process since the Unix "
-                  "epoch in seconds.\n"
-                  "# TYPE process_start_time_seconds gauge\nprocess_start_time_seconds %.3f\n"
-                  "# HELP finetuned_uptime_seconds Seconds since the daemon started.\n"
-                  "# TYPE finetuned_uptime_seconds gauge\nfinetuned_uptime_seconds %.3f\n",
-                  (double)atomic_load(&start_unix_ns) / 1e9, (double)up_ns / 1e9);
+  ft_buf_printf(page,
+                "# HELP process_start_time_seconds Start time of the process since the Unix "
+                "epoch in seconds.\n"
+                "# TYPE process_start_time_seconds gauge\nprocess_start_time_seconds %.3f\n"
+                "# HELP finetuned_uptime_seconds Seconds since the daemon started.\n"
+                "# TYPE finetuned_uptime_seconds gauge\nfinetuned_uptime_seconds %.3f\n",
+                (double)atomic_load(&start_unix_ns) / 1e9, (double)up_ns / 1e9);
 
-  http_buf_printf(buf, len, cap,
-                  "# HELP finetuned_http_requests_total HTTP requests answered, by route pattern "
-                  "and status (status \"none\": no response was sent).\n"
-                  "# TYPE finetuned_http_requests_total counter\n");
+  ft_buf_printf(page,
+                "# HELP finetuned_http_requests_total HTTP requests answered, by route pattern "
+                "and status (status \"none\": no response was sent).\n"
+                "# TYPE finetuned_http_requests_total counter\n");
   for (size_t r = 0; r <= NROUTES; r++)
     for (size_t s = 0; s <= NSTATUS; s++) {
       unsigned long n = atomic_load(&http_count[r][s]);
       if (!n) continue;
-      char route[HTTP_PARAM_MAX * 2], status[16];
+      char route[256], status[16]; /* (the longest pattern is under 100 bytes) */
       obs_escape(route, sizeof route, r ? routes[r - 1].pattern : "unmatched");
       if (s == NSTATUS)
         snprintf(status, sizeof status, "other");
@@ -251,19 +251,19 @@ void obs_render(char **buf, size_t *len, size_t *cap) {
         snprintf(status, sizeof status, "none");
       else
         snprintf(status, sizeof status, "%u", statuses[s]);
-      http_buf_printf(buf, len, cap,
-                      "finetuned_http_requests_total{method=\"%s\",route=\"%s\",status=\"%s\"} "
-                      "%lu\n",
-                      r ? routes[r - 1].method : "other", route, status, n);
+      ft_buf_printf(page,
+                    "finetuned_http_requests_total{method=\"%s\",route=\"%s\",status=\"%s\"} "
+                    "%lu\n",
+                    r ? routes[r - 1].method : "other", route, status, n);
     }
 
-  http_buf_printf(buf, len, cap,
-                  "# HELP finetuned_rejected_requests_total Requests refused before their "
-                  "handler acted, by reason.\n"
-                  "# TYPE finetuned_rejected_requests_total counter\n");
+  ft_buf_printf(page,
+                "# HELP finetuned_rejected_requests_total Requests refused before their "
+                "handler acted, by reason.\n"
+                "# TYPE finetuned_rejected_requests_total counter\n");
   for (size_t i = 0; i < NREASONS; i++)
-    http_buf_printf(buf, len, cap, "finetuned_rejected_requests_total{reason=\"%s\"} %lu\n",
-                    reasons[i], atomic_load(&reject_count[i]));
+    ft_buf_printf(page, "finetuned_rejected_requests_total{reason=\"%s\"} %lu\n", reasons[i],
+                  atomic_load(&reject_count[i]));
 
   double tps = 0;
   int running = 0;
@@ -271,22 +271,22 @@ void obs_render(char **buf, size_t *len, size_t *cap) {
   for (int i = 0; i < JOB_SLOTS; i++)
     if (jobs[i].used && jobs[i].running) tps += jobs[i].tps, running++;
   pthread_mutex_unlock(&jobs_mu);
-  http_buf_printf(buf, len, cap,
-                  "# HELP finetuned_upload_bytes_total Request body bytes received by POST "
-                  "/v1/files.\n"
-                  "# TYPE finetuned_upload_bytes_total counter\nfinetuned_upload_bytes_total %llu\n"
-                  "# HELP finetuned_trained_tokens_total Tokens trained by the jobs since the "
-                  "daemon started.\n"
-                  "# TYPE finetuned_trained_tokens_total counter\n"
-                  "finetuned_trained_tokens_total %llu\n"
-                  "# HELP finetuned_training_tokens_per_second Sum over running jobs of their "
-                  "latest step's tokens per second.\n"
-                  "# TYPE finetuned_training_tokens_per_second gauge\n"
-                  "finetuned_training_tokens_per_second %.3f\n"
-                  "# HELP finetuned_training_jobs_reporting Running jobs that reported a step.\n"
-                  "# TYPE finetuned_training_jobs_reporting gauge\n"
-                  "finetuned_training_jobs_reporting %d\n",
-                  atomic_load(&upload_bytes), atomic_load(&trained_tokens), tps, running);
+  ft_buf_printf(page,
+                "# HELP finetuned_upload_bytes_total Request body bytes received by POST "
+                "/v1/files.\n"
+                "# TYPE finetuned_upload_bytes_total counter\nfinetuned_upload_bytes_total %llu\n"
+                "# HELP finetuned_trained_tokens_total Tokens trained by the jobs since the "
+                "daemon started.\n"
+                "# TYPE finetuned_trained_tokens_total counter\n"
+                "finetuned_trained_tokens_total %llu\n"
+                "# HELP finetuned_training_tokens_per_second Sum over running jobs of their "
+                "latest step's tokens per second.\n"
+                "# TYPE finetuned_training_tokens_per_second gauge\n"
+                "finetuned_training_tokens_per_second %.3f\n"
+                "# HELP finetuned_training_jobs_reporting Running jobs that reported a step.\n"
+                "# TYPE finetuned_training_jobs_reporting gauge\n"
+                "finetuned_training_jobs_reporting %d\n",
+                atomic_load(&upload_bytes), atomic_load(&trained_tokens), tps, running);
 }
 
 /* ---- the systemd watchdog -------------------------------------------------- */

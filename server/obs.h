@@ -18,12 +18,14 @@
  * without bound); an unknown string counts as "other". Ordinary validation
  * errors of a handler (400 invalid_value ...) are not rejections: they show
  * in finetuned_http_requests_total by status.
- * (The module is "obs", not "metrics": engine/metrics.h is the training's
+ * (The module is "obs", not "metrics": engine/train/metrics.h is the training's
  * classification metrics, and both headers are on the include path.) */
 #ifndef FT_OBS_H
 #define FT_OBS_H
 #include <stddef.h>
 #include <stdint.h>
+
+#include "ft_buf.h"
 
 /* Rejection reasons: the value of the `reason` label. */
 #define OBS_REJECT_UNAUTHORIZED "unauthorized" /* 401: missing or bad API key */
@@ -54,11 +56,13 @@ int64_t obs_now_ns(void);
  * above), and logs one line "request" method=… route=… status=… bytes_in=…
  * duration_ms=… remote=… (info; debug for successful GET /healthz, /readyz
  * and /metrics, which probes call every few seconds). The route is the
- * pattern of routes.h (r->route_ix, -1 when none matched: "unmatched");
- * status 0 ("none"): no response was sent (the client went away). */
+ * pattern of routes.h (route_ix is its index in the table, -1 when none
+ * matched: "unmatched"); status 0 ("none"): no response was sent (the client
+ * went away). bytes_in: body bytes received (kept or dropped); t0_ns:
+ * obs_now_ns() when the headers arrived (0: unknown). */
 struct MHD_Connection;
-struct http_req;
-void obs_request_end(struct MHD_Connection *conn, const struct http_req *r);
+void obs_request_end(struct MHD_Connection *conn, const char *method, int route_ix,
+                     uint64_t bytes_in, int64_t t0_ns);
 
 /* Request body bytes received by POST /v1/files. */
 void obs_upload_bytes(uint64_t n);
@@ -70,15 +74,16 @@ void obs_upload_bytes(uint64_t n);
  * step's tokens per second (the throughput gauge sums it over running jobs). */
 void obs_job_progress(const char *job_id, long step, int64_t trained_tokens, double tps);
 
-/* A job changed status (store.c, where every transition appends its status
- * event): logs one line "job transition" job=… from=… to=… reason="…" and,
- * when the job leaves running, drops its throughput. from is "" for a new
- * job; reason is the status event's message. */
+/* A job changed status (main sets it as the store's transition hook, called
+ * where every transition appends its status event): logs one line "job
+ * transition" job=… from=… to=… reason="…" and, when the job leaves running,
+ * drops its throughput. from is "" for a new job; reason is the status
+ * event's message. */
 void obs_job_transition(const char *job_id, const char *from, const char *to, const char *reason);
 
 /* Appends every counter of this module in Prometheus text format (with HELP
- * and TYPE lines) to the growing buffer (http_buf_printf's contract). */
-void obs_render(char **buf, size_t *len, size_t *cap);
+ * and TYPE lines) to page. */
+void obs_render(ft_buf *page);
 
 /* The systemd watchdog (WatchdogSec= in the unit): pool.c's once-a-second
  * timer on the libuv loop calls this; it sends WATCHDOG=1 only when

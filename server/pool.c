@@ -26,8 +26,9 @@
 
 #include "ft_fs.h"
 #include "ft_log.h"
+#include "formats/hfdir.h"
+#include "model_id.h"
 #include "obs.h"
-#include "shutdown.h"
 #include "wire.h"
 
 #define HELLO_TIMEOUT_MS 10000
@@ -174,14 +175,16 @@ static void conn_send(conn *c, json_t *msg) {
     FT_ERROR("msg=\"cannot encode a worker message\" err=%s", ft_err_code(rc));
 }
 
-static void send_job_msg(conn *c, const char *type, const char *job_id, int attempt) {
-  conn_send(c, json_pack("{s:s, s:s, s:i}", "type", type, "job_id", job_id, "attempt", attempt));
+static void send_job_msg(conn *c, wire_type t, const char *job_id, int attempt) {
+  conn_send(c, json_pack("{s:s, s:s, s:i}", "type", wire_type_name(t), "job_id", job_id, "attempt",
+                         attempt));
 }
 
 static void send_error(conn *c, int code, const char *param, const char *message) {
-  conn_send(c, json_pack("{s:s, s:{s:s, s:s, s:s?}}", "type", "error", "error", "code",
-                         ft_err_code(code), "message", message ? message : ft_err_message(code),
-                         "param", param && *param ? param : NULL));
+  conn_send(
+      c, json_pack("{s:s, s:{s:s, s:s, s:s?}}", "type", wire_type_name(WIRE_ERROR), "error", "code",
+                   ft_err_code(code), "message", message ? message : ft_err_message(code), "param",
+                   param && *param ? param : NULL));
 }
 
 /* ---- closing ------------------------------------------------------------- */
@@ -317,7 +320,7 @@ static void assign(pool *p, conn *c, json_t *job) {
   snprintf(c->suffix, sizeof c->suffix, "%s", suffix && *suffix ? suffix : "ft");
   snprintf(c->ckpt_dir, sizeof c->ckpt_dir, "%s/jobs/%s", p->data_dir, id);
   FT_INFO("msg=\"job leased\" job=%s attempt=%d worker=%s", id, attempt, c->worker_id);
-  conn_send(c, json_pack("{s:s, s:O}", "type", "job", "job", job));
+  conn_send(c, json_pack("{s:s, s:O}", "type", wire_type_name(WIRE_JOB), "job", job));
 }
 
 static void dispatch(pool *p) {
@@ -346,16 +349,16 @@ static void control_check(pool *p) {
     int what = 0;
     int rc = store_job_control(p->s, c->job_id, c->attempt, &what);
     if (rc == FT_EBAD_STATE) {
-      send_job_msg(c, "lease_lost", c->job_id, c->attempt);
+      send_job_msg(c, WIRE_LEASE_LOST, c->job_id, c->attempt);
       c->st = C_READY;
       continue;
     }
     if (rc) continue;
     if (what == 1 && c->ctl_sent != 1) {
-      send_job_msg(c, "cancel", c->job_id, c->attempt);
+      send_job_msg(c, WIRE_CANCEL, c->job_id, c->attempt);
       c->ctl_sent = 1;
     } else if (what == 2 && c->ctl_sent == 0) {
-      send_job_msg(c, "pause", c->job_id, c->attempt);
+      send_job_msg(c, WIRE_PAUSE, c->job_id, c->attempt);
       c->ctl_sent = 2;
     }
   }
@@ -421,9 +424,8 @@ static void clean_models(pool *p, const char *models) {
       rm_tree(path);
       continue;
     }
-    const char *job = strrchr(name, ':');
-    if (strncmp(name, "ft:", 3) || !job || strncmp(job + 1, "ftjob-", 6)) continue;
-    if (!is_leftover(p, job + 1, name)) continue;
+    char job[64];
+    if (!model_id_job(name, job, sizeof job) || !is_leftover(p, job, name)) continue;
     FT_WARN("msg=\"removing the leftover output of a job that did not succeed\" model=%s", name);
     if (discard_model_dir(models, name))
       FT_WARN("msg=\"cannot remove a leftover model\" model=%s err=\"%s\"", name, strerror(errno));
@@ -556,20 +558,21 @@ static int counts_or_error(const json_t *o, const char *where, const char *const
 
 /* Handles one message about a job (heartbeat ... cancelled). Returns 0 or
  * FT_EPROTO (malformed: the connection is closed). */
-static int on_job_msg(pool *p, conn *c, const char *type, json_t *msg, ft_error *perr) {
+static int on_job_msg(pool *p, conn *c, wire_type t, json_t *msg, ft_error *perr) {
+  const char *type = wire_type_name(t);
   json_t *jid = json_object_get(msg, "job_id"), *jat = json_object_get(msg, "attempt");
   if (!json_is_string(jid) || !json_is_integer(jat))
     return ft_error_set(perr, FT_EPROTO, "job_id", "%s without job_id and attempt", type);
   const char *job_id = json_string_value(jid);
   int attempt = (int)json_integer_value(jat);
   if (c->st != C_BUSY || strcmp(job_id, c->job_id) != 0 || attempt != c->attempt) {
-    send_job_msg(c, "lease_lost", job_id, attempt);
+    send_job_msg(c, WIRE_LEASE_LOST, job_id, attempt);
     return 0;
   }
   int rc = 0, terminal = 0;
-  if (!strcmp(type, "heartbeat")) {
+  if (t == WIRE_HEARTBEAT) {
     rc = store_job_heartbeat(p->s, job_id, attempt, p->lease_ms);
-  } else if (!strcmp(type, "metrics")) {
+  } else if (t == WIRE_METRICS) {
     json_t *m = json_object_get(msg, "metrics");
     static const char *const keys[] = {"step", "total_steps", "trained_tokens", "epoch", NULL};
     if (!json_is_object(m))
@@ -580,7 +583,7 @@ static int on_job_msg(pool *p, conn *c, const char *type, json_t *msg, ft_error 
       obs_job_progress(job_id, (long)json_integer_value(json_object_get(m, "step")),
                        json_integer_value(json_object_get(m, "trained_tokens")),
                        json_number_value(json_object_get(m, "tokens_per_second")));
-  } else if (!strcmp(type, "event")) {
+  } else if (t == WIRE_EVENT) {
     const char *level = json_string_value(json_object_get(msg, "level"));
     const char *text = json_string_value(json_object_get(msg, "message"));
     json_t *data = json_object_get(msg, "data");
@@ -589,7 +592,7 @@ static int on_job_msg(pool *p, conn *c, const char *type, json_t *msg, ft_error 
       level = "info";
     /* (only while this attempt holds a running or pausing job) */
     rc = store_job_event(p->s, job_id, attempt, level, text, json_is_null(data) ? NULL : data);
-  } else if (!strcmp(type, "checkpoint")) {
+  } else if (t == WIRE_CHECKPOINT) {
     json_t *step = json_object_get(msg, "step");
     const char *path = json_string_value(json_object_get(msg, "path"));
     json_t *m = json_object_get(msg, "metrics");
@@ -605,28 +608,29 @@ static int on_job_msg(pool *p, conn *c, const char *type, json_t *msg, ft_error 
     /* "kept": the steps still on disk; the others were pruned */
     if (!rc && json_is_array(json_object_get(msg, "kept")))
       rc = store_checkpoints_prune(p->s, job_id, json_object_get(msg, "kept"));
-  } else {
+  } else if (t == WIRE_DONE) {
     json_t *result = json_object_get(msg, "result");
     static const char *const keys[] = {"steps", "trained_tokens", NULL};
-    if (!strcmp(type, "done") && json_is_object(result) &&
-        counts_or_error(result, "result", keys, perr))
-      return FT_EPROTO;
+    if (json_is_object(result) && counts_or_error(result, "result", keys, perr)) return FT_EPROTO;
     terminal = 1;
-    if (!strcmp(type, "done"))
-      rc = finish_done(p, c, json_object_get(msg, "result"));
-    else if (!strcmp(type, "failed"))
-      rc = finish_failed(p, c, msg);
-    else if (!strcmp(type, "paused"))
+    rc = finish_done(p, c, result);
+  } else if (t == WIRE_FAILED) {
+    terminal = 1;
+    rc = finish_failed(p, c, msg);
+  } else if (t == WIRE_PAUSED || t == WIRE_CANCELLED) {
+    terminal = 1;
+    if (t == WIRE_PAUSED)
       rc = drain_paused(p, c, msg); /* (the user's pause, or the shutdown's) */
     else
       rc = store_job_finish(p->s, job_id, attempt, "cancelled", NULL, NULL, NULL, NULL);
-    if (!rc && strcmp(type, "done") && strcmp(type, "failed"))
-      FT_INFO("msg=\"job %s\" job=%s attempt=%d", type, job_id, attempt);
+    if (!rc) FT_INFO("msg=\"job %s\" job=%s attempt=%d", type, job_id, attempt);
+  } else {
+    return ft_error_set(perr, FT_EINTERNAL, "type", "%s is not a job message", type);
   }
   if (rc == FT_EBAD_STATE) {
     FT_INFO("msg=\"stale attempt\" job=%s attempt=%d worker=%s on=%s", job_id, attempt,
             c->worker_id, type);
-    send_job_msg(c, "lease_lost", job_id, attempt);
+    send_job_msg(c, WIRE_LEASE_LOST, job_id, attempt);
     c->st = C_READY;
   } else if (rc) {
     FT_WARN("msg=\"store refused a worker message\" job=%s type=%s err=%s", job_id, type,
@@ -662,16 +666,33 @@ static int on_hello(pool *p, conn *c, json_t *msg) {
   wire_decoder_set_limit(&c->dec, 0); /* full-size frames from now on */
   FT_INFO("msg=\"worker connected\" worker=%s transport=%s", c->worker_id,
           c->is_tcp ? "tcp" : "unix");
-  conn_send(c, json_pack("{s:s, s:i, s:i, s:s}", "type", "welcome", "heartbeat_ms", p->heartbeat_ms,
-                         "lease_ms", p->lease_ms, "worker_id", c->worker_id));
+  conn_send(c,
+            json_pack("{s:s, s:i, s:i, s:s}", "type", wire_type_name(WIRE_WELCOME), "heartbeat_ms",
+                      p->heartbeat_ms, "lease_ms", p->lease_ms, "worker_id", c->worker_id));
   update_counts(p);
   return 0;
 }
 
+/* A worker asks for work; one that still holds a lease gave its job up. */
+static int on_claim(pool *p, conn *c) {
+  if (c->st == C_BUSY) {
+    /* it gave up its job without saying how it ended */
+    FT_WARN("msg=\"worker claimed while holding a lease\" worker=%s job=%s", c->worker_id,
+            c->job_id);
+    lease_release(p, c->job_id, c->attempt);
+  }
+  c->st = C_IDLE;
+  update_counts(p);
+  dispatch(p);
+  return 0;
+}
+
+/* Dispatches one message; a type the daemon does not take from a worker is
+ * FT_EPROTO like any malformed message (the connection is closed). */
 static int on_message(pool *p, conn *c, json_t *msg, ft_error *perr) {
-  const char *type = json_string_value(json_object_get(msg, "type"));
+  wire_type t = wire_type_of(msg, WIRE_FROM_WORKER);
   if (c->st == C_HELLO) {
-    if (strcmp(type, "hello") != 0) {
+    if (t != WIRE_HELLO) {
       if (c->is_tcp) {
         send_error(c, FT_EUNAUTHORIZED, "token", "the first message must be hello with the token");
         conn_close_after_flush(c);
@@ -681,25 +702,24 @@ static int on_message(pool *p, conn *c, json_t *msg, ft_error *perr) {
     }
     return on_hello(p, c, msg);
   }
-  if (!strcmp(type, "hello")) return ft_error_set(perr, FT_EPROTO, "type", "hello sent twice");
-  if (!strcmp(type, "claim")) {
-    if (c->st == C_BUSY) {
-      /* it gave up its job without saying how it ended */
-      FT_WARN("msg=\"worker claimed while holding a lease\" worker=%s job=%s", c->worker_id,
-              c->job_id);
-      lease_release(p, c->job_id, c->attempt);
-    }
-    c->st = C_IDLE;
-    update_counts(p);
-    dispatch(p);
-    return 0;
+  switch (t) {
+    case WIRE_HELLO:
+      return ft_error_set(perr, FT_EPROTO, "type", "hello sent twice");
+    case WIRE_CLAIM:
+      return on_claim(p, c);
+    case WIRE_HEARTBEAT:
+    case WIRE_METRICS:
+    case WIRE_EVENT:
+    case WIRE_CHECKPOINT:
+    case WIRE_DONE:
+    case WIRE_FAILED:
+    case WIRE_PAUSED:
+    case WIRE_CANCELLED:
+      return on_job_msg(p, c, t, msg, perr);
+    default:
+      return ft_error_set(perr, FT_EPROTO, "type", "unknown message type \"%.40s\"",
+                          json_string_value(json_object_get(msg, "type")));
   }
-  static const char *job_types[] = {"heartbeat", "metrics", "event",  "checkpoint",
-                                    "done",      "failed",  "paused", "cancelled"};
-  for (size_t i = 0; i < sizeof job_types / sizeof *job_types; i++)
-    if (!strcmp(type, job_types[i])) return on_job_msg(p, c, type, msg, perr);
-  FT_WARN("msg=\"unknown worker message ignored\" worker=%s type=\"%.40s\"", c->worker_id, type);
-  return 0;
 }
 
 /* ---- reading ------------------------------------------------------------- */
@@ -850,7 +870,7 @@ static void lw_spawn(lworker *w) {
   FT_INFO("msg=\"local worker started\" n=%d pid=%d", w->idx, w->proc.pid);
 }
 
-/* ---- graceful shutdown (shutdown.h, issue #7) ----------------------------
+/* ---- graceful shutdown (shutdown.h) -------------------------------------
  * While the daemon drains, nothing is dispatched and every busy worker is
  * told to pause (ctl_sent 3: our pause, not the user's). Its checkpoint
  * message comes before its "paused", so resume_from is that checkpoint when
@@ -866,7 +886,7 @@ static void drain_begin(pool *p) {
     if (c->closing || c->flushing || c->st != C_BUSY) continue;
     n++;
     if (c->ctl_sent) continue; /* cancel or pause already sent */
-    send_job_msg(c, "pause", c->job_id, c->attempt);
+    send_job_msg(c, WIRE_PAUSE, c->job_id, c->attempt);
     c->ctl_sent = 3;
   }
   FT_INFO("msg=\"pool draining: no new leases; pausing running jobs\" jobs=%d", n);

@@ -34,4 +34,14 @@ void pool_control(pool *p, const char *job_id);
 void pool_counts(pool *p, int *connected, int *busy);
 /* Stops the loop, tells workers to stop, waits for local workers, frees. */
 void pool_stop(pool *p);
+
+/* ---- graceful shutdown (shutdown.h has the sequence); thread-safe ---- */
+/* Stops dispatching and tells each busy worker to pause for the restart. */
+void pool_drain_begin(pool *p);
+/* Whether the loop thread has entered the drain (no job is handed out any
+ * more, so pool_counts' busy only goes down from then on). */
+int pool_drain_started(pool *p);
+/* At pool_stop, put the jobs still held back to queued (not counted as lost)
+ * instead of leaving their leases to expire: the drain timed out. */
+void pool_drain_requeue_at_stop(pool *p);
 #endif

@@ -8,7 +8,11 @@
 #include <errno.h>
 #include <time.h>
 
+#include "app.h"
 #include "ft_log.h"
+#include "http.h"
+#include "pool.h"
+#include "store.h"
 #ifdef FT_HAVE_SYSTEMD
 #include <systemd/sd-daemon.h>
 #endif

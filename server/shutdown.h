@@ -1,4 +1,4 @@
-/* Graceful shutdown of `finetuned serve` (SIGTERM/SIGINT, issue #7).
+/* Graceful shutdown of `finetuned serve` (SIGTERM/SIGINT).
  *
  * The sequence, run by main on its signal-waiting thread:
  *   1. systemd is told STOPPING=1 (main), the HTTP listener stops taking
@@ -20,24 +20,14 @@
 #define FT_SHUTDOWN_H
 #include <signal.h>
 
-#include "http.h"
-#include "pool.h"
+#include "app.h"
 
 #define SHUTDOWN_DEFAULT_DRAIN_MS 30000
 
 /* Steps 1 to 3 above. signals: the set main waits on (a second one ends the
  * drain). Returns 0 when drained or timed out, 1 when cut short by a second
  * signal. httpd and app->pool may be NULL. */
+struct MHD_Daemon;
 int shutdown_drain(ft_app *app, struct MHD_Daemon *httpd, const sigset_t *signals,
                    int timeout_ms);
-
-/* The pool's side (pool.c, its "graceful shutdown" block); thread-safe. */
-/* Stops dispatching and tells each busy worker to pause for the restart. */
-void pool_drain_begin(pool *p);
-/* Whether the loop thread has entered the drain (no job is handed out any
- * more, so pool_counts' busy only goes down from then on). */
-int pool_drain_started(pool *p);
-/* At pool_stop, put the jobs still held back to queued (not counted as lost)
- * instead of leaving their leases to expire: the drain timed out. */
-void pool_drain_requeue_at_stop(pool *p);
 #endif

@@ -365,6 +365,8 @@ int store_ping(store *s) {
   return rc ? FT_EDB : 0;
 }
 
+void store_set_transition_hook(store *s, store_transition_fn fn) { s->on_transition = fn; }
+
 void store_wake_all(store *s) {
   pthread_mutex_lock(&s->mu);
   s->stopping = 1;

@@ -32,6 +32,14 @@ void store_close(store *s);
 int64_t store_now(void); /* Unix seconds */
 /* "prefix-" + 24 hex digits from getrandom(2) into buf (>= 64 bytes) */
 void store_new_id(const char *prefix, char *buf, size_t n);
+/* Called after every job status change is recorded, with the store's lock
+ * held (so it must not call the store): from is "" for a new job, reason the
+ * status event's message. The daemon logs transitions with it (obs.h), so the
+ * store depends on nothing above it. NULL (the default): nothing is called.
+ * Set it before other threads use s. */
+typedef void (*store_transition_fn)(const char *job_id, const char *from, const char *to,
+                                    const char *reason);
+void store_set_transition_hook(store *s, store_transition_fn fn);
 /* Cheap liveness check of the database (a read of schema_migrations); 0 or
  * FT_EDB. */
 int store_ping(store *s);
@@ -44,7 +52,7 @@ void store_wake_all(store *s);
 
 /* A file row with its owner (NULL: "default"). status is "processed" or
  * "error" (it failed validation: status_details, one line, names the first
- * bad line); validation is the report of engine/dsval.h or NULL. */
+ * bad line); validation is the report of engine/data/dsval.h or NULL. */
 int store_file_insert_tenant(store *s, const char *tenant, const char *id, int64_t bytes,
                              const char *filename, const char *purpose, const char *status,
                              const char *status_details, const json_t *validation,

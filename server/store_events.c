@@ -10,7 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "obs.h"
 #include "store_int.h"
 
 /* ---- appending events ---------------------------------------------------- */
@@ -45,11 +44,11 @@ int st_status_event_locked(store *s, const char *job_id, const char *level, cons
                            const char *message, json_t *extra) {
   json_t *d = extra ? extra : json_object();
   json_object_set_new(d, "status", json_string(status));
-  char from[32];
+  char from[32]; /* (for the transition hook) */
   last_status_locked(s, job_id, from, sizeof from);
   int rc = event_append_locked(s, job_id, level, "status", message, d, NULL);
   json_decref(d);
-  if (!rc) obs_job_transition(job_id, from, status, message);
+  if (!rc && s->on_transition) s->on_transition(job_id, from, status, message);
   return rc;
 }
 

@@ -21,6 +21,7 @@ struct store {
   pthread_mutex_t mu; /* guards db and everything below */
   pthread_cond_t cv;  /* broadcast on every committed write */
   int stopping;       /* store_wake_all was called */
+  store_transition_fn on_transition; /* store_set_transition_hook; NULL: none */
 };
 
 #define TERMINAL_SQL "('succeeded','failed','cancelled')"

@@ -22,10 +22,11 @@
 #include "data/data.h"
 #include "ft_log.h"
 #include "formats/hfdir.h"
-#include "ft_fs.h"
+#include "model_id.h"
 #include "train/spec.h"
 #include "tok/tok.h"
 #include "train/train.h"
+#include "ft_fs.h"
 
 #define WAIT_MS 1000
 
@@ -36,69 +37,6 @@ struct validator {
   pthread_t thread;
   atomic_int stop;
 };
-
-int validate_ckpt_id(const char *id, char *job, size_t job_n, long *step) {
-  const char *k = strstr(id, ":ckpt-step-");
-  if (!k || strncmp(id, "ft:", 3)) return 0;
-  while (strstr(k + 1, ":ckpt-step-")) k = strstr(k + 1, ":ckpt-step-");
-  const char *num = k + strlen(":ckpt-step-");
-  char *end;
-  errno = 0;
-  long n = strtol(num, &end, 10);
-  if (*num < '0' || *num > '9' || *end || errno || n < 0) return 0;
-  /* the job id is the last ':' component before the suffix */
-  const char *j = k;
-  while (j > id && j[-1] != ':') j--;
-  size_t len = (size_t)(k - j);
-  if (len != 30 || strncmp(j, "ftjob-", 6) || len >= job_n) return 0;
-  memcpy(job, j, len);
-  job[len] = 0;
-  *step = n;
-  return 1;
-}
-
-int validate_materialise(store *st, const char *data_dir, const char *id, ft_error *err) {
-  char dir[PATH_MAX], cfg[PATH_MAX + 16], job[64];
-  long step = 0;
-  struct stat sb;
-  if (snprintf(dir, sizeof dir, "%s/models/%s", data_dir, id) >= (int)sizeof dir)
-    return ft_error_set(err, FT_EINVALID, "model", "model id too long");
-  snprintf(cfg, sizeof cfg, "%s/config.json", dir);
-  if (stat(cfg, &sb) == 0) return 0; /* done before */
-  if (!validate_ckpt_id(id, job, sizeof job, &step))
-    return ft_error_set(err, FT_EINVALID, "model", "unknown model \"%.200s\"", id);
-  json_t *ck = NULL;
-  int rc = store_checkpoint_find(st, job, step, &ck);
-  if (rc == FT_ENOT_FOUND)
-    return ft_error_set(err, FT_ENOT_FOUND, "model",
-                        "no such model: %.200s (the checkpoint does not exist or was pruned)", id);
-  if (rc) return ft_error_set(err, rc, NULL, "cannot read checkpoint %.200s", id);
-  ft_spec *pspec = calloc(1, sizeof *pspec);
-  char base[PATH_MAX], tmp[PATH_MAX], tag[64];
-  store_new_id(".tmp-ckpt", tag, sizeof tag);
-  snprintf(base, sizeof base, "%s/models/%s", data_dir,
-           json_string_value(json_object_get(ck, "model")));
-  snprintf(tmp, sizeof tmp, "%s/models/%s", data_dir, tag);
-  const char *path = json_string_value(json_object_get(ck, "path"));
-  if (!pspec)
-    rc = ft_error_set(err, FT_ENOMEM, NULL, NULL);
-  else if ((rc = spec_parse(json_object_get(ck, "spec"), pspec, err)) == 0)
-    rc = train_export_checkpoint(pspec, base, path, tmp, err);
-  if (!rc && rename(tmp, dir) && errno != EEXIST && errno != ENOTEMPTY)
-    rc = ft_error_set(err, FT_EIO, "model", "cannot move checkpoint %.200s into models/: %s", id,
-                      strerror(errno));
-  if (rc) {
-    char m[sizeof err->message], param[sizeof err->param];
-    snprintf(m, sizeof m, "%s", err->message[0] ? err->message : ft_err_message(rc));
-    snprintf(param, sizeof param, "%s", err->param[0] ? err->param : "model");
-    ft_error_set(err, rc, param, "cannot use checkpoint %.120s: %s", id, m);
-  }
-  ft_rmtree(tmp, NULL); /* (gone after a successful rename) */
-  if (!rc) FT_INFO("msg=\"checkpoint materialised as a model\" model=%s from=%s", id, path);
-  free(pspec);
-  json_decref(ck);
-  return rc;
-}
 
 /* Prepares the job's data as the worker will; *datasets gets the stats. */
 static int prepare(validator *v, const json_t *job, json_t **datasets, ft_error *err) {
@@ -117,8 +55,8 @@ static int prepare(validator *v, const json_t *job, json_t **datasets, ft_error 
   if ((rc = spec_parse(json_object_get(job, "spec"), spec, err))) goto out;
   char ck_job[64];
   long ck_step = 0;
-  if (validate_ckpt_id(model, ck_job, sizeof ck_job, &ck_step) &&
-      (rc = validate_materialise(v->s, v->data_dir, model, err))) {
+  if (model_id_ckpt(model, ck_job, sizeof ck_job, &ck_step) &&
+      (rc = model_id_materialise(v->s, v->data_dir, model, err))) {
     if (rc == FT_ENOT_FOUND) rc = err->code = FT_EINVALID; /* a bad spec, not a missing route */
     goto out;
   }

@@ -175,8 +175,9 @@ static void send_msg(worker *w, json_t *msg) {
 }
 
 /* A message about the current job: type, job_id, attempt, then the rest. */
-static json_t *job_msg(const char *type, const char *job_id, int attempt) {
-  return json_pack("{s:s, s:s, s:i}", "type", type, "job_id", job_id, "attempt", attempt);
+static json_t *job_msg(wire_type t, const char *job_id, int attempt) {
+  return json_pack("{s:s, s:s, s:i}", "type", wire_type_name(t), "job_id", job_id, "attempt",
+                   attempt);
 }
 
 /* ---- the engine thread ---------------------------------------------------- */
@@ -201,7 +202,7 @@ static void push(worker *w, json_t *msg) {
 
 static int hook_step(void *ud, const ft_step_metrics *m) {
   worker *w = ud;
-  json_t *msg = job_msg("metrics", w->job_id, w->attempt);
+  json_t *msg = job_msg(WIRE_METRICS, w->job_id, w->attempt);
   json_object_set_new(msg, "metrics", worker_metrics_json(m));
   push(w, msg);
   switch (atomic_load(&w->stop)) {
@@ -217,7 +218,7 @@ static int hook_step(void *ud, const ft_step_metrics *m) {
 
 static void hook_event(void *ud, const char *level, const char *message, const char *data_json) {
   worker *w = ud;
-  json_t *msg = job_msg("event", w->job_id, w->attempt);
+  json_t *msg = job_msg(WIRE_EVENT, w->job_id, w->attempt);
   json_object_set_new(msg, "level", json_string(level ? level : "info"));
   json_object_set_new(msg, "message", json_string(message ? message : ""));
   if (data_json) {
@@ -230,7 +231,7 @@ static void hook_event(void *ud, const char *level, const char *message, const c
 
 static void hook_checkpoint(void *ud, const ft_ckpt_info *ci) {
   worker *w = ud;
-  json_t *msg = job_msg("checkpoint", w->job_id, w->attempt);
+  json_t *msg = job_msg(WIRE_CHECKPOINT, w->job_id, w->attempt);
   json_object_set_new(msg, "step", json_integer(ci->step));
   json_object_set_new(msg, "path", json_string(ci->path));
   json_object_set_new(msg, "metrics", ci->m ? worker_metrics_json(ci->m) : json_object());
@@ -312,10 +313,12 @@ static void flush_and_exit(worker *w, int code) {
   begin_exit(w, code);
 }
 
-static void send_claim(worker *w) { send_msg(w, json_pack("{s:s}", "type", "claim")); }
+static void send_claim(worker *w) {
+  send_msg(w, json_pack("{s:s}", "type", wire_type_name(WIRE_CLAIM)));
+}
 
 static void job_failed_now(worker *w, const ft_error *e) {
-  json_t *msg = job_msg("failed", w->job_id, w->attempt);
+  json_t *msg = job_msg(WIRE_FAILED, w->job_id, w->attempt);
   json_object_set_new(msg, "error",
                       json_pack("{s:s, s:s, s:s?}", "code", ft_err_code(e->code), "message",
                                 e->message[0] ? e->message : ft_err_message(e->code), "param",
@@ -392,15 +395,15 @@ static void after_job(worker *w) {
   if (stop == STOP_LOST) {
     FT_INFO("msg=\"job stopped: lease lost\" job=%s attempt=%d", w->job_id, w->attempt);
   } else if (rc == 0 && r->stopped == 0) {
-    msg = job_msg("done", w->job_id, w->attempt);
+    msg = job_msg(WIRE_DONE, w->job_id, w->attempt);
     json_object_set_new(msg, "result", worker_result_json(r, w->topts.metrics_csv));
     FT_INFO("msg=\"job done\" job=%s steps=%ld", w->job_id, r->steps);
   } else if (rc == FT_EPAUSED || (rc == 0 && r->stopped == FT_EPAUSED)) {
-    msg = job_msg("paused", w->job_id, w->attempt);
+    msg = job_msg(WIRE_PAUSED, w->job_id, w->attempt);
     json_object_set_new(msg, "step", json_integer(r->steps));
     FT_INFO("msg=\"job paused\" job=%s step=%ld", w->job_id, r->steps);
   } else if (rc == FT_ECANCELLED || (rc == 0 && r->stopped == FT_ECANCELLED)) {
-    msg = job_msg("cancelled", w->job_id, w->attempt);
+    msg = job_msg(WIRE_CANCELLED, w->job_id, w->attempt);
     FT_INFO("msg=\"job cancelled\" job=%s", w->job_id);
   } else {
     ft_error e = w->err;
@@ -448,7 +451,7 @@ static void on_async(uv_async_t *a) {
 static void on_heartbeat(uv_timer_t *t) {
   worker *w = t->data;
   if (w->busy && atomic_load(&w->stop) != STOP_LOST)
-    send_msg(w, job_msg("heartbeat", w->job_id, w->attempt));
+    send_msg(w, job_msg(WIRE_HEARTBEAT, w->job_id, w->attempt));
 }
 
 static int about_current(worker *w, json_t *msg) {
@@ -458,52 +461,76 @@ static int about_current(worker *w, json_t *msg) {
          (!json_is_integer(at) || json_integer_value(at) == w->attempt);
 }
 
+static void on_welcome(worker *w, json_t *msg) {
+  json_t *hb = json_object_get(msg, "heartbeat_ms");
+  if (json_is_integer(hb) && json_integer_value(hb) >= 10 && json_integer_value(hb) <= 3600000)
+    w->heartbeat_ms = (int)json_integer_value(hb);
+  w->welcomed = 1;
+  uv_timer_start(&w->hb, on_heartbeat, (uint64_t)w->heartbeat_ms, (uint64_t)w->heartbeat_ms);
+  FT_INFO("msg=\"connected to the daemon\" worker=%s heartbeat_ms=%d", w->worker_id,
+          w->heartbeat_ms);
+}
+
+static void on_job(worker *w, json_t *msg) {
+  if (w->busy || w->exiting) {
+    FT_WARN("msg=\"job offered while busy; ignored\"");
+    return;
+  }
+  json_t *job = json_object_get(msg, "job");
+  if (!json_is_object(job)) {
+    FT_ERROR("msg=\"job message without a job\"");
+    return;
+  }
+  start_job(w, job);
+}
+
+/* Dispatches one message from the daemon. A type the worker does not know
+ * means the two speak different protocols: the connection is dropped (the
+ * job stops, as when the daemon goes away) rather than the message ignored. */
 static void on_message(worker *w, json_t *msg) {
-  const char *type = json_string_value(json_object_get(msg, "type"));
-  if (!strcmp(type, "welcome")) {
-    json_t *hb = json_object_get(msg, "heartbeat_ms");
-    if (json_is_integer(hb) && json_integer_value(hb) >= 10 && json_integer_value(hb) <= 3600000)
-      w->heartbeat_ms = (int)json_integer_value(hb);
-    w->welcomed = 1;
-    uv_timer_start(&w->hb, on_heartbeat, (uint64_t)w->heartbeat_ms, (uint64_t)w->heartbeat_ms);
-    FT_INFO("msg=\"connected to the daemon\" worker=%s heartbeat_ms=%d", w->worker_id,
-            w->heartbeat_ms);
-  } else if (!strcmp(type, "job")) {
-    if (w->busy || w->exiting) {
-      FT_WARN("msg=\"job offered while busy; ignored\"");
-      return;
+  switch (wire_type_of(msg, WIRE_FROM_DAEMON)) {
+    case WIRE_WELCOME:
+      on_welcome(w, msg);
+      break;
+    case WIRE_JOB:
+      on_job(w, msg);
+      break;
+    case WIRE_CANCEL:
+      if (about_current(w, msg)) {
+        int expect = atomic_load(&w->stop);
+        if (expect != STOP_LOST) atomic_store(&w->stop, STOP_CANCEL);
+        FT_INFO("msg=\"cancel requested\" job=%s", w->job_id);
+      }
+      break;
+    case WIRE_PAUSE:
+      if (about_current(w, msg)) {
+        int expect = STOP_NONE;
+        atomic_compare_exchange_strong(&w->stop, &expect, STOP_PAUSE);
+        FT_INFO("msg=\"pause requested\" job=%s", w->job_id);
+      }
+      break;
+    case WIRE_LEASE_LOST:
+      if (about_current(w, msg)) {
+        atomic_store(&w->stop, STOP_LOST);
+        FT_WARN("msg=\"lease lost; stopping the job\" job=%s attempt=%d", w->job_id, w->attempt);
+      }
+      break;
+    case WIRE_ERROR: {
+      json_t *e = json_object_get(msg, "error");
+      const char *code = json_string_value(json_object_get(e, "code"));
+      const char *text = json_string_value(json_object_get(e, "message"));
+      FT_ERROR("msg=\"the daemon refused us\" code=%s err=\"%s\"", code ? code : "?",
+               text ? text : "?");
+      break;
     }
-    json_t *job = json_object_get(msg, "job");
-    if (!json_is_object(job)) {
-      FT_ERROR("msg=\"job message without a job\"");
-      return;
+    default: {
+      const char *type = json_string_value(json_object_get(msg, "type"));
+      char t[64];
+      FT_ERROR("msg=\"protocol error: unknown message type from the daemon\" type=\"%s\"",
+               ft_log_esc(t, sizeof t, type ? type : ""));
+      conn_lost(w, "protocol error: unknown message type");
+      break;
     }
-    start_job(w, job);
-  } else if (!strcmp(type, "cancel")) {
-    if (about_current(w, msg)) {
-      int expect = atomic_load(&w->stop);
-      if (expect != STOP_LOST) atomic_store(&w->stop, STOP_CANCEL);
-      FT_INFO("msg=\"cancel requested\" job=%s", w->job_id);
-    }
-  } else if (!strcmp(type, "pause")) {
-    if (about_current(w, msg)) {
-      int expect = STOP_NONE;
-      atomic_compare_exchange_strong(&w->stop, &expect, STOP_PAUSE);
-      FT_INFO("msg=\"pause requested\" job=%s", w->job_id);
-    }
-  } else if (!strcmp(type, "lease_lost")) {
-    if (about_current(w, msg)) {
-      atomic_store(&w->stop, STOP_LOST);
-      FT_WARN("msg=\"lease lost; stopping the job\" job=%s attempt=%d", w->job_id, w->attempt);
-    }
-  } else if (!strcmp(type, "error")) {
-    json_t *e = json_object_get(msg, "error");
-    const char *code = json_string_value(json_object_get(e, "code"));
-    const char *text = json_string_value(json_object_get(e, "message"));
-    FT_ERROR("msg=\"the daemon refused us\" code=%s err=\"%s\"", code ? code : "?",
-             text ? text : "?");
-  } else {
-    FT_WARN("msg=\"unknown message ignored\" type=\"%.40s\"", type);
   }
 }
 
@@ -549,8 +576,8 @@ static void on_connect(uv_connect_t *req, int status) {
     conn_lost(w, "read failed");
     return;
   }
-  json_t *hello = json_pack("{s:s, s:s, s:i}", "type", "hello", "worker_id", w->worker_id, "pid",
-                            (int)getpid());
+  json_t *hello = json_pack("{s:s, s:s, s:i}", "type", wire_type_name(WIRE_HELLO), "worker_id",
+                            w->worker_id, "pid", (int)getpid());
   if (w->o->token) json_object_set_new(hello, "token", json_string(w->o->token));
   send_msg(w, hello);
   send_claim(w);

@@ -493,8 +493,12 @@ W("deeply nested frame", [("frame", '{"type":"hello","x":' + "[" * 50000 + "]" *
                           ("closed",)])
 W("claim before hello", [("frame", {"type": "claim"}), ("closed",)])
 W("hello twice", [H, ("expect", "welcome"), H, ("closed",)])
-W("unknown message type is ignored", [H, ("expect", "welcome"), ("frame", {"type": "frob"}),
-                                      ("open",)])
+W("unknown message type is a protocol error", [H, ("expect", "welcome"),
+                                               ("frame", {"type": "frob"}), ("expect", "error"),
+                                               ("closed",)])
+W("a daemon's message type from a worker", [H, ("expect", "welcome"),
+                                            ("frame", {"type": "welcome"}), ("expect", "error"),
+                                            ("closed",)])
 W("truncated frame then EOF", [("raw", b"\x00\x00\x00\x20{\"type\":"), ("eof",)])
 W("heartbeat for a job not leased", [H, ("expect", "welcome"),
                                      ("frame", {"type": "heartbeat", "job_id": "{JOB}", "attempt": 1}),

@@ -1,13 +1,14 @@
 /* auth.c without a daemon: SHA-256 against FIPS 180-4's vectors and hashlib's
  * at the padding boundaries, the key format and its randomness, names, the
- * token-bucket rate limiter, the JSON depth pre-scan, loopback detection, and
- * the store's keys and tenant columns (lists per tenant, waiting jobs, the
- * results file that takes its job's tenant). */
+ * token-bucket rate limiter, loopback detection, and the store's keys and
+ * tenant columns (lists per tenant, waiting jobs, the results file that takes
+ * its job's tenant); also http.c's JSON depth pre-scan of request bodies. */
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "auth.h"
+#include "http.h"
 #include "store.h"
 #include "test.h"
 
@@ -153,17 +154,17 @@ static void test_json_depth(void) {
   int n = 0;
   for (int i = 0; i < 32; i++) buf[n++] = '[';
   for (int i = 0; i < 32; i++) buf[n++] = ']';
-  CHECK(auth_json_depth_ok(buf, (size_t)n, 32));
-  CHECK(!auth_json_depth_ok(buf, (size_t)n, 31));
+  CHECK(http_json_depth_ok(buf, (size_t)n, 32));
+  CHECK(!http_json_depth_ok(buf, (size_t)n, 31));
   const char *obj = "{\"a\":{\"b\":[1,{\"c\":2}]}}";
-  CHECK(auth_json_depth_ok(obj, strlen(obj), 4));
-  CHECK(!auth_json_depth_ok(obj, strlen(obj), 3));
+  CHECK(http_json_depth_ok(obj, strlen(obj), 4));
+  CHECK(!http_json_depth_ok(obj, strlen(obj), 3));
   /* brackets in strings, and escaped quotes, do not count */
   const char *s = "{\"a\":\"[[[[[\\\"[[[[\"}";
-  CHECK(auth_json_depth_ok(s, strlen(s), 1));
+  CHECK(http_json_depth_ok(s, strlen(s), 1));
   /* siblings do not add up */
   const char *sib = "[[],[],[],[]]";
-  CHECK(auth_json_depth_ok(sib, strlen(sib), 2));
+  CHECK(http_json_depth_ok(sib, strlen(sib), 2));
 }
 
 static void test_loopback(void) {

@@ -510,6 +510,28 @@ static void test_garbage_closes(void) {
   cli_close(&c);
 }
 
+/* A message type the daemon does not know (or takes only from itself) is a
+ * protocol error: answered with error protocol_error naming it, then the
+ * connection is closed; it is never taken for another message. */
+static void test_unknown_type_closes(void) {
+  static const char *const types[] = {"canceled", "welcome", "lease_lost", ""};
+  for (size_t i = 0; i < sizeof types / sizeof *types; i++) {
+    int eof = 0;
+    client c;
+    CHECK_EQ_INT(cli_unix(&c), 0);
+    CHECK(hello(&c, "speaks-another-protocol", NULL));
+    cli_send(&c, json_pack("{s:s}", "type", types[i]));
+    json_t *m = cli_recv(&c, 2000, NULL);
+    CHECK(m && !strcmp(str(m, "type", NULL), "error"));
+    CHECK_EQ_STR(str(m, "error", "code"), "protocol_error");
+    CHECK(str(m, "error", "message") && strstr(str(m, "error", "message"), "unknown message type"));
+    json_decref(m);
+    m = cli_recv(&c, 2000, &eof);
+    CHECK(m == NULL && eof);
+    cli_close(&c);
+  }
+}
+
 /* A unix worker that said hello and holds the next queued job (id, attempt). */
 static int take_job(client *c, const char *name, const char *id, int *attempt) {
   if (cli_unix(c) || !hello(c, name, NULL)) return -1;
@@ -731,7 +753,9 @@ static void test_preauth_frame_limit(void) {
   char *pad = malloc(100001);
   memset(pad, 'x', 100000);
   pad[100000] = 0;
-  cli_send(&c, json_pack("{s:s, s:s}", "type", "note", "pad", pad));
+  /* (a job message about no job of ours: answered lease_lost, not refused) */
+  cli_send(&c, json_pack("{s:s, s:s, s:i, s:s}", "type", "event", "job_id", "ftjob-nope",
+                         "attempt", 1, "message", pad));
   free(pad);
   m = jmsg("heartbeat", "ftjob-nope", 1);
   cli_send(&c, m);
@@ -920,6 +944,7 @@ int main(void) {
   RUN(test_failed_recorded);
   RUN(test_tcp_token_required);
   RUN(test_garbage_closes);
+  RUN(test_unknown_type_closes);
   RUN(test_done_replaces_leftover);
   RUN(test_result_csv_inside_job_only);
   RUN(test_counts_checked);

@@ -1,6 +1,7 @@
 /* The framed worker protocol (common/wire.c): round trips, frames split at
  * every byte boundary, several frames in one read, and the ways a peer can
- * send rubbish: oversized headers, non-object JSON, no "type", garbage. */
+ * send rubbish: oversized headers, non-object JSON, no "type", garbage; the
+ * message-type table both ways, and types unknown or from the wrong side. */
 #include <stdlib.h>
 
 #include "test.h"
@@ -262,6 +263,40 @@ static void test_many_frames_one_read(void) {
   wire_decoder_free(&d);
 }
 
+static wire_type type_of(const char *text, int from) {
+  json_t *m = msg_(text);
+  wire_type t = wire_type_of(m, from);
+  json_decref(m);
+  return t;
+}
+
+static void test_types(void) {
+  CHECK_EQ_INT(type_of("{\"type\":\"claim\"}", WIRE_FROM_WORKER), WIRE_CLAIM);
+  CHECK_EQ_INT(type_of("{\"type\":\"cancelled\",\"job_id\":\"j\"}", WIRE_FROM_WORKER),
+               WIRE_CANCELLED);
+  CHECK_EQ_INT(type_of("{\"type\":\"lease_lost\"}", WIRE_FROM_DAEMON), WIRE_LEASE_LOST);
+  /* a name the table does not have is nothing, above all not "cancelled" */
+  CHECK_EQ_INT(type_of("{\"type\":\"canceled\"}", WIRE_FROM_WORKER), WIRE_UNKNOWN);
+  CHECK_EQ_INT(type_of("{\"type\":\"\"}", WIRE_FROM_WORKER), WIRE_UNKNOWN);
+  CHECK_EQ_INT(type_of("{\"type\":\"CLAIM\"}", WIRE_FROM_WORKER), WIRE_UNKNOWN);
+  CHECK_EQ_INT(type_of("{\"kind\":\"claim\"}", WIRE_FROM_WORKER), WIRE_UNKNOWN);
+  /* a real type from the wrong side */
+  CHECK_EQ_INT(type_of("{\"type\":\"welcome\"}", WIRE_FROM_WORKER), WIRE_UNKNOWN);
+  CHECK_EQ_INT(type_of("{\"type\":\"cancel\"}", WIRE_FROM_WORKER), WIRE_UNKNOWN);
+  CHECK_EQ_INT(type_of("{\"type\":\"hello\"}", WIRE_FROM_DAEMON), WIRE_UNKNOWN);
+  /* every name maps back to its own type (so names are distinct) */
+  for (int t = WIRE_UNKNOWN + 1; t < WIRE_TYPE_COUNT; t++) {
+    const char *name = wire_type_name((wire_type)t);
+    json_t *m = json_pack("{s:s}", "type", name);
+    wire_type back = wire_type_of(m, WIRE_FROM_WORKER);
+    if (back == WIRE_UNKNOWN) back = wire_type_of(m, WIRE_FROM_DAEMON);
+    CHECK_EQ_INT(back, t);
+    json_decref(m);
+  }
+  CHECK_EQ_STR(wire_type_name(WIRE_UNKNOWN), "?");
+  CHECK_EQ_STR(wire_type_name((wire_type)999), "?");
+}
+
 int main(void) {
   RUN(test_encode_header);
   RUN(test_encode_refuses_non_message);
@@ -271,5 +306,6 @@ int main(void) {
   RUN(test_lowered_limit);
   RUN(test_bad_frames);
   RUN(test_many_frames_one_read);
+  RUN(test_types);
   return test_report();
 }
