@@ -4,6 +4,7 @@
 #include "ft_buf.h"
 
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -41,4 +42,18 @@ void ft_buf_free(ft_buf *b) {
   free(b->data);
   b->data = NULL;
   b->len = b->cap = 0;
+}
+
+int ft_grow(void **p, size_t *cap, size_t need, size_t elem, size_t first) {
+  if (need <= *cap) return 0;
+  size_t c = *cap ? *cap : (first ? first : 1);
+  while (c < need) {
+    if (c > SIZE_MAX / 2 / elem) return FT_ENOMEM;
+    c *= 2;
+  }
+  void *q = realloc(*p, c * elem);
+  if (!q) return FT_ENOMEM;
+  *p = q;
+  *cap = c;
+  return 0;
 }

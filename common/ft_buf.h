@@ -19,4 +19,9 @@ int ft_buf_printf(ft_buf *b, const char *fmt, ...) __attribute__((format(printf,
 void ft_buf_clear(ft_buf *b);
 /* Frees data and empties b. */
 void ft_buf_free(ft_buf *b);
+
+/* Grows any malloc'd array *p of *cap elements of elem bytes to hold at least
+ * need, doubling from first (a capacity to start from when *cap is 0). 0, or
+ * FT_ENOMEM with *p and *cap unchanged. */
+int ft_grow(void **p, size_t *cap, size_t need, size_t elem, size_t first);
 #endif

@@ -19,6 +19,7 @@
 
 #include "app.h"
 #include "auth.h"
+#include "ft_fs.h"
 #include "ft_log.h"
 #include "formats/gguf.h"
 #include "http.h"
@@ -232,7 +233,7 @@ enum MHD_Result api_models_content(http_req *r) {
                      TAR_MAX_SHARDS);
   }
   struct stat sb;
-  if (!rc && !http_pathf(adir, sizeof adir, "%s/adapter", dir) && !lstat(adir, &sb) &&
+  if (!rc && !ft_pathf(adir, sizeof adir, "%s/adapter", dir) && !lstat(adir, &sb) &&
       S_ISDIR(sb.st_mode)) {
     tar_entry *e = &t->e[t->n++];
     e->fd = -1;
@@ -298,12 +299,12 @@ enum MHD_Result api_models_gguf(http_req *r) {
   char dir[PATH_MAX], adir[PATH_MAX], cache[PATH_MAX], s0[PATH_MAX], s1[PATH_MAX];
   if (model_dir_or_reply(r, id, dir, sizeof dir)) return MHD_YES;
   struct stat sb;
-  if (http_pathf(adir, sizeof adir, "%s/adapter", dir) ||
-      http_pathf(s0, sizeof s0, "%s/%s", adapter ? adir : dir,
+  if (ft_pathf(adir, sizeof adir, "%s/adapter", dir) ||
+      ft_pathf(s0, sizeof s0, "%s/%s", adapter ? adir : dir,
                  adapter ? "adapter_model.safetensors" : "model.safetensors") ||
-      http_pathf(s1, sizeof s1, "%s/%s", adapter ? adir : dir,
+      ft_pathf(s1, sizeof s1, "%s/%s", adapter ? adir : dir,
                  adapter ? "adapter_config.json" : "config.json") ||
-      http_pathf(cache, sizeof cache, "%s/%s-%s.gguf", dir, adapter ? "adapter" : "model", type))
+      ft_pathf(cache, sizeof cache, "%s/%s-%s.gguf", dir, adapter ? "adapter" : "model", type))
     return http_fail(r, FT_EIO, NULL, "path too long");
   if (adapter && (stat(s1, &sb) || !S_ISREG(sb.st_mode)))
     return http_fail(r, FT_ENOT_FOUND, "adapter", "model %s has no LoRA adapter", id);
@@ -316,7 +317,7 @@ enum MHD_Result api_models_gguf(http_req *r) {
       char tmp[PATH_MAX];
       char tag[64];
       store_new_id(".gguf", tag, sizeof tag);
-      if (http_pathf(tmp, sizeof tmp, "%s/models/%s", r->app->data_dir, tag))
+      if (ft_pathf(tmp, sizeof tmp, "%s/models/%s", r->app->data_dir, tag))
         return http_fail(r, FT_EIO, NULL, "path too long");
       FT_WARN("msg=\"gguf cache not writable, exporting to a temp file\" model=%s err=\"%s\"", id,
               err.message);

@@ -232,9 +232,9 @@ static enum MHD_Result upload_first(http_req *r) {
     return http_fail(r, FT_ETOO_LARGE, "file", "file larger than %llu bytes",
                      (unsigned long long)r->app->max_upload_bytes);
   store_new_id("file", u->id, sizeof u->id);
-  if (http_pathf(u->dir, sizeof u->dir, "%s/files", r->app->data_dir) ||
-      http_pathf(u->tmp, sizeof u->tmp, "%s/.tmp-%s", u->dir, u->id) ||
-      http_pathf(u->final, sizeof u->final, "%s/%s", u->dir, u->id))
+  if (ft_pathf(u->dir, sizeof u->dir, "%s/files", r->app->data_dir) ||
+      ft_pathf(u->tmp, sizeof u->tmp, "%s/.tmp-%s", u->dir, u->id) ||
+      ft_pathf(u->final, sizeof u->final, "%s/%s", u->dir, u->id))
     return http_fail(r, FT_EIO, NULL, "data directory path too long");
   if (u->multipart) {
     u->pp = MHD_create_post_processor(r->conn, 64 * 1024, on_part, u);
@@ -358,7 +358,7 @@ enum MHD_Result api_files_content(http_req *r) {
   if (!file) return MHD_YES;
   json_decref(file);
   char path[PATH_MAX];
-  http_pathf(path, sizeof path, "%s/files/%s", r->app->data_dir, r->params[0]);
+  ft_pathf(path, sizeof path, "%s/files/%s", r->app->data_dir, r->params[0]);
   int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
   struct stat sb;
   if (fd < 0 && errno == ENOENT) /* (deleted between the lookup and the open) */
@@ -385,8 +385,8 @@ enum MHD_Result api_files_delete(http_req *r) {
   int rc = store_file_delete(r->app->store, id, &err);
   if (rc) return http_fail_err(r, &err);
   char path[PATH_MAX], dir[PATH_MAX];
-  http_pathf(dir, sizeof dir, "%s/files", r->app->data_dir);
-  http_pathf(path, sizeof path, "%s/%s", dir, id);
+  ft_pathf(dir, sizeof dir, "%s/files", r->app->data_dir);
+  ft_pathf(path, sizeof path, "%s/%s", dir, id);
   if (unlink(path) && errno != ENOENT)
     FT_WARN("msg=\"cannot remove file content\" id=%s err=\"%s\"", id, strerror(errno));
   ft_fsync_dir(dir, NULL);

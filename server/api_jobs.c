@@ -31,6 +31,7 @@
 #include "app.h"
 #include "auth.h"
 #include "ft_buf.h"
+#include "ft_fs.h"
 #include "ft_log.h"
 #include "formats/hfdir.h"
 #include "http.h"
@@ -120,7 +121,7 @@ static int ckpt_model_or_reply(http_req *r, const ft_spec *spec, char *dir, size
     json_decref(ck);
     return -1;
   }
-  rc = http_pathf(dir, n, "%s/models/%s", r->app->data_dir,
+  rc = ft_pathf(dir, n, "%s/models/%s", r->app->data_dir,
                   json_string_value(json_object_get(ck, "model")));
   json_decref(ck);
   if (rc) {
@@ -156,7 +157,7 @@ static int model_or_reply(http_req *r, ft_spec *spec, json_t **lineage) {
   }
   /* another tenant's fine-tuned model or checkpoint is unknown here */
   if (!model_id_ok(spec->model) || !auth_model_visible(r, spec->model) ||
-      http_pathf(dir, sizeof dir, "%s/models/%s", r->app->data_dir, spec->model)) {
+      ft_pathf(dir, sizeof dir, "%s/models/%s", r->app->data_dir, spec->model)) {
     http_fail(r, FT_EINVALID, "model", "unknown model \"%.200s\"", spec->model);
     return -1;
   }
@@ -441,7 +442,7 @@ static enum MHD_Result events_stream(http_req *r) {
   sse *s = calloc(1, sizeof *s);
   if (!s) return http_fail(r, FT_ENOMEM, NULL, NULL);
   s->app = r->app;
-  http_pathf(s->job_id, sizeof s->job_id, "%s", r->params[0]); /* 30 bytes: job_id_ok */
+  ft_pathf(s->job_id, sizeof s->job_id, "%s", r->params[0]); /* 30 bytes: job_id_ok */
   clock_gettime(CLOCK_MONOTONIC, &s->last_write);
   const char *last = http_header(r, "Last-Event-ID");
   if (last) {

@@ -49,7 +49,7 @@ static int has_model_dir(ft_app *app, const char *id, time_t *mtime) {
   char path[PATH_MAX];
   struct stat sb;
   if (!model_id_ok(id) ||
-      http_pathf(path, sizeof path, "%s/models/%s/config.json", app->data_dir, id) ||
+      ft_pathf(path, sizeof path, "%s/models/%s/config.json", app->data_dir, id) ||
       stat(path, &sb) || !S_ISREG(sb.st_mode))
     return 0;
   if (mtime) *mtime = sb.st_mtime;
@@ -94,7 +94,7 @@ static void describe_model(json_t *m, ft_app *app, const char *id) {
   char dir[PATH_MAX];
   ft_config *cfg = calloc(1, sizeof *cfg);
   ft_error e = {0};
-  if (!cfg || http_pathf(dir, sizeof dir, "%s/models/%s", app->data_dir, id) ||
+  if (!cfg || ft_pathf(dir, sizeof dir, "%s/models/%s", app->data_dir, id) ||
       hf_config_load(cfg, dir, &e)) {
     json_object_set_new(m, "architecture", json_null());
     json_object_set_new(m, "task", json_null());
@@ -151,7 +151,7 @@ static int cmp_str(const void *a, const void *b) {
 
 enum MHD_Result api_models_list(http_req *r) {
   char dir[PATH_MAX];
-  http_pathf(dir, sizeof dir, "%s/models", r->app->data_dir);
+  ft_pathf(dir, sizeof dir, "%s/models", r->app->data_dir);
   DIR *d = opendir(dir);
   json_t *data = json_array();
   if (d) {
@@ -219,8 +219,8 @@ enum MHD_Result api_models_delete(http_req *r) {
    * once), then remove the files. */
   char from[PATH_MAX], to[PATH_MAX], tag[64];
   store_new_id(".deleting", tag, sizeof tag);
-  if (http_pathf(from, sizeof from, "%s/models/%s", r->app->data_dir, id) ||
-      http_pathf(to, sizeof to, "%s/models/%s", r->app->data_dir, tag))
+  if (ft_pathf(from, sizeof from, "%s/models/%s", r->app->data_dir, id) ||
+      ft_pathf(to, sizeof to, "%s/models/%s", r->app->data_dir, tag))
     return http_fail(r, FT_EIO, NULL, "path too long");
   if (rename(from, to)) {
     if (errno == ENOENT) return http_fail(r, FT_ENOT_FOUND, "model", "no such model: %s", id);
@@ -249,10 +249,10 @@ enum MHD_Result api_models_file(http_req *r) {
   if (!allowed) return http_fail(r, FT_ENOT_FOUND, "name", "no downloadable file named %s", name);
   char path[PATH_MAX];
   int fd = -1;
-  if (!http_pathf(path, sizeof path, "%s/%s", dir, name))
+  if (!ft_pathf(path, sizeof path, "%s/%s", dir, name))
     fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
   if (fd < 0 && !strncmp(name, "adapter_", 8) &&
-      !http_pathf(path, sizeof path, "%s/adapter/%s", dir, name))
+      !ft_pathf(path, sizeof path, "%s/adapter/%s", dir, name))
     fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
   struct stat sb;
   if (fd < 0 || fstat(fd, &sb) || !S_ISREG(sb.st_mode)) {

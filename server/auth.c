@@ -232,7 +232,7 @@ static const char *bearer(const char *h) {
 }
 
 int auth_request(http_req *r, const char *route) {
-  snprintf(r->tenant, sizeof r->tenant, "%s", AUTH_DEFAULT_TENANT);
+  snprintf(r->tenant, sizeof r->tenant, "%s", STORE_DEFAULT_TENANT);
   r->key_id[0] = 0;
   r->admin = 0;
   if (route && (!strcmp(route, "/healthz") || !strcmp(route, "/readyz"))) return 0;
@@ -262,7 +262,7 @@ int auth_request(http_req *r, const char *route) {
                         &r->admin);
   }
   if (rc == FT_ENOT_FOUND) {
-    snprintf(r->tenant, sizeof r->tenant, "%s", AUTH_DEFAULT_TENANT);
+    snprintf(r->tenant, sizeof r->tenant, "%s", STORE_DEFAULT_TENANT);
     r->key_id[0] = 0;
     snprintf(msg, sizeof msg, "invalid or revoked API key: %s", how);
     return reply_with(r, FT_EUNAUTHORIZED, msg, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
@@ -412,7 +412,7 @@ int auth_cmd_keys(int argc, char **argv) {
               "with '.' or '-')\n");
       return 2;
     }
-    if (!tenant) tenant = AUTH_DEFAULT_TENANT; /* (what the open mode made stays visible) */
+    if (!tenant) tenant = STORE_DEFAULT_TENANT; /* (what the open mode made stays visible) */
     if (!auth_name_ok(tenant)) {
       fprintf(stderr,
               "finetuned keys create: --tenant wants 1..64 of A-Z a-z 0-9 . _ - (not "

@@ -27,7 +27,6 @@
 #define AUTH_KEY_PREFIX "ftk-"
 #define AUTH_KEY_BODY 40                                          /* base62 characters */
 #define AUTH_KEY_LEN (sizeof AUTH_KEY_PREFIX - 1 + AUTH_KEY_BODY) /* 44 */
-#define AUTH_DEFAULT_TENANT "default"
 
 /* ---- hashing and key format ------------------------------------------------ */
 

@@ -11,7 +11,6 @@
 
 #include "app.h"
 #include "ft_err.h"
-#include "ft_fs.h"
 
 #define HTTP_JSON_BODY_MAX (1u << 20) /* job creation and other JSON bodies */
 #define HTTP_DEFAULT_UPLOAD_MAX (512ull << 20)
@@ -111,10 +110,6 @@ int http_json_body_or_reply(http_req *r, json_t **out);
  * cap of its own, and recurses once per level. */
 int http_json_depth_ok(const char *s, size_t n, int max);
 #define HTTP_JSON_MAX_DEPTH 32
-
-/* snprintf for paths: 0, or nonzero (and out "") if it does not fit. The
- * server's name for ft_pathf (common/ft_fs.h). */
-#define http_pathf ft_pathf
 
 /* Handlers, from routes.h. */
 #define FT_ROUTE_DECL_(method, pattern, handler, body) enum MHD_Result handler(http_req *r);

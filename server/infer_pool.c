@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "ft_log.h"
+#include "ft_sync.h"
 #include "infer/infer.h"
 
 typedef struct entry {
@@ -60,11 +61,7 @@ int infer_pool_new(infer_pool **out, const infer_pool_opts *o, ft_error *err) {
   if (!p) return ft_error_set(err, FT_ENOMEM, NULL, NULL);
   p->o = *o;
   pthread_mutex_init(&p->mu, NULL);
-  pthread_condattr_t ca;
-  pthread_condattr_init(&ca);
-  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-  pthread_cond_init(&p->slot_free, &ca);
-  pthread_condattr_destroy(&ca);
+  ft_cond_init_monotonic(&p->slot_free);
   *out = p;
   return 0;
 }
@@ -101,10 +98,7 @@ int infer_pool_enter(infer_pool *p, int *retry_after_s, ft_error *err) {
                         running, waiting);
   }
   struct timespec until;
-  clock_gettime(CLOCK_MONOTONIC, &until);
-  until.tv_sec += p->o.wait_ms / 1000;
-  until.tv_nsec += (long)(p->o.wait_ms % 1000) * 1000000L;
-  if (until.tv_nsec >= 1000000000L) until.tv_sec++, until.tv_nsec -= 1000000000L;
+  ft_deadline_ms(&until, p->o.wait_ms);
   p->waiting++;
   int rc = 0;
   while (p->running >= p->o.concurrency && rc != ETIMEDOUT)

@@ -337,13 +337,13 @@ static void clean_leftovers(const char *data_dir) {
   } spots[] = {{"files", ".tmp-"}, {"models", ".tmp-"}, {"models", ".deleting-"}};
   for (size_t i = 0; i < sizeof spots / sizeof spots[0]; i++) {
     char dir[PATH_MAX], path[PATH_MAX];
-    if (http_pathf(dir, sizeof dir, "%s/%s", data_dir, spots[i].sub)) continue;
+    if (ft_pathf(dir, sizeof dir, "%s/%s", data_dir, spots[i].sub)) continue;
     DIR *d = opendir(dir);
     if (!d) continue;
     struct dirent *e;
     while ((e = readdir(d)))
       if (!strncmp(e->d_name, spots[i].prefix, strlen(spots[i].prefix)) &&
-          !http_pathf(path, sizeof path, "%s/%s", dir, e->d_name)) {
+          !ft_pathf(path, sizeof path, "%s/%s", dir, e->d_name)) {
         FT_INFO("msg=\"removing leftover\" path=\"%s\"", path);
         ft_rmtree(path, NULL);
       }
@@ -353,7 +353,7 @@ static void clean_leftovers(const char *data_dir) {
 
 static int write_port_file(const char *data_dir, int port) {
   char path[PATH_MAX], text[16];
-  if (http_pathf(path, sizeof path, "%s/finetuned.port", data_dir)) return -1;
+  if (ft_pathf(path, sizeof path, "%s/finetuned.port", data_dir)) return -1;
   int n = snprintf(text, sizeof text, "%d\n", port);
   return ft_write_atomic(path, text, (size_t)n, 0644, NULL) ? -1 : 0;
 }
@@ -365,7 +365,7 @@ static char *default_worker_exe(const char *argv0) {
     self[n] = 0;
   else
     snprintf(self, sizeof self, "%s", argv0);
-  if (http_pathf(out, sizeof out, "%s/finetuned-worker", dirname(self))) return NULL;
+  if (ft_pathf(out, sizeof out, "%s/finetuned-worker", dirname(self))) return NULL;
   return strdup(out);
 }
 
@@ -454,7 +454,7 @@ static int cmd_serve(int argc, char **argv, const char *argv0) {
   const char *subdirs[] = {"files", "models", "jobs"};
   for (int i = 0; i < 3; i++) {
     char p[PATH_MAX];
-    http_pathf(p, sizeof p, "%s/%s", data_dir, subdirs[i]);
+    ft_pathf(p, sizeof p, "%s/%s", data_dir, subdirs[i]);
     if (ft_mkdir_p(p, 0750, NULL)) {
       fprintf(stderr, "finetuned: cannot create %s: %s\n", p, strerror(errno));
       free(data_dir);
@@ -478,7 +478,7 @@ static int cmd_serve(int argc, char **argv, const char *argv0) {
   struct MHD_Daemon *httpd = NULL;
   char *tls_cert_pem = NULL, *tls_key_pem = NULL; /* TLS */
   char db[PATH_MAX];
-  http_pathf(db, sizeof db, "%s/finetuned.db", data_dir);
+  ft_pathf(db, sizeof db, "%s/finetuned.db", data_dir);
   if (store_open(&st, db, &err)) {
     fprintf(stderr, "finetuned: %s\n", err.message);
     goto out;
@@ -607,7 +607,7 @@ out:
   app.limiter = NULL;
   if (httpd) {
     char path[PATH_MAX];
-    http_pathf(path, sizeof path, "%s/finetuned.port", data_dir);
+    ft_pathf(path, sizeof path, "%s/finetuned.port", data_dir);
     unlink(path);
   }
   free(data_dir);
@@ -630,8 +630,8 @@ static int copy_tree(const char *src, const char *dst, int depth) {
   while (!rc && (e = readdir(d))) {
     if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") || !strcmp(e->d_name, ".git")) continue;
     char s[PATH_MAX], t[PATH_MAX];
-    if (http_pathf(s, sizeof s, "%s/%s", src, e->d_name) ||
-        http_pathf(t, sizeof t, "%s/%s", dst, e->d_name)) {
+    if (ft_pathf(s, sizeof s, "%s/%s", src, e->d_name) ||
+        ft_pathf(t, sizeof t, "%s/%s", dst, e->d_name)) {
       rc = -1;
       break;
     }
@@ -711,9 +711,9 @@ static int cmd_import(int argc, char **argv) {
   char models[PATH_MAX], dst[PATH_MAX], tmp[PATH_MAX], tag[64];
   rc = 1;
   store_new_id(".tmp-import", tag, sizeof tag);
-  if (http_pathf(models, sizeof models, "%s/models", data_dir) ||
-      http_pathf(dst, sizeof dst, "%s/%s", models, name) ||
-      http_pathf(tmp, sizeof tmp, "%s/%s", models, tag) || ft_mkdir_p(models, 0750, NULL)) {
+  if (ft_pathf(models, sizeof models, "%s/models", data_dir) ||
+      ft_pathf(dst, sizeof dst, "%s/%s", models, name) ||
+      ft_pathf(tmp, sizeof tmp, "%s/%s", models, tag) || ft_mkdir_p(models, 0750, NULL)) {
     fprintf(stderr, "finetuned: cannot create %s/models\n", data_dir);
     goto out;
   }
@@ -764,10 +764,10 @@ static int cmd_convert(int argc, char **argv) {
   struct stat sb;
   rc = 1;
   if (!model_dir_ok(src)) return 1;
-  if (http_pathf(srcw, sizeof srcw, "%s/model.safetensors", src) ||
-      http_pathf(tmp, sizeof tmp, "%s.tmp-convert", out) ||
-      http_pathf(tmpw, sizeof tmpw, "%s/model.safetensors", tmp) ||
-      http_pathf(cfgp, sizeof cfgp, "%s/config.json", tmp)) {
+  if (ft_pathf(srcw, sizeof srcw, "%s/model.safetensors", src) ||
+      ft_pathf(tmp, sizeof tmp, "%s.tmp-convert", out) ||
+      ft_pathf(tmpw, sizeof tmpw, "%s/model.safetensors", tmp) ||
+      ft_pathf(cfgp, sizeof cfgp, "%s/config.json", tmp)) {
     fprintf(stderr, "finetuned: path too long\n");
     return 1;
   }

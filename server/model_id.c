@@ -17,7 +17,6 @@
 #include "train/spec.h"
 #include "train/train.h"
 
-#define DEFAULT_TENANT "default" /* (auth.h's AUTH_DEFAULT_TENANT) */
 
 int model_id_ok(const char *id) {
   size_t n = strlen(id);
@@ -71,9 +70,9 @@ int model_id_visible(store *s, const char *id, const char *viewer) {
     if (!job[0] && last && !strncmp(last + 1, "ftjob-", 6))
       snprintf(job, sizeof job, "%s", last + 1);
   }
-  char tenant[STORE_TENANT_MAX + 1] = DEFAULT_TENANT;
+  char tenant[STORE_TENANT_MAX + 1] = STORE_DEFAULT_TENANT;
   if (job[0] && store_tenant_of(s, "job", job, tenant, sizeof tenant))
-    snprintf(tenant, sizeof tenant, "%s", DEFAULT_TENANT);
+    snprintf(tenant, sizeof tenant, "%s", STORE_DEFAULT_TENANT);
   return !strcmp(tenant, viewer);
 }
 

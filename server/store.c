@@ -32,13 +32,6 @@ int64_t st_now_ms(void) {
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-void st_deadline(struct timespec *d, int timeout_ms) {
-  clock_gettime(CLOCK_MONOTONIC, d);
-  int64_t ns = (int64_t)d->tv_nsec + (int64_t)timeout_ms * 1000000;
-  d->tv_sec += (time_t)(ns / 1000000000);
-  d->tv_nsec = (long)(ns % 1000000000);
-}
-
 void store_new_id(const char *prefix, char *buf, size_t n) {
   unsigned char r[12];
   size_t got = 0;
@@ -321,11 +314,7 @@ int store_open(store **out, const char *db_path, ft_error *err) {
   store *s = calloc(1, sizeof *s);
   if (!s) return ft_error_set(err, FT_ENOMEM, NULL, NULL);
   pthread_mutex_init(&s->mu, NULL);
-  pthread_condattr_t ca;
-  pthread_condattr_init(&ca);
-  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-  pthread_cond_init(&s->cv, &ca);
-  pthread_condattr_destroy(&ca);
+  ft_cond_init_monotonic(&s->cv);
   int rc = sqlite3_open_v2(db_path, &s->db,
                            SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
   if (rc != SQLITE_OK) {

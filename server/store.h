@@ -224,6 +224,7 @@ int store_checkpoint_model_ids(store *s, json_t **ids);
  * checked by the caller (auth_name_ok). A tenant argument of NULL means every
  * tenant (admin keys); files and jobs without one belong to "default". */
 #define STORE_TENANT_MAX 64
+#define STORE_DEFAULT_TENANT "default" /* the owner of what has no tenant */
 /* FT_EBAD_STATE (err names "name") when a key has that name already. */
 int store_key_insert(store *s, const char *id, const char *name, const char *tenant, int admin,
                      const char *hash, const char *prefix, ft_error *err);

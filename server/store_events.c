@@ -204,7 +204,7 @@ int store_events_since(store *s, const char *job_id, int64_t after_seq, int max,
 
 void store_events_wait(store *s, const char *job_id, int64_t after_seq, int timeout_ms) {
   struct timespec deadline;
-  st_deadline(&deadline, timeout_ms);
+  ft_deadline_ms(&deadline, timeout_ms);
   pthread_mutex_lock(&s->mu);
   for (;;) {
     if (s->stopping) break;

@@ -14,6 +14,7 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "ft_sync.h"
 #include "store.h"
 
 struct store {
@@ -31,7 +32,6 @@ struct store {
 
 int64_t st_now_ms(void); /* wall clock, milliseconds (leases, step rates) */
 /* now + timeout_ms (>= 0) on the monotonic clock, for pthread_cond_timedwait */
-void st_deadline(struct timespec *d, int timeout_ms);
 
 /* ---- the mutex and transactions (store.c) --------------------------------- */
 

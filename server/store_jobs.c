@@ -378,7 +378,7 @@ int store_job_control(store *s, const char *job_id, int attempt, int *what) {
 int store_job_next_validating(store *s, int64_t *after_n, char *id, size_t n, int timeout_ms) {
   if (n) id[0] = 0;
   struct timespec deadline;
-  st_deadline(&deadline, timeout_ms);
+  ft_deadline_ms(&deadline, timeout_ms);
   int rc;
   pthread_mutex_lock(&s->mu);
   for (;;) {

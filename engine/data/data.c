@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "data/record.h"
+#include "ft_buf.h"
 #include "ft_fs.h"
 #include "ft_utf8.h"
 
@@ -76,15 +77,9 @@ static int fail_rec(loader *L, long line, const rec_error *e) {
 
 static int nomem(loader *L) { return ft_error_set(L->err, FT_ENOMEM, NULL, "data: out of memory"); }
 
+/* Arrays grow by doubling from 256 elements (common/ft_buf.h). */
 static int grow(void **p, size_t *cap, size_t need, size_t elem) {
-  if (need <= *cap) return 0;
-  size_t c = *cap ? *cap : 256;
-  while (c < need) c *= 2;
-  void *q = realloc(*p, c * elem);
-  if (!q) return -1;
-  *p = q;
-  *cap = c;
-  return 0;
+  return ft_grow(p, cap, need, elem, 256);
 }
 
 /* Appends one token to the scratch sequence. */

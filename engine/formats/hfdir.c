@@ -16,6 +16,7 @@
 
 #include "formats/safetensors.h"
 #include "ft_fs.h"
+#include "ft_json.h"
 
 /* ---- files ---- */
 
@@ -432,16 +433,6 @@ int hf_config_load(ft_config *cfg, const char *dir, ft_error *err) {
   return rc;
 }
 
-/* The shortest decimal that reads back as the same float, so config.json
- * says 1e-05 rather than 9.99999975e-06. */
-static json_t *real_of(float f) {
-  char buf[32];
-  for (int p = 1; p <= 9; p++) {
-    snprintf(buf, sizeof buf, "%.*g", p, (double)f);
-    if (strtof(buf, NULL) == f) break;
-  }
-  return json_real(strtod(buf, NULL));
-}
 
 /* Writes the booleans of a comma-separated list as value. */
 static void set_switches(json_t *j, const char *list, int value) {
@@ -473,7 +464,7 @@ int hf_config_to_json(const ft_config *c, ft_task task, json_t **out, ft_error *
   json_object_set_new(j, a->k_layers, json_integer(c->n_layer));
   json_object_set_new(j, a->k_heads, json_integer(c->n_head));
   json_object_set_new(j, a->k_maxpos, json_integer(c->max_position));
-  json_object_set_new(j, a->k_eps, real_of(c->norm_eps));
+  json_object_set_new(j, a->k_eps, ft_json_float(c->norm_eps));
   json_object_set_new(j, a->k_act, json_string(a->gated_mlp ? "silu" : "gelu_new"));
   json_object_set_new(j, "tie_word_embeddings", json_boolean(c->tie_embeddings));
   set_switches(j, a->false_keys, 0);
@@ -492,14 +483,14 @@ int hf_config_to_json(const ft_config *c, ft_task task, json_t **out, ft_error *
   }
   if (a->pos == FT_POS_ROPE) {
     const ft_rope_scaling *r = &c->rope_scaling;
-    json_object_set_new(j, "rope_theta", real_of(c->rope_theta));
+    json_object_set_new(j, "rope_theta", ft_json_float(c->rope_theta));
     json_t *rs = json_null();
     if (r->kind == FT_ROPE_LINEAR)
-      rs = json_pack("{s:s, s:o}", "rope_type", "linear", "factor", real_of(r->factor));
+      rs = json_pack("{s:s, s:o}", "rope_type", "linear", "factor", ft_json_float(r->factor));
     else if (r->kind == FT_ROPE_LLAMA3)
       rs = json_pack("{s:s, s:o, s:o, s:o, s:i}", "rope_type", "llama3", "factor",
-                     real_of(r->factor), "low_freq_factor", real_of(r->low_freq),
-                     "high_freq_factor", real_of(r->high_freq), "original_max_position_embeddings",
+                     ft_json_float(r->factor), "low_freq_factor", ft_json_float(r->low_freq),
+                     "high_freq_factor", ft_json_float(r->high_freq), "original_max_position_embeddings",
                      r->orig_max_pos);
     json_object_set_new(j, "rope_scaling", rs);
     json_object_set_new(j, "sliding_window", json_null());
@@ -781,8 +772,8 @@ int hf_save_peft(ft_model *m, const ft_lora *lora, const char *base_model_name, 
   json_t *j = json_pack(
       "{s:s, s:s, s:s, s:i, s:o, s:o, s:o, s:b, s:s, s:b, s:b, s:b, s:b, s:n, s:n}", "peft_type",
       "LORA", "task_type", classify ? "SEQ_CLS" : "CAUSAL_LM", "base_model_name_or_path",
-      base_model_name ? base_model_name : "", "r", lora->r, "lora_alpha", real_of(lora->alpha),
-      "lora_dropout", real_of(lora->dropout), "target_modules", tm, "fan_in_fan_out",
+      base_model_name ? base_model_name : "", "r", lora->r, "lora_alpha", ft_json_float(lora->alpha),
+      "lora_dropout", ft_json_float(lora->dropout), "target_modules", tm, "fan_in_fan_out",
       c->arch->conv1d, "bias", "none", "inference_mode", 1, "init_lora_weights", 1,
       "use_rslora", 0, "use_dora", 0, "revision", "layers_to_transform");
   if (!j) return ft_error_set(err, FT_ENOMEM, NULL, NULL);

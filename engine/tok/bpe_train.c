@@ -18,6 +18,7 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
+#include "ft_buf.h"
 #include "ft_fs.h"
 #include "ft_utf8.h"
 #include "tok/tok_unicode.h"
@@ -108,15 +109,9 @@ static uint64_t hash_u64(uint64_t x) {
   return x ^ (x >> 33);
 }
 
+/* Arrays grow by doubling from 16 elements (common/ft_buf.h). */
 static int grow(void **p, size_t *cap, size_t need, size_t elem) {
-  if (need <= *cap) return 0;
-  size_t c = *cap ? *cap : 16;
-  while (c < need) c *= 2;
-  void *q = realloc(*p, c * elem);
-  if (!q) return FT_ENOMEM;
-  *p = q;
-  *cap = c;
-  return 0;
+  return ft_grow(p, cap, need, elem, 16);
 }
 
 int bpe_trainer_new(bpe_trainer **out, ft_error *err) {

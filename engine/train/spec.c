@@ -21,6 +21,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ft_json.h"
+
 #define MAX_METADATA 16
 
 /* ---- field helpers ---- */
@@ -652,25 +654,16 @@ int spec_check_model(ft_spec *s, const ft_config *cfg, ft_error *err) {
   return 0;
 }
 
-/* The shortest decimal that reads back as the same float. */
-static json_t *real_of(float f) {
-  char buf[32];
-  for (int p = 1; p <= 9; p++) {
-    snprintf(buf, sizeof buf, "%.*g", p, (double)f);
-    if (strtof(buf, NULL) == f) break;
-  }
-  return json_real(strtod(buf, NULL));
-}
 
 json_t *spec_to_json(const ft_spec *s) {
   static const char *const scheds[] = {"constant", "linear", "cosine"};
   const char *type = s->task == FT_TASK_CLASSIFY ? "classification" : "supervised";
   json_t *h =
       json_pack("{s:i, s:i, s:o, s:s, s:o, s:o, s:o, s:i, s:i, s:b}", "n_epochs", s->n_epochs,
-                "batch_size", s->batch_size, "learning_rate", real_of(s->learning_rate),
+                "batch_size", s->batch_size, "learning_rate", ft_json_float(s->learning_rate),
                 "lr_scheduler", scheds[s->lr_scheduler % 3], "warmup_ratio",
-                real_of(s->warmup_ratio), "weight_decay", real_of(s->weight_decay), "max_grad_norm",
-                real_of(s->max_grad_norm), "gradient_accumulation_steps", s->grad_accum,
+                ft_json_float(s->warmup_ratio), "weight_decay", ft_json_float(s->weight_decay), "max_grad_norm",
+                ft_json_float(s->max_grad_norm), "gradient_accumulation_steps", s->grad_accum,
                 "max_seq_len", s->max_seq_len, "train_on_inputs", s->train_on_inputs);
   if (h && s->token_budget > 0) { /* the budget replaces n_epochs */
     json_object_del(h, "n_epochs");
@@ -679,7 +672,7 @@ json_t *spec_to_json(const ft_spec *s) {
   json_t *adapter;
   if (s->method == FT_METHOD_LORA) {
     adapter = json_pack("{s:s, s:i, s:o, s:o}", "type", "lora", "r", s->lora.r, "alpha",
-                        real_of(s->lora.alpha), "dropout", real_of(s->lora.dropout));
+                        ft_json_float(s->lora.alpha), "dropout", ft_json_float(s->lora.dropout));
     if (adapter && s->lora_targets[0]) {
       json_t *tm;
       if (!strcmp(s->lora_targets, "all-linear")) {
@@ -705,13 +698,13 @@ json_t *spec_to_json(const ft_spec *s) {
       (json_int_t)s->seed, "method", "type", type, type, "hyperparameters", h, "adapter", adapter,
       "evaluation", "eval_every_steps", s->eval_every_steps, "eval_samples", s->eval_samples,
       "early_stopping", "metric", s->es_metric[0] ? s->es_metric : "valid_loss", "patience",
-      s->es_patience, "min_delta", real_of(s->es_min_delta), "checkpoints", "every_steps",
+      s->es_patience, "min_delta", ft_json_float(s->es_min_delta), "checkpoints", "every_steps",
       s->ckpt_every_steps, "keep", s->ckpt_keep);
   if (j)
     json_object_set_new(
         j, "data",
-        json_pack("{s:o, s:o, s:s, s:b, s:b}", "validation_split", real_of(s->validation_split),
-                  "test_split", real_of(s->test_split), "truncation",
+        json_pack("{s:o, s:o, s:s, s:b, s:b}", "validation_split", ft_json_float(s->validation_split),
+                  "test_split", ft_json_float(s->test_split), "truncation",
                   s->drop_long ? "drop" : "truncate", "clean", s->clean, "packing", s->packing));
   return j;
 }
