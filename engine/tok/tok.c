@@ -10,6 +10,7 @@
  * Everything is read-only after tok_load; an encode owns its scratch state. */
 #include "tok/tok.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <jansson.h>
 #include <pthread.h>
@@ -102,7 +103,7 @@ struct tok {
   uint8_t *id_flags;   /* [n_ids]: ID_ADDED, ID_SPECIAL */
   added_tok *added;
   size_t n_added, cap_added;
-  uint8_t *added_ids; /* bit per id: an added token has it */
+  uint8_t *added_ids;  /* bit per id: an added token has it */
   size_t added_id_cap; /* bytes */
   /* Added tokens in two sets: [0] matched in raw text, [1] after
    * normalization. Per set, match text -> index in added (tokens with the
@@ -117,9 +118,9 @@ struct tok {
   const node *stages[MAX_STAGES]; /* pre-tokenizer with Sequences flattened */
   size_t nstages;
   int byte_fallback, fuse_unk, ignore_merges;
-  int sp_chunk;          /* "▁" is a token: long words may be cut before a "▁" */
-  uint8_t sp_glue[256];  /* some merge result has this byte just before a "▁":
-                            no cut there (see bpe_word) */
+  int sp_chunk;         /* "▁" is a token: long words may be cut before a "▁" */
+  uint8_t sp_glue[256]; /* some merge result has this byte just before a "▁":
+                           no cut there (see bpe_word) */
   int32_t unk_id;       /* -1 when none */
   int32_t byte_id[256]; /* ids of <0xXX>, -1 when absent */
   int bos, eos, pad;
@@ -1534,7 +1535,8 @@ static int add_token_json(tok *t, json_t *a, int32_t id, const char *param, ft_e
                      get_bool(a, "rstrip", 0), get_bool(a, "single_word", 0),
                      get_bool(a, "normalized", !get_bool(a, "special", 0)));
   if (rc == FT_EFORMAT) return ft_error_set(err, rc, param, "%s: bad added token id %d", param, id);
-  if (rc) return ft_error_set(err, rc, param, "%s: added token %d: %s", param, id, ft_err_message(rc));
+  if (rc)
+    return ft_error_set(err, rc, param, "%s: added token %d: %s", param, id, ft_err_message(rc));
   return 0;
 }
 
@@ -1547,8 +1549,9 @@ static int vocab_put(tok *t, const char *k, size_t klen, json_int_t id, ft_error
   return sm_put(&t->vocab, s, klen, (int32_t)id);
 }
 
-static int merge_put(tok *t, const char *a, size_t alen, const char *b, size_t blen, uint32_t rank,
-                     ft_error *err) {
+/* The ids of a merge's two tokens and of their concatenation, in ids[3]. */
+static int merge_ids(tok *t, const char *a, size_t alen, const char *b, size_t blen, uint32_t rank,
+                     int32_t ids[3], ft_error *err) {
   int32_t ia = sm_get(&t->vocab, a, alen), ib = sm_get(&t->vocab, b, blen);
   char buf[512];
   char *ab = alen + blen < sizeof buf ? buf : malloc(alen + blen);
@@ -1564,11 +1567,323 @@ static int merge_put(tok *t, const char *a, size_t alen, const char *b, size_t b
     return ft_error_set(err, FT_EFORMAT, "model.merges",
                         "merge %u (%.*s %.*s) uses a token not in the vocab", rank,
                         (int)(alen > 64 ? 64 : alen), a, (int)(blen > 64 ? 64 : blen), b);
-  mm_put(&t->merges, ia, ib, rank, iab);
+  ids[0] = ia;
+  ids[1] = ib;
+  ids[2] = iab;
   return 0;
 }
 
-static int load_model(tok *t, json_t *m, ft_error *err) {
+static int merge_put(tok *t, const char *a, size_t alen, const char *b, size_t blen, uint32_t rank,
+                     ft_error *err) {
+  int32_t ids[3];
+  int rc = merge_ids(t, a, alen, b, blen, rank, ids, err);
+  if (!rc) mm_put(&t->merges, ids[0], ids[1], rank, ids[2]);
+  return rc;
+}
+
+/* ---- tokenizer.json's vocab and merges without jansson ----
+ * A Gemma 3 tokenizer.json is 33 MB: 262,144 vocab entries and 514,906
+ * merges. jansson makes a value (an allocation or more) of every string,
+ * 2.3 million of them, and that was most of a 2.5 s load. model.vocab and
+ * model.merges have one fixed shape each, so they are read here straight
+ * from the file's bytes; jansson then parses the rest of the file with the
+ * two members replaced by {} and [] (and the newlines they held, so that
+ * its error lines stay right). Anything unexpected in them (or a NUL in a
+ * string) leaves the whole file to jansson, whose path gives the same
+ * tokenizer or the same error. */
+
+typedef struct {
+  int32_t (*m)[3]; /* merges in rank order: a, b, a+b */
+  size_t n, cap;
+} fast_merges;
+
+/* The end of the JSON string starting at p (at its '"'), or NULL. */
+static const char *skip_string(const char *p, const char *end) {
+  for (p++; p < end; p++) {
+    if (*p == '\\')
+      p++;
+    else if (*p == '"')
+      return p + 1;
+  }
+  return NULL;
+}
+
+/* The end of the JSON value starting at p, or NULL; only brackets and
+ * strings are followed (jansson checks the rest). */
+static const char *skip_value(const char *p, const char *end) {
+  if (p >= end) return NULL;
+  if (*p == '"') return skip_string(p, end);
+  if (*p == '{' || *p == '[') {
+    size_t depth = 0;
+    while (p < end) {
+      if (*p == '"') {
+        if (!(p = skip_string(p, end))) return NULL;
+        continue;
+      }
+      if (*p == '{' || *p == '[')
+        depth++;
+      else if ((*p == '}' || *p == ']') && --depth == 0)
+        return p + 1;
+      p++;
+    }
+    return NULL;
+  }
+  const char *s = p;
+  while (p < end && (isalnum((unsigned char)*p) || *p == '-' || *p == '+' || *p == '.')) p++;
+  return p > s ? p : NULL;
+}
+
+static const char *skip_ws(const char *p, const char *end) {
+  while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')) p++;
+  return p;
+}
+
+static int hex4(const char *p, uint32_t *v) {
+  *v = 0;
+  for (int i = 0; i < 4; i++) {
+    char c = p[i];
+    int d = (c >= '0' && c <= '9')   ? c - '0'
+            : (c >= 'a' && c <= 'f') ? c - 'a' + 10
+            : (c >= 'A' && c <= 'F') ? c - 'A' + 10
+                                     : -1;
+    if (d < 0) return -1;
+    *v = *v * 16 + (uint32_t)d;
+  }
+  return 0;
+}
+
+/* Reads the JSON string at *pp (at its '"'); *out points into the file when
+ * there is no escape, else into sb. Returns 0, or -1 for anything jansson
+ * should judge. */
+static int read_string(const char **pp, const char *end, sbuf *sb, const char **out, size_t *len) {
+  const char *p = *pp + 1, *s = p;
+  while (p < end && *p != '"' && *p != '\\' && (unsigned char)*p >= 0x20) p++;
+  if (p < end && *p == '"') {
+    if (!tok_utf8_valid(s, (size_t)(p - s))) return -1;
+    *out = s;
+    *len = (size_t)(p - s);
+    *pp = p + 1;
+    return 0;
+  }
+  size_t w = (size_t)(p - s);
+  const char *q = skip_string(*pp, end); /* decoding never lengthens */
+  if (!q || sbuf_reserve(sb, (size_t)(q - s))) return -1;
+  memcpy(sb->buf, s, w);
+  while (p < end && *p != '"') {
+    unsigned char c = (unsigned char)*p;
+    if (c < 0x20) return -1;
+    if (c != '\\') {
+      sb->buf[w++] = (char)c;
+      p++;
+      continue;
+    }
+    if (++p >= end) return -1;
+    static const char from[] = "\"\\/bfnrt", to[] = "\"\\/\b\f\n\r\t";
+    const char *e = *p != 'u' ? memchr(from, *p, sizeof from - 1) : NULL;
+    uint32_t cp;
+    if (e) {
+      cp = (unsigned char)to[e - from];
+      p++;
+    } else if (*p == 'u' && end - p >= 5 && !hex4(p + 1, &cp)) {
+      p += 5;
+      if (cp >= 0xDC00 && cp <= 0xDFFF) return -1;
+      if (cp >= 0xD800 && cp <= 0xDBFF) {
+        uint32_t lo;
+        if (end - p < 6 || p[0] != '\\' || p[1] != 'u' || hex4(p + 2, &lo) || lo < 0xDC00 ||
+            lo > 0xDFFF)
+          return -1;
+        p += 6;
+        cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+      }
+      if (cp == 0) return -1; /* the jansson path reads vocab keys up to a NUL */
+    } else {
+      return -1;
+    }
+    w += (size_t)tok_utf8_encode(sb->buf + w, cp);
+  }
+  if (p >= end || !tok_utf8_valid(sb->buf, w)) return -1;
+  *out = sb->buf;
+  *len = w;
+  *pp = p + 1;
+  return 0;
+}
+
+/* model.vocab at *pp: {"token": id, ...} into t->vocab; *pp moves past it. */
+static int fast_vocab(tok *t, const char **pp, const char *end) {
+  sbuf sb = {0};
+  int rc = -1;
+  const char *p = skip_ws(*pp + 1, end);
+  if (p < end && *p == '}') {
+    *pp = p + 1;
+    return 0;
+  }
+  while (p < end && *p == '"') {
+    const char *k;
+    size_t kl;
+    if (read_string(&p, end, &sb, &k, &kl)) break;
+    p = skip_ws(p, end);
+    if (p >= end || *p != ':') break;
+    p = skip_ws(p + 1, end);
+    json_int_t id = 0;
+    const char *d = p;
+    while (p < end && *p >= '0' && *p <= '9' && p - d < 10) id = id * 10 + (*p++ - '0');
+    if (p == d || (*d == '0' && p - d > 1) || (p < end && *p >= '0' && *p <= '9')) break;
+    if (vocab_put(t, k, kl, id, NULL)) break;
+    p = skip_ws(p, end);
+    if (p < end && *p == '}') {
+      *pp = p + 1;
+      rc = 0;
+      break;
+    }
+    if (p >= end || *p != ',') break;
+    p = skip_ws(p + 1, end);
+  }
+  free(sb.buf);
+  return rc;
+}
+
+static int fast_merge_add(tok *t, fast_merges *fm, const char *a, size_t al, const char *b,
+                          size_t bl) {
+  if (fm->n == fm->cap) {
+    size_t nc = fm->cap ? fm->cap * 2 : 65536;
+    int32_t(*nm)[3] = realloc(fm->m, nc * sizeof *nm);
+    if (!nm) return -1;
+    fm->m = nm;
+    fm->cap = nc;
+  }
+  if (merge_ids(t, a, al, b, bl, (uint32_t)fm->n, fm->m[fm->n], NULL)) return -1;
+  fm->n++;
+  return 0;
+}
+
+/* model.merges at *pp: ["a b", ...] or [["a", "b"], ...] into fm, with
+ * t->vocab already read; *pp moves past it. */
+static int fast_merges_read(tok *t, const char **pp, const char *end, fast_merges *fm) {
+  sbuf sa = {0}, sb = {0};
+  int rc = -1;
+  const char *p = skip_ws(*pp + 1, end);
+  if (p < end && *p == ']') {
+    *pp = p + 1;
+    return 0;
+  }
+  while (p < end) {
+    const char *a, *b;
+    size_t al, bl;
+    if (*p == '"') {
+      if (read_string(&p, end, &sa, &a, &al)) break;
+      const char *sp = memchr(a, ' ', al);
+      if (!sp || fast_merge_add(t, fm, a, (size_t)(sp - a), sp + 1, al - (size_t)(sp - a) - 1))
+        break;
+    } else if (*p == '[') {
+      p = skip_ws(p + 1, end);
+      if (p >= end || *p != '"' || read_string(&p, end, &sa, &a, &al)) break;
+      p = skip_ws(p, end);
+      if (p >= end || *p != ',') break;
+      p = skip_ws(p + 1, end);
+      if (p >= end || *p != '"' || read_string(&p, end, &sb, &b, &bl)) break;
+      p = skip_ws(p, end);
+      if (p >= end || *p != ']') break;
+      p++;
+      if (fast_merge_add(t, fm, a, al, b, bl)) break;
+    } else {
+      break;
+    }
+    p = skip_ws(p, end);
+    if (p < end && *p == ']') {
+      *pp = p + 1;
+      rc = 0;
+      break;
+    }
+    if (p >= end || *p != ',') break;
+    p = skip_ws(p + 1, end);
+  }
+  free(sa.buf);
+  free(sb.buf);
+  return rc;
+}
+
+/* Reads model.vocab then model.merges of the tokenizer.json in buf (each
+ * key once, in that order, as Hugging Face writes them) into t->vocab and
+ * fm, and replaces them in buf by {} and [] followed by the newlines they
+ * held (*n shrinks). Returns 0, or -1 when jansson must read the file as it
+ * is (t->vocab and fm may then hold part of it: fast_reset). */
+static int fast_model(tok *t, char *buf, size_t *n, fast_merges *fm) {
+  const char *end = buf + *n, *p = skip_ws(buf, end);
+  const char *span[2][2] = {{NULL, NULL}, {NULL, NULL}}; /* vocab, merges */
+  int models = 0;
+  if (p >= end || *p != '{') return -1;
+  p = skip_ws(p + 1, end);
+  while (p < end && *p == '"') { /* the top-level object */
+    const char *k = p + 1;
+    if (!(p = skip_string(p, end))) return -1;
+    int is_model = p - k == 6 && !memcmp(k, "model\"", 6);
+    p = skip_ws(p, end);
+    if (p >= end || *p != ':') return -1;
+    p = skip_ws(p + 1, end);
+    if (is_model && models++) return -1;
+    if (is_model && p < end && *p == '{') { /* the model object */
+      p = skip_ws(p + 1, end);
+      while (p < end && *p == '"') {
+        const char *mk = p + 1;
+        if (!(p = skip_string(p, end))) return -1;
+        int which = p - mk == 6 && !memcmp(mk, "vocab\"", 6)    ? 0
+                    : p - mk == 7 && !memcmp(mk, "merges\"", 7) ? 1
+                                                                : -1;
+        p = skip_ws(p, end);
+        if (p >= end || *p != ':') return -1;
+        p = skip_ws(p + 1, end);
+        const char *v = p;
+        if (which == 0 && !span[0][0] && !span[1][0] && p < end && *p == '{') {
+          if (fast_vocab(t, &p, end)) return -1;
+        } else if (which == 1 && span[0][0] && !span[1][0] && p < end && *p == '[') {
+          if (fast_merges_read(t, &p, end, fm)) return -1;
+        } else if (which >= 0) {
+          return -1; /* repeated, out of order or of another type */
+        } else if (!(p = skip_value(p, end))) {
+          return -1;
+        }
+        if (which >= 0) {
+          span[which][0] = v;
+          span[which][1] = p;
+        }
+        p = skip_ws(p, end);
+        if (p < end && *p == ',') p = skip_ws(p + 1, end);
+      }
+      if (p >= end || *p != '}') return -1;
+      p++;
+    } else if (!(p = skip_value(p, end))) {
+      return -1;
+    }
+    p = skip_ws(p, end);
+    if (p < end && *p == ',') p = skip_ws(p + 1, end);
+  }
+  if (!span[0][0] || !span[1][0]) return -1;
+  char *w = buf + (span[0][0] - buf); /* the bytes before vocab stay */
+  for (int k = 0; k < 2; k++) {
+    const char *a = span[k][0], *b = span[k][1];
+    char close = b[-1];
+    *w++ = *a; /* '{' or '[' */
+    for (const char *q = a + 1; (q = memchr(q, '\n', (size_t)(b - q))); q++) *w++ = '\n';
+    *w++ = close;
+    const char *next = k == 0 ? span[1][0] : end;
+    memmove(w, b, (size_t)(next - b));
+    w += next - b;
+  }
+  *n = (size_t)(w - buf);
+  return 0;
+}
+
+/* Forgets what a failed fast_model read (its strings stay in the arena). */
+static void fast_reset(tok *t, fast_merges *fm) {
+  sm_free(&t->vocab);
+  memset(&t->vocab, 0, sizeof t->vocab);
+  memset(t->sp_glue, 0, sizeof t->sp_glue);
+  fm->n = 0;
+}
+
+/* The model object; its vocab and merges were read by fast_model when fm
+ * is not NULL (then they are empty here). */
+static int load_model(tok *t, json_t *m, const fast_merges *fm, ft_error *err) {
   const char *type = json_string_value(json_object_get(m, "type"));
   json_t *vocab = json_object_get(m, "vocab"), *merges = json_object_get(m, "merges");
   if (!json_is_object(m))
@@ -1593,13 +1908,18 @@ static int load_model(tok *t, json_t *m, ft_error *err) {
   const char *key;
   json_t *v;
   int rc;
+  if (fm) {
+    if ((rc = mm_init(&t->merges, fm->n))) return rc;
+    for (size_t i = 0; i < fm->n; i++)
+      mm_put(&t->merges, fm->m[i][0], fm->m[i][1], (uint32_t)i, fm->m[i][2]);
+  }
   json_object_foreach(vocab, key, v) {
     if (!json_is_integer(v))
       return ft_error_set(err, FT_EFORMAT, "model.vocab", "vocab entry %.64s is not an integer",
                           key);
     if ((rc = vocab_put(t, key, strlen(key), json_integer_value(v), err))) return rc;
   }
-  if ((rc = mm_init(&t->merges, json_array_size(merges)))) return rc;
+  if (!fm && (rc = mm_init(&t->merges, json_array_size(merges)))) return rc;
   for (size_t i = 0; i < json_array_size(merges); i++) {
     json_t *e = json_array_get(merges, i);
     if (json_is_string(e)) {
@@ -1644,36 +1964,6 @@ static int load_json_file(const char *path, size_t flags, json_t **out, ft_error
   return 0;
 }
 
-static int load_tokenizer_json(tok *t, const char *path, ft_error *err) {
-  json_t *j;
-  int rc = load_json_file(path, 0, &j, err);
-  if (rc) return rc;
-  if (!json_is_object(j)) {
-    json_decref(j);
-    return ft_error_set(err, FT_EFORMAT, "tokenizer", "%s: not a JSON object", path);
-  }
-  rc = load_model(t, json_object_get(j, "model"), err);
-  json_t *n;
-  if (!rc && (n = json_object_get(j, "normalizer")) && !json_is_null(n))
-    rc = load_node(n, K_NORM, &t->norm, err);
-  if (!rc && (n = json_object_get(j, "pre_tokenizer")) && !json_is_null(n))
-    rc = load_node(n, K_PRE, &t->pre, err);
-  if (!rc && (n = json_object_get(j, "decoder")) && !json_is_null(n))
-    rc = load_node(n, K_DEC, &t->dec, err);
-  json_t *added = json_object_get(j, "added_tokens");
-  for (size_t i = 0; !rc && i < json_array_size(added); i++) {
-    json_t *a = json_array_get(added, i);
-    json_t *id = json_object_get(a, "id");
-    if (!json_is_integer(id)) {
-      rc = ft_error_set(err, FT_EFORMAT, "added_tokens", "added token %zu has no id", i);
-      break;
-    }
-    rc = add_token_json(t, a, (int32_t)json_integer_value(id), "added_tokens", err);
-  }
-  json_decref(j);
-  return rc;
-}
-
 static int read_file(const char *path, char **out, size_t *outn, ft_error *err) {
   FILE *f = fopen(path, "rb");
   if (!f)
@@ -1704,6 +1994,49 @@ static int read_file(const char *path, char **out, size_t *outn, ft_error *err) 
   *out = b;
   *outn = n;
   return 0;
+}
+
+static int load_tokenizer_json(tok *t, const char *path, ft_error *err) {
+  char *buf;
+  size_t len;
+  int rc = read_file(path, &buf, &len, err);
+  if (rc) return rc;
+  fast_merges fm = {0};
+  int fast = fast_model(t, buf, &len, &fm) == 0;
+  if (!fast) fast_reset(t, &fm);
+  json_error_t je;
+  json_t *j = json_loadb(buf, len, JSON_ALLOW_NUL, &je);
+  free(buf);
+  if (!j) {
+    free(fm.m);
+    return ft_error_set(err, FT_EFORMAT, "tokenizer", "%s:%d: %s", path, je.line, je.text);
+  }
+  if (!json_is_object(j)) {
+    json_decref(j);
+    free(fm.m);
+    return ft_error_set(err, FT_EFORMAT, "tokenizer", "%s: not a JSON object", path);
+  }
+  rc = load_model(t, json_object_get(j, "model"), fast ? &fm : NULL, err);
+  free(fm.m);
+  json_t *n;
+  if (!rc && (n = json_object_get(j, "normalizer")) && !json_is_null(n))
+    rc = load_node(n, K_NORM, &t->norm, err);
+  if (!rc && (n = json_object_get(j, "pre_tokenizer")) && !json_is_null(n))
+    rc = load_node(n, K_PRE, &t->pre, err);
+  if (!rc && (n = json_object_get(j, "decoder")) && !json_is_null(n))
+    rc = load_node(n, K_DEC, &t->dec, err);
+  json_t *added = json_object_get(j, "added_tokens");
+  for (size_t i = 0; !rc && i < json_array_size(added); i++) {
+    json_t *a = json_array_get(added, i);
+    json_t *id = json_object_get(a, "id");
+    if (!json_is_integer(id)) {
+      rc = ft_error_set(err, FT_EFORMAT, "added_tokens", "added token %zu has no id", i);
+      break;
+    }
+    rc = add_token_json(t, a, (int32_t)json_integer_value(id), "added_tokens", err);
+  }
+  json_decref(j);
+  return rc;
 }
 
 /* GPT-2's vocab.json + merges.txt (or encoder.json + vocab.bpe). */
