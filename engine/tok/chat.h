@@ -3,45 +3,75 @@
  * for the assistant's next turn). We do not run Jinja: the template family
  * is recognised from tokenizer_config.json's "chat_template" and rendered by
  * hand, exactly as the documented templates do:
- *   CHATML  (Qwen, SmolLM)  "<|im_start|>{role}\n{content}<|im_end|>\n"
- *   LLAMA3  "<|begin_of_text|>" then
- *           "<|start_header_id|>{role}<|end_header_id|>\n\n{content}<|eot_id|>"
- *   LLAMA2  "<s>[INST] <<SYS>>\n{system}\n<</SYS>>\n\n{user} [/INST] {assistant} </s>"
- *   PLAIN   (base models without a template) "{role}: {content}\n", EOS at the end
- * The trained pieces of an assistant message with weight 1 are its content
- * and its end marker (<|im_end|>, <|eot_id|>, " </s>", or the plain "\n"
- * and EOS), never the role header.
+ *   CHATML   (Qwen2.5, SmolLM) "<|im_start|>{role}\n{content}<|im_end|>\n"
+ *   QWEN3    ChatML with Qwen3's think blocks (below)
+ *   LLAMA3   "<|begin_of_text|>" then
+ *            "<|start_header_id|>{role}<|end_header_id|>\n\n{content}<|eot_id|>"
+ *   LLAMA31  (Llama 3.1, 3.2, 3.3) LLAMA3 after a system turn that always
+ *            holds "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul
+ *            2024\n\n" then the system text (or nothing)
+ *   GEMMA3   "<bos>" then "<start_of_turn>{user|model}\n{content}<end_of_turn>\n",
+ *            the system text + "\n\n" at the start of the first user turn
+ *   LLAMA2   "<s>[INST] <<SYS>>\n{system}\n<</SYS>>\n\n{user} [/INST] {assistant} </s>"
+ *   PLAIN    (base models without a template) "{role}: {content}\n", EOS at the end
+ * The trained pieces of an assistant message with weight 1 are what the
+ * model writes after the role header: its content and its end marker
+ * (<|im_end|>, <|eot_id|>, <end_of_turn>, " </s>", or the plain "\n" and
+ * EOS; QWEN3 also the think block), never the header.
  *
  * Whitespace, as the real templates (Python's jinja2, as transformers runs
  * them; "strip" is Python's str.strip(): \t \n \v \f \r, U+001C-U+001F,
  * space, U+0085, U+00A0, U+1680, U+2000-U+200A, U+2028/9, U+202F, U+205F,
  * U+3000, at both ends; not U+200B or U+FEFF):
- *   CHATML  content verbatim; the "\n" after <|im_end|> is untrained markup.
- *   LLAMA3  content stripped (the template's "message['content'] | trim");
- *           an all-whitespace content leaves header then <|eot_id|>.
- *   LLAMA2  system text verbatim; strip() covers "<<SYS>>\n{system}\n<</SYS>>
- *           \n\n{first user}" as one string, so that user text keeps its
- *           leading whitespace after a system block (and an all-whitespace
- *           one takes the block's "\n\n" with it); other user and assistant
- *           texts are stripped. " [/INST]" ends a user turn; an assistant
- *           turn is " " (untrained) + content + " </s>" (trained). No
- *           generation prompt: a prompt ends with " [/INST]".
- *   PLAIN   content verbatim; add_generation_prompt ends with "assistant: ".
+ *   CHATML   content verbatim; the "\n" after <|im_end|> is untrained markup.
+ *   QWEN3    as CHATML, except assistant turns: a content holding "</think>"
+ *            is cut there (the text after the last "</think>", without its
+ *            leading "\n"s, is the answer; the text before the first, after
+ *            its last "<think>", without "\n"s at its ends, the reasoning;
+ *            the rest is dropped, as the template drops it). Turns before
+ *            the last user message (one that is not a <tool_response>) keep
+ *            only the answer; a turn after it gets "<think>\n{reasoning}\n
+ *            </think>\n\n{answer without leading \n}" when it is the last
+ *            message or has reasoning, so a final answer without reasoning
+ *            gets the empty block "<think>\n\n</think>\n\n". The generation
+ *            prompt is the template's enable_thinking=false one,
+ *            "<|im_start|>assistant\n<think>\n\n</think>\n\n": served answers
+ *            come without reasoning, as a model fine-tuned on plain answers
+ *            writes them (it learned them after that empty block). Thinking
+ *            mode (the bare "<|im_start|>assistant\n" prompt) is not served.
+ *   LLAMA3   content stripped (the template's "message['content'] | trim");
+ *            an all-whitespace content leaves header then <|eot_id|>.
+ *   LLAMA31  as LLAMA3; the system text stripped too.
+ *   GEMMA3   user and assistant content stripped; the system text verbatim.
+ *   LLAMA2   system text verbatim; strip() covers "<<SYS>>\n{system}\n<</SYS>>
+ *            \n\n{first user}" as one string, so that user text keeps its
+ *            leading whitespace after a system block (and an all-whitespace
+ *            one takes the block's "\n\n" with it); other user and assistant
+ *            texts are stripped. " [/INST]" ends a user turn; an assistant
+ *            turn is " " (untrained) + content + " </s>" (trained). No
+ *            generation prompt: a prompt ends with " [/INST]".
+ *   PLAIN    content verbatim; add_generation_prompt ends with "assistant: ".
  *
  * Deliberate differences from some real templates (tests/tok/
  * test_chat_templates.mjs applies them when comparing):
- *   - Qwen3's template writes "<think>\n\n</think>\n\n" before a final
- *     assistant turn that follows the last user turn, splits contents at
- *     "</think>" and renders "tool" turns; Qwen2/2.5 and SmolLM2 add a default
- *     system prompt when there is none. We render plain ChatML: what you
- *     train on is what you wrote.
+ *   - Qwen2/2.5 and SmolLM2 add a default system prompt when there is none:
+ *     not rendered (what you train on is what you wrote).
  *   - The first Meta-Llama-3-8B-Instruct template always ended with the
  *     assistant header; we write it only with add_generation_prompt (Meta's
- *     fix). Llama 3.1+ templates add a "Cutting Knowledge Date" system
- *     preamble and tools: not rendered.
- *   - Llama 2's template silently drops a system turn after the first user
- *     turn; we refuse it (FT_EINVALID).
- * Only the roles system, user and assistant are rendered.
+ *     fix).
+ *   - Llama 3.2's template dates the system turn with today's date
+ *     (strftime_now); we always write 26 Jul 2024, its fallback and 3.1's
+ *     default, so that a dataset renders the same tokens every day (the
+ *     daemon and the worker prepare it separately; resume is bit-identical).
+ *   - A later system message where an assistant turn is due passes the
+ *     role check of Llama 2's and Gemma 3's templates: Llama 2's drops it
+ *     silently, Gemma 3's writes a "system" turn; we refuse it (FT_EINVALID),
+ *     as the templates refuse it anywhere else. Gemma 1 and 2 templates
+ *     refuse any system message; we fold it as Gemma 3 does.
+ * Only the roles system, user and assistant are rendered: tool calls, tool
+ * results ("tool", "ipython"), tool lists, Qwen3's reasoning_content field
+ * and images are not representable here and are refused (FT_EINVALID for a
+ * role) rather than rendered wrongly.
  *
  * Tokenizing: Hugging Face tokenizes the rendered text as a whole, so the
  * text between two special tokens is one run (markup text plus content).
@@ -64,6 +94,10 @@ typedef enum {
   FT_CHAT_CHATML = 1,
   FT_CHAT_LLAMA3 = 2,
   FT_CHAT_LLAMA2 = 3,
+  FT_CHAT_GEMMA3 = 4,
+  FT_CHAT_QWEN3 = 5,
+  FT_CHAT_LLAMA31 = 6,
+  FT_CHAT_COUNT
 } ft_chat_family;
 
 typedef struct {
@@ -77,15 +111,31 @@ typedef struct {
  * chat_template (a string, or a list of {name, template} where "default" is
  * used; a list without one counts as no template), else from
  * <model_dir>/chat_template.jinja (newer transformers), recognised by its
- * markers: <|im_start|> ChatML, <|start_header_id|> Llama 3, [INST] together
+ * markers: <|im_start|> ChatML (Qwen3 when it also has "</think>" and
+ * "last_query_index"), <|start_header_id|> Llama 3 (Llama 3.1 when it also
+ * has "Cutting Knowledge Date"), <start_of_turn> Gemma 3, [INST] together
  * with <<SYS>> Llama 2 (Mistral's [INST] template is not Llama 2's). Without
  * a template we recognise, ChatML if the vocabulary has <|im_start|> and
- * <|im_end|>, Llama 3 if it has <|start_header_id|> and <|eot_id|>, else
- * PLAIN. t and model_dir may be NULL. Never fails for a missing file: only
- * for unreadable JSON or a chat_template of the wrong type (FT_EFORMAT,
- * naming the file). */
+ * <|im_end|>, Llama 3 if it has <|start_header_id|> and <|eot_id|>, Gemma 3
+ * if it has <start_of_turn> and <end_of_turn>, else PLAIN. t and model_dir
+ * may be NULL. Never fails for a missing file: only for unreadable JSON or a
+ * chat_template of the wrong type (FT_EFORMAT, naming the file). */
 int chat_detect(const char *model_dir, const tok *t, ft_chat_family *out, ft_error *err);
-const char *chat_family_name(ft_chat_family f); /* "chatml", "llama3", "llama2", "plain" */
+
+/* What callers need to know of a family (one table in chat.c): */
+/* "plain", "chatml", "llama3", "llama2", "gemma3", "qwen3", "llama3.1" */
+const char *chat_family_name(ft_chat_family f);
+/* The family of a name above: 0, or FT_EINVALID. */
+int chat_family_parse(const char *name, ft_chat_family *out);
+/* 1 when the rendered text begins with the BOS token (Llama 2, 3, 3.1,
+ * Gemma 3): the caller must not add another. */
+int chat_writes_bos(ft_chat_family f);
+/* The special token that ends an assistant turn, where generation stops
+ * ("<|im_end|>", "<|eot_id|>", "<end_of_turn>"); NULL when it is EOS. */
+const char *chat_turn_end(ft_chat_family f);
+/* The role order the family renders, for error messages; NULL when any
+ * order of system, user and assistant is rendered. */
+const char *chat_role_rule(ft_chat_family f);
 
 /* Called for each piece of the rendered text, in order. special: the piece
  * is template markup whose special tokens must be recognised (tokenize with
@@ -96,9 +146,10 @@ const char *chat_family_name(ft_chat_family f); /* "chatml", "llama3", "llama2",
 typedef int (*chat_emit_fn)(void *ud, const char *s, size_t n, int special, int trained, int eos);
 
 /* Renders msgs[0..n) in family f. add_generation_prompt: end with the header
- * of an assistant turn (serving), and emit no EOS. Returns 0, the first
- * nonzero value of emit, or FT_EINVALID for a role the family cannot render
- * (LLAMA2: system only first, then user/assistant alternating). */
+ * of an assistant turn (serving; QWEN3: with the empty think block), and
+ * emit no EOS. Returns 0, the first nonzero value of emit, or FT_EINVALID
+ * for a role the family cannot render (LLAMA2, GEMMA3: system only first,
+ * then user/assistant alternating, starting with user). */
 int chat_render(ft_chat_family f, const ft_chat_msg *msgs, size_t n, int add_generation_prompt,
                 chat_emit_fn emit, void *ud);
 

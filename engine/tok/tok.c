@@ -10,6 +10,7 @@
  * Everything is read-only after tok_load; an encode owns its scratch state. */
 #include "tok/tok.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <jansson.h>
 #include <pthread.h>
@@ -90,6 +91,7 @@ typedef struct {
   char *match;   /* what is matched: content, normalized when `normalized` */
   size_t len, mlen;
   int32_t id;
+  int32_t next_same; /* next added token with the same match text, or -1 */
   uint8_t special, lstrip, rstrip, single_word, normalized;
 } added_tok;
 
@@ -103,17 +105,24 @@ struct tok {
   uint8_t *id_flags;   /* [n_ids]: ID_ADDED, ID_SPECIAL */
   added_tok *added;
   size_t n_added, cap_added;
-  /* added tokens by first byte of their match text, longest first;
-   * [0] = matched in raw text, [1] = matched after normalization */
-  int32_t *bucket[2][256];
-  uint16_t nbucket[2][256];
+  uint8_t *added_ids;  /* bit per id: an added token has it */
+  size_t added_id_cap; /* bytes */
+  /* Added tokens in two sets: [0] matched in raw text, [1] after
+   * normalization. Per set, match text -> index in added (tokens with the
+   * same text chained by next_same), and by first byte the distinct match
+   * lengths, longest first: a position costs one lookup per length, not one
+   * compare per token (Gemma 3 has 6,000 added tokens starting with '<'). */
+  strmap amatch[2];
+  uint32_t *alens[2][256];
+  uint32_t nalens[2][256];
   int has_added[2];
   node *norm, *pre, *dec;
   const node *stages[MAX_STAGES]; /* pre-tokenizer with Sequences flattened */
   size_t nstages;
   int byte_fallback, fuse_unk, ignore_merges;
-  int sp_chunk;         /* no merge result has "▁" after another character: long
-                           words may be cut before such a "▁" (see bpe_word) */
+  int sp_chunk;         /* "▁" is a token: long words may be cut before a "▁" */
+  uint8_t sp_glue[256]; /* some merge result has this byte just before a "▁":
+                           no cut there (see bpe_word) */
   int32_t unk_id;       /* -1 when none */
   int32_t byte_id[256]; /* ids of <0xXX>, -1 when absent */
   int bos, eos, pad;
@@ -847,17 +856,22 @@ static int bpe_word_raw(const tok *t, enc *e, const char *w, size_t len) {
 
 static int bpe_word_cached(const tok *t, enc *e, const char *w, size_t len);
 
-/* BPE of one pre-token. Without a pre-tokenizer (SentencePiece style) the
- * whole text is one word; when no merge can produce a token with "▁" after
- * another character (sp_chunk), no merge crosses the point before such a
- * "▁", so the word is cut there and each part goes through the cache with
- * the same result as the whole. */
+/* BPE of one pre-token. Without a pre-tokenizer that splits words
+ * (SentencePiece style: Llama 2, Gemma) the whole text is one word. A merge
+ * crossing the point i before a "▁" would make a token holding w[i - 1]
+ * then "▁"; when no merge result has that byte before a "▁" (sp_glue) and
+ * the character ending at i is a token of its own (not byte fallback or
+ * unk), no merge crosses i, so the word is cut there and each part goes
+ * through the cache with the same result as the whole. */
 static int bpe_word(const tok *t, enc *e, const char *w, size_t len) {
   if (len <= CACHE_MAX_WORD || !t->sp_chunk) return bpe_word_cached(t, e, w, len);
   size_t start = 0;
   for (size_t i = 1; i + 3 <= len; i++) {
     if (memcmp(w + i, "\xE2\x96\x81", 3) != 0) continue;
-    if (i >= 3 && memcmp(w + i - 3, "\xE2\x96\x81", 3) == 0) continue;
+    if (t->sp_glue[(unsigned char)w[i - 1]]) continue;
+    size_t cs;
+    cp_before(w, i, &cs);
+    if (sm_get(&t->vocab, w + cs, i - cs) < 0) continue;
     int rc = bpe_word_cached(t, e, w + start, i - start);
     if (rc) return rc;
     start = i;
@@ -937,31 +951,33 @@ static int added_find(const tok *t, int which, int parse_special, const char *s,
                       size_t from, size_t *ms, size_t *me, int32_t *id) {
   for (size_t i = from; i < len; i++) {
     unsigned c = (unsigned char)s[i];
-    int32_t *b = t->bucket[which][c];
-    for (size_t k = 0; k < t->nbucket[which][c]; k++) {
-      const added_tok *a = &t->added[b[k]];
-      if (a->special && !parse_special) continue;
-      if (a->mlen > len - i || memcmp(s + i, a->match, a->mlen) != 0) continue;
-      size_t st = i, en = i + a->mlen;
-      if (a->single_word) {
-        size_t ps;
-        uint32_t nxt;
-        if (st > 0 && is_word_cp(cp_before(s, st, &ps))) continue;
-        if (en < len && (tok_utf8_decode(s + en, &nxt), is_word_cp(nxt))) continue;
+    for (size_t k = 0; k < t->nalens[which][c]; k++) {
+      size_t l = t->alens[which][c][k];
+      if (l > len - i) continue;
+      for (int32_t x = sm_get(&t->amatch[which], s + i, l); x >= 0; x = t->added[x].next_same) {
+        const added_tok *a = &t->added[x];
+        if (a->special && !parse_special) continue;
+        size_t st = i, en = i + l;
+        if (a->single_word) {
+          size_t ps;
+          uint32_t nxt;
+          if (st > 0 && is_word_cp(cp_before(s, st, &ps))) continue;
+          if (en < len && (tok_utf8_decode(s + en, &nxt), is_word_cp(nxt))) continue;
+        }
+        if (a->lstrip) {
+          size_t ps;
+          while (st > from && is_space_cp(cp_before(s, st, &ps))) st = ps;
+        }
+        if (a->rstrip) {
+          uint32_t cp;
+          int cl;
+          while (en < len && (cl = tok_utf8_decode(s + en, &cp), is_space_cp(cp))) en += (size_t)cl;
+        }
+        *ms = st;
+        *me = en;
+        *id = a->id;
+        return 1;
       }
-      if (a->lstrip) {
-        size_t ps;
-        while (st > from && is_space_cp(cp_before(s, st, &ps))) st = ps;
-      }
-      if (a->rstrip) {
-        uint32_t cp;
-        int l;
-        while (en < len && (l = tok_utf8_decode(s + en, &cp), is_space_cp(cp))) en += (size_t)l;
-      }
-      *ms = st;
-      *me = en;
-      *id = a->id;
-      return 1;
     }
   }
   return 0;
@@ -1264,8 +1280,11 @@ void tok_free(tok *t) {
     if (t->added[i].match != t->added[i].content) free(t->added[i].match);
   }
   free(t->added);
-  for (int w = 0; w < 2; w++)
-    for (int c = 0; c < 256; c++) free(t->bucket[w][c]);
+  free(t->added_ids);
+  for (int w = 0; w < 2; w++) {
+    sm_free(&t->amatch[w]);
+    for (int c = 0; c < 256; c++) free(t->alens[w][c]);
+  }
   node_free(t->norm);
   node_free(t->pre);
   node_free(t->dec);
@@ -1473,10 +1492,19 @@ static int load_node(json_t *j, int kind, node **out, ft_error *err) {
 static int add_token(tok *t, const char *content, size_t len, int32_t id, int special, int lstrip,
                      int rstrip, int single_word, int normalized) {
   if (id < 0 || id >= TOK_MAX_ID || len == 0) return FT_EFORMAT;
-  for (size_t i = 0; i < t->n_added; i++)
-    if (t->added[i].id == id ||
-        (t->added[i].len == len && !memcmp(t->added[i].content, content, len)))
-      return 0; /* first definition wins */
+  /* first definition wins (tokenizer_config.json repeats tokenizer.json's) */
+  if (sm_get(&t->added_map, content, len) >= 0) return 0;
+  if ((size_t)id / 8 >= t->added_id_cap) {
+    size_t nc = t->added_id_cap ? t->added_id_cap : 1024;
+    while (nc <= (size_t)id / 8) nc *= 2;
+    uint8_t *nb = realloc(t->added_ids, nc);
+    if (!nb) return FT_ENOMEM;
+    memset(nb + t->added_id_cap, 0, nc - t->added_id_cap);
+    t->added_ids = nb;
+    t->added_id_cap = nc;
+  }
+  if (t->added_ids[id / 8] & (1u << (id % 8))) return 0;
+  t->added_ids[id / 8] |= (uint8_t)(1u << (id % 8));
   if (t->n_added == t->cap_added) {
     size_t nc = t->cap_added ? t->cap_added * 2 : 64;
     added_tok *na = realloc(t->added, nc * sizeof *na);
@@ -1491,6 +1519,7 @@ static int add_token(tok *t, const char *content, size_t len, int32_t id, int sp
                                        len,
                                        len,
                                        id,
+                                       -1,
                                        (uint8_t)special,
                                        (uint8_t)lstrip,
                                        (uint8_t)rstrip,
@@ -1508,7 +1537,8 @@ static int add_token_json(tok *t, json_t *a, int32_t id, const char *param, ft_e
                      get_bool(a, "rstrip", 0), get_bool(a, "single_word", 0),
                      get_bool(a, "normalized", !get_bool(a, "special", 0)));
   if (rc == FT_EFORMAT) return ft_error_set(err, rc, param, "%s: bad added token id %d", param, id);
-  if (rc) return ft_error_set(err, rc, param, "%s: added token %d: %s", param, id, ft_err_message(rc));
+  if (rc)
+    return ft_error_set(err, rc, param, "%s: added token %d: %s", param, id, ft_err_message(rc));
   return 0;
 }
 
@@ -1521,8 +1551,9 @@ static int vocab_put(tok *t, const char *k, size_t klen, json_int_t id, ft_error
   return sm_put(&t->vocab, s, klen, (int32_t)id);
 }
 
-static int merge_put(tok *t, const char *a, size_t alen, const char *b, size_t blen, uint32_t rank,
-                     ft_error *err) {
+/* The ids of a merge's two tokens and of their concatenation, in ids[3]. */
+static int merge_ids(tok *t, const char *a, size_t alen, const char *b, size_t blen, uint32_t rank,
+                     int32_t ids[3], ft_error *err) {
   int32_t ia = sm_get(&t->vocab, a, alen), ib = sm_get(&t->vocab, b, blen);
   char buf[512];
   char *ab = alen + blen < sizeof buf ? buf : malloc(alen + blen);
@@ -1530,16 +1561,331 @@ static int merge_put(tok *t, const char *a, size_t alen, const char *b, size_t b
   memcpy(ab, a, alen);
   memcpy(ab + alen, b, blen);
   int32_t iab = sm_get(&t->vocab, ab, alen + blen);
+  for (const char *p = ab + 1; (p = memmem(p, (size_t)(ab + alen + blen - p), "\xE2\x96\x81", 3));
+       p++)
+    t->sp_glue[(unsigned char)p[-1]] = 1; /* for bpe_word's cuts */
   if (ab != buf) free(ab);
   if (ia < 0 || ib < 0 || iab < 0)
     return ft_error_set(err, FT_EFORMAT, "model.merges",
                         "merge %u (%.*s %.*s) uses a token not in the vocab", rank,
                         (int)(alen > 64 ? 64 : alen), a, (int)(blen > 64 ? 64 : blen), b);
-  mm_put(&t->merges, ia, ib, rank, iab);
+  ids[0] = ia;
+  ids[1] = ib;
+  ids[2] = iab;
   return 0;
 }
 
-static int load_model(tok *t, json_t *m, ft_error *err) {
+static int merge_put(tok *t, const char *a, size_t alen, const char *b, size_t blen, uint32_t rank,
+                     ft_error *err) {
+  int32_t ids[3];
+  int rc = merge_ids(t, a, alen, b, blen, rank, ids, err);
+  if (!rc) mm_put(&t->merges, ids[0], ids[1], rank, ids[2]);
+  return rc;
+}
+
+/* ---- tokenizer.json's vocab and merges without jansson ----
+ * A Gemma 3 tokenizer.json is 33 MB: 262,144 vocab entries and 514,906
+ * merges. jansson makes a value (an allocation or more) of every string,
+ * 2.3 million of them, and that was most of a 2.5 s load. model.vocab and
+ * model.merges have one fixed shape each, so they are read here straight
+ * from the file's bytes; jansson then parses the rest of the file with the
+ * two members replaced by {} and [] (and the newlines they held, so that
+ * its error lines stay right). Anything unexpected in them (or a NUL in a
+ * string) leaves the whole file to jansson, whose path gives the same
+ * tokenizer or the same error. */
+
+typedef struct {
+  int32_t (*m)[3]; /* merges in rank order: a, b, a+b */
+  size_t n, cap;
+} fast_merges;
+
+/* The end of the JSON string starting at p (at its '"'), or NULL. */
+static const char *skip_string(const char *p, const char *end) {
+  for (p++; p < end; p++) {
+    if (*p == '\\')
+      p++;
+    else if (*p == '"')
+      return p + 1;
+  }
+  return NULL;
+}
+
+/* The end of the JSON value starting at p, or NULL; only brackets and
+ * strings are followed (jansson checks the rest). */
+static const char *skip_value(const char *p, const char *end) {
+  if (p >= end) return NULL;
+  if (*p == '"') return skip_string(p, end);
+  if (*p == '{' || *p == '[') {
+    size_t depth = 0;
+    while (p < end) {
+      if (*p == '"') {
+        if (!(p = skip_string(p, end))) return NULL;
+        continue;
+      }
+      if (*p == '{' || *p == '[')
+        depth++;
+      else if ((*p == '}' || *p == ']') && --depth == 0)
+        return p + 1;
+      p++;
+    }
+    return NULL;
+  }
+  const char *s = p;
+  while (p < end && (isalnum((unsigned char)*p) || *p == '-' || *p == '+' || *p == '.')) p++;
+  return p > s ? p : NULL;
+}
+
+static const char *skip_ws(const char *p, const char *end) {
+  while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')) p++;
+  return p;
+}
+
+static int hex4(const char *p, uint32_t *v) {
+  *v = 0;
+  for (int i = 0; i < 4; i++) {
+    char c = p[i];
+    int d = (c >= '0' && c <= '9')   ? c - '0'
+            : (c >= 'a' && c <= 'f') ? c - 'a' + 10
+            : (c >= 'A' && c <= 'F') ? c - 'A' + 10
+                                     : -1;
+    if (d < 0) return -1;
+    *v = *v * 16 + (uint32_t)d;
+  }
+  return 0;
+}
+
+/* Reads the JSON string at *pp (at its '"'); *out points into the file when
+ * there is no escape, else into sb. Returns 0, or -1 for anything jansson
+ * should judge. */
+static int read_string(const char **pp, const char *end, sbuf *sb, const char **out, size_t *len) {
+  const char *p = *pp + 1, *s = p;
+  while (p < end && *p != '"' && *p != '\\' && (unsigned char)*p >= 0x20) p++;
+  if (p < end && *p == '"') {
+    if (!ft_utf8_valid(s, (size_t)(p - s), NULL)) return -1;
+    *out = s;
+    *len = (size_t)(p - s);
+    *pp = p + 1;
+    return 0;
+  }
+  size_t w = (size_t)(p - s);
+  const char *q = skip_string(*pp, end); /* decoding never lengthens */
+  if (!q || sbuf_reserve(sb, (size_t)(q - s))) return -1;
+  memcpy(sb->buf, s, w);
+  while (p < end && *p != '"') {
+    unsigned char c = (unsigned char)*p;
+    if (c < 0x20) return -1;
+    if (c != '\\') {
+      sb->buf[w++] = (char)c;
+      p++;
+      continue;
+    }
+    if (++p >= end) return -1;
+    static const char from[] = "\"\\/bfnrt", to[] = "\"\\/\b\f\n\r\t";
+    const char *e = *p != 'u' ? memchr(from, *p, sizeof from - 1) : NULL;
+    uint32_t cp;
+    if (e) {
+      cp = (unsigned char)to[e - from];
+      p++;
+    } else if (*p == 'u' && end - p >= 5 && !hex4(p + 1, &cp)) {
+      p += 5;
+      if (cp >= 0xDC00 && cp <= 0xDFFF) return -1;
+      if (cp >= 0xD800 && cp <= 0xDBFF) {
+        uint32_t lo;
+        if (end - p < 6 || p[0] != '\\' || p[1] != 'u' || hex4(p + 2, &lo) || lo < 0xDC00 ||
+            lo > 0xDFFF)
+          return -1;
+        p += 6;
+        cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+      }
+      if (cp == 0) return -1; /* the jansson path reads vocab keys up to a NUL */
+    } else {
+      return -1;
+    }
+    w += (size_t)tok_utf8_encode(sb->buf + w, cp);
+  }
+  if (p >= end || !ft_utf8_valid(sb->buf, w, NULL)) return -1;
+  *out = sb->buf;
+  *len = w;
+  *pp = p + 1;
+  return 0;
+}
+
+/* model.vocab at *pp: {"token": id, ...} into t->vocab; *pp moves past it. */
+static int fast_vocab(tok *t, const char **pp, const char *end) {
+  sbuf sb = {0};
+  int rc = -1;
+  const char *p = skip_ws(*pp + 1, end);
+  if (p < end && *p == '}') {
+    *pp = p + 1;
+    return 0;
+  }
+  while (p < end && *p == '"') {
+    const char *k;
+    size_t kl;
+    if (read_string(&p, end, &sb, &k, &kl)) break;
+    p = skip_ws(p, end);
+    if (p >= end || *p != ':') break;
+    p = skip_ws(p + 1, end);
+    json_int_t id = 0;
+    const char *d = p;
+    while (p < end && *p >= '0' && *p <= '9' && p - d < 10) id = id * 10 + (*p++ - '0');
+    if (p == d || (*d == '0' && p - d > 1) || (p < end && *p >= '0' && *p <= '9')) break;
+    if (vocab_put(t, k, kl, id, NULL)) break;
+    p = skip_ws(p, end);
+    if (p < end && *p == '}') {
+      *pp = p + 1;
+      rc = 0;
+      break;
+    }
+    if (p >= end || *p != ',') break;
+    p = skip_ws(p + 1, end);
+  }
+  free(sb.buf);
+  return rc;
+}
+
+static int fast_merge_add(tok *t, fast_merges *fm, const char *a, size_t al, const char *b,
+                          size_t bl) {
+  if (fm->n == fm->cap) {
+    size_t nc = fm->cap ? fm->cap * 2 : 65536;
+    int32_t(*nm)[3] = realloc(fm->m, nc * sizeof *nm);
+    if (!nm) return -1;
+    fm->m = nm;
+    fm->cap = nc;
+  }
+  if (merge_ids(t, a, al, b, bl, (uint32_t)fm->n, fm->m[fm->n], NULL)) return -1;
+  fm->n++;
+  return 0;
+}
+
+/* model.merges at *pp: ["a b", ...] or [["a", "b"], ...] into fm, with
+ * t->vocab already read; *pp moves past it. */
+static int fast_merges_read(tok *t, const char **pp, const char *end, fast_merges *fm) {
+  sbuf sa = {0}, sb = {0};
+  int rc = -1;
+  const char *p = skip_ws(*pp + 1, end);
+  if (p < end && *p == ']') {
+    *pp = p + 1;
+    return 0;
+  }
+  while (p < end) {
+    const char *a, *b;
+    size_t al, bl;
+    if (*p == '"') {
+      if (read_string(&p, end, &sa, &a, &al)) break;
+      const char *sp = memchr(a, ' ', al);
+      if (!sp || fast_merge_add(t, fm, a, (size_t)(sp - a), sp + 1, al - (size_t)(sp - a) - 1))
+        break;
+    } else if (*p == '[') {
+      p = skip_ws(p + 1, end);
+      if (p >= end || *p != '"' || read_string(&p, end, &sa, &a, &al)) break;
+      p = skip_ws(p, end);
+      if (p >= end || *p != ',') break;
+      p = skip_ws(p + 1, end);
+      if (p >= end || *p != '"' || read_string(&p, end, &sb, &b, &bl)) break;
+      p = skip_ws(p, end);
+      if (p >= end || *p != ']') break;
+      p++;
+      if (fast_merge_add(t, fm, a, al, b, bl)) break;
+    } else {
+      break;
+    }
+    p = skip_ws(p, end);
+    if (p < end && *p == ']') {
+      *pp = p + 1;
+      rc = 0;
+      break;
+    }
+    if (p >= end || *p != ',') break;
+    p = skip_ws(p + 1, end);
+  }
+  free(sa.buf);
+  free(sb.buf);
+  return rc;
+}
+
+/* Reads model.vocab then model.merges of the tokenizer.json in buf (each
+ * key once, in that order, as Hugging Face writes them) into t->vocab and
+ * fm, and replaces them in buf by {} and [] followed by the newlines they
+ * held (*n shrinks). Returns 0, or -1 when jansson must read the file as it
+ * is (t->vocab and fm may then hold part of it: fast_reset). */
+static int fast_model(tok *t, char *buf, size_t *n, fast_merges *fm) {
+  const char *end = buf + *n, *p = skip_ws(buf, end);
+  const char *span[2][2] = {{NULL, NULL}, {NULL, NULL}}; /* vocab, merges */
+  int models = 0;
+  if (p >= end || *p != '{') return -1;
+  p = skip_ws(p + 1, end);
+  while (p < end && *p == '"') { /* the top-level object */
+    const char *k = p + 1;
+    if (!(p = skip_string(p, end))) return -1;
+    int is_model = p - k == 6 && !memcmp(k, "model\"", 6);
+    p = skip_ws(p, end);
+    if (p >= end || *p != ':') return -1;
+    p = skip_ws(p + 1, end);
+    if (is_model && models++) return -1;
+    if (is_model && p < end && *p == '{') { /* the model object */
+      p = skip_ws(p + 1, end);
+      while (p < end && *p == '"') {
+        const char *mk = p + 1;
+        if (!(p = skip_string(p, end))) return -1;
+        int which = p - mk == 6 && !memcmp(mk, "vocab\"", 6)    ? 0
+                    : p - mk == 7 && !memcmp(mk, "merges\"", 7) ? 1
+                                                                : -1;
+        p = skip_ws(p, end);
+        if (p >= end || *p != ':') return -1;
+        p = skip_ws(p + 1, end);
+        const char *v = p;
+        if (which == 0 && !span[0][0] && !span[1][0] && p < end && *p == '{') {
+          if (fast_vocab(t, &p, end)) return -1;
+        } else if (which == 1 && span[0][0] && !span[1][0] && p < end && *p == '[') {
+          if (fast_merges_read(t, &p, end, fm)) return -1;
+        } else if (which >= 0) {
+          return -1; /* repeated, out of order or of another type */
+        } else if (!(p = skip_value(p, end))) {
+          return -1;
+        }
+        if (which >= 0) {
+          span[which][0] = v;
+          span[which][1] = p;
+        }
+        p = skip_ws(p, end);
+        if (p < end && *p == ',') p = skip_ws(p + 1, end);
+      }
+      if (p >= end || *p != '}') return -1;
+      p++;
+    } else if (!(p = skip_value(p, end))) {
+      return -1;
+    }
+    p = skip_ws(p, end);
+    if (p < end && *p == ',') p = skip_ws(p + 1, end);
+  }
+  if (!span[0][0] || !span[1][0]) return -1;
+  char *w = buf + (span[0][0] - buf); /* the bytes before vocab stay */
+  for (int k = 0; k < 2; k++) {
+    const char *a = span[k][0], *b = span[k][1];
+    char close = b[-1];
+    *w++ = *a; /* '{' or '[' */
+    for (const char *q = a + 1; (q = memchr(q, '\n', (size_t)(b - q))); q++) *w++ = '\n';
+    *w++ = close;
+    const char *next = k == 0 ? span[1][0] : end;
+    memmove(w, b, (size_t)(next - b));
+    w += next - b;
+  }
+  *n = (size_t)(w - buf);
+  return 0;
+}
+
+/* Forgets what a failed fast_model read (its strings stay in the arena). */
+static void fast_reset(tok *t, fast_merges *fm) {
+  sm_free(&t->vocab);
+  memset(&t->vocab, 0, sizeof t->vocab);
+  memset(t->sp_glue, 0, sizeof t->sp_glue);
+  fm->n = 0;
+}
+
+/* The model object; its vocab and merges were read by fast_model when fm
+ * is not NULL (then they are empty here). */
+static int load_model(tok *t, json_t *m, const fast_merges *fm, ft_error *err) {
   const char *type = json_string_value(json_object_get(m, "type"));
   json_t *vocab = json_object_get(m, "vocab"), *merges = json_object_get(m, "merges");
   if (!json_is_object(m))
@@ -1564,13 +1910,18 @@ static int load_model(tok *t, json_t *m, ft_error *err) {
   const char *key;
   json_t *v;
   int rc;
+  if (fm) {
+    if ((rc = mm_init(&t->merges, fm->n))) return rc;
+    for (size_t i = 0; i < fm->n; i++)
+      mm_put(&t->merges, fm->m[i][0], fm->m[i][1], (uint32_t)i, fm->m[i][2]);
+  }
   json_object_foreach(vocab, key, v) {
     if (!json_is_integer(v))
       return ft_error_set(err, FT_EFORMAT, "model.vocab", "vocab entry %.64s is not an integer",
                           key);
     if ((rc = vocab_put(t, key, strlen(key), json_integer_value(v), err))) return rc;
   }
-  if ((rc = mm_init(&t->merges, json_array_size(merges)))) return rc;
+  if (!fm && (rc = mm_init(&t->merges, json_array_size(merges)))) return rc;
   for (size_t i = 0; i < json_array_size(merges); i++) {
     json_t *e = json_array_get(merges, i);
     if (json_is_string(e)) {
@@ -1616,14 +1967,30 @@ static int load_json_file(const char *path, size_t flags, json_t **out, ft_error
 }
 
 static int load_tokenizer_json(tok *t, const char *path, ft_error *err) {
-  json_t *j;
-  int rc = load_json_file(path, 0, &j, err);
-  if (rc) return rc;
+  char *buf;
+  size_t len;
+  int rc = ft_read_file(path, 0, &buf, &len, NULL);
+  if (rc)
+    return rc == FT_ENOMEM ? ft_error_set(err, rc, "tokenizer", NULL)
+                           : ft_error_set(err, errno == ENOENT ? FT_ENOT_FOUND : FT_EIO,
+                                          "tokenizer", "%s: %s", path, strerror(errno));
+  fast_merges fm = {0};
+  int fast = fast_model(t, buf, &len, &fm) == 0;
+  if (!fast) fast_reset(t, &fm);
+  json_error_t je;
+  json_t *j = json_loadb(buf, len, JSON_ALLOW_NUL, &je);
+  free(buf);
+  if (!j) {
+    free(fm.m);
+    return ft_error_set(err, FT_EFORMAT, "tokenizer", "%s:%d: %s", path, je.line, je.text);
+  }
   if (!json_is_object(j)) {
     json_decref(j);
+    free(fm.m);
     return ft_error_set(err, FT_EFORMAT, "tokenizer", "%s: not a JSON object", path);
   }
-  rc = load_model(t, json_object_get(j, "model"), err);
+  rc = load_model(t, json_object_get(j, "model"), fast ? &fm : NULL, err);
+  free(fm.m);
   json_t *n;
   if (!rc && (n = json_object_get(j, "normalizer")) && !json_is_null(n))
     rc = load_node(n, K_NORM, &t->norm, err);
@@ -1757,10 +2124,48 @@ static int load_config(tok *t, const char *path, ft_error *err) {
   return rc;
 }
 
-static int cmp_len_desc(const void *a, const void *b, void *arg) {
-  const added_tok *ad = arg;
-  size_t la = ad[*(const int32_t *)a].mlen, lb = ad[*(const int32_t *)b].mlen;
-  return la < lb ? 1 : la > lb ? -1 : (*(const int32_t *)a - *(const int32_t *)b);
+static int cmp_u32_desc(const void *a, const void *b) {
+  uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+  return x < y ? 1 : x > y ? -1 : 0;
+}
+
+/* Builds amatch and alens from the added tokens (their match texts final).
+ * Tokens with the same match text are chained in definition order, which
+ * is the order added_find tries them in. */
+static int index_added(tok *t) {
+  int rc;
+  for (size_t i = 0; i < t->n_added; i++) {
+    added_tok *a = &t->added[i];
+    int w = a->normalized && t->norm;
+    unsigned c = (unsigned char)a->match[0];
+    a->next_same = -1;
+    if (a->mlen > UINT32_MAX) return FT_EFORMAT;
+    int32_t x = sm_get(&t->amatch[w], a->match, a->mlen);
+    if (x < 0) {
+      if ((rc = sm_put(&t->amatch[w], a->match, a->mlen, (int32_t)i))) return rc;
+    } else {
+      while (t->added[x].next_same >= 0) x = t->added[x].next_same;
+      t->added[x].next_same = (int32_t)i;
+    }
+    uint32_t n = t->nalens[w][c];
+    if ((n & (n - 1)) == 0) { /* grows at powers of two */
+      uint32_t *nl = realloc(t->alens[w][c], (n ? n * 2 : 1) * sizeof *nl);
+      if (!nl) return FT_ENOMEM;
+      t->alens[w][c] = nl;
+    }
+    t->alens[w][c][t->nalens[w][c]++] = (uint32_t)a->mlen;
+    t->has_added[w] = 1;
+  }
+  for (int w = 0; w < 2; w++)
+    for (int c = 0; c < 256; c++) {
+      uint32_t *l = t->alens[w][c], n = t->nalens[w][c], k = 0;
+      if (n < 2) continue;
+      qsort(l, n, sizeof *l, cmp_u32_desc);
+      for (uint32_t i = 0; i < n; i++)
+        if (k == 0 || l[k - 1] != l[i]) l[k++] = l[i];
+      t->nalens[w][c] = k;
+    }
+  return 0;
 }
 
 static int flatten(tok *t, const node *p, ft_error *err) {
@@ -1811,38 +2216,8 @@ static int finalize(tok *t, ft_error *err) {
       a->mlen = mn;
     }
   }
-  /* sp_chunk: "▁" is a token and every merge result is "▁"* then no "▁" */
   t->sp_chunk = t->merges.keys && sm_get(&t->vocab, "\xE2\x96\x81", 3) >= 0;
-  for (size_t i = 0; t->sp_chunk && i <= t->merges.mask; i++) {
-    if (t->merges.keys[i] == UINT64_MAX) continue;
-    const char *r = t->id_str[(int32_t)(uint32_t)t->merges.vals[i]];
-    size_t rl = strlen(r);
-    while (rl >= 3 && !memcmp(r, "\xE2\x96\x81", 3)) {
-      r += 3;
-      rl -= 3;
-    }
-    if (memmem(r, rl, "\xE2\x96\x81", 3)) t->sp_chunk = 0;
-  }
-  uint16_t cnt[2][256] = {{0}};
-  for (size_t i = 0; i < t->n_added; i++) {
-    const added_tok *a = &t->added[i];
-    cnt[a->normalized && t->norm][(unsigned char)a->match[0]]++;
-  }
-  for (int w = 0; w < 2; w++)
-    for (int c = 0; c < 256; c++)
-      if (cnt[w][c] && !(t->bucket[w][c] = malloc(cnt[w][c] * sizeof(int32_t))))
-        return ft_error_set(err, FT_ENOMEM, "tokenizer", NULL);
-  for (size_t i = 0; i < t->n_added; i++) {
-    const added_tok *a = &t->added[i];
-    int w = a->normalized && t->norm;
-    unsigned c = (unsigned char)a->match[0];
-    t->bucket[w][c][t->nbucket[w][c]++] = (int32_t)i;
-    t->has_added[w] = 1;
-  }
-  for (int w = 0; w < 2; w++)
-    for (int c = 0; c < 256; c++)
-      if (t->nbucket[w][c] > 1)
-        qsort_r(t->bucket[w][c], t->nbucket[w][c], sizeof(int32_t), cmp_len_desc, t->added);
+  if ((rc = index_added(t))) return ft_error_set(err, rc, "tokenizer", NULL);
   if (t->vocab_mode) { /* HF's GPT2Tokenizer defaults */
     if (!t->bos_s) t->bos_s = dupn("<|endoftext|>", 13);
     if (!t->eos_s) t->eos_s = dupn("<|endoftext|>", 13);

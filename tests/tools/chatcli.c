@@ -1,6 +1,7 @@
 /* chatcli: drives engine/tok/chat.c for the template tests
  * (tests/tok/test_chat_templates.mjs). stdin: one JSON object per line,
- *   {"family": "chatml"|"llama3"|"llama2"|"plain"  or  "model_dir": DIR,
+ *   {"family": a chat_family_name ("chatml", "qwen3", "llama3.1", ...) and/or
+ *    "model_dir": DIR (its tokenizer; its detected family unless "family"),
  *    "messages": [{"role", "content", "weight"?}], "add_generation_prompt": bool}
  * stdout: one JSON object per line,
  *   {"family", "text": the rendered text, "trained": [[byte_start, byte_end], ...],
@@ -144,7 +145,10 @@ static const char *const specials[] = {"<|im_start|>",
                                        "<|end_header_id|>",
                                        "<|eot_id|>",
                                        "<s>",
-                                       "</s>"};
+                                       "</s>",
+                                       "<bos>",
+                                       "<start_of_turn>",
+                                       "<end_of_turn>"};
 
 static int special_at(const tok *t, const char *s, size_t n, int32_t *id) {
   for (size_t i = 0; i < sizeof specials / sizeof *specials; i++) {
@@ -219,15 +223,6 @@ static json_t *err_json(int code, const char *msg) {
   return json_pack("{s:s, s:s}", "error", ft_err_code(code), "message", msg);
 }
 
-static int family_of(const char *s, ft_chat_family *f) {
-  for (int i = 0; i <= 3; i++)
-    if (strcmp(s, chat_family_name((ft_chat_family)i)) == 0) {
-      *f = (ft_chat_family)i;
-      return 0;
-    }
-  return -1;
-}
-
 /* A small cache: the tests use one model directory at a time. */
 static char *cached_dir;
 static tok *cached_tok;
@@ -256,7 +251,7 @@ static json_t *handle(json_t *in) {
     t = cached_tok;
     if (chat_detect(dir, t, &f, &err)) return err_json(err.code, err.message);
   }
-  if (fam_s && family_of(fam_s, &f)) return err_json(FT_EINVALID, "unknown family");
+  if (fam_s && chat_family_parse(fam_s, &f)) return err_json(FT_EINVALID, "unknown family");
   size_t n = json_array_size(jm);
   ft_chat_msg *msgs = calloc(n ? n : 1, sizeof *msgs);
   for (size_t i = 0; i < n; i++) {

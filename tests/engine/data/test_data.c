@@ -535,6 +535,13 @@ static void test_chat_bos(void) {
         !strstr(s, "assistant") && !strstr(s, "user"));
   free(s);
   data_free(d);
+  o.chat = FT_CHAT_GEMMA3; /* writes its own "<bos>" too */
+  d = load(src, chatml, &o, NULL);
+  CHECK(d && d->tokens[0] != tok_bos_id(chatml));
+  s = d ? decode_ex(chatml, d, 0) : NULL;
+  CHECK(s && strncmp(s, "<bos><start_of_turn>user\nhi<end_of_turn>", 40) == 0);
+  free(s);
+  data_free(d);
   o.chat = FT_CHAT_PLAIN; /* other templates: the tokenizer's BOS first */
   d = load(src, chatml, &o, NULL);
   CHECK(d && d->tokens[0] == tok_bos_id(chatml));

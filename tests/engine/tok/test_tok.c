@@ -334,6 +334,51 @@ static void test_sentencepiece_by_hand(void) {
   tok_free(t);
 }
 
+/* Long SentencePiece words are cut before a "▁" for the word cache, except
+ * where a merge result has the byte before it followed by "▁" (Gemma 3 has
+ * ">▁</"): here "a ▁" merges first, so cutting "▁a▁a..." before each "▁"
+ * would give "▁a" tokens instead. Added tokens sharing a first byte: the
+ * longest match wins. (Ids checked with HF tokenizers 0.23.2.) */
+static const char CUT_JSON[] =
+    "{\"added_tokens\":["
+    "{\"id\":10,\"content\":\"<u>\",\"special\":false,\"normalized\":false},"
+    "{\"id\":11,\"content\":\"<u>>\",\"special\":false,\"normalized\":false},"
+    "{\"id\":12,\"content\":\"<v>\",\"special\":true,\"normalized\":false}],"
+    "\"normalizer\":{\"type\":\"Sequence\",\"normalizers\":["
+    "{\"type\":\"Prepend\",\"prepend\":\"\\u2581\"},"
+    "{\"type\":\"Replace\",\"pattern\":{\"String\":\" \"},\"content\":\"\\u2581\"}]},"
+    "\"pre_tokenizer\":null,"
+    "\"model\":{\"type\":\"BPE\",\"unk_token\":\"<unk>\",\"byte_fallback\":true,"
+    "\"vocab\":{\"<unk>\":0,\"\\u2581\":1,\"a\":2,\"b\":3,\"\\u2581a\":4,\"a\\u2581\":5,"
+    "\"<\":6,\"u\":7,\">\":8,\"v\":9},"
+    "\"merges\":[\"a \\u2581\",\"\\u2581 a\"]}}";
+
+static void test_sp_cuts(void) {
+  write_file(tmp_dir, "tokenizer.json", CUT_JSON);
+  char p[512];
+  snprintf(p, sizeof p, "%s/tokenizer.json", tmp_dir);
+  tok *t = NULL;
+  ft_error err = {0};
+  CHECK_EQ_INT(tok_load_json(&t, p, &err), 0);
+  if (!t) return;
+  char text[64];
+  int32_t want[32];
+  for (int i = 0; i < 30; i++) text[2 * i] = 'a', text[2 * i + 1] = ' ';
+  text[59] = 0; /* "a a ... a": "▁a▁a...▁a", 119 bytes */
+  want[0] = 1;
+  for (int i = 1; i < 30; i++) want[i] = 5; /* "a▁" */
+  want[30] = 2;
+  CHECK(enc_is(t, text, 1, want, 31));
+  const int32_t b[] = {1, 3, 3, 3};
+  CHECK(enc_is(t, "bbb", 1, b, 4));
+  /* the text between added tokens is normalized alone: " " is "▁▁" */
+  const int32_t uu[] = {11, 1, 1, 10, 12};
+  CHECK(enc_is(t, "<u>> <u><v>", 1, uu, 5));
+  const int32_t uv[] = {11, 1, 1, 10, 1, 6, 9, 8}; /* <v> special: off here */
+  CHECK(enc_is(t, "<u>> <u><v>", 0, uv, 8));
+  tok_free(t);
+}
+
 static void test_load_errors(void) {
   tok *t = (tok *)1;
   ft_error err = {0};
@@ -369,6 +414,85 @@ static void test_load_errors(void) {
   mkdir(d, 0700);
   CHECK_EQ_INT(tok_load(&t, d, &err), FT_ENOT_FOUND);
   rmdir(d);
+}
+
+/* tok.c reads tokenizer.json's vocab and merges without jansson when they
+ * come in Hugging Face's order (vocab, then merges), and leaves the file to
+ * jansson otherwise: both must give the same tokenizer (string escapes,
+ * both merge forms, mixed), and an error anywhere must still be jansson's,
+ * on the right line. Ids worked out by hand: no pre-tokenizer, so the text
+ * is one word; merges "a b" -> ab, "ab c" -> abc, "/ x" -> /x. */
+#define FAST_VOCAB                                                                        \
+  "\"vocab\": {\n\"a\": 0, \"b\": 1, \"ab\": 2, \"\\u00e9\": 3, \"\\ud83d\\ude00\": 4,\n" \
+  "\"\\\"\": 5, \"\\\\\": 6, \"\\/x\": 7, \"\\n\": 8, \"\\t\": 9, \"c\": 10,\n"           \
+  "\"abc\": 11, \"/\": 12, \"x\": 13}"
+#define FAST_MERGES "\"merges\": [\n\"a b\",\n[\"ab\", \"c\"],\n[\"/\", \"x\"]\n]"
+
+static int load_text(const char *text, tok **t, ft_error *err) {
+  char p[512];
+  snprintf(p, sizeof p, "%s/fast.json", tmp_dir);
+  write_file(tmp_dir, "fast.json", text);
+  memset(err, 0, sizeof *err);
+  *t = NULL;
+  return tok_load_json(t, p, err);
+}
+
+static void test_fast_vocab_merges(void) {
+  static const char *files[] = {
+      /* Hugging Face's order: the fast path */
+      "{\"version\": \"1.0\", \"added_tokens\": [],\n\"model\": {\"type\": \"BPE\",\n" FAST_VOCAB
+      ",\n" FAST_MERGES "},\n\"decoder\": null}\n",
+      /* merges first: jansson alone */
+      "{\"model\": {" FAST_MERGES ", \"type\": \"BPE\", " FAST_VOCAB "}}",
+      /* no whitespace, model last, an unknown member between */
+      "{\"added_tokens\":[],\"model\":{\"x\":{\"y\":[1,\"]}\"]}," FAST_VOCAB "," FAST_MERGES "}}",
+  };
+  const char text[] =
+      "abc\"\\/x\n\t\xC3\xA9\xF0\x9F\x98\x80"
+      "ab";
+  const int32_t want[] = {11, 5, 6, 7, 8, 9, 3, 4, 2};
+  for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
+    tok *t;
+    ft_error err;
+    CHECK_EQ_INT(load_text(files[i], &t, &err), 0);
+    if (!t) {
+      fprintf(stderr, "  file %zu: %s\n", i, err.message);
+      continue;
+    }
+    CHECK(enc_is(t, text, 1, want, 9));
+    CHECK_EQ_INT(tok_vocab_size(t), 14);
+    CHECK_EQ_INT(tok_token_id(t, "\xF0\x9F\x98\x80"), 4);
+    CHECK_EQ_STR(tok_token_str(t, 6), "\\");
+    tok_free(t);
+  }
+  /* Errors: inside the vocab (line 3), after the merges (line 11: the lines
+   * the members held still count), a bad escape, an id that is not an
+   * integer, a merge of unknown tokens. */
+  tok *t;
+  ft_error err;
+  CHECK_EQ_INT(load_text("{\"model\": {\"type\": \"BPE\",\n\"vocab\": {\"a\": 0,\n\"b\" 1},\n"
+                         "\"merges\": []}}",
+                         &t, &err),
+               FT_EFORMAT);
+  CHECK(strstr(err.message, "fast.json:3:") != NULL);
+  CHECK_EQ_INT(load_text("{\"model\": {\"type\": \"BPE\",\n" FAST_VOCAB ",\n" FAST_MERGES
+                         "},\n\"decoder\": nul}",
+                         &t, &err),
+               FT_EFORMAT);
+  CHECK(strstr(err.message, "fast.json:11:") != NULL);
+  CHECK_EQ_INT(load_text("{\"model\": {\"vocab\": {\"\\x\": 0}, \"merges\": []}}", &t, &err),
+               FT_EFORMAT);
+  CHECK_EQ_INT(load_text("{\"model\": {\"vocab\": {\"\\ud800\": 0}, \"merges\": []}}", &t, &err),
+               FT_EFORMAT);
+  CHECK_EQ_INT(load_text("{\"model\": {\"vocab\": {\"a\": 1.5}, \"merges\": []}}", &t, &err),
+               FT_EFORMAT);
+  CHECK(strstr(err.message, "not an integer") != NULL);
+  CHECK_EQ_INT(
+      load_text("{\"model\": {\"vocab\": {\"a\": 0, \"b\": 1}, \"merges\": [[\"a\", \"b\"]]}}", &t,
+                &err),
+      FT_EFORMAT);
+  CHECK(strstr(err.message, "merge 0 (a b)") != NULL);
+  CHECK(t == NULL);
 }
 
 typedef struct {
@@ -414,11 +538,13 @@ int main(void) {
   RUN(test_round_trip_random);
   RUN(test_special_tokens);
   RUN(test_sentencepiece_by_hand);
+  RUN(test_sp_cuts);
   RUN(test_load_errors);
+  RUN(test_fast_vocab_merges);
   RUN(test_threads);
   char p[512];
-  const char *files[] = {"tokenizer.json", "tokenizer_config.json", "bad.json"};
-  for (int i = 0; i < 3; i++) {
+  const char *files[] = {"tokenizer.json", "tokenizer_config.json", "bad.json", "fast.json"};
+  for (int i = 0; i < 4; i++) {
     snprintf(p, sizeof p, "%s/%s", tmp_dir, files[i]);
     unlink(p);
   }
