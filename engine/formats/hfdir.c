@@ -354,6 +354,20 @@ static int parse_arch(ft_config *c, const ft_arch *a, const json_t *root, ft_err
     return rc;
   c->mlp_bias = a->mlp_bias;
 
+  /* logits = cap * tanh(logits / cap), where the family may carry it */
+  const json_t *sc = json_object_get(root, "final_logit_softcapping");
+  c->final_softcap = 0.0f;
+  if (sc && !json_is_null(sc)) {
+    if (!a->logit_softcap)
+      return CFG_ERR(FT_EUNSUPPORTED, "final_logit_softcapping",
+                     "final_logit_softcapping is not supported for %s (only null)", a->model_type);
+    if ((rc = cfg_num(root, "final_logit_softcapping", 0, 0, 1e30, &c->final_softcap, err)))
+      return rc;
+    if (!(c->final_softcap > 0.0f))
+      return CFG_ERR(FT_EFORMAT, "final_logit_softcapping",
+                     "'final_logit_softcapping' must be positive (or null)");
+  }
+
   /* Attention over every earlier position only: a sliding window no
    * sequence can reach is full attention, per-layer types must all be full. */
   int use_sw = 1;
@@ -496,6 +510,14 @@ int hf_config_to_json(const ft_config *c, ft_task task, json_t **out, ft_error *
     json_object_set_new(j, "sliding_window", json_null());
   }
   if (a->bias_key) json_object_set_new(j, "attention_bias", json_boolean(c->attention_bias));
+  if (a->logit_softcap)
+    json_object_set_new(j, "final_logit_softcapping",
+                        c->final_softcap > 0.0f ? real_of(c->final_softcap) : json_null());
+  else if (c->final_softcap > 0.0f) {
+    json_decref(j);
+    return ft_error_set(err, FT_EINVALID, "final_logit_softcapping",
+                        "%s cannot express final_logit_softcapping", mt);
+  }
   if (a->sliding_switch) json_object_set_new(j, "use_sliding_window", json_false());
   if (c->bos_token_id >= 0) json_object_set_new(j, "bos_token_id", json_integer(c->bos_token_id));
   if (c->eos_token_id >= 0) json_object_set_new(j, "eos_token_id", json_integer(c->eos_token_id));

@@ -17,8 +17,10 @@
  * one sgemm for the scores and one for P V per head and block, over the keys
  * up to the block's last row (the masked half of later blocks is skipped);
  * the activations are layers.c's vectorised ones; only the last row reaches
- * the LM head unless every row's logits are asked for; buffers are allocated
- * once per loaded model.
+ * the LM head, unless the prompt is scored (echo), which runs training's
+ * fused head (lm_head_xent) over the chunk's rows lm_head_rows() at a time,
+ * so a 262k vocabulary never needs more than 64 x V logits; buffers
+ * are allocated once per loaded model (echo's at its first use).
  *
  * Text: generated ids are decoded as a whole (with a few prompt tokens in
  * front, so a SentencePiece "\u2581" keeps its space) after every token; the
@@ -76,8 +78,12 @@ struct ft_infer {
   float *ff1, *ff2;  /* (CH,FF) */
   float *scores;     /* (INF_ATT_ROWS, max_ctx) one attention block's probabilities */
   float *nmean, *nrstd; /* (INF_CHUNK * NH) norm statistics (scratch) */
-  float *logits;     /* (CH,NOUT) or (1,NOUT) until all rows are asked for */
-  int logits_rows;
+  float *logits;        /* (NOUT) the last row's, softcapped as the model says */
+  float *hscratch;      /* lm_head_scratch(hR, C, V): echo, from its first use */
+  int hR;               /* lm_head_rows(INF_CHUNK, V) */
+  float *elp;           /* (CH) echo: log p(next prompt token) of each row */
+  int32_t *etop;        /* (CH,k) echo: each row's k most likely tokens */
+  float *etlp;          /* (CH,k) their log-probabilities */
   float *work;       /* (V) sampling */
   inf_cand *cand;    /* (V) sampling */
   size_t bytes;
@@ -260,7 +266,6 @@ int infer_load(ft_infer **out, const char *model_dir, int max_ctx, ft_error *err
   m->nmean = xcalloc(m, CH, sizeof(float));
   m->nrstd = xcalloc(m, CH * (size_t)m->NH, sizeof(float));
   m->logits = xcalloc(m, (size_t)m->NOUT, sizeof(float));
-  m->logits_rows = 1;
   m->work = xcalloc(m, (size_t)m->NOUT, sizeof(float));
   m->cand = xcalloc(m, (size_t)m->NOUT, sizeof(inf_cand));
   if (!m->kv || !m->x || !m->xn || !m->qkv || !m->att || !m->ff1 || !m->ff2 || !m->scores ||
@@ -308,6 +313,10 @@ void infer_free(ft_infer *m) {
   free(m->nmean);
   free(m->nrstd);
   free(m->logits);
+  free(m->hscratch);
+  free(m->elp);
+  free(m->etop);
+  free(m->etlp);
   free(m->work);
   free(m->cand);
   free(m);
@@ -359,10 +368,13 @@ static void cached_attention(ft_infer *m, float *out, const float *q, int q_stri
 }
 
 /* Runs ids[0..T) (T <= INF_CHUNK) at positions start.., filling the cache;
- * logits of every row (all) or of the last row only into m->logits; for a
- * classifier the score head's outputs. The layer is model.c's forward, op
- * for op, with the cache in place of the batch. */
-static void forward_chunk(ft_infer *m, const int32_t *ids, int T, int start, int all) {
+ * the last row's logits into m->logits (for a classifier the score head's
+ * outputs). all (T,NOUT) or NULL: every row's logits. tgt (T) or NULL: each
+ * row's log p(tgt) and its k most likely tokens into m->elp/etop/etlp (LM;
+ * rows with tgt -1 skipped). The layer is model.c's forward, op for op, with
+ * the cache in place of the batch. */
+static void forward_chunk(ft_infer *m, const int32_t *ids, int T, int start, const int32_t *tgt,
+                          int k, float *all) {
   const ft_arch *a = m->a;
   int C = m->C, QD = m->QD, KD = m->KD, FF = m->FF;
   float eps = m->cfg.norm_eps;
@@ -417,19 +429,32 @@ static void forward_chunk(ft_infer *m, const int32_t *ids, int T, int start, int
     linear_forward(xn, m->ff1, w->w[down], w->b[down], T, FF, C, 0);
     residual_add(x, xn, (size_t)T * C);
   }
-  int r0 = all ? 0 : T - 1, nr = all ? T : 1;
-  norm_forward(m, xn, x + (size_t)r0 * C, m->nfw, m->nfb, nr, C, eps);
-  linear_forward(m->logits, xn, m->head, NULL, nr, C, m->NOUT, 0);
+  float cap = m->task == FT_TASK_CAUSAL_LM ? m->cfg.final_softcap : 0.0f;
+  int r0 = all || tgt ? 0 : T - 1;
+  norm_forward(m, xn, x + (size_t)r0 * C, m->nfw, m->nfb, T - r0, C, eps);
+  if (all) {
+    linear_forward(all, xn, m->head, NULL, T, C, m->NOUT, 0);
+    if (cap > 0.0f) softcap_forward(all, (size_t)T * m->NOUT, cap);
+  }
+  if (tgt) {
+    ft_xent_sums sums = {0};
+    ft_head_rows rows = {.lp = m->elp, .k = k, .top_id = m->etop, .top_lp = m->etlp};
+    lm_head_xent(&sums, &rows, NULL, NULL, m->hscratch, xn, tgt, m->head, T, C, m->V, m->hR, cap,
+                 0.0f);
+  }
+  linear_forward(m->logits, xn + (size_t)(T - 1 - r0) * C, m->head, NULL, 1, C, m->NOUT, 0);
+  if (cap > 0.0f) softcap_forward(m->logits, (size_t)m->NOUT, cap);
 }
 
-static int grow_logits(ft_infer *m) {
-  if (m->logits_rows >= INF_CHUNK) return 0;
-  float *p = realloc(m->logits, (size_t)INF_CHUNK * m->NOUT * sizeof(float));
-  if (!p) return FT_ENOMEM;
-  m->bytes += (size_t)(INF_CHUNK - m->logits_rows) * m->NOUT * sizeof(float);
-  m->logits = p;
-  m->logits_rows = INF_CHUNK;
-  return 0;
+/* echo's buffers, at its first use */
+static int grow_scoring(ft_infer *m) {
+  if (m->hscratch) return 0;
+  m->elp = xcalloc(m, INF_CHUNK, sizeof(float));
+  m->etop = xcalloc(m, (size_t)INF_CHUNK * FT_TOPK_MAX, sizeof(int32_t));
+  m->etlp = xcalloc(m, (size_t)INF_CHUNK * FT_TOPK_MAX, sizeof(float));
+  m->hR = lm_head_rows(INF_CHUNK, m->V);
+  m->hscratch = xcalloc(m, lm_head_scratch(m->hR, m->C, m->V), sizeof(float));
+  return m->elp && m->etop && m->etlp && m->hscratch ? 0 : FT_ENOMEM;
 }
 
 static int check_ids(const ft_infer *m, const int32_t *ids, size_t n, ft_error *err) {
@@ -447,33 +472,16 @@ int infer_eval(ft_infer *m, const int32_t *ids, size_t n, size_t start, float *l
     return ft_error_set(err, FT_ERANGE, "prompt", "%zu tokens at position %zu exceed the context of %d",
                         n, start, m->max_ctx);
   int rc = check_ids(m, ids, n, err);
-  if (!rc && logits && grow_logits(m)) rc = ft_error_set(err, FT_ENOMEM, "", "out of memory");
   if (rc) return rc;
   for (size_t off = 0; off < n; off += INF_CHUNK) {
     int T = n - off < INF_CHUNK ? (int)(n - off) : INF_CHUNK;
-    forward_chunk(m, ids + off, T, (int)(start + off), logits != NULL);
-    if (logits)
-      memcpy(logits + off * m->NOUT, m->logits, (size_t)T * m->NOUT * sizeof(float));
+    forward_chunk(m, ids + off, T, (int)(start + off), NULL, 0,
+                  logits ? logits + off * m->NOUT : NULL);
   }
   return 0;
 }
 
 /* ------------------------------------------------------------ sampling -- */
-
-/* the k largest of x[0..n) (k <= FT_MAX_TOP_LOGPROBS), descending, ties by lower id */
-static int top_k(const float *x, int n, int k, int32_t *ids) {
-  int have = 0;
-  for (int i = 0; i < n; i++) {
-    if (have == k && !(x[i] > x[ids[k - 1]])) continue;
-    int j = have < k ? have++ : k - 1;
-    while (j > 0 && x[i] > x[ids[j - 1]]) {
-      ids[j] = ids[j - 1];
-      j--;
-    }
-    ids[j] = i;
-  }
-  return have;
-}
 
 static int cmp_desc(const void *a, const void *b) {
   const inf_cand *x = a, *y = b;
@@ -485,7 +493,7 @@ static int32_t sample(ft_infer *m, const float *logits, const ft_gen_opts *o, ft
   int V = m->V;
   if (o->temperature == 0.f) {
     int32_t best = 0;
-    top_k(logits, V, 1, &best);
+    topk(logits, V, 1, &best);
     return best;
   }
   float *p = m->work, mx = logits[0];
@@ -568,7 +576,7 @@ static void fill_logprobs(ft_gen_token *t, const float *logits, int V, float lse
   t->logprob = logits[t->id] - lse;
   t->n_top = 0;
   if (k > 0) {
-    t->n_top = top_k(logits, V, k, t->top_id);
+    t->n_top = topk(logits, V, k, t->top_id);
     for (int i = 0; i < t->n_top; i++) t->top_logprob[i] = logits[t->top_id[i]] - lse;
   }
 }
@@ -643,17 +651,18 @@ static int prefill(ft_infer *m, const int32_t *prompt, size_t n, const ft_gen_op
   if (!o->echo) {
     for (size_t off = 0; off < n; off += INF_CHUNK) {
       int T = n - off < INF_CHUNK ? (int)(n - off) : INF_CHUNK;
-      forward_chunk(m, prompt + off, T, (int)off, 0);
+      forward_chunk(m, prompt + off, T, (int)off, NULL, 0, NULL);
     }
     return 0;
   }
-  if (grow_logits(m)) return ft_error_set(err, FT_ENOMEM, "", "out of memory");
+  if (grow_scoring(m)) return ft_error_set(err, FT_ENOMEM, "", "out of memory");
+  int nk = o->logprobs > 0 ? o->logprobs : 0, n_top = nk < m->V ? nk : m->V;
   inf_text tx = {.skip_special = 0};
   tx.ids = malloc(n * sizeof(int32_t));
   if (!tx.ids) return ft_error_set(err, FT_ENOMEM, "", "out of memory");
   ft_gen_token t = {.is_prompt = 1};
   int rc = 0;
-  size_t loaded = (size_t)-1; /* offset of the chunk whose logits m->logits holds */
+  size_t loaded = (size_t)-1; /* offset of the chunk m->elp/etop/etlp score */
   for (size_t i = 0; i < n && !rc && !k->rc; i++) {
     t.id = prompt[i];
     t.n_top = 0;
@@ -661,13 +670,18 @@ static int prefill(ft_infer *m, const int32_t *prompt, size_t n, const ft_gen_op
       t.logprob = NAN; /* nothing before it */
     } else { /* token i's logprob comes from row i-1 */
       size_t off = (i - 1) / INF_CHUNK * INF_CHUNK;
-      if (off != loaded) {
-        forward_chunk(m, prompt + off, n - off < INF_CHUNK ? (int)(n - off) : INF_CHUNK, (int)off,
-                      1);
+      if (off != loaded) { /* row j's target: the prompt token after it */
+        int T = n - off < INF_CHUNK ? (int)(n - off) : INF_CHUNK;
+        int32_t tg[INF_CHUNK];
+        for (int j = 0; j < T; j++) tg[j] = off + j + 1 < n ? prompt[off + j + 1] : -1;
+        forward_chunk(m, prompt + off, T, (int)off, tg, nk, NULL);
         loaded = off;
       }
-      const float *lg = m->logits + (i - 1 - off) * (size_t)m->NOUT;
-      fill_logprobs(&t, lg, m->V, logsumexp(lg, m->V), o->logprobs);
+      size_t j = i - 1 - off;
+      t.logprob = m->elp[j];
+      t.n_top = n_top;
+      memcpy(t.top_id, m->etop + j * nk, (size_t)n_top * sizeof(int32_t));
+      memcpy(t.top_logprob, m->etlp + j * nk, (size_t)n_top * sizeof(float));
     }
     tx.ids[tx.n++] = prompt[i];
     rc = text_redecode(m->tk, &tx);
@@ -681,12 +695,11 @@ static int prefill(ft_infer *m, const int32_t *prompt, size_t n, const ft_gen_op
     if (end > tx.done) tx.done = end;
     emit(k, &t);
   }
-  if (!rc && !k->rc) { /* the last row's logits into row 0, for the first new token */
+  if (!rc && !k->rc) { /* the last chunk leaves the last row's logits, for the first new token */
     size_t off = (n - 1) / INF_CHUNK * INF_CHUNK;
     if (off != loaded)
-      forward_chunk(m, prompt + off, n - off < INF_CHUNK ? (int)(n - off) : INF_CHUNK, (int)off, 1);
-    size_t last = n - 1 - off;
-    if (last) memmove(m->logits, m->logits + last * m->NOUT, (size_t)m->NOUT * sizeof(float));
+      forward_chunk(m, prompt + off, n - off < INF_CHUNK ? (int)(n - off) : INF_CHUNK, (int)off,
+                    NULL, 0, NULL);
   }
   free(tx.ids);
   free(tx.text);
@@ -761,7 +774,7 @@ int infer_generate(ft_infer *m, const int32_t *prompt, size_t n, const ft_gen_op
       break;
     }
     if (last) break;
-    forward_chunk(m, &t.id, 1, (int)(n + (size_t)i), 0);
+    forward_chunk(m, &t.id, 1, (int)(n + (size_t)i), NULL, 0, NULL);
   }
   free(tx.ids);
   free(tx.text);
@@ -785,7 +798,7 @@ int infer_classify(ft_infer *m, const int32_t *ids, size_t n, float *probs, ft_e
   if (rc) return rc;
   for (size_t off = 0; off < n; off += INF_CHUNK) {
     int T = n - off < INF_CHUNK ? (int)(n - off) : INF_CHUNK;
-    forward_chunk(m, ids + off, T, (int)off, 0);
+    forward_chunk(m, ids + off, T, (int)off, NULL, 0, NULL);
   }
   float lse = logsumexp(m->logits, m->NOUT);
   for (int i = 0; i < m->NOUT; i++) probs[i] = expf(m->logits[i] - lse);

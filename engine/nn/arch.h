@@ -88,6 +88,7 @@ typedef struct ft_arch {
   int add_bos;            /* training data and prompts start with the tokenizer's BOS */
   int scaled_proj_init;   /* output projections init with std 0.02/sqrt(2L) (GPT-2) */
   int embed_pad_zero;     /* the pad token's embedding row starts at zero (nn.Embedding padding_idx) */
+  int logit_softcap;      /* final_logit_softcapping may be set (ft_config.final_softcap) */
 
   /* config.json keys */
   const char *k_hidden, *k_layers, *k_heads, *k_ffn, *k_maxpos, *k_eps, *k_act;

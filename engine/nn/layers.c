@@ -130,6 +130,104 @@ void softmax_scaled(float *d, const float *x, float lse, float scale, int n) {
   for (int i = 0; i < n; i++) d[i] = scale * ft_expf(x[i] - lse);
 }
 
+/* ---- final logit soft-capping ---- */
+
+/* tanh(a) = sign(a) (1 - e) / (1 + e), e = exp(-2|a|): vectorisable, and
+ * within a few ulp of tanhf away from 0 (near 0 the difference of 1 - e
+ * costs relative precision, not absolute: |error| < 1e-7). */
+void softcap_forward(float *x, size_t n, float cap) {
+  float inv = 1.0f / cap;
+  for (size_t i = 0; i < n; i++) {
+    float a = x[i] * inv, e = ft_expf(-2.0f * fabsf(a));
+    float t = (1.0f - e) / (1.0f + e);
+    x[i] = cap * (a < 0.0f ? -t : t);
+  }
+}
+
+int topk(const float *x, int n, int k, int32_t *ids) {
+  int have = 0;
+  if (k > FT_TOPK_MAX) k = FT_TOPK_MAX;
+  if (k <= 0) return 0;
+  for (int i = 0; i < n; i++) {
+    if (have == k && !(x[i] > x[ids[k - 1]])) continue;
+    int j = have < k ? have++ : k - 1;
+    while (j > 0 && x[i] > x[ids[j - 1]]) {
+      ids[j] = ids[j - 1];
+      j--;
+    }
+    ids[j] = i;
+  }
+  return have;
+}
+
+/* ---- LM head with cross-entropy ---- */
+
+/* the chunk's logits (R,V), packed input rows (R,C), their input gradient (R,C) */
+size_t lm_head_scratch(int R, int C, int V) { return (size_t)R * V + 2 * (size_t)R * C; }
+
+int lm_head_rows(int N, int V) {
+  long r = FT_HEAD_FLOATS / (V > 0 ? V : 1);
+  r = r < 64 ? 64 : r > FT_HEAD_ROWS_MAX ? FT_HEAD_ROWS_MAX : r;
+  return (int)(r < N ? r : N);
+}
+
+void lm_head_xent(ft_xent_sums *sums, const ft_head_rows *rows, float *dx, float *dw,
+                  float *scratch, const float *x, const int32_t *tgt, const float *w, int N, int C,
+                  int V, int R, float cap, float scale) {
+  float *z = scratch, *xp = scratch + (size_t)R * V, *dxp = xp + (size_t)R * C;
+  int idx[FT_HEAD_ROWS_MAX];
+  if (R > FT_HEAD_ROWS_MAX) R = FT_HEAD_ROWS_MAX;
+  int grad = dx || dw;
+  for (int i0 = 0; i0 < N;) {
+    int r = 0; /* gather up to R rows with a target */
+    for (; i0 < N && r < R; i0++)
+      if (tgt[i0] >= 0) {
+        memcpy(xp + (size_t)r * C, x + (size_t)i0 * C, sizeof(float) * C);
+        idx[r++] = i0;
+      }
+    if (!r) break;
+    matmul(z, V, xp, C, 0, w, C, 1, r, V, C, 1.0f, 0.0f);  // z (r,V) = xp W^T
+    if (cap > 0.0f) softcap_forward(z, (size_t)r * V, cap);
+    for (int j = 0; j < r; j++) {
+      float *zr = z + (size_t)j * V;
+      int i = idx[j], t = tgt[i];
+      float lse = logsumexp(zr, V);
+      sums->loss += (double)lse - zr[t];
+      sums->n++;
+      sums->correct += argmax(zr, V) == t;
+      if (rows && rows->lp) rows->lp[i] = zr[t] - lse;
+      if (rows && rows->k > 0) {
+        int k = rows->k;
+        int32_t *ids = rows->top_id + (size_t)i * k;
+        int got = topk(zr, V, k, ids);
+        for (int q = 0; q < got; q++) rows->top_lp[(size_t)i * k + q] = zr[ids[q]] - lse;
+      }
+      if (!grad) continue;
+      if (cap > 0.0f) { /* d/dy of cap tanh(y / cap) = 1 - (z / cap)^2 */
+        float inv = 1.0f / cap, zt = zr[t];
+        for (int v = 0; v < V; v++) {
+          float c = zr[v] * inv;
+          zr[v] = scale * ft_expf(zr[v] - lse) * (1.0f - c * c);
+        }
+        zr[t] -= scale * (1.0f - (zt * inv) * (zt * inv));
+      } else {
+        softmax_scaled(zr, zr, lse, scale, V);
+        zr[t] -= scale;
+      }
+    }
+    if (dw)  // dW (V,C) += dz^T xp
+      matmul(dw, C, z, V, 1, xp, C, 0, V, C, r, 1.0f, 1.0f);
+    if (dx) {
+      matmul(dxp, C, z, V, 0, w, C, 0, r, C, V, 1.0f, 0.0f);  // dxp (r,C) = dz W
+      for (int j = 0; j < r; j++) {
+        float *d = dx + (size_t)idx[j] * C;
+        const float *s = dxp + (size_t)j * C;
+        for (int c = 0; c < C; c++) d[c] += s[c];
+      }
+    }
+  }
+}
+
 /* ---- norms ---- */
 
 void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *w,

@@ -108,6 +108,55 @@ int argmax(const float *x, int n);
 /* d (n) = scale * exp(x - lse) */
 void softmax_scaled(float *d, const float *x, float lse, float scale, int n);
 
+/* Final logit soft-capping (Gemma 2): z = cap * tanh(z / cap) in place on
+ * x (n); cap > 0. */
+void softcap_forward(float *x, size_t n, float cap);
+
+/* The k largest of x (n), k <= FT_TOPK_MAX: ids in descending order of x,
+ * ties by lower id; returns how many (min(k, n)). */
+#define FT_TOPK_MAX 5
+int topk(const float *x, int n, int k, int32_t *ids);
+
+/* ---- LM head with cross-entropy, fused, in chunks of rows ----
+ * The rows i (0..N) with a target tgt[i] >= 0 are taken R at a time (other
+ * rows cost nothing): z = x_i W^T (W (V,C): lm_head, or the tied token
+ * embedding) through matmul, z = cap tanh(z / cap) when cap > 0,
+ * lse = logsumexp(z); sums->loss += lse - z[t], sums->n++, sums->correct +=
+ * argmax(z) == t. So no more than R x V logits ever exist (a 262k vocabulary
+ * at B x T = 1024 would be 1 GiB, its gradient another).
+ * Per row, optional (rows, may be NULL): lp[i] = z[t] - lse, and the k most
+ * likely tokens with their log-probabilities.
+ * With dx or dw (either may be NULL), the gradient of scale * sum of the
+ * losses, computed in place of the chunk's logits: dz = scale (softmax(z) -
+ * onehot(t)), times 1 - (z / cap)^2 under the cap; dx (N,C) += dz W on the
+ * rows with a target, dw (V,C) += dz^T x (for a tied head the embedding's
+ * gradient). scratch holds lm_head_scratch(R, C, V) floats; R <=
+ * FT_HEAD_ROWS_MAX. */
+typedef struct {
+  double loss; /* sum over the rows of lse - z[t] */
+  long n, correct;
+} ft_xent_sums;
+typedef struct {
+  float *lp;       /* (N) log p(tgt[i]); rows without a target untouched */
+  int k;           /* 0..FT_TOPK_MAX alternatives per row */
+  int32_t *top_id; /* (N,k) most likely first, ties by lower id */
+  float *top_lp;   /* (N,k) their log-probabilities */
+} ft_head_rows;
+/* R for N rows of a V-token head: as many rows as FT_HEAD_FLOATS logits
+ * hold (64 MiB), at least 64 (so W, read once per chunk, stays cheap: a
+ * 262k vocabulary gets 64 rows) and at most FT_HEAD_ROWS_MAX; never more
+ * than N. Each chunk also reads and writes all of dW, so fewer, larger chunks
+ * are faster: measured in docs/architecture.md. */
+#ifndef FT_HEAD_FLOATS
+#define FT_HEAD_FLOATS (1 << 24)
+#endif
+#define FT_HEAD_ROWS_MAX 1024
+int lm_head_rows(int N, int V);
+size_t lm_head_scratch(int R, int C, int V);
+void lm_head_xent(ft_xent_sums *sums, const ft_head_rows *rows, float *dx, float *dw,
+                  float *scratch, const float *x, const int32_t *tgt, const float *w, int N, int C,
+                  int V, int R, float cap, float scale);
+
 /* exp accurate to ~2 ulp that the compiler can vectorise (no libm call). */
 static inline float ft_expf(float x) {
   union {

@@ -91,18 +91,20 @@ struct ft_model {
   float *x0;                        /* (N,C) embeddings */
   float *lnf, *lnf_mean, *lnf_rstd; /* (N,C) (N) (N) */
   float *pooled;                    /* (B,C) classification: last valid token of each row */
-  float *logits;                    /* (N,V) or (B,NL) */
-  float *lse;                       /* (N) or (B) logsumexp of the rows with a loss */
+  float *logits;                    /* (B,NL) classification only */
+  float *lse;                       /* (B) classification: logsumexp of the rows with a loss */
+  float *hscratch;                  /* LM: lm_head_xent's (hR,V) logits + 2 (hR,C) */
+  float *tlp;                       /* (N) LM: log p(target), NaN on rows without one */
+  int hR;                           /* LM: rows per head chunk */
   float *rope_cos, *rope_sin;       /* (T,HD/2) */
   /* backward scratch */
   float *dres, *dln;   /* (N,C) */
-  float *dlnc;         /* (N,C) LM head: input gradient of the rows with a loss, packed */
   float *datty;        /* (N,QD) */
   float *dq, *dk, *dv; /* fused: into one (N,3C) block; else (N,QD) (N,KD) (N,KD) */
   float *dqpre, *dkpre; /* (N,QD) (N,KD) gradients before q_norm/k_norm (has_qk_norm) */
   float *dff1, *dff2;  /* (N,FF) */
   float *datt;         /* (T,T) */
-  float *dlogits;      /* like logits */
+  float *dlogits;      /* (B,NL) classification */
   float *dpooled;      /* (B,C) */
   float *dh;           /* (N,r) */
   float *dxd;          /* (N,max in) with dropout */
@@ -383,16 +385,19 @@ static void build_acts(ft_model *m, int pass) {
   m->lnf = take(m, pass, N * C);
   m->lnf_mean = take(m, pass, N);
   m->lnf_rstd = take(m, pass, N);
-  size_t nlog = m->task == FT_TASK_CAUSAL_LM ? N * (size_t)m->V : B * (size_t)m->NL;
-  m->logits = take(m, pass, nlog);
-  m->lse = take(m, pass, N);
-  m->pooled = m->task == FT_TASK_CLASSIFY ? take(m, pass, B * C) : NULL;
+  /* LM: the head runs in chunks of hR rows (lm_head_xent), never (N,V) */
+  int lm = m->task == FT_TASK_CAUSAL_LM;
+  m->hR = lm_head_rows((int)N, m->V);
+  m->hscratch = lm ? take(m, pass, lm_head_scratch(m->hR, m->C, m->V)) : NULL;
+  m->tlp = lm ? take(m, pass, N) : NULL;
+  m->logits = lm ? NULL : take(m, pass, B * (size_t)m->NL);
+  m->lse = lm ? NULL : take(m, pass, B);
+  m->pooled = lm ? NULL : take(m, pass, B * C);
   int rope = A->pos == FT_POS_ROPE;
   m->rope_cos = rope ? take(m, pass, T * (size_t)m->HD / 2) : NULL;
   m->rope_sin = rope ? take(m, pass, T * (size_t)m->HD / 2) : NULL;
   if (!tr) return;
   m->dres = take(m, pass, N * C);
-  m->dlnc = m->task == FT_TASK_CAUSAL_LM ? take(m, pass, N * C) : NULL;
   m->dln = take(m, pass, N * C);
   m->datty = take(m, pass, N * QD);
   m->dq = take(m, pass, N * (QD + 2 * KD));
@@ -408,8 +413,8 @@ static void build_acts(ft_model *m, int pass) {
   m->dff1 = take(m, pass, N * FF);
   m->dff2 = take(m, pass, N * FF);
   m->datt = take(m, pass, T * T);
-  m->dlogits = take(m, pass, nlog);
-  m->dpooled = m->task == FT_TASK_CLASSIFY ? take(m, pass, B * C) : NULL;
+  m->dlogits = lm ? NULL : take(m, pass, B * (size_t)m->NL);
+  m->dpooled = lm ? NULL : take(m, pass, B * C);
   m->dh = m->has_lora ? take(m, pass, N * (size_t)m->lora.r) : NULL;
   m->dxd = drop ? take(m, pass, N * max_in) : NULL;
 }
@@ -453,6 +458,12 @@ static int check_config(const ft_config *c, ft_task task, ft_method method, cons
                           "llama3 rope_scaling needs 0 < low_freq_factor < high_freq_factor and "
                           "original_max_position_embeddings > 0");
   }
+  if (!(c->final_softcap >= 0.0f && c->final_softcap < INFINITY))
+    return ft_error_set(err, FT_EFORMAT, "final_logit_softcapping",
+                        "final_logit_softcapping must be a positive number");
+  if (c->final_softcap > 0.0f && !a->logit_softcap)
+    return ft_error_set(err, FT_EUNSUPPORTED, "final_logit_softcapping",
+                        "final_logit_softcapping is not supported for %s", a->model_type);
   if (B < 1 || T < 1) return ft_error_set(err, FT_ESHAPE, "batch", "batch size %d x %d", B, T);
   if (a->pos == FT_POS_LEARNED && T > c->max_position)
     return ft_error_set(err, FT_ESHAPE, "n_positions", "sequence length %d exceeds n_positions %d",
@@ -589,11 +600,31 @@ size_t model_num_trainable(const ft_model *m) {
   return n;
 }
 
+size_t model_activation_bytes(const ft_model *m) { return sizeof(float) * m->a_n; }
+
 void model_zero_grad(ft_model *m) {
   if (m->gblock) memset(m->gblock, 0, sizeof(float) * m->g_n);
 }
 
 const float *model_logits(const ft_model *m) { return m->logits; }
+
+const float *model_target_logprobs(const ft_model *m) { return m->tlp; }
+
+int model_lm_logits(const ft_model *m, int row0, int n, float *out) {
+  int T = m->fw_T, V = m->V;
+  if (m->task != FT_TASK_CAUSAL_LM || row0 < 0 || n < 0 || row0 + n > m->fw_B * T)
+    return FT_EINVALID;
+  for (int i = row0; i < row0 + n; i++) {
+    float *o = out + (size_t)(i - row0) * V;
+    if (i % T >= m->lens[i / T]) {
+      memset(o, 0, sizeof(float) * V);
+      continue;
+    }
+    linear_forward(o, m->lnf + (size_t)i * m->C, m->head.w, NULL, 1, m->C, V, 0);
+    if (m->cfg.final_softcap > 0.0f) softcap_forward(o, (size_t)V, m->cfg.final_softcap);
+  }
+  return 0;
+}
 
 void model_last_counts(const ft_model *m, long *n_trained, long *n_correct) {
   if (n_trained) *n_trained = m->n_trained;
@@ -782,7 +813,32 @@ static int check_batch(const ft_model *m, const ft_batch *b) {
   return 0;
 }
 
-int model_forward(ft_model *m, const ft_batch *b, int training, uint64_t rng_seed, float *loss) {
+static int below_head_backward(ft_model *m);
+
+/* The LM head over the last forward's rows (lm_head_xent): loss, counts and
+ * log p(target); with grad, the head's gradients for gscale * mean loss too
+ * (dln (N,C) written, the head weight's gradient accumulated). */
+static double lm_head(ft_model *m, int grad, float gscale) {
+  int N = m->fw_B * m->fw_T;
+  ft_xent_sums sums = {0};
+  ft_head_rows rows = {.lp = m->tlp};
+  float *dx = grad && m->below_head ? m->dln : NULL, *dw = grad ? m->head.dw : NULL;
+  long n = 0;
+  for (int i = 0; i < N; i++) {
+    m->tlp[i] = NAN;
+    n += m->targets[i] >= 0;
+  }
+  if (dx) memset(dx, 0, sizeof(float) * (size_t)N * m->C);
+  lm_head_xent(&sums, &rows, dx, dw, m->hscratch, m->lnf, m->targets, m->head.w, N, m->C, m->V,
+               m->hR, m->cfg.final_softcap, n ? gscale / (float)n : 0.0f);
+  m->n_trained = sums.n;
+  m->n_correct = sums.correct;
+  return sums.loss;
+}
+
+/* model_forward, and with grad also the head's part of model_backward(gscale) */
+static int forward(ft_model *m, const ft_batch *b, int training, uint64_t rng_seed, float *loss,
+                   int grad, float gscale) {
   if (loss) *loss = 0.0f;
   m->fw_train = 0;
   int rc = check_batch(m, b);
@@ -801,8 +857,9 @@ int model_forward(ft_model *m, const ft_batch *b, int training, uint64_t rng_see
     if (b->pos) m->pos[i] = in ? b->pos[i] : i % T;
     if (b->seg) m->seg[i] = b->seg[i];
   }
-  if (m->task == FT_TASK_CAUSAL_LM) {
-    for (int i = 0; i < N; i++) m->targets[i] = b->targets ? b->targets[i] : -1;
+  if (m->task == FT_TASK_CAUSAL_LM) { /* no target on padding */
+    for (int i = 0; i < N; i++)
+      m->targets[i] = b->targets && i % T < m->lens[i / T] ? b->targets[i] : -1;
   } else {
     for (int i = 0; i < B; i++) m->labels[i] = b->labels ? b->labels[i] : -1;
   }
@@ -829,23 +886,9 @@ int model_forward(ft_model *m, const ft_batch *b, int training, uint64_t rng_see
   double sum = 0.0;
   long n = 0, correct = 0;
   if (m->task == FT_TASK_CAUSAL_LM) {
-    int V = m->V;
-    /* the valid rows of each sequence only; padded rows read as zeros */
-    for (int r = 0; r < B; r++) {
-      size_t o = (size_t)r * T, L = (size_t)m->lens[r];
-      linear_forward(m->logits + o * V, m->lnf + o * C, m->head.w, NULL, (int)L, C, V, 0);
-      memset(m->logits + (o + L) * V, 0, sizeof(float) * (T - L) * V);
-    }
-    for (int i = 0; i < N; i++) {
-      int t = m->targets[i];
-      if (t < 0 || i % T >= m->lens[i / T]) continue;
-      const float *row = m->logits + (size_t)i * V;
-      float lse = logsumexp(row, V);
-      m->lse[i] = lse;
-      sum += (double)lse - row[t];
-      n++;
-      correct += argmax(row, V) == t;
-    }
+    sum = lm_head(m, grad, gscale);
+    n = m->n_trained;
+    correct = m->n_correct;
   } else {
     int NL = m->NL;
     for (int i = 0; i < B; i++)
@@ -868,6 +911,25 @@ int model_forward(ft_model *m, const ft_batch *b, int training, uint64_t rng_see
   if (loss) *loss = n ? (float)(sum / n) : 0.0f;
   m->fw_train = training ? 1 : 0;
   return 0;
+}
+
+int model_forward(ft_model *m, const ft_batch *b, int training, uint64_t rng_seed, float *loss) {
+  return forward(m, b, training, rng_seed, loss, 0, 0.0f);
+}
+
+int model_forward_backward(ft_model *m, const ft_batch *b, uint64_t rng_seed, float scale,
+                           float *loss) {
+  if (!m->training) {
+    if (loss) *loss = 0.0f;
+    return FT_EBAD_STATE;
+  }
+  if (m->task != FT_TASK_CAUSAL_LM) {
+    int rc = model_forward(m, b, 1, rng_seed, loss);
+    return rc ? rc : model_backward(m, scale);
+  }
+  int rc = forward(m, b, 1, rng_seed, loss, 1, scale);
+  if (rc || m->n_trained == 0) return rc;
+  return below_head_backward(m);
 }
 
 /* ---- backward ---- */
@@ -950,27 +1012,9 @@ int model_backward(ft_model *m, float scale) {
   int below = m->below_head;
   if (below) memset(m->dln, 0, sizeof(float) * (size_t)N * C);
   if (m->task == FT_TASK_CAUSAL_LM) {
-    /* Only rows with a loss have a gradient: pack them (dlogits and, in dres,
-     * their lnf rows) so the two big GEMMs skip prompt and padding rows. */
-    int V = m->V, nt = 0;
-    for (int i = 0; i < N; i++) {
-      int t = m->targets[i];
-      if (t < 0 || i % T >= m->lens[i / T]) continue;
-      float *d = m->dlogits + (size_t)nt * V;
-      softmax_scaled(d, m->logits + (size_t)i * V, m->lse[i], s, V);
-      d[t] -= s;
-      memcpy(m->dres + (size_t)nt * C, m->lnf + (size_t)i * C, sizeof(float) * C);
-      nt++;
-    }
-    if (below) memset(m->dlnc, 0, sizeof(float) * (size_t)nt * C);
-    linear_backward(below ? m->dlnc : NULL, m->head.dw, NULL, m->dlogits, m->dres, m->head.w, nt, C,
-                    V, 0);
-    if (below)
-      for (int i = 0, k = 0; i < N; i++) {
-        int t = m->targets[i];
-        if (t < 0 || i % T >= m->lens[i / T]) continue;
-        memcpy(m->dln + (size_t)i * C, m->dlnc + (size_t)k++ * C, sizeof(float) * C);
-      }
+    /* the head's logits again, chunk by chunk (model_forward_backward does
+     * without this second pass) */
+    lm_head(m, 1, scale);
   } else {
     int NL = m->NL;
     for (int i = 0; i < B; i++) {
@@ -991,8 +1035,13 @@ int model_backward(ft_model *m, float scale) {
         memcpy(m->dln + ((size_t)i * T + m->lens[i] - 1) * C, m->dpooled + (size_t)i * C,
                sizeof(float) * C);
   }
-  if (!below) return 0;
+  return below ? below_head_backward(m) : 0;
+}
 
+/* Backward from d(final norm output) in dln down to the embeddings. */
+static int below_head_backward(ft_model *m) {
+  int T = m->fw_T, N = m->fw_B * T, C = m->C;
+  if (!m->below_head) return 0;
   const float *xl = m->L ? m->la[m->L - 1].res3 : m->x0;
   memset(m->dres, 0, sizeof(float) * (size_t)N * C);
   norm_backward(m, m->dres, m->dnfw, m->dnfb, m->dln, xl, m->nfw, m->lnf_mean, m->lnf_rstd, N);

@@ -42,6 +42,8 @@ typedef struct {
   int tie_embeddings;    /* lm_head shares the token embedding */
   int attention_bias;    /* q/k/v biases (and the output's when arch->o_bias) */
   int mlp_bias;          /* GPT-2: 1 */
+  float final_softcap;   /* LM logits = cap * tanh(logits / cap) (final_logit_softcapping);
+                            0: off. Only where arch->logit_softcap. */
   int bos_token_id, eos_token_id, pad_token_id; /* -1 when absent */
   /* classification */
   int num_labels;                      /* 0 for causal LM */
@@ -113,6 +115,7 @@ const ft_config *model_config(const ft_model *m);
 ft_param *model_params(ft_model *m, size_t *n);       /* the whole table */
 ft_param *model_param(ft_model *m, const char *name); /* by HF name, NULL if none */
 size_t model_num_trainable(const ft_model *m);        /* elements */
+size_t model_activation_bytes(const ft_model *m);     /* the activation block, as sized */
 
 /* Random initialisation of every tensor, as HF does for the architecture
  * (normal(0, 0.02), residual projections scaled for GPT-2, norms at 1, biases
@@ -127,13 +130,28 @@ void model_init_trainable(ft_model *m, uint64_t seed);
  * dropout uses rng_seed. Returns FT_ESHAPE if batch exceeds B x T. */
 int model_forward(ft_model *m, const ft_batch *b, int training, uint64_t rng_seed, float *loss);
 /* After model_forward(training=1): accumulates (+=) d(scale * loss)/dparam
- * into the gradients of the trainable tensors. */
+ * into the gradients of the trainable tensors. A causal LM computes its
+ * head's logits again for it, chunk by chunk. */
 int model_backward(ft_model *m, float scale);
+/* model_forward(training=1) then model_backward(scale), with the LM head's
+ * forward and backward fused (each chunk of logits made once): what a
+ * training step runs. */
+int model_forward_backward(ft_model *m, const ft_batch *b, uint64_t rng_seed, float scale,
+                           float *loss);
 void model_zero_grad(ft_model *m);
 
-/* The logits of the last forward: (B,T,V) for LM (rows t >= lens[b] are
- * zero), (B,num_labels) for classification. Valid until the next forward. */
+/* Classification: the logits of the last forward, (B,num_labels); valid
+ * until the next forward. NULL for a causal LM, whose (B,T,V) logits never
+ * exist at once (the head runs in chunks of rows, nn/layers.h lm_head_xent). */
 const float *model_logits(const ft_model *m);
+/* Causal LM, the last forward's log p(target) of every row (B*T): NaN where
+ * the row has no target (-1 or padding). Valid until the next forward. */
+const float *model_target_logprobs(const ft_model *m);
+/* Causal LM, for tools and tests that need a few rows' full logits: rows
+ * row0..row0+n-1 of the last forward's B*T (row-major (B,T)) into out
+ * (n,V), softcapped as the loss sees them; rows t >= lens[b] are zero.
+ * FT_EINVALID for a classifier or rows outside the batch. */
+int model_lm_logits(const ft_model *m, int row0, int n, float *out);
 /* Per-batch statistics of the last forward: number of trained tokens (LM) or
  * rows (classification) and how many were predicted right (argmax). */
 void model_last_counts(const ft_model *m, long *n_trained, long *n_correct);

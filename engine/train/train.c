@@ -480,8 +480,7 @@ static int one_step(run *r, long first, long ng, int *skipped) {
     int rc = batcher_get(r->tb, r->st.epoch, i, &b, &nt);
     if (rc) return rc;
     r->st.rng = rng_mix(r->st.rng, 1); /* one dropout seed per micro-batch */
-    if ((rc = model_forward(r->m, &b, 1, r->st.rng, &loss))) return rc;
-    if ((rc = model_backward(r->m, scale))) return rc;
+    if ((rc = model_forward_backward(r->m, &b, r->st.rng, scale, &loss))) return rc;
     model_last_counts(r->m, &t, &c);
     if (!isfinite(loss)) finite = 0;
     sum += (double)loss * (double)t;

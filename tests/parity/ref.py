@@ -99,6 +99,8 @@ class Config:
         mt = d["model_type"]
         self.model_type = mt
         self.arch = "gpt2" if mt == "gpt2" else "llama"
+        # Gemma2ForCausalLM: logits = tanh(logits / cap) * cap (None: off)
+        self.softcap = d.get("final_logit_softcapping")
         if mt == "gpt2":
             self.C = d["n_embd"]
             self.L = d["n_layer"]
@@ -416,8 +418,14 @@ class Model(nn.Module):
         h = self.trunk()(tokens, lens, pos, seg)
         if self.task == "lm":
             if self.c.tie:
-                return F.linear(h, self.embedding_weight())
-            return self.lm_head(h)
+                logits = F.linear(h, self.embedding_weight())
+            else:
+                logits = self.lm_head(h)
+            if self.c.softcap is not None:  # as Gemma2ForCausalLM.forward
+                logits = logits / self.c.softcap
+                logits = torch.tanh(logits)
+                logits = logits * self.c.softcap
+            return logits
         logits = self.score(h)  # HF scores every position, then pools
         return logits[torch.arange(h.shape[0]), lens - 1]
 

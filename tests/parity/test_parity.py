@@ -29,7 +29,13 @@ same float32 weights, and compares:
     GQA (full and LoRA), Qwen2 and Mistral LM: the same comparisons against
     the reference given position_ids and the block-diagonal mask;
   - a LoRA model merged (model_merge_lora), saved and reloaded as a full
-    model gives the LoRA model's logits (float32 tolerance).
+    model gives the LoRA model's logits (float32 tolerance);
+  - final_logit_softcapping (Gemma 2's logits = cap * tanh(logits / cap))
+    forced on Llama tied (full) and Llama GQA (LoRA) with parity_dump
+    --softcap: the same comparisons against the reference with the cap.
+The first forward/backward runs model_forward + model_backward (the LM head's
+logits made again in backward), the AdamW steps model_forward_backward (the
+fused head training runs).
 
 Tolerances. The engine computes in float32, the reference in float64 from the
 same float32 weights, so the reference's own error is negligible and the
@@ -236,6 +242,11 @@ ALLOC = {("gpt2", "lm", "full"): "4x24", ("llama-gqa", "cls", "lora"): "5x32",
 MERGE = {("gpt2", "lm", "lora"), ("llama-gqa", "cls", "lora"), ("mistral-hd", "lm", "lora"),
          ("qwen3", "lm", "lora"), ("llama3-rope", "lm", "lora")}
 PAD_JUNK = {("gpt2", "lm", "full"), ("llama-gqa", "cls", "full")}
+# final_logit_softcapping forced on a family that does not carry it (parity_dump
+# --softcap; the config.json on disk leaves it out), a cap that bends these
+# logits (|logit| up to ~10 and ~2.6) without saturating them: (arch, "lm", method, "softcap")
+SOFTCAP = 3.0
+SOFTCAP_RUNS = [("llama-tied", "lm", "full", "softcap"), ("llama-gqa", "lm", "lora", "softcap")]
 # packed-row runs: (arch, "lm", method, "packed")
 PACKED_RUNS = [("gpt2", "lm", "full", "packed"), ("llama-gqa", "lm", "full", "packed"),
                ("llama-gqa", "lm", "lora", "packed"), ("qwen2", "lm", "full", "packed"),
@@ -436,19 +447,22 @@ def main():
     tmp = tempfile.mkdtemp(prefix="ft-parity.")
     t_start = time.time()
     try:
-        for i, run in enumerate(RUNS + PACKED_RUNS):
+        for i, run in enumerate(RUNS + PACKED_RUNS + SOFTCAP_RUNS):
             arch, task, method = run[:3]
-            packed = len(run) > 3
-            tag = f"{arch}/{task}/{method}" + (" packed" if packed else "")
+            packed = len(run) > 3 and run[3] == "packed"
+            capped = len(run) > 3 and run[3] == "softcap"
+            tag = f"{arch}/{task}/{method}" + (" packed" if packed else "") + (
+                f" softcap {SOFTCAP}" if capped else "")
             cfgd = config_json(arch, task)
-            c = ref.Config(cfgd)
+            c = ref.Config(dict(cfgd, final_logit_softcapping=SOFTCAP) if capped else cfgd)
             model = ref.Model(c, task, torch.float64)
             targets = LORA_TARGETS[arch][0 if task == "lm" else 1]
             if method == "lora":
                 model.add_lora(targets.split(","), LORA_R, LORA_ALPHA)
             w = ref.random_weights(model, seed=1000 + i)
             model.load(w)
-            d = os.path.join(tmp, f"{arch}-{task}-{method}" + ("-packed" if packed else ""))
+            d = os.path.join(tmp, f"{arch}-{task}-{method}" + ("-packed" if packed else "") +
+                             ("-softcap" if capped else ""))
             os.makedirs(d)
             with open(os.path.join(d, "config.json"), "w") as f:
                 json.dump(cfgd, f, indent=2)
@@ -472,6 +486,8 @@ def main():
             if steps:
                 args += ["--adamw-steps", str(steps), "--lr", repr(LR), "--wd", repr(WD),
                          "--clip", repr(want["clip"])]
+            if capped:
+                args += ["--softcap", repr(SOFTCAP)]
             if run in ALLOC:
                 args += ["--alloc", ALLOC[run]]
                 tag += " (alloc " + ALLOC[run] + ")"

@@ -26,7 +26,7 @@
  * wall time on a shared machine (with OPENBLAS_NUM_THREADS=1 it excludes
  * waiting). One untimed step on a full-size batch of each mode first touches
  * all activation memory.
- * usage: bench_train gpt2|smollm full|lora [--B 4 --T 256 --warmup 1 --steps 3]
+ * usage: bench_train gpt2|smollm|base8m full|lora [--B 4 --T 256 --warmup 1 --steps 3]
  *        [--short-epoch N] */
 #include <cblas.h>
 #include <jansson.h>
@@ -73,6 +73,19 @@ static void shape_config(ft_config *c, const char *which) {
     c->norm_eps = 1e-5f;
     c->tie_embeddings = 1;
     c->attention_bias = 1;
+  } else if (!strcmp(which, "base8m")) { /* models/base-8m: small, vocab 8192, tied */
+    snprintf(c->model_type, sizeof c->model_type, "llama");
+    c->vocab_size = 8192;
+    c->hidden_size = 256;
+    c->n_layer = 8;
+    c->n_head = 8;
+    c->n_kv_head = 4;
+    c->head_dim = 32;
+    c->intermediate_size = 688;
+    c->max_position = 512;
+    c->norm_eps = 1e-5f;
+    c->rope_theta = 10000.0f;
+    c->tie_embeddings = 1;
   } else { /* SmolLM-135M */
     snprintf(c->model_type, sizeof c->model_type, "llama");
     c->vocab_size = 49152;
@@ -145,8 +158,7 @@ static int run_epoch(ft_model *m, optim *opt, const ft_dataset *d, const ft_batc
     float loss = 0;
     batcher_get(bt, 0, i, &b, &nt);
     model_zero_grad(m);
-    int rc = model_forward(m, &b, 1, (uint64_t)i, &loss);
-    if (!rc) rc = model_backward(m, 1.0f);
+    int rc = model_forward_backward(m, &b, (uint64_t)i, 1.0f, &loss);
     if (rc) {
       fprintf(stderr, "bench_train: step failed: %s\n", ft_err_message(rc));
       batcher_free(bt);
@@ -228,7 +240,7 @@ static int short_epoch(ft_model *m, optim *opt, const ft_config *cfg, int B, int
 int main(int argc, char **argv) {
   if (argc < 3) {
     fprintf(stderr,
-            "usage: bench_train gpt2|smollm full|lora [--B n --T n --warmup n --steps n]\n");
+            "usage: bench_train gpt2|smollm|base8m full|lora [--B n --T n --warmup n --steps n]\n");
     return 2;
   }
   const char *which = argv[1], *method_s = argv[2];
@@ -250,7 +262,11 @@ int main(int argc, char **argv) {
   ft_config cfg;
   shape_config(&cfg, which);
   ft_lora lora = {.r = 8, .alpha = 16, .dropout = 0};
-  lora.targets = arch_lora_bits(arch_find(cfg.model_type), arch_find(cfg.model_type)->lora_default);
+  char names[128]; /* the family's default target_modules, comma-separated */
+  snprintf(names, sizeof names, "%s", arch_find(cfg.model_type)->lora_default);
+  lora.targets = 0;
+  for (char *save, *t = strtok_r(names, ",", &save); t; t = strtok_r(NULL, ",", &save))
+    lora.targets |= arch_lora_bits(arch_find(cfg.model_type), t);
 
   ft_error err = {0};
   ft_model *m = NULL;
@@ -300,8 +316,7 @@ int main(int argc, char **argv) {
   for (int k = 0; k < warmup + steps; k++) {
     double t0 = now();
     model_zero_grad(m);
-    int rc = model_forward(m, &batch, 1, (uint64_t)k, &loss);
-    if (!rc) rc = model_backward(m, 1.0f);
+    int rc = model_forward_backward(m, &batch, (uint64_t)k, 1.0f, &loss);
     if (rc) {
       fprintf(stderr, "bench_train: step failed: %s\n", ft_err_message(rc));
       return 1;

@@ -168,14 +168,18 @@ typedef struct {
   int steps;
   float lr, wd, clip;
   int alloc_B, alloc_T; /* model_new's B x T; 0: the batch's */
+  float softcap;        /* > 0: final_logit_softcapping forced on the family (a test-only copy
+                           of its row with logit_softcap set) */
 } opts;
 
 static void usage(void) {
   fprintf(stderr,
           "usage: parity_dump MODEL_DIR BATCH.safetensors OUT.safetensors [--task lm|cls]\n"
-          "         [--method full|lora|head] [--lora-r N --lora-alpha A --lora-targets q_proj,v_proj]\n"
+          "         [--method full|lora|head] [--lora-r N --lora-alpha A --lora-targets "
+          "q_proj,v_proj]\n"
           "         [--adamw-steps K --lr X --wd Y --clip Z] [--save-reload DIR]\n"
-          "         [--alloc BxT]   (model allocated for BxT, larger than the batch)\n");
+          "         [--alloc BxT]   (model allocated for BxT, larger than the batch)\n"
+          "         [--softcap CAP] (final_logit_softcapping forced on, whatever the family)\n");
   exit(2);
 }
 
@@ -225,13 +229,15 @@ static void parse_args(int argc, char **argv, opts *o) {
       o->clip = strtof(v, NULL);
     } else if (!strcmp(a, "--alloc")) {
       if (sscanf(v, "%dx%d", &o->alloc_B, &o->alloc_T) != 2) usage();
+    } else if (!strcmp(a, "--softcap")) {
+      o->softcap = strtof(v, NULL);
     } else if (!strcmp(a, "--save-reload")) {
       o->save_dir = v;
     } else {
       usage();
     }
   }
-  if (pos != 3) usage();
+  if (pos != 3 || (o->softcap > 0 && o->save_dir)) usage(); /* the forced cap is not saved */
 }
 
 static void set_lora_targets(opts *o, const ft_arch *arch) {
@@ -291,6 +297,18 @@ static size_t logits_numel(const ft_config *cfg, ft_task task, int B, int T) {
                                    : (size_t)B * cfg->num_labels;
 }
 
+/* The last forward's full logits, malloc'd: an LM's through model_lm_logits
+ * (the training path never holds them all), a classifier's as they are. */
+static float *full_logits(const ft_model *m, ft_task task, int B, int T) {
+  size_t n = logits_numel(model_config(m), task, B, T);
+  float *out = xmalloc(n * sizeof *out);
+  if (task == FT_TASK_CLASSIFY)
+    memcpy(out, model_logits(m), n * sizeof *out);
+  else if (model_lm_logits(m, 0, B * T, out))
+    die("model_lm_logits", &(ft_error){.code = FT_EINVALID});
+  return out;
+}
+
 static void out_logits(outset *out, const char *name, const float *logits,
                        const ft_config *cfg, ft_task task, int B, int T) {
   if (task == FT_TASK_CAUSAL_LM) {
@@ -339,6 +357,13 @@ int main(int argc, char **argv) {
 
   ft_config cfg;
   if (hf_config_load(&cfg, o.model_dir, &err)) die("hf_config_load", &err);
+  static ft_arch capped; /* the family's row with the flag set, for this process only */
+  if (o.softcap > 0) {
+    capped = *cfg.arch;
+    capped.logit_softcap = 1;
+    cfg.arch = &capped;
+    cfg.final_softcap = o.softcap;
+  }
   if (o.method == FT_METHOD_LORA) set_lora_targets(&o, cfg.arch);
   ft_model *m = load_model(&o, &cfg, o.alloc_B ? o.alloc_B : B, o.alloc_T ? o.alloc_T : T,
                            o.model_dir);
@@ -350,7 +375,9 @@ int main(int argc, char **argv) {
   model_zero_grad(m);
   int rc = model_forward(m, &batch, 1, 0, &loss);
   if (rc) die("model_forward", &(ft_error){.code = rc});
-  out_logits(&out, "logits", model_logits(m), mc, o.task, B, T);
+  float *lg = full_logits(m, o.task, B, T);
+  out_logits(&out, "logits", lg, mc, o.task, B, T);
+  free(lg);
   out_scalars(&out, "loss", &loss, 1);
   long n_trained = 0, n_correct = 0;
   model_last_counts(m, &n_trained, &n_correct);
@@ -360,7 +387,8 @@ int main(int argc, char **argv) {
   if (rc) die("model_backward", &(ft_error){.code = rc});
   out_params(&out, m, "grad", 1);
 
-  /* K AdamW steps on the same batch */
+  /* K AdamW steps on the same batch, as training runs them (the LM head's
+   * forward and backward fused) */
   if (o.steps > 0) {
     optim *opt = NULL;
     if (optim_new(&opt, m, o.wd, &err)) die("optim_new", &err);
@@ -368,8 +396,7 @@ int main(int argc, char **argv) {
     float *norms = xmalloc((size_t)o.steps * sizeof *norms);
     for (int k = 0; k < o.steps; k++) {
       model_zero_grad(m);
-      rc = model_forward(m, &batch, 1, (uint64_t)k, &losses[k]);
-      if (!rc) rc = model_backward(m, 1.0f);
+      rc = model_forward_backward(m, &batch, (uint64_t)k, 1.0f, &losses[k]);
       if (rc) die("step", &(ft_error){.code = rc});
       norms[k] = optim_clip_grad_norm(opt, o.clip);
       optim_step(opt, o.lr);
@@ -386,10 +413,8 @@ int main(int argc, char **argv) {
   /* save with the engine's writer, load back, compare inference logits */
   if (o.save_dir) {
     float l0 = 0, l1 = 0;
-    size_t nl = logits_numel(mc, o.task, B, T);
     if ((rc = model_forward(m, &batch, 0, 0, &l0))) die("model_forward", &(ft_error){.code = rc});
-    float *before = xmalloc(nl * sizeof *before);
-    memcpy(before, model_logits(m), nl * sizeof *before);
+    float *before = full_logits(m, o.task, B, T);
     if (o.method == FT_METHOD_LORA) model_merge_lora(m);
     if (hf_save_model(m, o.task, NULL, o.save_dir, &err)) die("hf_save_model", &err);
     ft_config cfg2;
@@ -401,7 +426,9 @@ int main(int argc, char **argv) {
     if ((rc = model_forward(m2, &batch, 0, 0, &l1)))
       die("model_forward (saved)", &(ft_error){.code = rc});
     out_logits(&out, "logits_before", before, mc, o.task, B, T);
-    out_logits(&out, "logits_reloaded", model_logits(m2), mc, o.task, B, T);
+    float *after = full_logits(m2, o.task, B, T);
+    out_logits(&out, "logits_reloaded", after, mc, o.task, B, T);
+    free(after);
     float ls[2] = {l0, l1};
     out_scalars(&out, "loss_before_reloaded", ls, 2);
     free(before);

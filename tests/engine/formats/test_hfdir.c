@@ -283,6 +283,16 @@ static void test_config_errors(void) {
                   "\"low_freq_factor\":1.0,\"high_freq_factor\":4.0,"
                   "\"original_max_position_embeddings\":8192,\"rope_theta\":500000.0}"),
              0, ""); /* transformers 5's spelling */
+  /* final_logit_softcapping: null is off; a number only where the family's
+   * row allows it (none of these) */
+  expect_cfg(edit(smollm_cfg, "\"rope_scaling\":null",
+                  "\"rope_scaling\":null,\"final_logit_softcapping\":null"),
+             0, "");
+  expect_cfg(edit(smollm_cfg, "\"rope_scaling\":null",
+                  "\"rope_scaling\":null,\"final_logit_softcapping\":30.0"),
+             FT_EUNSUPPORTED, "final_logit_softcapping");
+  expect_cfg(edit(gpt2_cfg, "\"n_embd\":768", "\"n_embd\":768,\"final_logit_softcapping\":30"),
+             FT_EUNSUPPORTED, "final_logit_softcapping");
   /* qwen3: a sliding window, per-layer sliding attention, the MoE model */
   expect_cfg(edit(qwen3_cfg, "\"use_sliding_window\":false", "\"use_sliding_window\":true"),
              FT_EUNSUPPORTED, "use_sliding_window");
@@ -354,6 +364,34 @@ static void test_config_classifier(void) {
            "\"LlamaForSequenceClassification\"],\"problem_type\":"
            "\"regression\",\"x\":[0");
   expect_cfg(t, FT_EUNSUPPORTED, "problem_type");
+}
+
+/* A family that may carry final_logit_softcapping (here llama's row with the
+ * flag forced on, until gemma3_text's row sets it) writes it, null when off;
+ * a row without the flag cannot write one. (Reading a number back needs a
+ * table row with the flag: gemma3_text's test will do it.) */
+static void test_config_softcap(void) {
+  ft_config a, b;
+  ft_error e;
+  CHECK_EQ_INT(parse_cfg(smollm_cfg, &a, &e), 0);
+  CHECK(a.final_softcap == 0.0f);
+  a.final_softcap = 30.0f;
+  json_t *j = NULL;
+  CHECK_EQ_INT(hf_config_to_json(&a, FT_TASK_CAUSAL_LM, &j, &e), FT_EINVALID);
+  CHECK(!strcmp(e.param, "final_logit_softcapping"));
+  static ft_arch capped;
+  capped = *a.arch;
+  capped.logit_softcap = 1;
+  a.arch = &capped;
+  CHECK_EQ_INT(hf_config_to_json(&a, FT_TASK_CAUSAL_LM, &j, &e), 0);
+  CHECK(j && json_real_value(json_object_get(j, "final_logit_softcapping")) == 30.0);
+  json_decref(j);
+  a.final_softcap = 0.0f;
+  CHECK_EQ_INT(hf_config_to_json(&a, FT_TASK_CAUSAL_LM, &j, &e), 0);
+  CHECK(j && json_is_null(json_object_get(j, "final_logit_softcapping")));
+  CHECK_EQ_INT(hf_config_parse(&b, j, &e), 0); /* null: off, accepted by llama */
+  CHECK(b.final_softcap == 0.0f);
+  json_decref(j);
 }
 
 static void test_config_save_load(void) {
@@ -941,6 +979,7 @@ int main(void) {
   RUN(test_config_errors);
   RUN(test_config_classifier);
   RUN(test_config_save_load);
+  RUN(test_config_softcap);
   RUN(test_weights_round_trip);
   RUN(test_weights_gpt2_names);
   RUN(test_weights_sharded);

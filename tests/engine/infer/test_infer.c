@@ -47,7 +47,10 @@ static float *full_logits(const char *dir, const int32_t *ids, int n, int *V) {
   if (model_forward(m, &b, 0, 0, &loss) == 0) {
     *V = cfg.vocab_size;
     out = malloc((size_t)n * cfg.vocab_size * sizeof(float));
-    memcpy(out, model_logits(m), (size_t)n * cfg.vocab_size * sizeof(float));
+    if (model_lm_logits(m, 0, n, out)) {
+      free(out);
+      out = NULL;
+    }
   }
   free(tg);
   model_free(m);

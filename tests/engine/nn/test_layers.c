@@ -486,6 +486,120 @@ static void test_cross_entropy(void) {
   free(CE.x), free(CE.d);
 }
 
+/* ---- LM head with cross-entropy (fused, chunked) ---- */
+static struct {
+  int N, C, V, R;
+  float cap;
+  float *x, *w, *scratch;
+  int32_t *tgt;
+} HX;
+static double hx_loss(void) {
+  ft_xent_sums s = {0};
+  lm_head_xent(&s, NULL, NULL, NULL, HX.scratch, HX.x, HX.tgt, HX.w, HX.N, HX.C, HX.V, HX.R, HX.cap,
+               0.0f);
+  return s.loss;
+}
+/* The same numbers from the full logits in double: z = x W^T, capped. */
+static double hx_ref(const float *x, int i, int v) {
+  double z = 0;
+  for (int c = 0; c < HX.C; c++) z += (double)x[(size_t)i * HX.C + c] * HX.w[(size_t)v * HX.C + c];
+  return HX.cap > 0 ? HX.cap * tanh(z / HX.cap) : z;
+}
+static void check_lm_head(float cap, int R) {
+  HX.N = 11, HX.C = 6, HX.V = 37, HX.R = R, HX.cap = cap;
+  size_t nx = (size_t)HX.N * HX.C, nw = (size_t)HX.V * HX.C;
+  HX.x = rnd(nx, -1, 1), HX.w = rnd(nw, -1.5, 1.5);
+  HX.scratch = zeros(lm_head_scratch(R, HX.C, HX.V));
+  HX.tgt = malloc(sizeof(int32_t) * HX.N);
+  for (int i = 0; i < HX.N; i++) HX.tgt[i] = i % 4 == 2 ? -1 : (int32_t)((i * 7) % HX.V);
+  /* forward against the formula: loss, counts, log p(target), top-k */
+  float lp[11];
+  int32_t top[11 * 3];
+  float toplp[11 * 3];
+  for (int i = 0; i < HX.N; i++) lp[i] = 123.0f;
+  ft_head_rows rows = {.lp = lp, .k = 3, .top_id = top, .top_lp = toplp};
+  ft_xent_sums s = {0};
+  lm_head_xent(&s, &rows, NULL, NULL, HX.scratch, HX.x, HX.tgt, HX.w, HX.N, HX.C, HX.V, R, cap,
+               0.0f);
+  double loss = 0, e = 0;
+  long n = 0, right = 0;
+  for (int i = 0; i < HX.N; i++) {
+    if (HX.tgt[i] < 0) {
+      CHECK(lp[i] == 123.0f); /* untouched */
+      continue;
+    }
+    double mx = -1e30, z = 0, zt = hx_ref(HX.x, i, HX.tgt[i]);
+    int am = 0;
+    for (int v = 0; v < HX.V; v++) {
+      double zv = hx_ref(HX.x, i, v);
+      if (zv > mx) mx = zv, am = v;
+    }
+    for (int v = 0; v < HX.V; v++) z += exp(hx_ref(HX.x, i, v) - mx);
+    double lse = mx + log(z);
+    loss += lse - zt;
+    n++;
+    right += am == HX.tgt[i];
+    e = fmax(e, fabs(lp[i] - (zt - lse)));
+    e = fmax(e, fabs(toplp[i * 3] - (mx - lse)));
+    CHECK_EQ_INT(top[i * 3], am);
+    CHECK(toplp[i * 3] >= toplp[i * 3 + 1] && toplp[i * 3 + 1] >= toplp[i * 3 + 2]);
+  }
+  CHECK(e < 1e-5);
+  CHECK_NEAR(s.loss, loss, 1e-4);
+  CHECK_EQ_INT(s.n, n);
+  CHECK_EQ_INT(s.correct, right);
+  /* backward: d(scale * loss), dw accumulated (+=), dx only on rows with a target */
+  float *dx = zeros(nx), *dw = zeros(nw);
+  for (size_t i = 0; i < nw; i++) dw[i] = 1.0f;
+  for (size_t i = 0; i < nx; i++) dx[i] = 2.0f;
+  ft_xent_sums s2 = {0};
+  lm_head_xent(&s2, NULL, dx, dw, HX.scratch, HX.x, HX.tgt, HX.w, HX.N, HX.C, HX.V, R, cap, 1.0f);
+  CHECK(s2.loss == s.loss);
+  for (size_t i = 0; i < nw; i++) dw[i] -= 1.0f;
+  for (size_t i = 0; i < nx; i++) dx[i] -= 2.0f;
+  int untouched = 1;
+  for (int i = 0; i < HX.N; i++)
+    for (int c = 0; c < HX.C && HX.tgt[i] < 0; c++) untouched &= dx[(size_t)i * HX.C + c] == 0.0f;
+  CHECK(untouched);
+  CHECK(fd_check("dx", hx_loss, HX.x, dx, nx, 1e-2f, 1e-3, 1e-2) == 0);
+  CHECK(fd_check("dw", hx_loss, HX.w, dw, nw, 1e-2f, 1e-3, 1e-2) == 0);
+  /* the scale multiplies the gradient */
+  float *dx2 = zeros(nx);
+  ft_xent_sums s3 = {0};
+  lm_head_xent(&s3, NULL, dx2, NULL, HX.scratch, HX.x, HX.tgt, HX.w, HX.N, HX.C, HX.V, R, cap,
+               0.25f);
+  double se = 0;
+  for (size_t i = 0; i < nx; i++) se = fmax(se, fabs(dx2[i] - 0.25 * dx[i]));
+  CHECK(se < 1e-6);
+  free(HX.x), free(HX.w), free(HX.scratch), free(HX.tgt), free(dx), free(dw), free(dx2);
+}
+/* chunks of 4 rows (several chunks, a partial last one), and one chunk */
+static void test_lm_head_xent(void) {
+  check_lm_head(0.0f, 4);
+  check_lm_head(0.0f, 16);
+}
+static void test_lm_head_xent_softcap(void) {
+  check_lm_head(1.5f, 4);
+  check_lm_head(1.5f, 1);
+}
+
+static void test_softcap(void) {
+  float x[2001];
+  for (int i = 0; i < 2001; i++) x[i] = (float)(i - 1000) * 0.05f; /* -50 .. 50 */
+  softcap_forward(x, 2001, 30.0f);
+  double e = 0;
+  for (int i = 0; i < 2001; i++) {
+    double want = 30.0 * tanh((double)(i - 1000) * 0.05 / 30.0);
+    e = fmax(e, fabs(x[i] - want));
+  }
+  CHECK(e < 1e-5);
+  int32_t ids[5];
+  float y[6] = {1, 3, 3, -1, 2, 3};
+  CHECK_EQ_INT(topk(y, 6, 5, ids), 5);
+  CHECK(ids[0] == 1 && ids[1] == 2 && ids[2] == 5 && ids[3] == 4 && ids[4] == 0);
+  CHECK_EQ_INT(topk(y, 2, 5, ids), 2);
+}
+
 static void test_dropout(void) {
   size_t n = 20000;
   float *x = rnd(n, 1, 2), *y = zeros(n), *mask = zeros(n), *y2 = zeros(n), *m2 = zeros(n);
@@ -536,6 +650,9 @@ static void test_matmul_transposes(void) {
 int main(void) {
   rng_init(&rng, 1234);
   RUN(test_matmul_transposes);
+  RUN(test_softcap);
+  RUN(test_lm_head_xent);
+  RUN(test_lm_head_xent_softcap);
   RUN(test_linear);
   RUN(test_linear_conv1d);
   RUN(test_layernorm);

@@ -109,6 +109,20 @@ static ft_batch make_batch(int V, int NL, uint64_t seed) {
   return b;
 }
 
+/* The full logits of m's last forward over rows (B*T of that batch), for
+ * these small models only (the model itself never holds them all): a ring
+ * of buffers, so a few results can be compared with each other. */
+static const float *lm_logits(ft_model *m, int rows) {
+  static float *ring[4];
+  static int at;
+  float *p = malloc(sizeof(float) * (size_t)rows * model_config(m)->vocab_size);
+  free(ring[at]);
+  ring[at] = p;
+  at = (at + 1) % 4;
+  CHECK(p && model_lm_logits(m, 0, rows, p) == 0);
+  return p;
+}
+
 static ft_model *G_m;
 static ft_batch G_b;
 static float loss_at(void) {
@@ -118,15 +132,28 @@ static float loss_at(void) {
   return l;
 }
 
+static float *grads_of(ft_model *m, size_t *total);
+
 /* Gradient of every trainable tensor against central differences on sampled
- * elements; frozen tensors must have no gradient. */
+ * elements; frozen tensors must have no gradient. model_forward_backward
+ * (training's fused path) gives exactly model_forward + model_backward. */
 static void grad_check(ft_model *m, const ft_batch *b) {
   G_m = m, G_b = *b;
   model_zero_grad(m);
-  float l0 = 0;
+  float l0 = 0, l1 = 0;
+  CHECK_EQ_INT(model_forward_backward(m, b, 77, 1.0f, &l1), 0);
+  size_t nf, n2;
+  float *fused = grads_of(m, &nf);
+  model_zero_grad(m);
   CHECK_EQ_INT(model_forward(m, b, 1, 77, &l0), 0);
   CHECK(isfinite(l0) && l0 > 0);
   CHECK_EQ_INT(model_backward(m, 1.0f), 0);
+  float *sep = grads_of(m, &n2);
+  CHECK(l0 == l1 && nf == n2 && nf > 0);
+  int same = 1;
+  for (size_t i = 0; i < nf && nf == n2; i++) same &= fused[i] == sep[i];
+  CHECK(same);
+  free(fused), free(sep);
   size_t n;
   ft_param *p = model_params(m, &n);
   ft_rng r;
@@ -225,6 +252,56 @@ static void test_grad_llama3_rope_full(void) {
 static void test_grad_llama_lm_head(void) {
   check_model_grads(llama_cfg(2, 0, 0), FT_TASK_CAUSAL_LM, FT_METHOD_HEAD, NULL);
 }
+/* final_logit_softcapping on a family whose row is forced to allow it (no
+ * existing family does yet); a small cap so tanh bends the random logits */
+static ft_arch capped_llama;
+static ft_config softcap_cfg(int tied) {
+  ft_config c = llama_cfg(2, tied, 0);
+  capped_llama = *arch_find("llama");
+  capped_llama.logit_softcap = 1;
+  c.arch = &capped_llama;
+  c.final_softcap = 0.5f;
+  return c;
+}
+static void test_grad_softcap_full_tied(void) {
+  check_model_grads(softcap_cfg(1), FT_TASK_CAUSAL_LM, FT_METHOD_FULL, NULL);
+}
+static void test_grad_softcap_lora(void) {
+  ft_lora l = lora_all(0.0f);
+  check_model_grads(softcap_cfg(0), FT_TASK_CAUSAL_LM, FT_METHOD_LORA, &l);
+}
+/* The logits model_lm_logits reports are the uncapped model's through
+ * cap tanh(z / cap); the cap is refused where the family's row does not
+ * allow it. */
+static void test_softcap_logits(void) {
+  ft_config c = softcap_cfg(0), raw = c;
+  raw.final_softcap = 0.0f;
+  ft_model *m = mk(c, FT_TASK_CAUSAL_LM, FT_METHOD_FULL, NULL, 0);
+  ft_model *m0 = mk(raw, FT_TASK_CAUSAL_LM, FT_METHOD_FULL, NULL, 0);
+  CHECK(m && m0);
+  if (!m || !m0) return;
+  fill_random(m, 61);
+  fill_random(m0, 61);
+  ft_batch b = make_batch(c.vocab_size, 0, 2);
+  float loss;
+  CHECK_EQ_INT(model_forward(m, &b, 0, 0, &loss), 0);
+  CHECK_EQ_INT(model_forward(m0, &b, 0, 0, &loss), 0);
+  const float *lg = lm_logits(m, TB * TT), *z = lm_logits(m0, TB * TT);
+  double mx = 0, err = 0;
+  for (size_t i = 0; i < (size_t)TB * TT * c.vocab_size; i++) {
+    mx = fmax(mx, fabs(z[i]));
+    err = fmax(err, fabs(lg[i] - 0.5 * tanh(z[i] / 0.5)));
+  }
+  CHECK(mx > 0.5); /* the cap bends these logits */
+  CHECK(err < 1e-6);
+  model_free(m);
+  model_free(m0);
+  c.arch = arch_find("llama");
+  ft_error e = {0};
+  CHECK_EQ_INT(model_new(&m, &c, FT_TASK_CAUSAL_LM, FT_METHOD_FULL, NULL, 1, 4, 0, &e),
+               FT_EUNSUPPORTED);
+  CHECK(!strcmp(e.param, "final_logit_softcapping"));
+}
 
 /* A batch smaller than allocated (2 x 5 in a 3 x 6 model), after a full-size
  * step left the scratch buffers dirty. */
@@ -319,13 +396,13 @@ static void check_packed_equals_separate(ft_config c, ft_method method, const ft
   model_zero_grad(m);
   CHECK_EQ_INT(model_forward(m, &packed, 1, 0, &lp), 0);
   float *logp = malloc(sizeof(float) * 6 * V);
-  memcpy(logp, model_logits(m), sizeof(float) * 6 * V);
+  memcpy(logp, lm_logits(m, 6), sizeof(float) * 6 * V);
   CHECK_EQ_INT(model_backward(m, 1.0f), 0);
   size_t ng, ng2;
   float *gp = grads_of(m, &ng);
   model_zero_grad(m);
   CHECK_EQ_INT(model_forward(m, &sep, 1, 0, &ls), 0);
-  const float *logs = model_logits(m);
+  const float *logs = lm_logits(m, 8);
   double e = fmax(max_diff(logp, logs, (size_t)4 * V),
                   max_diff(logp + 4 * V, logs + (size_t)4 * V, (size_t)2 * V));
   CHECK(e < 1e-5);
@@ -340,8 +417,8 @@ static void check_packed_equals_separate(ft_config c, ft_method method, const ft
   /* without pos/seg the second example sees the first: different logits */
   packed.pos = packed.seg = NULL;
   CHECK_EQ_INT(model_forward(m, &packed, 1, 0, &lu), 0);
-  CHECK(max_diff(logp + 4 * V, model_logits(m) + 4 * V, (size_t)2 * V) > 1e-3);
-  CHECK(max_diff(logp, model_logits(m), (size_t)4 * V) == 0.0); /* the first is unchanged */
+  CHECK(max_diff(logp + 4 * V, lm_logits(m, 6) + 4 * V, (size_t)2 * V) > 1e-3);
+  CHECK(max_diff(logp, lm_logits(m, 6), (size_t)4 * V) == 0.0); /* the first is unchanged */
   /* bad segments or positions inside lens are refused */
   packed.seg = pseg;
   pseg[5] = 0; /* 0 0 0 0 1 0: a segment id comes back */
@@ -391,27 +468,27 @@ static void check_lora_identities(ft_config c) {
   size_t nlog = (size_t)TB * TT * c.vocab_size;
   CHECK_EQ_INT(model_forward(base, &b, 0, 0, &l0), 0);
   CHECK_EQ_INT(model_forward(lm, &b, 0, 0, &l1), 0);
-  CHECK(max_diff(model_logits(base), model_logits(lm), nlog) == 0.0);
+  CHECK(max_diff(lm_logits(base, TB * TT), lm_logits(lm, TB * TT), nlog) == 0.0);
   CHECK(l0 == l1);
   /* with B = 0 the dropout of the adapter's input changes nothing either */
   CHECK_EQ_INT(model_forward(lm, &b, 1, 5, &l2), 0);
-  CHECK(max_diff(model_logits(base), model_logits(lm), nlog) == 0.0);
+  CHECK(max_diff(lm_logits(base, TB * TT), lm_logits(lm, TB * TT), nlog) == 0.0);
 
   /* a non-zero B changes the logits; merging reproduces them */
   fill_random(lm, 22);
   copy_base(lm, base);
   CHECK_EQ_INT(model_forward(lm, &b, 0, 0, &l1), 0);
   float *before = malloc(sizeof(float) * nlog);
-  memcpy(before, model_logits(lm), sizeof(float) * nlog);
-  CHECK(max_diff(model_logits(base), before, nlog) > 1e-3);
+  memcpy(before, lm_logits(lm, TB * TT), sizeof(float) * nlog);
+  CHECK(max_diff(lm_logits(base, TB * TT), before, nlog) > 1e-3);
   model_merge_lora(lm);
   CHECK_EQ_INT(model_forward(lm, &b, 0, 0, &l2), 0);
-  CHECK(max_diff(before, model_logits(lm), nlog) < 1e-4);
+  CHECK(max_diff(before, lm_logits(lm, TB * TT), nlog) < 1e-4);
   CHECK_NEAR(l1, l2, 1e-5);
   /* the merged weights alone give the same model */
   copy_base(base, lm);
   CHECK_EQ_INT(model_forward(base, &b, 0, 0, &l0), 0);
-  CHECK(max_diff(before, model_logits(base), nlog) < 1e-4);
+  CHECK(max_diff(before, lm_logits(base, TB * TT), nlog) < 1e-4);
   free(before);
   model_free(base);
   model_free(lm);
@@ -432,7 +509,7 @@ static void check_masking(ft_config c) {
   size_t nlog = (size_t)TB * TT * V;
   CHECK_EQ_INT(model_forward(m, &b, 1, 0, &l0), 0);
   float *ref = malloc(sizeof(float) * nlog);
-  memcpy(ref, model_logits(m), sizeof(float) * nlog);
+  memcpy(ref, lm_logits(m, TB * TT), sizeof(float) * nlog);
   /* tokens and targets past lens[b] are ignored */
   for (int r = 0; r < TB; r++)
     for (int t = lens3[r]; t < TT; t++)
@@ -441,20 +518,21 @@ static void check_masking(ft_config c) {
   CHECK(l0 == l1);
   double e = 0;
   for (int r = 0; r < TB; r++)
-    e = fmax(e, max_diff(ref + (size_t)r * TT * V, model_logits(m) + (size_t)r * TT * V,
+    e = fmax(e, max_diff(ref + (size_t)r * TT * V, lm_logits(m, TB * TT) + (size_t)r * TT * V,
                          (size_t)lens3[r] * V));
   CHECK(e == 0.0);
   /* causality: changing token 3 of row 0 leaves positions 0..2 alone and moves 3 */
   toks[3] = (toks[3] + 1) % V;
   CHECK_EQ_INT(model_forward(m, &b, 1, 0, &l1), 0);
-  CHECK(max_diff(ref, model_logits(m), (size_t)3 * V) == 0.0);
-  CHECK(max_diff(ref + 3 * V, model_logits(m) + 3 * V, V) > 1e-4);
+  CHECK(max_diff(ref, lm_logits(m, TB * TT), (size_t)3 * V) == 0.0);
+  CHECK(max_diff(ref + 3 * V, lm_logits(m, TB * TT) + 3 * V, V) > 1e-4);
   /* rows are independent */
-  CHECK(max_diff(ref + (size_t)TT * V, model_logits(m) + (size_t)TT * V, (size_t)lens3[1] * V) ==
-        0.0);
+  CHECK(max_diff(ref + (size_t)TT * V, lm_logits(m, TB * TT) + (size_t)TT * V,
+                 (size_t)lens3[1] * V) == 0.0);
   /* a row of length 1 works and padded rows give finite logits everywhere */
   int finite = 1;
-  for (size_t i = 0; i < nlog; i++) finite &= isfinite(model_logits(m)[i]);
+  const float *all = lm_logits(m, TB * TT);
+  for (size_t i = 0; i < nlog; i++) finite &= isfinite(all[i]);
   CHECK(finite);
   free(ref);
   model_free(m);
@@ -480,17 +558,48 @@ static void test_inference_model_and_small_batch(void) {
   CHECK_EQ_INT(model_forward(tr, &b, 1, 0, &l0), 0);
   CHECK_EQ_INT(model_forward(inf, &b, 0, 0, &l1), 0);
   CHECK(l0 == l1);
-  CHECK(max_diff(model_logits(tr), model_logits(inf), (size_t)TB * TT * c.vocab_size) == 0.0);
+  CHECK(max_diff(lm_logits(tr, TB * TT), lm_logits(inf, TB * TT), (size_t)TB * TT * c.vocab_size) ==
+        0.0);
   CHECK_EQ_INT(model_forward(inf, &b, 1, 0, &l1), FT_EBAD_STATE);
   CHECK_EQ_INT(model_backward(inf, 1.0f), FT_EBAD_STATE);
   /* rows 1..2 alone, as a 2 x 6 batch, give the same logits as in the 3 x 6 one */
   float ref[TT * 21];
-  memcpy(ref, model_logits(tr) + (size_t)TT * c.vocab_size, sizeof ref);
+  memcpy(ref, lm_logits(tr, TB * TT) + (size_t)TT * c.vocab_size, sizeof ref);
   ft_batch b2 = {.B = 2, .T = TT, .tokens = toks + TT, .targets = tgts + TT, .lens = lens3 + 1};
   CHECK_EQ_INT(model_forward(tr, &b2, 1, 0, &l1), 0);
-  CHECK(max_diff(ref, model_logits(tr), (size_t)lens3[1] * c.vocab_size) < 1e-5);
+  CHECK(max_diff(ref, lm_logits(tr, 2 * TT), (size_t)lens3[1] * c.vocab_size) < 1e-5);
   model_free(tr);
   model_free(inf);
+}
+
+/* A 262,144-token vocabulary (Gemma 3's) at B x T = 4 x 256: the LM head
+ * runs in chunks of rows, so the activations hold no (B,T,V) logits and no
+ * gradient of them (those two alone were 2 GiB; the block was 2059 MiB
+ * before the fused head, measured with this shape). */
+static void test_head_memory_262k(void) {
+  ft_config c = llama_cfg(4, 1, 0);
+  c.vocab_size = 262144, c.hidden_size = 64, c.n_layer = 1, c.head_dim = 16;
+  c.intermediate_size = 128, c.max_position = 256;
+  ft_model *m = NULL;
+  ft_error e = {0};
+  CHECK_EQ_INT(model_new(&m, &c, FT_TASK_CAUSAL_LM, FT_METHOD_FULL, NULL, 4, 256, 1, &e), 0);
+  if (!m) return;
+  size_t acts = model_activation_bytes(m), full = (size_t)4 * 256 * 262144 * sizeof(float);
+  fprintf(stderr,
+          "  262k vocab, B x T = 4 x 256: activations %.1f MiB (logits alone: %.0f MiB, "
+          "their gradient as much)\n",
+          acts / 1048576.0, full / 1048576.0);
+  CHECK(acts < full / 8);
+  /* and it trains: one step on a short batch */
+  int32_t tk[8] = {1, 70000, 262143, 5, 9, 100000, 3, 4},
+          tg[8] = {70000, 262143, 5, 9, 100000, 3, 4, -1};
+  int32_t ln[1] = {8};
+  ft_batch b = {.B = 1, .T = 8, .tokens = tk, .targets = tg, .lens = ln};
+  fill_random(m, 3);
+  float loss = 0;
+  CHECK_EQ_INT(model_forward_backward(m, &b, 0, 1.0f, &loss), 0);
+  CHECK(isfinite(loss) && loss > 5.0f);
+  model_free(m);
 }
 
 /* ---- the tensor table ---- */
@@ -688,7 +797,7 @@ static void test_counts_and_accumulation(void) {
   float loss;
   CHECK_EQ_INT(model_forward(m, &b, 1, 0, &loss), 0);
   long nt, nc, want = 0, right = 0;
-  const float *lg = model_logits(m);
+  const float *lg = lm_logits(m, TB * TT);
   double ref = 0;
   for (int r = 0; r < TB; r++)
     for (int t = 0; t < lens3[r]; t++) {
@@ -709,6 +818,20 @@ static void test_counts_and_accumulation(void) {
   CHECK_EQ_INT(nt, want);
   CHECK_EQ_INT(nc, right);
   CHECK_NEAR(loss, ref / want, 1e-5);
+  /* log p(target) per row: NaN without a target, else log_softmax at it */
+  const float *tlp = model_target_logprobs(m);
+  double lpsum = 0;
+  int nan_ok = 1;
+  for (int i = 0; i < TB * TT; i++) {
+    int y = i % TT < lens3[i / TT] ? tgts[i] : -1;
+    if (y < 0) {
+      nan_ok &= isnan(tlp[i]);
+      continue;
+    }
+    lpsum -= tlp[i];
+  }
+  CHECK(nan_ok);
+  CHECK_NEAR(lpsum / want, ref / want, 1e-5);
   model_zero_grad(m);
   CHECK_EQ_INT(model_backward(m, 1.0f), 0);
   ft_param *p = model_param(m, "transformer.h.1.mlp.c_fc.weight");
@@ -809,6 +932,9 @@ int main(void) {
   RUN(test_grad_llama_lm_lora_gqa);
   RUN(test_grad_llama_cls_lora);
   RUN(test_grad_llama_lm_head);
+  RUN(test_grad_softcap_full_tied);
+  RUN(test_grad_softcap_lora);
+  RUN(test_softcap_logits);
   RUN(test_grad_qwen3_lm_full);
   RUN(test_grad_qwen3_cls_lora);
   RUN(test_grad_llama3_rope_full);
@@ -824,6 +950,7 @@ int main(void) {
   RUN(test_masking_gpt2);
   RUN(test_masking_llama);
   RUN(test_inference_model_and_small_batch);
+  RUN(test_head_memory_262k);
   RUN(test_table_gpt2);
   RUN(test_table_llama);
   RUN(test_arch_lora_bits);
