@@ -512,7 +512,7 @@ int hf_config_to_json(const ft_config *c, ft_task task, json_t **out, ft_error *
   if (a->bias_key) json_object_set_new(j, "attention_bias", json_boolean(c->attention_bias));
   if (a->logit_softcap)
     json_object_set_new(j, "final_logit_softcapping",
-                        c->final_softcap > 0.0f ? real_of(c->final_softcap) : json_null());
+                        c->final_softcap > 0.0f ? ft_json_float(c->final_softcap) : json_null());
   else if (c->final_softcap > 0.0f) {
     json_decref(j);
     return ft_error_set(err, FT_EINVALID, "final_logit_softcapping",
