@@ -250,8 +250,10 @@ static int parse_rope(ft_config *c, const ft_arch *a, const json_t *root, ft_err
       json_object_foreach((json_t *)v, lk, lv) {
         snprintf(objbuf, sizeof objbuf, "rope_parameters.%s", lk);
         if (strcmp(lk, "full_attention") && strcmp(lk, "sliding_attention"))
-          return CFG_ERR(FT_EUNSUPPORTED, objbuf, "'%s' is not a layer type (full_attention, "
-                         "sliding_attention)", objbuf);
+          return CFG_ERR(FT_EUNSUPPORTED, objbuf,
+                         "'%s' is not a layer type (full_attention, "
+                         "sliding_attention)",
+                         objbuf);
         if (!json_is_null(lv) && !json_is_object(lv))
           return CFG_ERR(FT_EFORMAT, objbuf, "'%s' must be an object", objbuf);
       }
@@ -335,8 +337,8 @@ static int parse_rope(ft_config *c, const ft_arch *a, const json_t *root, ft_err
  * or, in configs older than transformers 4.53, sliding_window_pattern
  * (layer i is full when (i+1) % pattern == 0), and the window. */
 static int parse_layer_types(ft_config *c, const ft_arch *a, const json_t *root, ft_error *err) {
-  int rc = cfg_int(root, "sliding_window", 0, a->window_default, 1, 1 << 24, &c->sliding_window,
-                   err);
+  int rc =
+      cfg_int(root, "sliding_window", 0, a->window_default, 1, 1 << 24, &c->sliding_window, err);
   if (rc) return rc;
   const json_t *lt = json_object_get(root, "layer_types"), *v;
   if (lt && !json_is_null(lt)) {
@@ -425,9 +427,8 @@ static int parse_arch(ft_config *c, const ft_arch *a, const json_t *root, ft_err
     return rc;
   c->mlp_bias = a->mlp_bias;
 
-  if (a->k_attn_scalar &&
-      (rc = cfg_num(root, a->k_attn_scalar, a->attn_scalar_default, 1e-6, 1e9, &c->attn_scalar,
-                    err)))
+  if (a->k_attn_scalar && (rc = cfg_num(root, a->k_attn_scalar, a->attn_scalar_default, 1e-6, 1e9,
+                                        &c->attn_scalar, err)))
     return rc;
   /* Not computed by the engine: logits through tanh softcapping. (Gemma 3
    * ships it null. attn_logit_softcapping is not read at all: HF's Gemma 3
@@ -598,14 +599,15 @@ int hf_config_to_json(const ft_config *c, ft_task task, json_t **out, ft_error *
                      "high_freq_factor", real_of(r->high_freq), "original_max_position_embeddings",
                      r->orig_max_pos);
     json_object_set_new(j, "rope_scaling", rs);
-    json_object_set_new(j, "sliding_window", a->sliding_layers ? json_integer(c->sliding_window)
-                                                               : json_null());
+    json_object_set_new(j, "sliding_window",
+                        a->sliding_layers ? json_integer(c->sliding_window) : json_null());
   }
   if (a->k_attn_scalar) json_object_set_new(j, a->k_attn_scalar, real_of(c->attn_scalar));
   if (a->sliding_layers) {
     json_t *lt = json_array();
     for (int l = 0; l < c->n_layer; l++)
-      json_array_append_new(lt, json_string(c->sliding[l] ? "sliding_attention" : "full_attention"));
+      json_array_append_new(lt,
+                            json_string(c->sliding[l] ? "sliding_attention" : "full_attention"));
     json_object_set_new(j, "layer_types", lt);
     json_object_set_new(j, a->k_rope_local, real_of(c->rope_local_theta));
     json_object_set_new(j, "final_logit_softcapping", json_null());

@@ -14,8 +14,8 @@
 #include <stddef.h>
 
 typedef enum {
-  FT_NORM_LAYER = 1, /* LayerNorm with bias (GPT-2) */
-  FT_NORM_RMS = 2,   /* w * x * rsqrt(mean(x^2) + eps) (Llama) */
+  FT_NORM_LAYER = 1,  /* LayerNorm with bias (GPT-2) */
+  FT_NORM_RMS = 2,    /* w * x * rsqrt(mean(x^2) + eps) (Llama) */
   FT_NORM_RMS_1P = 3, /* x * rsqrt(mean(x^2) + eps) * (1 + w) (Gemma; weights init 0) */
 } ft_norm_kind;
 
@@ -72,7 +72,7 @@ typedef struct ft_arch {
   const char *model_type; /* config.json "model_type" */
   const char *hf_class;   /* "Llama": LlamaForCausalLM / LlamaForSequenceClassification */
   const char *hf_lm;      /* the causal-LM class suffix ("ForCausalLM", GPT-2 "LMHeadModel") */
-  const char *hf_cls;     /* the classifier's prefix when not hf_class ("Gemma3Text"); NULL: hf_class */
+  const char *hf_cls; /* the classifier's prefix when not hf_class ("Gemma3Text"); NULL: hf_class */
 
   /* the computation */
   ft_norm_kind norm;
@@ -110,7 +110,7 @@ typedef struct ft_arch {
   int window_default, pattern_default; /* sliding_window, sliding_window_pattern defaults */
   double eps_default;
   int head_dim_default; /* head_dim when config.json does not say; 0: hidden / heads */
-  const char *acts_ok; /* accepted k_act values, comma-separated; the first is written */
+  const char *acts_ok;  /* accepted k_act values, comma-separated; the first is written */
   const char *false_keys; /* booleans that must be false (comma-separated) */
   const char *true_keys;  /* booleans that must be true (absent = true) */
 

@@ -246,8 +246,8 @@ void geglu_forward(float *out, const float *gate, const float *up, size_t n) {
   for (size_t i = 0; i < n; i++) out[i] = gelu1(gate[i]) * up[i];
 }
 
-void geglu_backward(float *dgate, float *dup, const float *dout, const float *gate,
-                    const float *up, size_t n) {
+void geglu_backward(float *dgate, float *dup, const float *dout, const float *gate, const float *up,
+                    size_t n) {
   for (size_t i = 0; i < n; i++) {
     float g = gate[i], d = dout[i];
     dup[i] = d * gelu1(g);

@@ -51,8 +51,8 @@ void swiglu_backward(float *dgate, float *dup, const float *dout, const float *g
  * gated MLP); out may be gate. Backward writes dgate and dup; dgate may be
  * dout. */
 void geglu_forward(float *out, const float *gate, const float *up, size_t n);
-void geglu_backward(float *dgate, float *dup, const float *dout, const float *gate,
-                    const float *up, size_t n);
+void geglu_backward(float *dgate, float *dup, const float *dout, const float *gate, const float *up,
+                    size_t n);
 
 /* Rotary embedding in place on x (B,T,nh*HD), HF rotate_half convention:
  * pairs (i, i+HD/2) at position p rotated by cos/sin (maxT, HD/2)[p][i], where

@@ -74,7 +74,7 @@ struct ft_model {
   int has_lora, training, B, T;
   int V, C, L, NH, NKV, HD, QD, KD, FF, NL, maxP;
   float lscale; /* alpha / r */
-  float woff;      /* RMSNorm weight offset: 1 for x * (1 + w) (FT_NORM_RMS_1P), else 0 */
+  float woff;   /* RMSNorm weight offset: 1 for x * (1 + w) (FT_NORM_RMS_1P), else 0 */
   float att_scale; /* attention scores' scale: attn_scalar (or HD)^-0.5 */
   float emb_scale; /* token embeddings' factor: sqrt(C) (arch->embed_scale) or 1 */
 
@@ -794,10 +794,8 @@ static void layer_forward(ft_model *m, int l, const float *x, uint64_t seed) {
     lin_forward(m, a->qpre, &LA[M_Q], a->ln1, &M[M_Q], N, s + M_Q);
     lin_forward(m, a->kpre, &LA[M_K], a->ln1, &M[M_K], N, s + M_K);
     lin_forward(m, a->v, &LA[M_V], a->ln1, &M[M_V], N, s + M_V);
-    rmsnorm_forward(a->q, a->qn_rstd, a->qpre, w->qnw, m->woff, N * m->NH, m->HD,
-                    m->cfg.norm_eps);
-    rmsnorm_forward(a->k, a->kn_rstd, a->kpre, w->knw, m->woff, N * m->NKV, m->HD,
-                    m->cfg.norm_eps);
+    rmsnorm_forward(a->q, a->qn_rstd, a->qpre, w->qnw, m->woff, N * m->NH, m->HD, m->cfg.norm_eps);
+    rmsnorm_forward(a->k, a->kn_rstd, a->kpre, w->knw, m->woff, N * m->NKV, m->HD, m->cfg.norm_eps);
   } else {
     lin_forward(m, a->q, &LA[M_Q], a->ln1, &M[M_Q], N, s + M_Q);
     lin_forward(m, a->k, &LA[M_K], a->ln1, &M[M_K], N, s + M_K);
@@ -1030,10 +1028,10 @@ static void layer_backward(ft_model *m, int l, const float *x, int need_dx) {
     if (A->has_qk_norm) {
       memset(m->dqpre, 0, sizeof(float) * nQ);
       memset(m->dkpre, 0, sizeof(float) * nK);
-      rmsnorm_backward(m->dqpre, w->dqnw, m->dq, a->qpre, w->qnw, m->woff, a->qn_rstd,
-                       N * m->NH, m->HD);
-      rmsnorm_backward(m->dkpre, w->dknw, m->dk, a->kpre, w->knw, m->woff, a->kn_rstd,
-                       N * m->NKV, m->HD);
+      rmsnorm_backward(m->dqpre, w->dqnw, m->dq, a->qpre, w->qnw, m->woff, a->qn_rstd, N * m->NH,
+                       m->HD);
+      rmsnorm_backward(m->dkpre, w->dknw, m->dk, a->kpre, w->knw, m->woff, a->kn_rstd, N * m->NKV,
+                       m->HD);
       dq = m->dqpre;
       dk = m->dkpre;
     }

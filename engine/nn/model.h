@@ -1,7 +1,7 @@
 /* The transformer models of the engine: every family of nn/arch.h (GPT-2,
- * llama, qwen2, mistral, qwen3, gemma3_text), as causal LMs or sequence classifiers, trained in full,
- * with LoRA adapters, or head-only. Workload: CPU training at small batch
- * (B x T up to a few thousand tokens) where the GEMMs (OpenBLAS) dominate.
+ * llama, qwen2, mistral, qwen3, gemma3_text), as causal LMs or sequence classifiers, trained in
+ * full, with LoRA adapters, or head-only. Workload: CPU training at small batch (B x T up to a few
+ * thousand tokens) where the GEMMs (OpenBLAS) dominate.
  *
  * Parameters live in one allocation, gradients in another, activations in a
  * third (STYLE.md 11); shapes are fixed at model_new(). Every tensor is exposed
@@ -46,7 +46,7 @@ typedef struct {
   int sliding_window;
   float rope_local_theta;
   unsigned char sliding[FT_MAX_LAYERS];
-  float attn_scalar;     /* scores scaled by attn_scalar^-0.5; 0: head_dim (query_pre_attn_scalar) */
+  float attn_scalar; /* scores scaled by attn_scalar^-0.5; 0: head_dim (query_pre_attn_scalar) */
   int tie_embeddings;    /* lm_head shares the token embedding */
   int attention_bias;    /* q/k/v biases (and the output's when arch->o_bias) */
   int mlp_bias;          /* GPT-2: 1 */

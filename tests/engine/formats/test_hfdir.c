@@ -158,7 +158,12 @@ static const char *gemma3_270m_cfg =
     "\"bos_token_id\":2,\"eos_token_id\":1,\"final_logit_softcapping\":null,\"head_dim\":256,"
     "\"hidden_activation\":\"gelu_pytorch_tanh\",\"hidden_size\":640,"
     "\"initializer_range\":0.02,\"intermediate_size\":2048,\"layer_types\":["
-    "\"sliding_attention\",\"sliding_attention\",\"sliding_attention\",\"sliding_attention\",\"sliding_attention\",\"full_attention\",\"sliding_attention\",\"sliding_attention\",\"sliding_attention\",\"sliding_attention\",\"sliding_attention\",\"full_attention\",\"sliding_attention\",\"sliding_attention\",\"sliding_attention\",\"sliding_attention\",\"sliding_attention\",\"full_attention\"],\"max_position_embeddings\":32768,\"model_type\":\"gemma3_text\","
+    "\"sliding_attention\",\"sliding_attention\",\"sliding_attention\",\"sliding_attention\","
+    "\"sliding_attention\",\"full_attention\",\"sliding_attention\",\"sliding_attention\","
+    "\"sliding_attention\",\"sliding_attention\",\"sliding_attention\",\"full_attention\","
+    "\"sliding_attention\",\"sliding_attention\",\"sliding_attention\",\"sliding_attention\","
+    "\"sliding_attention\",\"full_attention\"],\"max_position_embeddings\":32768,\"model_type\":"
+    "\"gemma3_text\","
     "\"num_attention_heads\":4,\"num_hidden_layers\":18,\"num_key_value_heads\":1,"
     "\"pad_token_id\":0,\"query_pre_attn_scalar\":256,\"rms_norm_eps\":1e-06,"
     "\"rope_local_base_freq\":10000.0,\"rope_scaling\":null,\"rope_theta\":1000000.0,"
@@ -315,15 +320,14 @@ static void test_config_gemma3(void) {
                0);
   CHECK(c.rope_scaling.kind == FT_ROPE_LINEAR && c.rope_scaling.factor == 8.0f);
   /* transformers 5's rope_parameters by layer type */
-  CHECK_EQ_INT(
-      parse_cfg(edit(edit(edit(gemma3_1b_cfg, "\"rope_scaling\":null,", ""),
-                          "\"rope_local_base_freq\":10000,", ""),
-                     "\"rope_theta\":1000000,",
-                     "\"rope_parameters\":{\"full_attention\":{\"rope_type\":\"linear\","
-                     "\"factor\":8.0,\"rope_theta\":500000.0},\"sliding_attention\":{"
-                     "\"rope_type\":\"default\",\"rope_theta\":20000.0}},"),
-                &c, &e),
-      0);
+  CHECK_EQ_INT(parse_cfg(edit(edit(edit(gemma3_1b_cfg, "\"rope_scaling\":null,", ""),
+                                   "\"rope_local_base_freq\":10000,", ""),
+                              "\"rope_theta\":1000000,",
+                              "\"rope_parameters\":{\"full_attention\":{\"rope_type\":\"linear\","
+                              "\"factor\":8.0,\"rope_theta\":500000.0},\"sliding_attention\":{"
+                              "\"rope_type\":\"default\",\"rope_theta\":20000.0}},"),
+                         &c, &e),
+               0);
   CHECK(c.rope_scaling.kind == FT_ROPE_LINEAR && c.rope_theta == 5e5f &&
         c.rope_local_theta == 2e4f);
   /* attn_logit_softcapping is accepted and ignored (HF's Gemma 3 ignores it) */
@@ -345,19 +349,20 @@ static void test_config_gemma3(void) {
                   "\"rope_parameters\":{\"full_attention\":{\"rope_type\":\"default\"},"
                   "\"sliding_attention\":{\"rope_type\":\"linear\",\"factor\":2.0}},"),
              FT_EUNSUPPORTED, "rope_parameters.sliding_attention.rope_type");
-  expect_cfg(edit(gemma3_270m_cfg, "\"final_logit_softcapping\":null",
-                  "\"final_logit_softcapping\":30.0"),
-             FT_EUNSUPPORTED, "final_logit_softcapping");
+  expect_cfg(
+      edit(gemma3_270m_cfg, "\"final_logit_softcapping\":null", "\"final_logit_softcapping\":30.0"),
+      FT_EUNSUPPORTED, "final_logit_softcapping");
   expect_cfg(edit(gemma3_270m_cfg, "\"use_bidirectional_attention\":false",
                   "\"use_bidirectional_attention\":true"),
              FT_EUNSUPPORTED, "use_bidirectional_attention");
   expect_cfg(edit(gemma3_270m_cfg, "\"gelu_pytorch_tanh\"", "\"gelu\""), FT_EUNSUPPORTED,
              "hidden_activation");
   /* the image-text model (model_type gemma3 with a vision_config) */
-  expect_cfg("{\"architectures\":[\"Gemma3ForConditionalGeneration\"],\"model_type\":\"gemma3\","
-             "\"text_config\":{\"hidden_size\":2560,\"model_type\":\"gemma3_text\"},"
-             "\"vision_config\":{\"model_type\":\"siglip_vision_model\"}}",
-             FT_EUNSUPPORTED, "vision_config");
+  expect_cfg(
+      "{\"architectures\":[\"Gemma3ForConditionalGeneration\"],\"model_type\":\"gemma3\","
+      "\"text_config\":{\"hidden_size\":2560,\"model_type\":\"gemma3_text\"},"
+      "\"vision_config\":{\"model_type\":\"siglip_vision_model\"}}",
+      FT_EUNSUPPORTED, "vision_config");
 }
 
 static void test_config_errors(void) {
@@ -635,7 +640,7 @@ static int load(ft_model *m, const char *d, int *head_missing, ft_error *e) {
 }
 
 static void test_weights_round_trip(void) {
-  ft_config cfgs[6] = {small_gpt2(),          small_llama("llama"), small_llama("qwen2"),
+  ft_config cfgs[6] = {small_gpt2(),           small_llama("llama"), small_llama("qwen2"),
                        small_llama("mistral"), small_llama("qwen3"), small_llama("gemma3_text")};
   for (int i = 0; i < 6; i++) {
     ft_model *a = mk(&cfgs[i], FT_TASK_CAUSAL_LM, FT_METHOD_FULL, NULL, 1234 + i);
@@ -1038,8 +1043,8 @@ static void test_init_dir(void) {
   CHECK(memcmp(&back, &c, sizeof c) == 0);
   json_decref(j);
   /* google/gemma-3-270m and gemma-3-1b-pt (test_config_gemma3's config.json) */
-  const char *gemma_p[2] = {"gemma-3-270m", "gemma-3-1b"}, *gemma_t[2] = {gemma3_270m_cfg,
-                                                                         gemma3_1b_cfg};
+  const char *gemma_p[2] = {"gemma-3-270m", "gemma-3-1b"},
+             *gemma_t[2] = {gemma3_270m_cfg, gemma3_1b_cfg};
   for (int k = 0; k < 2; k++) {
     ft_config want;
     CHECK_EQ_INT(model_preset("gemma3_text", gemma_p[k], &c, &e), 0);

@@ -119,9 +119,8 @@ static void check_norm(int rms) {
     for (int c = 0; c < NM.C; c++) v += rms ? (double)x[c] * x[c] : (x[c] - mu) * (x[c] - mu);
     v /= NM.C;
     for (int c = 0; c < NM.C; c++) {
-      double ref =
-          rms ? x[c] / sqrt(v + 1e-5) * (woff + NM.w[c])
-              : (x[c] - mu) / sqrt(v + 1e-5) * NM.w[c] + NM.b[c];
+      double ref = rms ? x[c] / sqrt(v + 1e-5) * (woff + NM.w[c])
+                       : (x[c] - mu) / sqrt(v + 1e-5) * NM.w[c] + NM.b[c];
       maxe = fmax(maxe, fabs(ref - NM.y[i * NM.C + c]));
     }
   }
