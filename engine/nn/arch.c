@@ -51,11 +51,11 @@ static const ft_preset qwen3_presets[] = {
  * google/gemma-3-270m's and google/gemma-3-1b-pt's config.json (as quoted in
  * public test fixtures: hidden 640 / 1152, 18 / 26 layers, 4 heads, 1 kv
  * head, head_dim 256, MLP 2048 / 6912, rope_scaling null). tiny: a window
- * and pattern short enough that a short sequence crosses them, and
- * query_pre_attn_scalar != head_dim as Gemma 3 27B has. */
+ * and pattern short enough that a short sequence crosses them, head_dim
+ * 32 != 64 / 4 as Gemma's 256 != hidden / heads. */
 static const ft_preset gemma3_presets[] = {
     {"tiny", 4, 64, 4, 1, 32, 128, 256, 1, 1e-6f, 1000000.0f, {0, 0, 0, 0, 0}, 8, 2, 10000.0f,
-     24.0f},
+     32.0f},
     {"gemma-3-270m", 18, 640, 4, 1, 256, 2048, 32768, 1, 1e-6f, 1000000.0f, {0, 0, 0, 0, 0}, 512,
      6, 10000.0f, 256.0f},
     {"gemma-3-1b", 26, 1152, 4, 1, 256, 6912, 32768, 1, 1e-6f, 1000000.0f, {0, 0, 0, 0, 0}, 512,
@@ -77,22 +77,20 @@ static const ft_preset gemma3_presets[] = {
   }
 
 /* the layout of the Llama-style families (Gemma's too): names, keys, a gated MLP */
-#define LLAMA_LAYOUT                                                                           \
-  .hf_lm = "ForCausalLM", .gated_mlp = 1,                                                      \
-  .pos = FT_POS_ROPE, .untied_ok = 1, .add_bos = 1, .embed_pad_zero = 1, .k_hidden = "hidden_size",                \
-  .k_layers = "num_hidden_layers", .k_heads = "num_attention_heads",                          \
-  .k_ffn = "intermediate_size", .k_maxpos = "max_position_embeddings", .k_eps = "rms_norm_eps", \
-  .eps_default = 1e-6, .trunk = "model.",                                                      \
-  .layers = "model.layers", .embed = "model.embed_tokens", .final_norm = "model.norm",        \
-  .norm1 = "input_layernorm", .norms_last = 1,                                                 \
-  .mods = LLAMA_MODS,        \
+#define LLAMA_LAYOUT                                                                             \
+  .hf_lm = "ForCausalLM", .gated_mlp = 1, .pos = FT_POS_ROPE, .untied_ok = 1, .add_bos = 1,      \
+  .embed_pad_zero = 1, .k_hidden = "hidden_size", .k_layers = "num_hidden_layers",               \
+  .k_heads = "num_attention_heads", .k_ffn = "intermediate_size",                                \
+  .k_maxpos = "max_position_embeddings", .k_eps = "rms_norm_eps", .eps_default = 1e-6,           \
+  .trunk = "model.", .layers = "model.layers", .embed = "model.embed_tokens",                    \
+  .final_norm = "model.norm", .norm1 = "input_layernorm", .norms_last = 1, .mods = LLAMA_MODS,   \
   .lora_default = "q_proj,v_proj", .gguf_embed = "token_embd", .gguf_final_norm = "output_norm", \
   .gguf_norm1 = "attn_norm", .gguf_norm2 = "ffn_norm"
 
 /* what the Llama-style families share; each row names its differences */
-#define LLAMA_COMMON                                                                           \
-  LLAMA_LAYOUT, .norm = FT_NORM_RMS, .act = FT_ACT_SILU, .k_act = "hidden_act",               \
-  .acts_ok = "silu,swish", .norm2 = "post_attention_layernorm"
+#define LLAMA_COMMON                                                            \
+  LLAMA_LAYOUT, .norm = FT_NORM_RMS, .act = FT_ACT_SILU, .k_act = "hidden_act", \
+                .acts_ok = "silu,swish", .norm2 = "post_attention_layernorm"
 
 static const ft_arch archs[] = {
     {
