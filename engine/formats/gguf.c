@@ -875,6 +875,8 @@ static int map_name(const ft_arch *a, const char *hf_name, int n_head, int n_kv_
     if (!strcmp(m, a->norm2)) g = a->gguf_norm2;
     if (a->has_qk_norm && !strcmp(m, a->q_norm)) g = a->gguf_q_norm;
     if (a->has_qk_norm && !strcmp(m, a->k_norm)) g = a->gguf_k_norm;
+    if (a->post_norms && !strcmp(m, a->norm_attn_out)) g = a->gguf_norm_attn_out;
+    if (a->post_norms && !strcmp(m, a->norm_mlp_out)) g = a->gguf_norm_mlp_out;
     for (int i = 0; i < FT_MOD_N && !g; i++)
       if (a->mods[i].path && !strcmp(m, a->mods[i].path)) {
         g = a->mods[i].gguf;
@@ -942,6 +944,34 @@ static int set_ku(gguf_writer *w, const char *arch, const char *key, uint32_t v,
   return gguf_set_u32(w, k, v, err);
 }
 
+/* Sliding layers as llama.cpp's gemma3 reads them: the window, one flag per
+ * layer (attention.sliding_window_pattern as an array; without it llama.cpp
+ * assumes 5 sliding : 1 global) and the local RoPE base
+ * (rope.freq_base_swa). llama.cpp scales Gemma 3's scores by head_dim^-0.5
+ * (hidden / heads for its 62-layer 27B), not by query_pre_attn_scalar, so
+ * another scalar is refused rather than exported wrong. */
+static int add_sliding(gguf_writer *w, const ft_config *c, const char *arch, ft_error *err) {
+  float want = c->n_layer == 62 ? (float)(c->hidden_size / c->n_head) : (float)c->head_dim;
+  if (c->attn_scalar > 0.0f && c->attn_scalar != want)
+    return ft_error_set(err, FT_EUNSUPPORTED, "query_pre_attn_scalar",
+                        "llama.cpp scales attention by %g^-0.5; query_pre_attn_scalar %g cannot be "
+                        "exported to GGUF",
+                        (double)want, (double)c->attn_scalar);
+  int any = 0;
+  for (int l = 0; l < c->n_layer; l++) any |= c->sliding[l];
+  if (!any) return 0; /* llama.cpp asserts a sliding layer wherever a window is given */
+  int32_t *pat = malloc(sizeof *pat * (size_t)c->n_layer);
+  if (!pat) return ft_error_set(err, FT_ENOMEM, NULL, NULL);
+  for (int l = 0; l < c->n_layer; l++) pat[l] = c->sliding[l];
+  char k[128];
+  snprintf(k, sizeof k, "%s.attention.sliding_window_pattern", arch);
+  int rc = set_ku(w, arch, "attention.sliding_window", (uint32_t)c->sliding_window, err);
+  if (!rc) rc = gguf_set_arr_i32(w, k, pat, (size_t)c->n_layer, err);
+  if (!rc) rc = set_kf(w, arch, "rope.freq_base_swa", c->rope_local_theta, err);
+  free(pat);
+  return rc;
+}
+
 static int add_hparams(gguf_writer *w, const ft_config *c, const char *arch, ft_error *err) {
   int rc;
   if ((rc = set_ku(w, arch, "context_length", (uint32_t)c->max_position, err)) ||
@@ -971,6 +1001,7 @@ static int add_hparams(gguf_writer *w, const ft_config *c, const char *arch, ft_
       ((rc = set_ku(w, arch, "attention.key_length", (uint32_t)c->head_dim, err)) ||
        (rc = set_ku(w, arch, "attention.value_length", (uint32_t)c->head_dim, err))))
     return rc;
+  if (c->arch->sliding_layers) return add_sliding(w, c, arch, err);
   return 0;
 }
 
@@ -1151,7 +1182,26 @@ static int vocab_from_tokenizer_json(vocab *v, json_t *tj, ft_error *err) {
                           i);
     int type = json_is_true(json_object_get(e, "special")) ? TT_CONTROL : TT_USER;
     if (json_is_string(unk) && !strcmp(s, json_string_value(unk))) type = TT_UNKNOWN;
-    if ((rc = vocab_set(v, (long)json_integer_value(id), s, type, err))) return rc;
+    char *sp = NULL;
+    if (v->spm && type == TT_USER && strstr(s, "\xe2\x96\x81")) {
+      /* llama.cpp copies a user-defined SentencePiece token's text verbatim
+       * (and matches it in raw text): "\u2581" becomes a space, as
+       * convert_hf_to_gguf.py pre-normalizes them (Gemma's whitespace runs) */
+      size_t n = strlen(s), o = 0;
+      if (!(sp = malloc(n + 1))) return ft_error_set(err, FT_ENOMEM, NULL, NULL);
+      for (size_t k = 0; k < n; k++) {
+        if (k + 3 <= n && !memcmp(s + k, "\xe2\x96\x81", 3)) {
+          sp[o++] = ' ';
+          k += 2;
+        } else {
+          sp[o++] = s[k];
+        }
+      }
+      sp[o] = 0;
+    }
+    rc = vocab_set(v, (long)json_integer_value(id), sp ? sp : s, type, err);
+    free(sp);
+    if (rc) return rc;
     if (v->has_scores) v->score[json_integer_value(id)] = 0;
   }
   return 0;
@@ -1247,6 +1297,18 @@ static int add_tokenizer(gguf_writer *w, const char *dir, const ft_config *c, ft
   if (!rc && v.spm) {
     rc = gguf_set_str(w, "tokenizer.ggml.model", "llama", err);
     if (!rc) rc = gguf_set_str(w, "tokenizer.ggml.pre", "default", err);
+    /* llama.cpp puts a space before SentencePiece text unless told not to:
+     * only where the tokenizer does (a Prepend normalizer, or a Metaspace
+     * pre-tokenizer that prepends; Gemma's does neither) */
+    json_t *nz = json_object_get(tj, "normalizer");
+    char *ns = nz ? json_dumps(nz, JSON_COMPACT) : NULL,
+         *ps = pt ? json_dumps(pt, JSON_COMPACT) : NULL;
+    int prefix = (ns && strstr(ns, "\"Prepend\"")) ||
+                 (ps && strstr(ps, "\"Metaspace\"") && !strstr(ps, "\"never\"") &&
+                  !strstr(ps, "\"add_prefix_space\":false"));
+    free(ns);
+    free(ps);
+    if (!rc) rc = gguf_set_bool(w, "tokenizer.ggml.add_space_prefix", prefix, err);
   } else if (!rc) {
     rc = gguf_set_str(w, "tokenizer.ggml.model", "gpt2", err);
     if (!rc) rc = gguf_set_str(w, "tokenizer.ggml.pre", pre, err);
@@ -1338,7 +1400,13 @@ static int add_hf_tensor(gguf_writer *w, const ft_config *c, const char *arch, c
   size_t numel = 1;
   for (int d = 0; d < ndim; d++) numel *= (size_t)shape[d];
   float *buf = NULL;
-  if ((conv && !*suffix) || (heads && (!*suffix || permute_b))) {
+  size_t hl = strlen(hf_name);
+  if (c->arch->gguf_norm_shift && hl > 11 && !strcmp(hf_name + hl - 11, "norm.weight")) {
+    /* Gemma's x * (1 + w): llama.cpp's norm is x * w, so convert_hf_to_gguf
+     * writes 1 + w */
+    if (!(buf = malloc(numel * sizeof *buf))) return ft_error_set(err, FT_ENOMEM, NULL, NULL);
+    for (size_t i = 0; i < numel; i++) buf[i] = 1.0f + data[i];
+  } else if ((conv && !*suffix) || (heads && (!*suffix || permute_b))) {
     if (!(buf = malloc(numel * sizeof *buf))) return ft_error_set(err, FT_ENOMEM, NULL, NULL);
     if (conv && !*suffix && ndim == 2) { /* Conv1D [in,out] -> [out,in] */
       int in = shape[0], out = shape[1];

@@ -229,24 +229,67 @@ static int rope_num(const json_t *rs, const char *obj, const char *key, int requ
  * since it would change the positions' meaning. */
 static int parse_rope(ft_config *c, const ft_arch *a, const json_t *root, ft_error *err) {
   static const char *const names[] = {"default", "linear", "llama3"};
-  double theta_def = 10000.0;
+  double theta_def = a->rope_theta_default > 0 ? a->rope_theta_default : 10000.0;
+  double local_def = a->rope_local_default;
   c->rope_scaling.kind = FT_ROPE_DEFAULT;
   const json_t *rs = NULL;
   const char *obj = NULL;
+  char objbuf[64];
   for (int k = 0; k < 2; k++) {
     const char *key = k ? "rope_parameters" : "rope_scaling";
     const json_t *v = json_object_get(root, key);
     if (!v || json_is_null(v)) continue;
     if (!json_is_object(v)) return CFG_ERR(FT_EFORMAT, key, "'%s' must be an object", key);
     if (rs) continue; /* rope_scaling wins; transformers 5 writes both the same */
+    const json_t *full = json_object_get(v, "full_attention");
+    const json_t *local = json_object_get(v, "sliding_attention");
+    if (k && a->sliding_layers && (full || local)) {
+      /* transformers 5's per-layer-type form: {"full_attention": {...},
+       * "sliding_attention": {...}}; the local one is plain RoPE */
+      const char *lk;
+      json_t *lv;
+      json_object_foreach((json_t *)v, lk, lv) {
+        snprintf(objbuf, sizeof objbuf, "rope_parameters.%s", lk);
+        if (strcmp(lk, "full_attention") && strcmp(lk, "sliding_attention"))
+          return CFG_ERR(FT_EUNSUPPORTED, objbuf,
+                         "'%s' is not a layer type (full_attention, "
+                         "sliding_attention)",
+                         objbuf);
+        if (!json_is_null(lv) && !json_is_object(lv))
+          return CFG_ERR(FT_EFORMAT, objbuf, "'%s' must be an object", objbuf);
+      }
+      if (json_is_object(local)) {
+        const char *lk2;
+        json_t *lv2;
+        json_object_foreach((json_t *)local, lk2, lv2) {
+          snprintf(objbuf, sizeof objbuf, "rope_parameters.sliding_attention.%s", lk2);
+          if (!in_list("rope_type,type,rope_theta", lk2))
+            return CFG_ERR(FT_EUNSUPPORTED, objbuf, "'%s' is not supported", objbuf);
+          if (strcmp(lk2, "rope_theta") &&
+              (!json_is_string(lv2) || strcmp(json_string_value(lv2), "default")))
+            return CFG_ERR(FT_EUNSUPPORTED, objbuf,
+                           "'%s' must be \"default\" (sliding layers use plain RoPE)", objbuf);
+        }
+        const json_t *t = json_object_get(local, "rope_theta");
+        if (json_is_number(t)) local_def = json_number_value(t);
+      }
+      if (!json_is_object(full)) continue;
+      rs = full;
+      obj = "rope_parameters.full_attention";
+      continue;
+    }
     rs = v;
     obj = key;
   }
+  int rc;
+  if (a->sliding_layers &&
+      (rc = cfg_num(root, a->k_rope_local, local_def, 1, 1e12, &c->rope_local_theta, err)))
+    return rc;
   if (rs) {
     char f[96];
     const char *rt, *legacy;
     snprintf(f, sizeof f, "%s.rope_type", obj);
-    int rc = cfg_str(rs, "rope_type", &rt, err);
+    rc = cfg_str(rs, "rope_type", &rt, err);
     if (!rc) rc = cfg_str(rs, "type", &legacy, err);
     if (rc) return rc;
     if (!rt) rt = legacy ? legacy : "default";
@@ -288,6 +331,37 @@ static int parse_rope(ft_config *c, const ft_arch *a, const json_t *root, ft_err
     }
   }
   return cfg_num(root, "rope_theta", theta_def, 1, 1e12, &c->rope_theta, err);
+}
+
+/* Families with sliding layers (arch->sliding_layers): which layers slide,
+ * from layer_types ("sliding_attention" / "full_attention", one per layer)
+ * or, in configs older than transformers 4.53, sliding_window_pattern
+ * (layer i is full when (i+1) % pattern == 0), and the window. */
+static int parse_layer_types(ft_config *c, const ft_arch *a, const json_t *root, ft_error *err) {
+  int rc =
+      cfg_int(root, "sliding_window", 0, a->window_default, 1, 1 << 24, &c->sliding_window, err);
+  if (rc) return rc;
+  const json_t *lt = json_object_get(root, "layer_types"), *v;
+  if (lt && !json_is_null(lt)) {
+    if (!json_is_array(lt) || json_array_size(lt) != (size_t)c->n_layer)
+      return CFG_ERR(FT_EFORMAT, "layer_types", "'layer_types' must be a list of %d layer types",
+                     c->n_layer);
+    size_t i;
+    json_array_foreach(lt, i, v) {
+      const char *t = json_string_value(v);
+      if (!t || (strcmp(t, "sliding_attention") && strcmp(t, "full_attention")))
+        return CFG_ERR(FT_EUNSUPPORTED, "layer_types",
+                       "layer_types[%zu] is not \"sliding_attention\" or \"full_attention\"", i);
+      c->sliding[i] = !strcmp(t, "sliding_attention");
+    }
+    return 0;
+  }
+  int pattern;
+  if ((rc = cfg_int(root, "sliding_window_pattern", 0, a->pattern_default, 1, 1 << 20, &pattern,
+                    err)))
+    return rc;
+  for (int l = 0; l < c->n_layer; l++) c->sliding[l] = (l + 1) % pattern != 0;
+  return 0;
 }
 
 /* Every field by the family's key names (nn/arch.c), with the defaults
@@ -354,7 +428,11 @@ static int parse_arch(ft_config *c, const ft_arch *a, const json_t *root, ft_err
     return rc;
   c->mlp_bias = a->mlp_bias;
 
-  /* logits = cap * tanh(logits / cap), where the family may carry it */
+  if (a->k_attn_scalar && (rc = cfg_num(root, a->k_attn_scalar, a->attn_scalar_default, 1e-6, 1e9,
+                                        &c->attn_scalar, err)))
+    return rc;
+  /* logits = cap * tanh(logits / cap), where the family may carry it.
+   * attn_logit_softcapping is not read: HF's Gemma 3 attention ignores it. */
   const json_t *sc = json_object_get(root, "final_logit_softcapping");
   c->final_softcap = 0.0f;
   if (sc && !json_is_null(sc)) {
@@ -367,6 +445,7 @@ static int parse_arch(ft_config *c, const ft_arch *a, const json_t *root, ft_err
       return CFG_ERR(FT_EFORMAT, "final_logit_softcapping",
                      "'final_logit_softcapping' must be positive (or null)");
   }
+  if (a->sliding_layers) return parse_layer_types(c, a, root, err);
 
   /* Attention over every earlier position only: a sliding window no
    * sequence can reach is full attention, per-layer types must all be full. */
@@ -405,6 +484,12 @@ int hf_config_parse(ft_config *cfg, const json_t *root, ft_error *err) {
   if (rc) return rc;
   if (!mt) return CFG_ERR(FT_EFORMAT, "model_type", "missing required field 'model_type'");
   const ft_arch *fam = arch_find(mt);
+  const json_t *vision = json_object_get(root, "vision_config");
+  if (!fam && vision && !json_is_null(vision))
+    return CFG_ERR(FT_EUNSUPPORTED, "vision_config",
+                   "model_type '%s' with a vision_config (an image-text model) is not supported; "
+                   "text-only models only (gemma3_text for Gemma 3)",
+                   mt);
   if (!fam) {
     char known[256];
     arch_list(known, sizeof known);
@@ -464,8 +549,11 @@ int hf_config_to_json(const ft_config *c, ft_task task, json_t **out, ft_error *
                         c->model_type);
   const char *mt = a->model_type;
   char archname[96];
-  snprintf(archname, sizeof archname, "%s%s", a->hf_class,
-           task == FT_TASK_CLASSIFY ? "ForSequenceClassification" : a->hf_lm);
+  if (task == FT_TASK_CLASSIFY)
+    snprintf(archname, sizeof archname, "%sForSequenceClassification",
+             a->hf_cls ? a->hf_cls : a->hf_class);
+  else
+    snprintf(archname, sizeof archname, "%s%s", a->hf_class, a->hf_lm);
   if (!a->bias_key && (c->attention_bias != 0) != (a->qkv_bias != 0))
     return ft_error_set(err, FT_EINVALID, "attention_bias", "%s cannot express attention_bias=%d",
                         mt, c->attention_bias);
@@ -479,7 +567,9 @@ int hf_config_to_json(const ft_config *c, ft_task task, json_t **out, ft_error *
   json_object_set_new(j, a->k_heads, json_integer(c->n_head));
   json_object_set_new(j, a->k_maxpos, json_integer(c->max_position));
   json_object_set_new(j, a->k_eps, ft_json_float(c->norm_eps));
-  json_object_set_new(j, a->k_act, json_string(a->gated_mlp ? "silu" : "gelu_new"));
+  char act[32]; /* the first accepted value */
+  snprintf(act, sizeof act, "%.*s", (int)strcspn(a->acts_ok, ","), a->acts_ok);
+  json_object_set_new(j, a->k_act, json_string(act));
   json_object_set_new(j, "tie_word_embeddings", json_boolean(c->tie_embeddings));
   set_switches(j, a->false_keys, 0);
   set_switches(j, a->true_keys, 1);
@@ -507,7 +597,19 @@ int hf_config_to_json(const ft_config *c, ft_task task, json_t **out, ft_error *
                      "high_freq_factor", ft_json_float(r->high_freq), "original_max_position_embeddings",
                      r->orig_max_pos);
     json_object_set_new(j, "rope_scaling", rs);
-    json_object_set_new(j, "sliding_window", json_null());
+    json_object_set_new(j, "sliding_window",
+                        a->sliding_layers ? json_integer(c->sliding_window) : json_null());
+  }
+  if (a->k_attn_scalar) json_object_set_new(j, a->k_attn_scalar, ft_json_float(c->attn_scalar));
+  if (a->sliding_layers) {
+    json_t *lt = json_array();
+    for (int l = 0; l < c->n_layer; l++)
+      json_array_append_new(lt,
+                            json_string(c->sliding[l] ? "sliding_attention" : "full_attention"));
+    json_object_set_new(j, "layer_types", lt);
+    json_object_set_new(j, a->k_rope_local, ft_json_float(c->rope_local_theta));
+    json_object_set_new(j, "final_logit_softcapping", json_null());
+    json_object_set_new(j, "attn_logit_softcapping", json_null());
   }
   if (a->bias_key) json_object_set_new(j, "attention_bias", json_boolean(c->attention_bias));
   if (a->logit_softcap)

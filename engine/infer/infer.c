@@ -7,8 +7,9 @@
  * at a time per ft_infer, small CPU models (every family of nn/arch.h), where
  * decoding speed is the weights' bytes over memory bandwidth. The ops are
  * nn/layers.c's, the same functions training runs (norms, q/k norms, RoPE
- * from the cache's position, the attention block, SwiGLU/GELU); only the
- * loop around them (chunks of rows, the KV cache) is this file's.
+ * from the cache's position, the attention block with the layer's sliding
+ * window, SwiGLU/GeGLU/GELU); only the loop around them (chunks of rows, the
+ * KV cache) is this file's.
  *
  * Prefill (time to first token) is the chunk's GEMMs: Conv1D weights (GPT-2)
  * are transposed in place at load to nn.Linear's (out,in), because OpenBLAS
@@ -46,6 +47,9 @@
 typedef struct {
   const float *n1w, *n1b, *n2w, *n2b; /* (C) norms; b NULL for RMSNorm */
   const float *qnw, *knw;             /* (HD) q_norm, k_norm, or NULL */
+  const float *nAw, *nMw;             /* (C) post-attention / post-MLP norms, or NULL */
+  int window;                         /* sliding window (keys), 0: full attention */
+  const float *rope_cos, *rope_sin;   /* this layer's RoPE tables (global or local) */
   const float *w[FT_MOD_N], *b[FT_MOD_N]; /* the family's modules, (out,in) (Conv1D
                                              transposed at load); biases or NULL */
   float *kc, *vc; /* (max_ctx, KD) */
@@ -70,6 +74,8 @@ struct ft_infer {
   const float *head; /* lm_head (V,C) or score (NL,C) */
   inf_layer *lw;     /* (L) */
   float *rope_cos, *rope_sin; /* (max_ctx, HD/2) */
+  float *rope_cos_l, *rope_sin_l; /* (max_ctx, HD/2) sliding layers' (rope_local_theta), or NULL */
+  float woff, att_scale, emb_scale; /* as model.c's: norm weight offset, score scale, sqrt(C) */
   float *kv;                  /* the cache block */
   /* scratch for INF_CHUNK rows */
   float *x, *xn;     /* (CH,C) residual, normed */
@@ -163,6 +169,12 @@ static int bind_weights(ft_infer *m, ft_error *err) {
     w->n2w = pw(m, f, l, name, 1, C, err, &rc);
     snprintf(name, sizeof name, "%s.bias", a->norm2);
     w->n2b = pw(m, f, l, name, lnb, C, err, &rc);
+    if (a->post_norms) {
+      snprintf(name, sizeof name, "%s.weight", a->norm_attn_out);
+      w->nAw = pw(m, f, l, name, 1, C, err, &rc);
+      snprintf(name, sizeof name, "%s.weight", a->norm_mlp_out);
+      w->nMw = pw(m, f, l, name, 1, C, err, &rc);
+    }
     if (a->has_qk_norm) {
       snprintf(name, sizeof name, "%s.weight", a->q_norm);
       w->qnw = pw(m, f, l, name, 1, (size_t)m->HD, err, &rc);
@@ -281,6 +293,23 @@ int infer_load(ft_infer **out, const char *model_dir, int max_ctx, ft_error *err
     m->rope_sin = xcalloc(m, T * h2, sizeof(float));
     if (!m->rope_cos || !m->rope_sin) goto nomem;
     rope_tables(m->rope_cos, m->rope_sin, (int)T, m->HD, c->rope_theta, &c->rope_scaling);
+    if (m->a->sliding_layers) { /* local layers: their own base, never rope_scaling */
+      m->rope_cos_l = xcalloc(m, T * h2, sizeof(float));
+      m->rope_sin_l = xcalloc(m, T * h2, sizeof(float));
+      if (!m->rope_cos_l || !m->rope_sin_l) goto nomem;
+      rope_tables(m->rope_cos_l, m->rope_sin_l, (int)T, m->HD, c->rope_local_theta, NULL);
+    }
+  }
+  /* the same factors as model.c's (model_new) */
+  m->woff = m->a->norm == FT_NORM_RMS_1P ? 1.0f : 0.0f;
+  m->att_scale = c->attn_scalar > 0.0f ? (float)(1.0 / sqrt((double)c->attn_scalar))
+                                       : 1.0f / sqrtf((float)m->HD);
+  m->emb_scale = m->a->embed_scale ? (float)sqrt((double)m->C) : 1.0f;
+  for (int l = 0; l < m->L; l++) {
+    int sl = m->a->sliding_layers && c->sliding[l];
+    m->lw[l].window = sl ? c->sliding_window : 0;
+    m->lw[l].rope_cos = sl ? m->rope_cos_l : m->rope_cos;
+    m->lw[l].rope_sin = sl ? m->rope_sin_l : m->rope_sin;
   }
   add_eos(m, tok_eos_id(m->tk));
   add_eos(m, c->eos_token_id);
@@ -302,6 +331,8 @@ void infer_free(ft_infer *m) {
   free(m->lw);
   free(m->rope_cos);
   free(m->rope_sin);
+  free(m->rope_cos_l);
+  free(m->rope_sin_l);
   free(m->kv);
   free(m->x);
   free(m->xn);
@@ -344,25 +375,25 @@ static void norm_forward(ft_infer *m, float *out, const float *inp, const float 
   if (m->a->norm == FT_NORM_LAYER)
     layernorm_forward(out, m->nmean, m->nrstd, inp, w, b, T, C, eps);
   else
-    rmsnorm_forward(out, m->nrstd, inp, w, T, C, eps);
+    rmsnorm_forward(out, m->nrstd, inp, w, m->woff, T, C, eps);
 }
 
 /* out (T,QD): causal attention of the rows at positions start..start+T-1
- * over the cache rows 0..position. q (T, q_stride) holds the queries. Per
+ * over the cache rows 0..position (the last w->window of them on a sliding
+ * layer). q (T, q_stride) holds the queries. Per
  * head, blocks of INF_ATT_ROWS query rows, each one layers.c attention
  * block over the keys up to the block's last position (one new token: two
  * GEMVs). */
 static void cached_attention(ft_infer *m, float *out, const float *q, int q_stride,
                              const inf_layer *w, int T, int start) {
   int rep = m->NH / m->NKV, HD = m->HD, KD = m->KD, QD = m->QD;
-  float scale = 1.f / sqrtf((float)HD);
   for (int h = 0; h < m->NH; h++) {
     const float *kh = w->kc + (size_t)(h / rep) * HD, *vh = w->vc + (size_t)(h / rep) * HD;
     for (int r0 = 0; r0 < T; r0 += INF_ATT_ROWS) {
       int rb = T - r0 < INF_ATT_ROWS ? T - r0 : INF_ATT_ROWS, q0 = start + r0;
       attention_block_forward(out + (size_t)r0 * QD + (size_t)h * HD, QD, m->scores, q0 + rb,
                               q + (size_t)r0 * q_stride + (size_t)h * HD, q_stride, kh, vh, KD, rb,
-                              q0, HD, scale);
+                              q0, HD, m->att_scale, w->window);
     }
   }
 }
@@ -380,7 +411,8 @@ static void forward_chunk(ft_infer *m, const int32_t *ids, int T, int start, con
   float eps = m->cfg.norm_eps;
   float *x = m->x, *xn = m->xn;
   for (int t = 0; t < T; t++) {
-    memcpy(x + (size_t)t * C, m->wte + (size_t)ids[t] * C, (size_t)C * sizeof(float));
+    const float *e = m->wte + (size_t)ids[t] * C;
+    for (int i = 0; i < C; i++) x[(size_t)t * C + i] = e[i] * m->emb_scale;
     if (m->wpe) {
       const float *pe = m->wpe + (size_t)(start + t) * C;
       for (int i = 0; i < C; i++) x[(size_t)t * C + i] += pe[i];
@@ -406,27 +438,32 @@ static void forward_chunk(ft_infer *m, const int32_t *ids, int T, int start, con
       linear_forward(vc, xn, w->w[FT_MOD_V], w->b[FT_MOD_V], T, C, KD, 0);
     }
     if (a->has_qk_norm) { /* in place: each row is read before it is written */
-      rmsnorm_forward(m->qkv, m->nrstd, m->qkv, w->qnw, T * m->NH, m->HD, eps);
-      rmsnorm_forward(kc, m->nrstd, kc, w->knw, T * m->NKV, m->HD, eps);
+      rmsnorm_forward(m->qkv, m->nrstd, m->qkv, w->qnw, m->woff, T * m->NH, m->HD, eps);
+      rmsnorm_forward(kc, m->nrstd, kc, w->knw, m->woff, T * m->NKV, m->HD, eps);
     }
     if (a->pos == FT_POS_ROPE) { /* the tables from row start: positions start.. */
       size_t p0 = (size_t)start * (m->HD / 2);
-      rope_forward(m->qkv, m->rope_cos + p0, m->rope_sin + p0, NULL, 1, T, m->NH, m->HD);
-      rope_forward(kc, m->rope_cos + p0, m->rope_sin + p0, NULL, 1, T, m->NKV, m->HD);
+      rope_forward(m->qkv, w->rope_cos + p0, w->rope_sin + p0, NULL, 1, T, m->NH, m->HD);
+      rope_forward(kc, w->rope_cos + p0, w->rope_sin + p0, NULL, 1, T, m->NKV, m->HD);
     }
     cached_attention(m, m->att, m->qkv, qs, w, T, start);
     linear_forward(xn, m->att, w->w[o], w->b[o], T, QD, C, 0);
+    if (a->post_norms) norm_forward(m, xn, xn, w->nAw, NULL, T, C, eps); /* in place */
     residual_add(x, xn, (size_t)T * C);
     norm_forward(m, xn, x, w->n2w, w->n2b, T, C, eps);
     if (a->gated_mlp) {
       linear_forward(m->ff1, xn, w->w[gate], w->b[gate], T, C, FF, 0);
       linear_forward(m->ff2, xn, w->w[up], w->b[up], T, C, FF, 0);
-      swiglu_forward(m->ff1, m->ff1, m->ff2, (size_t)T * FF);
+      if (a->act == FT_ACT_SILU)
+        swiglu_forward(m->ff1, m->ff1, m->ff2, (size_t)T * FF);
+      else
+        geglu_forward(m->ff1, m->ff1, m->ff2, (size_t)T * FF);
     } else {
       linear_forward(m->ff1, xn, w->w[up], w->b[up], T, C, FF, 0);
       gelu_forward(m->ff1, m->ff1, (size_t)T * FF);
     }
     linear_forward(xn, m->ff1, w->w[down], w->b[down], T, FF, C, 0);
+    if (a->post_norms) norm_forward(m, xn, xn, w->nMw, NULL, T, C, eps); /* in place */
     residual_add(x, xn, (size_t)T * C);
   }
   float cap = m->task == FT_TASK_CAUSAL_LM ? m->cfg.final_softcap : 0.0f;

@@ -10,25 +10,25 @@
 /* ---- init-model presets ---- */
 
 static const ft_preset gpt2_presets[] = {
-    {"tiny", 2, 64, 4, 4, 0, 256, 256, 1, 1e-5f, 0, {0, 0, 0, 0, 0}},
-    {"small-test", 4, 128, 4, 4, 0, 512, 512, 1, 1e-5f, 0, {0, 0, 0, 0, 0}},
-    {"gpt2-small", 12, 768, 12, 12, 0, 3072, 1024, 1, 1e-5f, 0, {0, 0, 0, 0, 0}},
+    {"tiny", 2, 64, 4, 4, 0, 256, 256, 1, 1e-5f, 0, {0, 0, 0, 0, 0}, 0, 0, 0, 0},
+    {"small-test", 4, 128, 4, 4, 0, 512, 512, 1, 1e-5f, 0, {0, 0, 0, 0, 0}, 0, 0, 0, 0},
+    {"gpt2-small", 12, 768, 12, 12, 0, 3072, 1024, 1, 1e-5f, 0, {0, 0, 0, 0, 0}, 0, 0, 0, 0},
     {.name = NULL},
 };
 
 #define LLAMA_PRESETS                                                               \
-  {"tiny", 2, 64, 4, 2, 0, 172, 256, 0, 1e-5f, 10000.0f, {0, 0, 0, 0, 0}},            \
-      {"llama-test", 4, 128, 4, 2, 0, 344, 512, 1, 1e-5f, 10000.0f, {0, 0, 0, 0, 0}}, \
-      {"smollm-135m", 30, 576, 9, 3, 0, 1536, 2048, 1, 1e-5f, 10000.0f, {0, 0, 0, 0, 0}}, \
+  {"tiny", 2, 64, 4, 2, 0, 172, 256, 0, 1e-5f, 10000.0f, {0, 0, 0, 0, 0}, 0, 0, 0, 0},            \
+      {"llama-test", 4, 128, 4, 2, 0, 344, 512, 1, 1e-5f, 10000.0f, {0, 0, 0, 0, 0}, 0, 0, 0, 0}, \
+      {"smollm-135m", 30, 576, 9, 3, 0, 1536, 2048, 1, 1e-5f, 10000.0f, {0, 0, 0, 0, 0}, 0, 0, 0, 0}, \
       /* pretraining from scratch (scripts/make-base-model.sh): ~7.9M parameters at an \
          8192 vocabulary (2.1M of them the tied embedding) */                       \
-      {"llama-base-8m", 8, 256, 8, 4, 0, 688, 512, 1, 1e-5f, 10000.0f, {0, 0, 0, 0, 0}}
+      {"llama-base-8m", 8, 256, 8, 4, 0, 688, 512, 1, 1e-5f, 10000.0f, {0, 0, 0, 0, 0}, 0, 0, 0, 0}
 
 static const ft_preset llama_presets[] = {
     LLAMA_PRESETS,
     /* meta-llama/Llama-3.2-1B's shape (rope_scaling llama3) */
     {"llama-3.2-1b", 16, 2048, 32, 8, 64, 8192, 131072, 1, 1e-5f, 500000.0f, {FT_ROPE_LLAMA3, 32.0f,
-     1.0f, 4.0f, 8192}},
+     1.0f, 4.0f, 8192}, 0, 0, 0, 0},
     {.name = NULL},
 };
 
@@ -39,9 +39,27 @@ static const ft_preset llama_like_presets[] = {
 
 static const ft_preset qwen3_presets[] = {
     /* head_dim 32 != 64 / 4, as Qwen3's own head_dim differs from hidden / heads */
-    {"tiny", 2, 64, 4, 2, 32, 172, 256, 1, 1e-6f, 1000000.0f, {0, 0, 0, 0, 0}},
+    {"tiny", 2, 64, 4, 2, 32, 172, 256, 1, 1e-6f, 1000000.0f, {0, 0, 0, 0, 0}, 0, 0, 0, 0},
     /* Qwen/Qwen3-0.6B's shape */
-    {"qwen3-0.6b", 28, 1024, 16, 8, 128, 3072, 40960, 1, 1e-6f, 1000000.0f, {0, 0, 0, 0, 0}},
+    {"qwen3-0.6b", 28, 1024, 16, 8, 128, 3072, 40960, 1, 1e-6f, 1000000.0f, {0, 0, 0, 0, 0}, 0, 0, 0, 0},
+    {.name = NULL},
+};
+
+/* Gemma 3 text models: sliding window 512 on five layers in six (pattern 6),
+ * RoPE base 1e6 on the global layers and 1e4 on the local ones, scores scaled
+ * by query_pre_attn_scalar^-0.5, context 32768. The shapes are
+ * google/gemma-3-270m's and google/gemma-3-1b-pt's config.json (as quoted in
+ * public test fixtures: hidden 640 / 1152, 18 / 26 layers, 4 heads, 1 kv
+ * head, head_dim 256, MLP 2048 / 6912, rope_scaling null). tiny: a window
+ * and pattern short enough that a short sequence crosses them, head_dim
+ * 32 != 64 / 4 as Gemma's 256 != hidden / heads. */
+static const ft_preset gemma3_presets[] = {
+    {"tiny", 4, 64, 4, 1, 32, 128, 256, 1, 1e-6f, 1000000.0f, {0, 0, 0, 0, 0}, 8, 2, 10000.0f,
+     32.0f},
+    {"gemma-3-270m", 18, 640, 4, 1, 256, 2048, 32768, 1, 1e-6f, 1000000.0f, {0, 0, 0, 0, 0}, 512,
+     6, 10000.0f, 256.0f},
+    {"gemma-3-1b", 26, 1152, 4, 1, 256, 6912, 32768, 1, 1e-6f, 1000000.0f, {0, 0, 0, 0, 0}, 512,
+     6, 10000.0f, 256.0f},
     {.name = NULL},
 };
 
@@ -58,18 +76,21 @@ static const ft_preset qwen3_presets[] = {
     [FT_MOD_DOWN] = {"mlp.down_proj", "down_proj", "ffn_down", 0},               \
   }
 
-/* what the Llama-style families share; each row names its differences */
-#define LLAMA_COMMON                                                                           \
-  .hf_lm = "ForCausalLM", .norm = FT_NORM_RMS, .act = FT_ACT_SILU, .gated_mlp = 1,            \
-  .pos = FT_POS_ROPE, .untied_ok = 1, .add_bos = 1, .embed_pad_zero = 1, .k_hidden = "hidden_size",                \
-  .k_layers = "num_hidden_layers", .k_heads = "num_attention_heads",                          \
-  .k_ffn = "intermediate_size", .k_maxpos = "max_position_embeddings", .k_eps = "rms_norm_eps", \
-  .k_act = "hidden_act", .eps_default = 1e-6, .acts_ok = "silu,swish", .trunk = "model.",     \
-  .layers = "model.layers", .embed = "model.embed_tokens", .final_norm = "model.norm",        \
-  .norm1 = "input_layernorm", .norm2 = "post_attention_layernorm", .norms_last = 1,          \
-  .mods = LLAMA_MODS,        \
+/* the layout of the Llama-style families (Gemma's too): names, keys, a gated MLP */
+#define LLAMA_LAYOUT                                                                             \
+  .hf_lm = "ForCausalLM", .gated_mlp = 1, .pos = FT_POS_ROPE, .untied_ok = 1, .add_bos = 1,      \
+  .embed_pad_zero = 1, .k_hidden = "hidden_size", .k_layers = "num_hidden_layers",               \
+  .k_heads = "num_attention_heads", .k_ffn = "intermediate_size",                                \
+  .k_maxpos = "max_position_embeddings", .k_eps = "rms_norm_eps", .eps_default = 1e-6,           \
+  .trunk = "model.", .layers = "model.layers", .embed = "model.embed_tokens",                    \
+  .final_norm = "model.norm", .norm1 = "input_layernorm", .norms_last = 1, .mods = LLAMA_MODS,   \
   .lora_default = "q_proj,v_proj", .gguf_embed = "token_embd", .gguf_final_norm = "output_norm", \
   .gguf_norm1 = "attn_norm", .gguf_norm2 = "ffn_norm"
+
+/* what the Llama-style families share; each row names its differences */
+#define LLAMA_COMMON                                                            \
+  LLAMA_LAYOUT, .norm = FT_NORM_RMS, .act = FT_ACT_SILU, .k_act = "hidden_act", \
+                .acts_ok = "silu,swish", .norm2 = "post_attention_layernorm"
 
 static const ft_arch archs[] = {
     {
@@ -167,6 +188,50 @@ static const ft_arch archs[] = {
         .gguf_q_norm = "attn_q_norm",
         .gguf_k_norm = "attn_k_norm",
         .presets = qwen3_presets,
+    },
+    {
+        /* Gemma 3 text (Gemma3ForCausalLM, Gemma3TextForSequenceClassification).
+         * attn_logit_softcapping is not read: HF's Gemma 3 attention never
+         * applies it (Gemma 2 did). */
+        LLAMA_LAYOUT,
+        .model_type = "gemma3_text",
+        .hf_class = "Gemma3",
+        .hf_cls = "Gemma3Text",
+        .norm = FT_NORM_RMS_1P,
+        .act = FT_ACT_GELU_TANH,
+        .bias_key = 1,
+        .o_bias = 1,
+        .has_qk_norm = 1,
+        .post_norms = 1,
+        .embed_scale = 1,
+        .sliding_layers = 1,
+        .tie_default = 1,
+        .k_act = "hidden_activation",
+        .acts_ok = "gelu_pytorch_tanh,gelu_new",
+        .k_attn_scalar = "query_pre_attn_scalar",
+        .k_rope_local = "rope_local_base_freq",
+        .rope_theta_default = 1000000.0,
+        .rope_local_default = 10000.0,
+        .attn_scalar_default = 256.0,
+        .window_default = 4096,
+        .pattern_default = 6,
+        .head_dim_default = 256, /* Gemma3TextConfig's */
+        .rope_scalings = 1u << FT_ROPE_LINEAR,
+        .false_keys = "use_bidirectional_attention",
+        .q_norm = "self_attn.q_norm",
+        .k_norm = "self_attn.k_norm",
+        /* Gemma's post_attention_layernorm norms the attention's output; the
+         * MLP's input norm is pre_feedforward_layernorm */
+        .norm2 = "pre_feedforward_layernorm",
+        .norm_attn_out = "post_attention_layernorm",
+        .norm_mlp_out = "post_feedforward_layernorm",
+        .gguf_arch = "gemma3",
+        .gguf_q_norm = "attn_q_norm",
+        .gguf_k_norm = "attn_k_norm",
+        .gguf_norm_attn_out = "post_attention_norm",
+        .gguf_norm_mlp_out = "post_ffw_norm",
+        .gguf_norm_shift = 1,
+        .presets = gemma3_presets,
     },
 };
 

@@ -1,5 +1,5 @@
 /* One description per model family (STYLE.md 15): everything that differs
- * between gpt2, llama, qwen2, mistral, qwen3 ... as data, in one table row
+ * between gpt2, llama, qwen2, mistral, qwen3, gemma3_text ... as data, in one table row
  * per config.json model_type. The config reader (formats/hfdir.c), the
  * model (nn/model.c), inference (infer/infer.c), the GGUF exporter
  * (formats/gguf.c), the init presets (nn/init.c) and the job spec's LoRA
@@ -14,9 +14,9 @@
 #include <stddef.h>
 
 typedef enum {
-  FT_NORM_LAYER = 1, /* LayerNorm with bias (GPT-2) */
-  FT_NORM_RMS = 2,   /* w * x * rsqrt(mean(x^2) + eps) (Llama) */
-  /* room for Gemma's x * rsqrt(...) * (1 + w): a new kind + its layers.c pair */
+  FT_NORM_LAYER = 1,  /* LayerNorm with bias (GPT-2) */
+  FT_NORM_RMS = 2,    /* w * x * rsqrt(mean(x^2) + eps) (Llama) */
+  FT_NORM_RMS_1P = 3, /* x * rsqrt(mean(x^2) + eps) * (1 + w) (Gemma; weights init 0) */
 } ft_norm_kind;
 
 typedef enum { FT_ACT_GELU_TANH = 1, FT_ACT_SILU = 2 } ft_act_kind;
@@ -55,18 +55,24 @@ typedef struct {
 } ft_arch_mod;
 
 /* A preset shape for `init-model` (vocab and special ids come from the
- * tokenizer). head_dim 0: hidden / heads. rope_* as ft_config's. */
+ * tokenizer). head_dim 0: hidden / heads. rope_* as ft_config's. For
+ * families with sliding layers: window (keys a sliding layer sees), pattern
+ * (layer i is full when (i+1) % pattern == 0, HF's sliding_window_pattern),
+ * local_theta (rope_local_base_freq) and attn_scalar (query_pre_attn_scalar). */
 typedef struct {
   const char *name;
   int L, C, NH, NKV, HD, FF, maxT, tie;
   float eps, theta;
   ft_rope_scaling rope;
+  int window, pattern;
+  float local_theta, attn_scalar;
 } ft_preset;
 
 typedef struct ft_arch {
   const char *model_type; /* config.json "model_type" */
   const char *hf_class;   /* "Llama": LlamaForCausalLM / LlamaForSequenceClassification */
   const char *hf_lm;      /* the causal-LM class suffix ("ForCausalLM", GPT-2 "LMHeadModel") */
+  const char *hf_cls; /* the classifier's prefix when not hf_class ("Gemma3Text"); NULL: hf_class */
 
   /* the computation */
   ft_norm_kind norm;
@@ -79,6 +85,12 @@ typedef struct ft_arch {
   int o_bias;       /* the attention output has a bias whenever q/k/v have one */
   int mlp_bias;     /* the MLP has biases (GPT-2) */
   int has_qk_norm;  /* per-head RMSNorm of q and k before RoPE (q_norm/k_norm, [head_dim]) */
+  int post_norms;   /* the attention's and the MLP's outputs are normed before their residual
+                       add (norm_attn_out, norm_mlp_out; Gemma's sandwich norms) */
+  int embed_scale;  /* token embeddings are multiplied by sqrt(hidden) (Gemma) */
+  int sliding_layers; /* per-layer sliding window: config.json layer_types (or the older
+                         sliding_window_pattern) picks the layers, sliding_window their
+                         window, k_rope_local their RoPE base (without rope_scaling) */
   ft_pos_kind pos;
   unsigned rope_scalings; /* 1u << ft_rope_kind accepted in rope_scaling */
   int tie_default;        /* tie_word_embeddings when config.json does not say */
@@ -92,9 +104,14 @@ typedef struct ft_arch {
 
   /* config.json keys */
   const char *k_hidden, *k_layers, *k_heads, *k_ffn, *k_maxpos, *k_eps, *k_act;
+  const char *k_attn_scalar; /* scores scaled by this key's value^-0.5 (query_pre_attn_scalar);
+                                NULL: head_dim^-0.5 */
+  const char *k_rope_local;  /* sliding layers' RoPE base (rope_local_base_freq), sliding_layers */
+  double rope_theta_default, rope_local_default, attn_scalar_default; /* 0: 10000 / none */
+  int window_default, pattern_default; /* sliding_window, sliding_window_pattern defaults */
   double eps_default;
   int head_dim_default; /* head_dim when config.json does not say; 0: hidden / heads */
-  const char *acts_ok; /* accepted k_act values, comma-separated */
+  const char *acts_ok;  /* accepted k_act values, comma-separated; the first is written */
   const char *false_keys; /* booleans that must be false (comma-separated) */
   const char *true_keys;  /* booleans that must be true (absent = true) */
 
@@ -104,6 +121,7 @@ typedef struct ft_arch {
   const char *embed, *pos_embed, *final_norm; /* full paths without ".weight"; pos_embed NULL for RoPE */
   const char *norm1, *norm2;                  /* under a layer */
   const char *q_norm, *k_norm;                /* under a layer, when has_qk_norm */
+  const char *norm_attn_out, *norm_mlp_out;   /* under a layer, when post_norms */
   const char *ignored; /* name suffixes of checkpoint buffers the model does not use */
   int norms_last;      /* HF declares a layer's norms after its modules (the table's order) */
   ft_arch_mod mods[FT_MOD_N];
@@ -115,6 +133,8 @@ typedef struct ft_arch {
   int gguf_tied_output; /* a tied lm_head is written as output.weight too (GPT-2) */
   const char *gguf_embed, *gguf_pos_embed, *gguf_final_norm, *gguf_norm1, *gguf_norm2;
   const char *gguf_q_norm, *gguf_k_norm;
+  const char *gguf_norm_attn_out, *gguf_norm_mlp_out;
+  int gguf_norm_shift; /* norm weights are written as 1 + w (llama.cpp's Gemma norms are w * x) */
 
   const ft_preset *presets; /* NULL-name terminated */
 } ft_arch;

@@ -50,6 +50,13 @@ int model_preset(const char *arch, const char *preset, ft_config *cfg, ft_error 
   cfg->norm_eps = p->eps;
   cfg->rope_theta = p->theta;
   cfg->rope_scaling = p->rope;
+  cfg->attn_scalar = p->attn_scalar;
+  if (a->sliding_layers) { /* HF's sliding_window_pattern rule */
+    cfg->sliding_window = p->window;
+    cfg->rope_local_theta = p->local_theta;
+    for (int l = 0; l < p->L && l < FT_MAX_LAYERS; l++)
+      cfg->sliding[l] = p->pattern > 0 && (l + 1) % p->pattern != 0;
+  }
   cfg->attention_bias = a->qkv_bias;
   cfg->mlp_bias = a->mlp_bias;
   cfg->bos_token_id = cfg->eos_token_id = cfg->pad_token_id = -1;

@@ -282,19 +282,19 @@ void layernorm_backward(float *dinp, float *dw, float *db, const float *dout, co
   }
 }
 
-void rmsnorm_forward(float *out, float *rstd, const float *inp, const float *w, int N, int C,
-                     float eps) {
+void rmsnorm_forward(float *out, float *rstd, const float *inp, const float *w, float woff, int N,
+                     int C, float eps) {
   for (int i = 0; i < N; i++) {
     const float *x = inp + (size_t)i * C;
     float *o = out + (size_t)i * C;
     float s = (float)(1.0 / sqrt((float)(dot_f(x, x, C) / C) + (double)eps));
-    for (int c = 0; c < C; c++) o[c] = w[c] * (x[c] * s);
+    for (int c = 0; c < C; c++) o[c] = (woff + w[c]) * (x[c] * s);
     rstd[i] = s;
   }
 }
 
 void rmsnorm_backward(float *dinp, float *dw, const float *dout, const float *inp, const float *w,
-                      const float *rstd, int N, int C) {
+                      float woff, const float *rstd, int N, int C) {
   for (int i = 0; i < N; i++) {
     const float *dy = dout + (size_t)i * C, *x = inp + (size_t)i * C;
     float s = rstd[i];
@@ -302,13 +302,13 @@ void rmsnorm_backward(float *dinp, float *dw, const float *dout, const float *in
       float acc[16] = {0};
       int c = 0;
       for (; c + 16 <= C; c += 16)
-        for (int j = 0; j < 16; j++) acc[j] += dy[c + j] * w[c + j] * x[c + j];
+        for (int j = 0; j < 16; j++) acc[j] += dy[c + j] * (woff + w[c + j]) * x[c + j];
       double t = 0.0;
       for (int j = 0; j < 16; j++) t += acc[j];
-      for (; c < C; c++) t += (double)dy[c] * w[c] * x[c];
+      for (; c < C; c++) t += (double)dy[c] * (woff + w[c]) * x[c];
       float k = (float)(t / C) * s * s * s; /* mean(g x) * rstd^3 */
       float *dx = dinp + (size_t)i * C;
-      for (c = 0; c < C; c++) dx[c] += dy[c] * w[c] * s - x[c] * k;
+      for (c = 0; c < C; c++) dx[c] += dy[c] * (woff + w[c]) * s - x[c] * k;
     }
     if (dw)
       for (int c = 0; c < C; c++) dw[c] += dy[c] * (x[c] * s);
@@ -321,21 +321,35 @@ void rmsnorm_backward(float *dinp, float *dw, const float *dout, const float *in
 
 static inline float tanh_fast(float u) { return 1.0f - 2.0f / (ft_expf(2.0f * u) + 1.0f); }
 
+/* The one home of the GELU formula: gelu(x), and its derivative */
+static inline float gelu1(float x) {
+  float t = tanh_fast(GELU_K * (x + 0.044715f * (x * x * x)));
+  return 0.5f * x * (1.0f + t);
+}
+
+static inline float gelu1_grad(float x) {
+  float t = tanh_fast(GELU_K * (x + 0.044715f * (x * x * x)));
+  return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * GELU_K * (1.0f + 3.0f * 0.044715f * x * x);
+}
+
 void gelu_forward(float *out, const float *inp, size_t n) {
-  for (size_t i = 0; i < n; i++) {
-    float x = inp[i];
-    float t = tanh_fast(GELU_K * (x + 0.044715f * (x * x * x)));
-    out[i] = 0.5f * x * (1.0f + t);
-  }
+  for (size_t i = 0; i < n; i++) out[i] = gelu1(inp[i]);
 }
 
 void gelu_backward(float *dinp, const float *dout, const float *inp, size_t n) {
+  for (size_t i = 0; i < n; i++) dinp[i] = dout[i] * gelu1_grad(inp[i]);
+}
+
+void geglu_forward(float *out, const float *gate, const float *up, size_t n) {
+  for (size_t i = 0; i < n; i++) out[i] = gelu1(gate[i]) * up[i];
+}
+
+void geglu_backward(float *dgate, float *dup, const float *dout, const float *gate, const float *up,
+                    size_t n) {
   for (size_t i = 0; i < n; i++) {
-    float x = inp[i];
-    float t = tanh_fast(GELU_K * (x + 0.044715f * (x * x * x)));
-    float g =
-        0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * GELU_K * (1.0f + 3.0f * 0.044715f * x * x);
-    dinp[i] = dout[i] * g;
+    float g = gate[i], d = dout[i];
+    dup[i] = d * gelu1(g);
+    dgate[i] = d * up[i] * gelu1_grad(g);
   }
 }
 
@@ -428,39 +442,45 @@ void rope_backward(float *dx, const float *cos_t, const float *sin_t, const int3
 
 void attention_block_forward(float *Y, int ldy, float *P, int ldp, const float *Q, int ldq,
                              const float *K, const float *V, int ldkv, int rows, int q0, int HD,
-                             float scale) {
+                             float scale, int window) {
   int n = q0 + rows; /* keys */
-  matmul(P, ldp, Q, ldq, 0, K, ldkv, 1, rows, n, HD, scale, 0.0f);
+  /* the first key any row sees: row 0's window start (0 without a window) */
+  int k0 = window > 0 && q0 - window + 1 > 0 ? q0 - window + 1 : 0;
+  size_t ko = (size_t)k0 * ldkv;
+  matmul(P + k0, ldp, Q, ldq, 0, K + ko, ldkv, 1, rows, n - k0, HD, scale, 0.0f);
   for (int i = 0; i < rows; i++) {
     float *p = P + (size_t)i * ldp;
-    int valid = q0 + i + 1;
-    float m = max_f(p, valid);
+    int last = q0 + i + 1; /* one past the row's last key */
+    int lo = window > 0 && last - window > 0 ? last - window : 0;
+    float *pv = p + lo;
+    int valid = last - lo;
+    float m = max_f(pv, valid);
     float acc[16] = {0};
     int j = 0;
     for (; j + 16 <= valid; j += 16)
       for (int u = 0; u < 16; u++) {
-        float e = ft_expf(p[j + u] - m);
-        p[j + u] = e;
+        float e = ft_expf(pv[j + u] - m);
+        pv[j + u] = e;
         acc[u] += e;
       }
     double s = 0.0;
     for (int u = 0; u < 16; u++) s += acc[u];
     for (; j < valid; j++) {
-      p[j] = ft_expf(p[j] - m);
-      s += p[j];
+      pv[j] = ft_expf(pv[j] - m);
+      s += pv[j];
     }
     float inv = (float)(1.0 / s);
-    for (j = 0; j < valid; j++) p[j] *= inv;
-    for (j = valid; j < n; j++) p[j] = 0.0f;
+    for (j = 0; j < valid; j++) pv[j] *= inv;
+    for (j = 0; j < lo; j++) p[j] = 0.0f;
+    for (j = last; j < n; j++) p[j] = 0.0f;
   }
-  matmul(Y, ldy, P, ldp, 0, V, ldkv, 0, rows, HD, n, 1.0f, 0.0f);
+  matmul(Y, ldy, P + k0, ldp, 0, V + ko, ldkv, 0, rows, HD, n - k0, 1.0f, 0.0f);
 }
 
 void attention_forward(float *out, float *att, const float *q, const float *k, const float *v,
                        const int32_t *lens, const int32_t *seg, int B, int T, int NH, int NKV,
-                       int HD, int ldq, int ldkv) {
+                       int HD, int ldq, int ldkv, float scale, int window) {
   int C = NH * HD, grp = NH / NKV;
-  float scale = 1.0f / sqrtf((float)HD);
   for (int b = 0; b < B; b++) {
     int L = lens[b];
     const int32_t *sg = seg ? seg + (size_t)b * T : NULL;
@@ -474,7 +494,7 @@ void attention_forward(float *out, float *att, const float *q, const float *k, c
         t1 = seg_run(sg, t0, L);
         size_t o = (size_t)t0;
         attention_block_forward(Y + o * C, C, P + o * T + o, T, Q + o * ldq, ldq, K + o * ldkv,
-                                V + o * ldkv, ldkv, t1 - t0, 0, HD, scale);
+                                V + o * ldkv, ldkv, t1 - t0, 0, HD, scale, window);
       }
     }
     if (L < T) memset(out + ((size_t)b * T + L) * C, 0, sizeof(float) * (size_t)(T - L) * C);
@@ -484,9 +504,8 @@ void attention_forward(float *out, float *att, const float *q, const float *k, c
 void attention_backward(float *dq, float *dk, float *dv, float *scratch, const float *dout,
                         const float *att, const float *q, const float *k, const float *v,
                         const int32_t *lens, const int32_t *seg, int B, int T, int NH, int NKV,
-                        int HD, int ldq, int ldkv) {
+                        int HD, int ldq, int ldkv, float scale) {
   int C = NH * HD, grp = NH / NKV;
-  float scale = 1.0f / sqrtf((float)HD);
   for (int b = 0; b < B; b++) {
     int L = lens[b];
     const int32_t *sg = seg ? seg + (size_t)b * T : NULL;

@@ -29,12 +29,14 @@ void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, c
                        const float *b, int N, int C, float eps);
 void layernorm_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp,
                         const float *w, const float *mean, const float *rstd, int N, int C);
-/* RMSNorm as HF LlamaRMSNorm: out = w * (x * rsqrt(mean(x^2) + eps)); rstd (N).
- * Per-head (Qwen3's q_norm/k_norm) is the same op over N*nh rows of C=HD. */
-void rmsnorm_forward(float *out, float *rstd, const float *inp, const float *w, int N, int C,
-                     float eps);
+/* RMSNorm: out = (woff + w) * (x * rsqrt(mean(x^2) + eps)); rstd (N). woff 0
+ * is HF's LlamaRMSNorm (w * ...), woff 1 Gemma3RMSNorm (x * rsqrt(...) * (1 +
+ * w), 1 + w rounded in float32 first, as HF computes it). Per-head (q_norm /
+ * k_norm) is the same op over N*nh rows of C=HD. */
+void rmsnorm_forward(float *out, float *rstd, const float *inp, const float *w, float woff, int N,
+                     int C, float eps);
 void rmsnorm_backward(float *dinp, float *dw, const float *dout, const float *inp, const float *w,
-                      const float *rstd, int N, int C);
+                      float woff, const float *rstd, int N, int C);
 
 /* GELU, tanh approximation (HF "gelu_new"). Backward writes dinp = dout *
  * gelu'(inp) and may run in place (dinp == dout). */
@@ -45,6 +47,12 @@ void gelu_backward(float *dinp, const float *dout, const float *inp, size_t n);
 void swiglu_forward(float *out, const float *gate, const float *up, size_t n);
 void swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate,
                      const float *up, size_t n);
+/* out = gelu(gate) * up with gelu_forward's GELU (Gemma's gelu_pytorch_tanh
+ * gated MLP); out may be gate. Backward writes dgate and dup; dgate may be
+ * dout. */
+void geglu_forward(float *out, const float *gate, const float *up, size_t n);
+void geglu_backward(float *dgate, float *dup, const float *dout, const float *gate, const float *up,
+                    size_t n);
 
 /* Rotary embedding in place on x (B,T,nh*HD), HF rotate_half convention:
  * pairs (i, i+HD/2) at position p rotated by cos/sin (maxT, HD/2)[p][i], where
@@ -63,15 +71,20 @@ void rope_backward(float *dx, const float *cos_t, const float *sin_t, const int3
                    int T, int nh, int HD);
 
 /* One causal attention block of one head: query rows i = 0..rows-1 sit at
- * key position q0 + i and see keys 0..q0+i. P (rows, q0+rows; ld ldp) gets
- * the probabilities (zero past each row's last key), Y (rows,HD; ld ldy) =
- * P V. Q (ld ldq), K and V (ld ldkv). Training calls it with q0 = 0 per
- * segment, inference per block of new rows over the KV cache. */
+ * key position q0 + i and see keys 0..q0+i, or with a sliding window
+ * (window > 0) only the last `window` of them, q0+i-window+1..q0+i (HF's
+ * sliding mask: key > query - window). P (rows, q0+rows; ld ldp) gets the
+ * probabilities (zero outside each row's keys), Y (rows,HD; ld ldy) = P V.
+ * Q (ld ldq), K and V (ld ldkv); scores are Q K^T * scale. Training calls it
+ * with q0 = 0 per segment, inference per block of new rows over the KV
+ * cache. Keys before the block's first visible key are not computed. */
 void attention_block_forward(float *Y, int ldy, float *P, int ldp, const float *Q, int ldq,
                              const float *K, const float *V, int ldkv, int rows, int q0, int HD,
-                             float scale);
+                             float scale, int window);
 
-/* Causal self-attention, scale 1/sqrt(HD), grouped-query (query head h reads
+/* Causal self-attention with scores scaled by scale (1/sqrt(HD) for most
+ * families, Gemma's query_pre_attn_scalar^-0.5) and window as
+ * attention_block_forward's (0: none), grouped-query (query head h reads
  * kv head h / (NH/NKV)). q (B,T,ldq) holds head h at column h*HD; k, v
  * (B,T,ldkv) hold kv head g at g*HD. Row b attends within its first lens[b]
  * tokens; out (B,T,NH*HD) is zero at t >= lens[b]. seg (B,T) or NULL: packed
@@ -81,12 +94,13 @@ void attention_block_forward(float *Y, int ldy, float *P, int ldp, const float *
  * diagonal segment blocks inside the lens[b] x lens[b] corner are valid). */
 void attention_forward(float *out, float *att, const float *q, const float *k, const float *v,
                        const int32_t *lens, const int32_t *seg, int B, int T, int NH, int NKV,
-                       int HD, int ldq, int ldkv);
-/* dq/dk/dv share the layouts of q/k/v and are accumulated; scratch (T,T). */
+                       int HD, int ldq, int ldkv, float scale, int window);
+/* dq/dk/dv share the layouts of q/k/v and are accumulated; scratch (T,T).
+ * The window needs no argument here: its masked probabilities are zero. */
 void attention_backward(float *dq, float *dk, float *dv, float *scratch, const float *dout,
                         const float *att, const float *q, const float *k, const float *v,
                         const int32_t *lens, const int32_t *seg, int B, int T, int NH, int NKV,
-                        int HD, int ldq, int ldkv);
+                        int HD, int ldq, int ldkv, float scale);
 /* End of the segment that starts at t0 in a row of segment ids seg (L tokens;
  * NULL: one segment): the first t > t0 with seg[t] != seg[t0], or L. */
 static inline int seg_run(const int32_t *seg, int t0, int L) {

@@ -1,8 +1,9 @@
 /* The transformer models (see model.h): every family of nn/arch.h, as causal
  * LMs or sequence classifiers, trained in full, with LoRA, or head-only. The
  * family's row decides which tensors exist and which ops run (norm kind,
- * fused q/k/v, q/k norms, RoPE or learned positions, gated MLP); nothing
- * here knows a family by name.
+ * fused q/k/v, q/k norms, RoPE or learned positions, gated MLP, post norms,
+ * sliding-window layers with their own RoPE base, the embedding scale);
+ * nothing here knows a family by name.
  * Workload: CPU training at B x T up to a few thousand tokens, where the
  * GEMMs (OpenBLAS) dominate; everything else is a streaming loop in layers.c.
  * Three allocations per model (parameters, gradients, activations) plus a
@@ -40,6 +41,8 @@ typedef struct {
   float *n1w, *n1b, *dn1w, *dn1b; /* ln_1 / input_layernorm (C); biases GPT-2 only */
   float *n2w, *n2b, *dn2w, *dn2b; /* ln_2 / post_attention_layernorm (C) */
   float *qnw, *dqnw, *knw, *dknw; /* q_norm, k_norm (HD) when arch->has_qk_norm */
+  float *nAw, *dnAw, *nMw, *dnMw; /* norms of the attention's and the MLP's outputs (C),
+                                     arch->post_norms */
   lin m[M_N];                     /* only the arch's modules are set */
 } layer_w;
 
@@ -51,11 +54,13 @@ typedef struct {
   float *qn_rstd, *kn_rstd; /* (N*NH) (N*NKV) */
   float *att;  /* (B,NH,T,T) attention probabilities */
   float *atty; /* (N,QD) attention output before the projection */
+  float *attn_o, *pa_rstd; /* (N,C) (N) the projection's output before its norm (post_norms) */
   float *res2; /* (N,C) residual after attention */
   float *ln2, *ln2_mean, *ln2_rstd;
   float *ffa, *ffb; /* GPT-2: c_fc out, -; Llama: gate, up (N,FF) */
   float *ffh;       /* gelu(ffa) or silu(gate)*up (N,FF): one buffer shared by all
                        layers, recomputed in backward (cheap; saves L x N x FF) */
+  float *mlp_o, *pm_rstd; /* (N,C) (N) the MLP's output before its norm (post_norms) */
   float *res3;      /* (N,C) layer output */
   lin_act la[M_N];
 } layer_a;
@@ -69,6 +74,9 @@ struct ft_model {
   int has_lora, training, B, T;
   int V, C, L, NH, NKV, HD, QD, KD, FF, NL, maxP;
   float lscale; /* alpha / r */
+  float woff;   /* RMSNorm weight offset: 1 for x * (1 + w) (FT_NORM_RMS_1P), else 0 */
+  float att_scale; /* attention scores' scale: attn_scalar (or HD)^-0.5 */
+  float emb_scale; /* token embeddings' factor: sqrt(C) (arch->embed_scale) or 1 */
 
   ft_param *params;
   size_t n_params, p_n, g_n, a_n; /* counts of the three blocks, in floats */
@@ -97,8 +105,10 @@ struct ft_model {
   float *tlp;                       /* (N) LM: log p(target), NaN on rows without one */
   int hR;                           /* LM: rows per head chunk */
   float *rope_cos, *rope_sin;       /* (T,HD/2) */
+  float *rope_cos_l, *rope_sin_l;   /* (T,HD/2) sliding layers' (rope_local_theta), or NULL */
   /* backward scratch */
   float *dres, *dln;   /* (N,C) */
+  float *dpost;        /* (N,C) gradient of a post-normed output (post_norms) */
   float *datty;        /* (N,QD) */
   float *dq, *dk, *dv; /* fused: into one (N,3C) block; else (N,QD) (N,KD) (N,KD) */
   float *dqpre, *dkpre; /* (N,QD) (N,KD) gradients before q_norm/k_norm (has_qk_norm) */
@@ -241,6 +251,7 @@ static void build_params(ft_model *m, int pass) {
   int full = m->method == FT_METHOD_FULL, nbias = A->norm == FT_NORM_LAYER;
   int C = m->C;
   char path[FT_NAME_MAX], name[FT_NAME_MAX];
+  float *dummy_b, *dummy_db; /* post norms have no bias */
   m->n_params = m->p_n = m->g_n = 0;
   join(name, A->embed, ".weight");
   ft_param *emb = addp(m, pass, name, 2, m->V, C, full);
@@ -277,9 +288,17 @@ static void build_params(ft_model *m, int pass) {
         add_head_norm(m, pass, path, full, &w->knw, &w->dknw);
       }
     }
-    if (A->norms_last) {
+    if (A->norms_last) { /* HF's order: input, (post-attention), pre-MLP, (post-MLP) */
       add_norm(m, pass, n1, nbias, full, &w->n1w, &w->dn1w, &w->n1b, &w->dn1b);
+      if (A->post_norms) {
+        join(path, pre, A->norm_attn_out);
+        add_norm(m, pass, path, 0, full, &w->nAw, &w->dnAw, &dummy_b, &dummy_db);
+      }
       add_norm(m, pass, n2, nbias, full, &w->n2w, &w->dn2w, &w->n2b, &w->dn2b);
+      if (A->post_norms) {
+        join(path, pre, A->norm_mlp_out);
+        add_norm(m, pass, path, 0, full, &w->nMw, &w->dnMw, &dummy_b, &dummy_db);
+      }
     }
   }
   add_norm(m, pass, A->final_norm, nbias, full, &m->nfw, &m->dnfw, &m->nfb, &m->dnfb);
@@ -362,6 +381,8 @@ static void build_acts(ft_model *m, int pass) {
     a->kn_rstd = A->has_qk_norm ? take(m, pass, N * (size_t)m->NKV) : NULL;
     a->att = take(m, pass, B * (size_t)m->NH * T * T);
     a->atty = take(m, pass, N * QD);
+    a->attn_o = A->post_norms ? take(m, pass, N * C) : NULL;
+    a->pa_rstd = A->post_norms ? take(m, pass, N) : NULL;
     a->res2 = take(m, pass, N * C);
     a->ln2 = take(m, pass, N * C);
     a->ln2_mean = lnorm ? take(m, pass, N) : NULL;
@@ -369,6 +390,8 @@ static void build_acts(ft_model *m, int pass) {
     a->ffa = take(m, pass, N * FF);
     a->ffb = A->gated_mlp ? take(m, pass, N * FF) : NULL;
     a->ffh = l == 0 ? take(m, pass, N * FF) : m->la[0].ffh;
+    a->mlp_o = A->post_norms ? take(m, pass, N * C) : NULL;
+    a->pm_rstd = A->post_norms ? take(m, pass, N) : NULL;
     a->res3 = take(m, pass, N * C);
     for (int i = 0; i < M_N; i++) {
       lin *ln = &m->lw[l].m[i];
@@ -396,9 +419,13 @@ static void build_acts(ft_model *m, int pass) {
   int rope = A->pos == FT_POS_ROPE;
   m->rope_cos = rope ? take(m, pass, T * (size_t)m->HD / 2) : NULL;
   m->rope_sin = rope ? take(m, pass, T * (size_t)m->HD / 2) : NULL;
+  int local = rope && A->sliding_layers;
+  m->rope_cos_l = local ? take(m, pass, T * (size_t)m->HD / 2) : NULL;
+  m->rope_sin_l = local ? take(m, pass, T * (size_t)m->HD / 2) : NULL;
   if (!tr) return;
   m->dres = take(m, pass, N * C);
   m->dln = take(m, pass, N * C);
+  m->dpost = A->post_norms ? take(m, pass, N * C) : NULL;
   m->datty = take(m, pass, N * QD);
   m->dq = take(m, pass, N * (QD + 2 * KD));
   if (A->fused_qkv) {
@@ -430,8 +457,22 @@ static int check_config(const ft_config *c, ft_task task, ft_method method, cons
   if (c->model_type[0] && strcmp(c->model_type, a->model_type))
     return ft_error_set(err, FT_EINVALID, "model_type", "model_type '%.31s' is not its arch's %s",
                         c->model_type, a->model_type);
-  if (a->gated_mlp != (a->act == FT_ACT_SILU))
+  if (!a->gated_mlp && a->act == FT_ACT_SILU)
     return ft_error_set(err, FT_EUNSUPPORTED, "model_type", "no MLP op for the family's activation");
+  if (c->n_layer > FT_MAX_LAYERS)
+    return ft_error_set(err, FT_EUNSUPPORTED, "num_hidden_layers", "more than %d layers",
+                        FT_MAX_LAYERS);
+  if (!(c->attn_scalar >= 0.0f))
+    return ft_error_set(err, FT_EFORMAT, "query_pre_attn_scalar", "must be positive");
+  if (a->sliding_layers) {
+    int any = 0;
+    for (int l = 0; l < c->n_layer; l++) any |= c->sliding[l];
+    if (any && c->sliding_window < 1)
+      return ft_error_set(err, FT_EFORMAT, "sliding_window",
+                          "sliding layers need a sliding_window of at least 1");
+    if (any && !(c->rope_local_theta > 0.0f))
+      return ft_error_set(err, FT_EFORMAT, "rope_local_base_freq", "must be positive");
+  }
   if (c->vocab_size < 1 || c->hidden_size < 1 || c->n_layer < 1 || c->n_head < 1 ||
       c->n_kv_head < 1 || c->head_dim < 1 || c->intermediate_size < 1)
     return ft_error_set(err, FT_EFORMAT, "config", "config sizes must be positive");
@@ -506,6 +547,14 @@ int model_new(ft_model **out, const ft_config *cfg, ft_task task, ft_method meth
     m->lora = *lora;
     m->lscale = lora->alpha / (float)lora->r;
   }
+  m->woff = m->a->norm == FT_NORM_RMS_1P ? 1.0f : 0.0f;
+  /* HF: the scale is a Python float (scalar ** -0.5) applied to float32 scores;
+   * families without k_attn_scalar keep 1/sqrtf(HD) */
+  m->att_scale = cfg->attn_scalar > 0.0f ? (float)(1.0 / sqrt((double)cfg->attn_scalar))
+                                         : 1.0f / sqrtf((float)cfg->head_dim);
+  /* HF's Gemma3TextScaledWordEmbedding: sqrt(C) as a float32 tensor (the
+   * weights' dtype; the engine's weights are float32) */
+  m->emb_scale = m->a->embed_scale ? (float)sqrt((double)cfg->hidden_size) : 1.0f;
   m->training = training ? 1 : 0;
   m->B = B;
   m->T = T;
@@ -551,6 +600,8 @@ int model_new(ft_model **out, const ft_config *cfg, ft_task task, ft_method meth
   m->labels = m->iblock + 4 * N + B;
   if (m->rope_cos)
     rope_tables(m->rope_cos, m->rope_sin, T, m->HD, cfg->rope_theta, &cfg->rope_scaling);
+  if (m->rope_cos_l) /* local layers: their own base, never rope_scaling (HF's sliding_attention) */
+    rope_tables(m->rope_cos_l, m->rope_sin_l, T, m->HD, cfg->rope_local_theta, NULL);
 
   /* how far backward has to go */
   m->emb_trainable = method == FT_METHOD_FULL;
@@ -646,8 +697,8 @@ static void init_param(ft_model *m, ft_param *p, uint64_t seed) {
     for (size_t i = 0; i < p->numel; i++) p->w[i] = (2.0f * rng_uniform(&r) - 1.0f) * bound;
   } else if (strstr(p->name, ".lora_B.") || ends_with(p->name, ".bias")) {
     memset(p->w, 0, sizeof(float) * p->numel);
-  } else if (p->ndim == 1) { /* norm weights */
-    for (size_t i = 0; i < p->numel; i++) p->w[i] = 1.0f;
+  } else if (p->ndim == 1) { /* norm weights: 1, or 0 for x * (1 + w) (HF zeroes them) */
+    for (size_t i = 0; i < p->numel; i++) p->w[i] = 1.0f - m->woff;
   } else {
     const ft_arch *a = m->a;
     float std = 0.02f;
@@ -722,13 +773,13 @@ static void lin_backward(ft_model *m, float *dinp, const lin *ln, const lin_act 
 
 /* ---- forward ---- */
 
-/* out (N,C) = the family's norm of inp; mean unused by RMSNorm */
+/* out (N,C) = the family's norm of inp; mean unused by RMSNorm (either kind) */
 static void norm_forward(const ft_model *m, float *out, float *mean, float *rstd, const float *inp,
                          const float *w, const float *b, int N) {
   if (m->a->norm == FT_NORM_LAYER)
     layernorm_forward(out, mean, rstd, inp, w, b, N, m->C, m->cfg.norm_eps);
   else
-    rmsnorm_forward(out, rstd, inp, w, N, m->C, m->cfg.norm_eps);
+    rmsnorm_forward(out, rstd, inp, w, m->woff, N, m->C, m->cfg.norm_eps);
 }
 
 static void norm_backward(const ft_model *m, float *dinp, float *dw, float *db, const float *dout,
@@ -737,7 +788,23 @@ static void norm_backward(const ft_model *m, float *dinp, float *dw, float *db, 
   if (m->a->norm == FT_NORM_LAYER)
     layernorm_backward(dinp, dw, db, dout, inp, w, mean, rstd, N, m->C);
   else
-    rmsnorm_backward(dinp, dw, dout, inp, w, rstd, N, m->C);
+    rmsnorm_backward(dinp, dw, dout, inp, w, m->woff, rstd, N, m->C);
+}
+
+/* Layer l's attention pattern: a sliding layer sees the last sliding_window
+ * keys and reads the local RoPE tables; the others everything, the global
+ * tables. */
+static int is_sliding(const ft_model *m, int l) {
+  return m->a->sliding_layers && m->cfg.sliding[l];
+}
+static int layer_window(const ft_model *m, int l) {
+  return is_sliding(m, l) ? m->cfg.sliding_window : 0;
+}
+static const float *layer_cos(const ft_model *m, int l) {
+  return is_sliding(m, l) ? m->rope_cos_l : m->rope_cos;
+}
+static const float *layer_sin(const ft_model *m, int l) {
+  return is_sliding(m, l) ? m->rope_sin_l : m->rope_sin;
 }
 
 static void layer_forward(ft_model *m, int l, const float *x, uint64_t seed) {
@@ -758,32 +825,46 @@ static void layer_forward(ft_model *m, int l, const float *x, uint64_t seed) {
     lin_forward(m, a->qpre, &LA[M_Q], a->ln1, &M[M_Q], N, s + M_Q);
     lin_forward(m, a->kpre, &LA[M_K], a->ln1, &M[M_K], N, s + M_K);
     lin_forward(m, a->v, &LA[M_V], a->ln1, &M[M_V], N, s + M_V);
-    rmsnorm_forward(a->q, a->qn_rstd, a->qpre, w->qnw, N * m->NH, m->HD, m->cfg.norm_eps);
-    rmsnorm_forward(a->k, a->kn_rstd, a->kpre, w->knw, N * m->NKV, m->HD, m->cfg.norm_eps);
+    rmsnorm_forward(a->q, a->qn_rstd, a->qpre, w->qnw, m->woff, N * m->NH, m->HD, m->cfg.norm_eps);
+    rmsnorm_forward(a->k, a->kn_rstd, a->kpre, w->knw, m->woff, N * m->NKV, m->HD, m->cfg.norm_eps);
   } else {
     lin_forward(m, a->q, &LA[M_Q], a->ln1, &M[M_Q], N, s + M_Q);
     lin_forward(m, a->k, &LA[M_K], a->ln1, &M[M_K], N, s + M_K);
     lin_forward(m, a->v, &LA[M_V], a->ln1, &M[M_V], N, s + M_V);
   }
   if (A->pos == FT_POS_ROPE) {
-    rope_forward(a->q, m->rope_cos, m->rope_sin, m->fw_pos, B, T, m->NH, m->HD);
-    rope_forward(a->k, m->rope_cos, m->rope_sin, m->fw_pos, B, T, m->NKV, m->HD);
+    const float *rc = layer_cos(m, l), *rs = layer_sin(m, l);
+    rope_forward(a->q, rc, rs, m->fw_pos, B, T, m->NH, m->HD);
+    rope_forward(a->k, rc, rs, m->fw_pos, B, T, m->NKV, m->HD);
   }
   attention_forward(a->atty, a->att, a->q, a->k, a->v, m->lens, m->fw_seg, B, T, m->NH, m->NKV,
-                    m->HD, ldq, ldkv);
+                    m->HD, ldq, ldkv, m->att_scale, layer_window(m, l));
   int o = arch_attn_out(A), up = arch_mlp_up(A), gate = arch_mlp_gate(A), down = arch_mlp_down(A);
-  lin_forward(m, a->res2, &LA[o], a->atty, &M[o], N, s + (uint64_t)o);
+  if (A->post_norms) { /* res2 = x + norm(o_proj(...)) */
+    lin_forward(m, a->attn_o, &LA[o], a->atty, &M[o], N, s + (uint64_t)o);
+    norm_forward(m, a->res2, NULL, a->pa_rstd, a->attn_o, w->nAw, NULL, N);
+  } else {
+    lin_forward(m, a->res2, &LA[o], a->atty, &M[o], N, s + (uint64_t)o);
+  }
   residual_add(a->res2, x, nC);
   norm_forward(m, a->ln2, a->ln2_mean, a->ln2_rstd, a->res2, w->n2w, w->n2b, N);
   if (A->gated_mlp) {
     lin_forward(m, a->ffa, &LA[gate], a->ln2, &M[gate], N, s + (uint64_t)gate);
     lin_forward(m, a->ffb, &LA[up], a->ln2, &M[up], N, s + (uint64_t)up);
-    swiglu_forward(a->ffh, a->ffa, a->ffb, nF);
+    if (A->act == FT_ACT_SILU)
+      swiglu_forward(a->ffh, a->ffa, a->ffb, nF);
+    else
+      geglu_forward(a->ffh, a->ffa, a->ffb, nF);
   } else {
     lin_forward(m, a->ffa, &LA[up], a->ln2, &M[up], N, s + (uint64_t)up);
     gelu_forward(a->ffh, a->ffa, nF);
   }
-  lin_forward(m, a->res3, &LA[down], a->ffh, &M[down], N, s + (uint64_t)down);
+  if (A->post_norms) { /* res3 = res2 + norm(down_proj(...)) */
+    lin_forward(m, a->mlp_o, &LA[down], a->ffh, &M[down], N, s + (uint64_t)down);
+    norm_forward(m, a->res3, NULL, a->pm_rstd, a->mlp_o, w->nMw, NULL, N);
+  } else {
+    lin_forward(m, a->res3, &LA[down], a->ffh, &M[down], N, s + (uint64_t)down);
+  }
   residual_add(a->res3, a->res2, nC);
 }
 
@@ -872,7 +953,7 @@ static int forward(ft_model *m, const ft_batch *b, int training, uint64_t rng_se
       const float *p = m->wpe + (size_t)(m->fw_pos ? m->fw_pos[i] : i % T) * C;
       for (int c = 0; c < C; c++) o[c] = e[c] + p[c];
     } else {
-      memcpy(o, e, sizeof(float) * C);
+      for (int c = 0; c < C; c++) o[c] = e[c] * m->emb_scale;
     }
   }
   const float *x = m->x0;
@@ -948,17 +1029,30 @@ static void layer_backward(ft_model *m, int l, const float *x, int need_dx) {
   int want_dln1 = need_dx || w->dn1w;
   int o = arch_attn_out(A), up = arch_mlp_up(A), gate = arch_mlp_gate(A), down = arch_mlp_down(A);
   /* MLP: the activation's output is recomputed (one buffer for all layers) */
+  const float *dmlp = m->dres; /* d(down_proj's output) */
+  if (A->post_norms) {
+    memset(m->dpost, 0, sizeof(float) * nC);
+    norm_backward(m, m->dpost, w->dnMw, NULL, m->dres, a->mlp_o, w->nMw, NULL, a->pm_rstd, N);
+    dmlp = m->dpost;
+  }
   memset(m->dff1, 0, sizeof(float) * nF);
   if (A->gated_mlp) {
-    swiglu_forward(a->ffh, a->ffa, a->ffb, nF);
-    lin_backward(m, m->dff1, &M[down], &LA[down], m->dres, a->ffh, N);
-    swiglu_backward(m->dff1, m->dff2, m->dff1, a->ffa, a->ffb, nF);  // dgate, dup
+    int silu = A->act == FT_ACT_SILU;
+    if (silu)
+      swiglu_forward(a->ffh, a->ffa, a->ffb, nF);
+    else
+      geglu_forward(a->ffh, a->ffa, a->ffb, nF);
+    lin_backward(m, m->dff1, &M[down], &LA[down], dmlp, a->ffh, N);
+    if (silu)
+      swiglu_backward(m->dff1, m->dff2, m->dff1, a->ffa, a->ffb, nF);  // dgate, dup
+    else
+      geglu_backward(m->dff1, m->dff2, m->dff1, a->ffa, a->ffb, nF);
     memset(m->dln, 0, sizeof(float) * nC);
     lin_backward(m, m->dln, &M[gate], &LA[gate], m->dff1, a->ln2, N);
     lin_backward(m, m->dln, &M[up], &LA[up], m->dff2, a->ln2, N);
   } else {
     gelu_forward(a->ffh, a->ffa, nF);
-    lin_backward(m, m->dff1, &M[down], &LA[down], m->dres, a->ffh, N);
+    lin_backward(m, m->dff1, &M[down], &LA[down], dmlp, a->ffh, N);
     gelu_backward(m->dff1, m->dff1, a->ffa, nF);
     memset(m->dln, 0, sizeof(float) * nC);
     lin_backward(m, m->dln, &M[up], &LA[up], m->dff1, a->ln2, N);
@@ -966,13 +1060,19 @@ static void layer_backward(ft_model *m, int l, const float *x, int need_dx) {
   norm_backward(m, m->dres, w->dn2w, w->dn2b, m->dln, a->res2, w->n2w, a->ln2_mean, a->ln2_rstd,
                 N);
   /* attention */
+  const float *dattn = m->dres; /* d(o_proj's output) */
+  if (A->post_norms) {
+    memset(m->dpost, 0, sizeof(float) * nC);
+    norm_backward(m, m->dpost, w->dnAw, NULL, m->dres, a->attn_o, w->nAw, NULL, a->pa_rstd, N);
+    dattn = m->dpost;
+  }
   memset(m->datty, 0, sizeof(float) * nQ);
-  lin_backward(m, m->datty, &M[o], &LA[o], m->dres, a->atty, N);
+  lin_backward(m, m->datty, &M[o], &LA[o], dattn, a->atty, N);
   float *dln = want_dln1 ? m->dln : NULL;
   if (A->fused_qkv) {
     memset(m->dq, 0, sizeof(float) * nC * 3);
     attention_backward(m->dq, m->dk, m->dv, m->datt, m->datty, a->att, a->q, a->k, a->v, m->lens,
-                       m->fw_seg, B, T, m->NH, m->NKV, m->HD, 3 * C, 3 * C);
+                       m->fw_seg, B, T, m->NH, m->NKV, m->HD, 3 * C, 3 * C, m->att_scale);
     if (dln) memset(dln, 0, sizeof(float) * nC);
     lin_backward(m, dln, &M[M_QKV], &LA[M_QKV], m->dq, a->ln1, N);
   } else {
@@ -980,17 +1080,20 @@ static void layer_backward(ft_model *m, int l, const float *x, int need_dx) {
     memset(m->dk, 0, sizeof(float) * nK);
     memset(m->dv, 0, sizeof(float) * nK);
     attention_backward(m->dq, m->dk, m->dv, m->datt, m->datty, a->att, a->q, a->k, a->v, m->lens,
-                       m->fw_seg, B, T, m->NH, m->NKV, m->HD, m->QD, m->KD);
+                       m->fw_seg, B, T, m->NH, m->NKV, m->HD, m->QD, m->KD, m->att_scale);
     if (A->pos == FT_POS_ROPE) {
-      rope_backward(m->dq, m->rope_cos, m->rope_sin, m->fw_pos, B, T, m->NH, m->HD);
-      rope_backward(m->dk, m->rope_cos, m->rope_sin, m->fw_pos, B, T, m->NKV, m->HD);
+      const float *rc = layer_cos(m, l), *rs = layer_sin(m, l);
+      rope_backward(m->dq, rc, rs, m->fw_pos, B, T, m->NH, m->HD);
+      rope_backward(m->dk, rc, rs, m->fw_pos, B, T, m->NKV, m->HD);
     }
     const float *dq = m->dq, *dk = m->dk;
     if (A->has_qk_norm) {
       memset(m->dqpre, 0, sizeof(float) * nQ);
       memset(m->dkpre, 0, sizeof(float) * nK);
-      rmsnorm_backward(m->dqpre, w->dqnw, m->dq, a->qpre, w->qnw, a->qn_rstd, N * m->NH, m->HD);
-      rmsnorm_backward(m->dkpre, w->dknw, m->dk, a->kpre, w->knw, a->kn_rstd, N * m->NKV, m->HD);
+      rmsnorm_backward(m->dqpre, w->dqnw, m->dq, a->qpre, w->qnw, m->woff, a->qn_rstd, N * m->NH,
+                       m->HD);
+      rmsnorm_backward(m->dkpre, w->dknw, m->dk, a->kpre, w->knw, m->woff, a->kn_rstd, N * m->NKV,
+                       m->HD);
       dq = m->dqpre;
       dk = m->dkpre;
     }
@@ -1055,7 +1158,7 @@ static int below_head_backward(ft_model *m) {
       if (t >= m->lens[i / T]) continue;
       const float *d = m->dres + (size_t)i * C;
       float *dw = m->dwte + (size_t)m->tokens[i] * C;
-      for (int c = 0; c < C; c++) dw[c] += d[c];
+      for (int c = 0; c < C; c++) dw[c] += d[c] * m->emb_scale;
       if (m->dwpe) {
         float *dp = m->dwpe + (size_t)(m->fw_pos ? m->fw_pos[i] : t) * C;
         for (int c = 0; c < C; c++) dp[c] += d[c];

@@ -1,7 +1,7 @@
 /* The transformer models of the engine: every family of nn/arch.h (GPT-2,
- * llama, qwen2, mistral, qwen3), as causal LMs or sequence classifiers, trained in full,
- * with LoRA adapters, or head-only. Workload: CPU training at small batch
- * (B x T up to a few thousand tokens) where the GEMMs (OpenBLAS) dominate.
+ * llama, qwen2, mistral, qwen3, gemma3_text), as causal LMs or sequence classifiers, trained in
+ * full, with LoRA adapters, or head-only. Workload: CPU training at small batch (B x T up to a few
+ * thousand tokens) where the GEMMs (OpenBLAS) dominate.
  *
  * Parameters live in one allocation, gradients in another, activations in a
  * third (STYLE.md 11); shapes are fixed at model_new(). Every tensor is exposed
@@ -23,6 +23,7 @@ typedef enum { FT_TASK_CAUSAL_LM = 1, FT_TASK_CLASSIFY = 2 } ft_task;
 typedef enum { FT_METHOD_FULL = 1, FT_METHOD_LORA = 2, FT_METHOD_HEAD = 3 } ft_method;
 
 #define FT_MAX_LABELS 256
+#define FT_MAX_LAYERS 1024 /* config.json's num_hidden_layers is read up to this */
 #define FT_NAME_MAX 128
 
 typedef struct {
@@ -38,7 +39,14 @@ typedef struct {
   int max_position;      /* maxT */
   float norm_eps;        /* layer_norm_epsilon / rms_norm_eps */
   float rope_theta;      /* RoPE families only */
-  ft_rope_scaling rope_scaling; /* kind FT_ROPE_DEFAULT: none */
+  ft_rope_scaling rope_scaling; /* kind FT_ROPE_DEFAULT: none (sliding layers: never applied) */
+  /* arch->sliding_layers: layer l with sliding[l] = 1 sees only the last
+   * sliding_window keys (its own included) and uses RoPE base
+   * rope_local_theta; the others attend fully with rope_theta */
+  int sliding_window;
+  float rope_local_theta;
+  unsigned char sliding[FT_MAX_LAYERS];
+  float attn_scalar; /* scores scaled by attn_scalar^-0.5; 0: head_dim (query_pre_attn_scalar) */
   int tie_embeddings;    /* lm_head shares the token embedding */
   int attention_bias;    /* q/k/v biases (and the output's when arch->o_bias) */
   int mlp_bias;          /* GPT-2: 1 */

@@ -11,7 +11,16 @@ k_norm, an RMSNorm over head_dim of each head of q and k before RoPE, weights
 rope_scaling "linear" (inv_freq / factor) and "llama3" (modeling_rope_utils'
 _compute_llama3_parameters: wavelengths above original_max_position_embeddings
 / low_freq_factor divided by factor, below .../high_freq_factor kept, the
-band between interpolated)), plus LoRA adapters named as
+band between interpolated); gemma3_text (Gemma3ForCausalLM /
+Gemma3TextForSequenceClassification, modeling_gemma3.py): embeddings times
+sqrt(hidden), Gemma3RMSNorm x * rsqrt(mean(x^2)+eps) * (1 + w) everywhere
+(weights stored around 0), four norms per layer (input, post_attention on the
+attention's output, pre_feedforward, post_feedforward on the MLP's output),
+q/k norms, gelu_pytorch_tanh gated MLP, scores scaled by
+query_pre_attn_scalar^-0.5, layer_types (or sliding_window_pattern: layer i
+full when (i+1) % pattern == 0) choosing sliding layers that see keys
+j > i - sliding_window and use RoPE base rope_local_base_freq without
+scaling, the global layers rope_theta with rope_scaling), plus LoRA adapters named as
 PEFT saves them ("base_model.model.<module>.lora_A.weight" [r,in], lora_B
 [out,r], scale alpha/r). Semantics follow HF: gelu_new (tanh), LayerNorm,
 learned positions, tied lm_head; RMSNorm computed as x * rsqrt(mean(x^2)+eps)
@@ -101,6 +110,7 @@ class Config:
         self.arch = "gpt2" if mt == "gpt2" else "llama"
         # Gemma2ForCausalLM: logits = tanh(logits / cap) * cap (None: off)
         self.softcap = d.get("final_logit_softcapping")
+        self.gemma = mt == "gemma3_text"
         if mt == "gpt2":
             self.C = d["n_embd"]
             self.L = d["n_layer"]
@@ -121,17 +131,27 @@ class Config:
             self.maxT = d["max_position_embeddings"]
             self.eps = d.get("rms_norm_eps", 1e-6)
             self.theta = d.get("rope_theta", 10000.0)
-            self.tie = d.get("tie_word_embeddings", False)  # LlamaConfig/Qwen2Config default
+            self.tie = d.get("tie_word_embeddings", self.gemma)  # Llama/Qwen2: False, Gemma3: True
             if mt == "qwen2":  # Qwen2Attention: q/k/v bias always, o_proj none
                 self.attn_bias, self.o_bias = True, False
             else:              # Llama/Qwen3Attention: attention_bias on q/k/v and o
                 self.attn_bias = d.get("attention_bias", False)
                 self.o_bias = self.attn_bias
             self.mlp_bias = mt == "llama" and d.get("mlp_bias", False)  # LlamaMLP only
-            self.qk_norm = mt == "qwen3"
+            self.qk_norm = mt in ("qwen3", "gemma3_text")
             self.rope_scaling = d.get("rope_scaling")
+            if self.gemma:  # Gemma3TextConfig's defaults
+                self.theta = d.get("rope_theta", 1000000.0)
+                self.local_theta = d.get("rope_local_base_freq", 10000.0)
+                self.attn_scalar = d.get("query_pre_attn_scalar", 256)
+                self.window = d.get("sliding_window", 4096)
+                pattern = d.get("sliding_window_pattern", 6)
+                types = d.get("layer_types") or [
+                    "sliding_attention" if (i + 1) % pattern else "full_attention"
+                    for i in range(self.L)]
+                self.sliding = [t == "sliding_attention" for t in types]
         self.V = d["vocab_size"]
-        self.HD = d.get("head_dim") or (128 if mt == "qwen3" else self.C // self.NH)
+        self.HD = d.get("head_dim") or {"qwen3": 128, "gemma3_text": 256}.get(mt, self.C // self.NH)
         if "id2label" in d:
             self.num_labels = len(d["id2label"])
         else:
@@ -197,18 +217,35 @@ class RMSNorm(nn.Module):
         return self.weight * (x * torch.rsqrt(var + self.eps))
 
 
+class GemmaRMSNorm(nn.Module):
+    """Gemma3RMSNorm: x * rsqrt(mean(x^2) + eps) * (1 + w), w stored around 0."""
+
+    def __init__(self, C, eps, dtype):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(C, dtype=dtype))
+        self.eps = eps
+
+    def forward(self, x):
+        var = x.pow(2).mean(-1, keepdim=True)
+        return (x * torch.rsqrt(var + self.eps)) * (1.0 + self.weight)
+
+
 def gelu_new(x):
     return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0))))
 
 
-def attention(q, k, v, lens, seg=None):
+def attention(q, k, v, lens, seg=None, scale=None, window=None):
     """q (B,NH,T,HD), k/v (B,NH,T,HD) after repeat_kv; causal + key mask
     (keys j >= lens[b] masked), and with seg (B,T) keys of another segment
-    masked. Returns (B,T,NH*HD)."""
+    masked; scores times scale (default HD^-0.5); with a window only keys
+    j > i - window (HF's sliding_window_overlay). Returns (B,T,NH*HD)."""
     B, NH, T, HD = q.shape
-    att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(HD))
+    att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(HD) if scale is None else scale)
     i = torch.arange(T)
     mask = (i[None, :] <= i[:, None])[None, :, :] & (i[None, None, :] < lens[:, None, None])
+    if window is not None:  # padded queries keep their keys (a row of -inf is NaN)
+        pad_q = i[None, :, None] >= lens[:, None, None]
+        mask = mask & ((i[None, :] > i[:, None] - window)[None, :, :] | pad_q)
     if seg is not None:  # padded queries (i >= lens) keep a key, so no row is all -inf
         pad_q = i[None, :, None] >= lens[:, None, None]
         mask = mask & ((seg[:, :, None] == seg[:, None, :]) | pad_q)
@@ -317,9 +354,12 @@ class LlamaAttn(nn.Module):
         self.k_proj = Linear(c.C, c.NKV * c.HD, c.attn_bias, dtype)
         self.v_proj = Linear(c.C, c.NKV * c.HD, c.attn_bias, dtype)
         self.o_proj = Linear(c.NH * c.HD, c.C, c.o_bias, dtype)
-        if c.qk_norm:  # Qwen3: per-head RMSNorm of q and k, over head_dim
-            self.q_norm = RMSNorm(c.HD, c.eps, dtype)
-            self.k_norm = RMSNorm(c.HD, c.eps, dtype)
+        if c.qk_norm:  # Qwen3, Gemma 3: per-head RMSNorm of q and k, over head_dim
+            norm = GemmaRMSNorm if c.gemma else RMSNorm
+            self.q_norm = norm(c.HD, c.eps, dtype)
+            self.k_norm = norm(c.HD, c.eps, dtype)
+        self.scale = c.attn_scalar ** -0.5 if c.gemma else None
+        self.window = None
 
     def forward(self, x, lens, cos, sin, seg=None):
         c = self.c
@@ -335,7 +375,7 @@ class LlamaAttn(nn.Module):
         rep = c.NH // c.NKV  # repeat_kv: query head h reads kv head h // rep
         k = k.repeat_interleave(rep, dim=1)
         v = v.repeat_interleave(rep, dim=1)
-        return self.o_proj(attention(q, k, v, lens, seg))
+        return self.o_proj(attention(q, k, v, lens, seg, self.scale, self.window))
 
 
 class LlamaMLP(nn.Module):
@@ -362,25 +402,70 @@ class LlamaLayer(nn.Module):
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
+class GemmaMLP(nn.Module):
+    """Gemma3MLP: down(gelu_pytorch_tanh(gate(x)) * up(x))."""
+
+    def __init__(self, c, dtype):
+        super().__init__()
+        self.gate_proj = Linear(c.C, c.FF, False, dtype)
+        self.up_proj = Linear(c.C, c.FF, False, dtype)
+        self.down_proj = Linear(c.FF, c.C, False, dtype)
+
+    def forward(self, x):
+        return self.down_proj(gelu_new(self.gate_proj(x)) * self.up_proj(x))
+
+
+class GemmaLayer(nn.Module):
+    """Gemma3DecoderLayer: the attention's and the MLP's outputs are normed
+    before their residual adds."""
+
+    def __init__(self, c, dtype, sliding):
+        super().__init__()
+        self.self_attn = LlamaAttn(c, dtype)
+        self.self_attn.window = c.window if sliding else None
+        self.mlp = GemmaMLP(c, dtype)
+        self.input_layernorm = GemmaRMSNorm(c.C, c.eps, dtype)
+        self.post_attention_layernorm = GemmaRMSNorm(c.C, c.eps, dtype)
+        self.pre_feedforward_layernorm = GemmaRMSNorm(c.C, c.eps, dtype)
+        self.post_feedforward_layernorm = GemmaRMSNorm(c.C, c.eps, dtype)
+        self.sliding = sliding
+
+    def forward(self, x, lens, cos, sin, seg=None):
+        x = x + self.post_attention_layernorm(self.self_attn(self.input_layernorm(x), lens, cos,
+                                                             sin, seg))
+        return x + self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(x)))
+
+
 class LlamaModel(nn.Module):
     def __init__(self, c, dtype):
         super().__init__()
         self.c = c
         self.embed_tokens = nn.Embedding(c.V, c.C, dtype=dtype)
-        self.layers = nn.ModuleList([LlamaLayer(c, dtype) for _ in range(c.L)])
-        self.norm = RMSNorm(c.C, c.eps, dtype)
+        if c.gemma:
+            self.layers = nn.ModuleList([GemmaLayer(c, dtype, c.sliding[i]) for i in range(c.L)])
+            self.norm = GemmaRMSNorm(c.C, c.eps, dtype)
+        else:
+            self.layers = nn.ModuleList([LlamaLayer(c, dtype) for _ in range(c.L)])
+            self.norm = RMSNorm(c.C, c.eps, dtype)
 
     def forward(self, tokens, lens, pos=None, seg=None):
         T = tokens.shape[1]
-        if pos is None:
-            cos, sin = rope_cos_sin(T, self.c.HD, self.c.theta, self.embed_tokens.weight.dtype,
-                                    self.c.rope_scaling)
-        else:  # position_ids: (B,1,T,HD), broadcast over heads
-            cos, sin = rope_cos_sin(int(pos.max()) + 1, self.c.HD, self.c.theta,
-                                    self.embed_tokens.weight.dtype, self.c.rope_scaling)
-            cos, sin = cos[pos][:, None], sin[pos][:, None]
+        dt = self.embed_tokens.weight.dtype
+        n = T if pos is None else int(pos.max()) + 1
+
+        def tables(theta, scaling):
+            cos, sin = rope_cos_sin(n, self.c.HD, theta, dt, scaling)
+            if pos is not None:  # position_ids: (B,1,T,HD), broadcast over heads
+                cos, sin = cos[pos][:, None], sin[pos][:, None]
+            return cos, sin
+
+        glob = tables(self.c.theta, self.c.rope_scaling)
         x = self.embed_tokens(tokens)
+        if self.c.gemma:  # Gemma3TextScaledWordEmbedding; sliding layers: their own base, unscaled
+            x = x * torch.tensor(self.c.C ** 0.5, dtype=dt)
+            local = tables(self.c.local_theta, None)
         for layer in self.layers:
+            cos, sin = local if getattr(layer, "sliding", False) else glob
             x = layer(x, lens, cos, sin, seg)
         return self.norm(x)
 
@@ -514,8 +599,9 @@ def random_weights(model, seed, std=0.08):
             a = rng.normal(0, 0.05, shape)
         elif n.endswith(".bias"):
             a = rng.normal(0, 0.02, shape)
-        elif p.dim() == 1:  # norm weight
-            a = 1.0 + rng.normal(0, 0.1, shape)
+        elif p.dim() == 1:  # norm weight: around 1, or around 0 for Gemma's x * (1 + w)
+            a = (0.0 if model.c.raw.get("model_type") == "gemma3_text" else 1.0) + \
+                rng.normal(0, 0.1, shape)
         elif last in ("wte", "wpe", "embed_tokens"):
             a = rng.normal(0, 0.2, shape)
         else:

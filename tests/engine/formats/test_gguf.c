@@ -140,6 +140,21 @@ static void check_model_file(const char *dir, const char *file, int f16) {
     CHECK_NEAR(kv_f(g, ARCH_KEY("attention.layer_norm_rms_epsilon")), c.norm_eps, 1e-12);
     CHECK_EQ_INT(kv_int(g, ARCH_KEY("rope.dimension_count"), GGUF_UINT32), c.head_dim);
   }
+  /* Gemma 3's sliding layers as llama.cpp reads them: the window, a flag per
+   * layer, the local RoPE base; none of it when no layer slides (llama.cpp
+   * asserts a sliding layer wherever a window is given) */
+  int any_sliding = 0;
+  for (int l = 0; l < c.n_layer; l++) any_sliding |= c.arch->sliding_layers && c.sliding[l];
+  const gguf_kv *pat = gguf_find_kv(g, ARCH_KEY("attention.sliding_window_pattern"));
+  CHECK((pat != NULL) == any_sliding);
+  CHECK((gguf_find_kv(g, ARCH_KEY("attention.sliding_window")) != NULL) == any_sliding);
+  if (any_sliding && pat) {
+    CHECK_EQ_INT(kv_int(g, ARCH_KEY("attention.sliding_window"), GGUF_UINT32), c.sliding_window);
+    CHECK_NEAR(kv_f(g, ARCH_KEY("rope.freq_base_swa")), c.rope_local_theta, 1e-3);
+    CHECK(pat->arr_type == GGUF_INT32 && pat->n == (uint64_t)c.n_layer);
+    for (int l = 0; pat->arr_type == GGUF_INT32 && l < c.n_layer && l < (int)pat->n; l++)
+      CHECK_EQ_INT(gguf_arr_int(pat, (uint64_t)l), c.sliding[l]);
+  }
   /* tokenizer */
   const gguf_kv *toks = gguf_find_kv(g, "tokenizer.ggml.tokens");
   const gguf_kv *types = gguf_find_kv(g, "tokenizer.ggml.token_type");
@@ -200,8 +215,8 @@ static void check_model_file(const char *dir, const char *file, int f16) {
     if (!p[i].saved) continue;
     char gn[96];
     int heads = 0;
-    CHECK_EQ_INT(gguf_tensor_name(arch, p[i].name, c.n_head, c.n_kv_head, gn, sizeof gn, &heads),
-                 0);
+    CHECK_EQ_INT(
+        gguf_tensor_name(c.model_type, p[i].name, c.n_head, c.n_kv_head, gn, sizeof gn, &heads), 0);
     if (!strcmp(arch, "llama") && (strstr(p[i].name, "q_proj") || strstr(p[i].name, "k_proj")))
       CHECK(heads == (strstr(p[i].name, "q_proj") ? c.n_head : c.n_kv_head));
     else
@@ -217,7 +232,16 @@ static void check_model_file(const char *dir, const char *file, int f16) {
     int f32_kept = p[i].ndim == 1 || strstr(gn, "_norm.") || strstr(gn, ".bias") ||
                    !strcmp(gn, "position_embd.weight");
     CHECK_EQ_INT(t->type, f16 && !f32_kept ? GGML_T_F16 : GGML_T_F32);
-    int same = same_tensor(t, p[i].w, p[i].ndim, p[i].shape, conv, heads, t->type == GGML_T_F16);
+    /* Gemma's norms (x * (1 + w)) are written as llama.cpp's x * w */
+    size_t nl = strlen(p[i].name);
+    float *shifted = NULL;
+    if (c.arch->gguf_norm_shift && nl > 11 && !strcmp(p[i].name + nl - 11, "norm.weight")) {
+      shifted = malloc(sizeof(float) * p[i].numel);
+      for (size_t j = 0; j < p[i].numel; j++) shifted[j] = 1.0f + p[i].w[j];
+    }
+    int same = same_tensor(t, shifted ? shifted : p[i].w, p[i].ndim, p[i].shape, conv, heads,
+                           t->type == GGML_T_F16);
+    free(shifted);
     if (!same) fprintf(stderr, "  tensor %s differs from %s\n", gn, p[i].name);
     CHECK(same);
     if (!strcmp(c.model_type, "gpt2") && !strcmp(gn, "token_embd.weight")) { /* output = wte */
@@ -283,6 +307,24 @@ static void test_llama_spm(void) { export_and_check("llama2tok"); }
 static void test_qwen2(void) { export_and_check("qwen2"); }
 static void test_qwen3(void) { export_and_check("qwen3"); }
 static void test_llama3_rope(void) { export_and_check("llama3rope"); }
+static void test_gemma3(void) {
+  export_and_check("gemma3");
+  /* no layer sliding: no window in the file */
+  ft_config c;
+  ft_error e = {0};
+  const char *d = path_in(root, "gemma3");
+  CHECK_EQ_INT(hf_config_load(&c, d, &e), 0);
+  memset(c.sliding, 0, sizeof c.sliding);
+  CHECK_EQ_INT(hf_config_save(&c, FT_TASK_CAUSAL_LM, d, &e), 0);
+  export_and_check("gemma3");
+  /* llama.cpp scales scores by head_dim^-0.5: another query_pre_attn_scalar is refused */
+  c.attn_scalar = 20.0f;
+  CHECK_EQ_INT(hf_config_save(&c, FT_TASK_CAUSAL_LM, d, &e), 0);
+  char out[1024];
+  snprintf(out, sizeof out, "%s/gemma3-scalar.gguf", root);
+  CHECK_EQ_INT(gguf_export_model(d, out, 0, NULL, &e), FT_EUNSUPPORTED);
+  CHECK_EQ_STR(e.param, "query_pre_attn_scalar");
+}
 
 static void test_permute(void) {
   /* 2 heads of head_dim 4, 1 column: HF rotate-half rows [a0 a1 b0 b1] become
@@ -622,7 +664,8 @@ int main(void) {
       make_model("llama", "tiny", llama2_tok, "llama2tok") ||
       make_model("qwen2", "tiny", gpt2_tok, "qwen2") ||
       make_model("qwen3", "tiny", gpt2_tok, "qwen3") ||
-      make_model("llama", "tiny", gpt2_tok, "llama3rope"))
+      make_model("llama", "tiny", gpt2_tok, "llama3rope") ||
+      make_model("gemma3_text", "tiny", gpt2_tok, "gemma3"))
     return 1;
   { /* Llama 3.1's rope_scaling, the original context cut to 64 to reach every band */
     ft_config c;
@@ -656,6 +699,7 @@ int main(void) {
   RUN(test_qwen2);
   RUN(test_qwen3);
   RUN(test_llama3_rope);
+  RUN(test_gemma3);
   RUN(test_adapter_llama);
   RUN(test_adapter_gpt2);
   RUN(test_truncated_and_flipped);

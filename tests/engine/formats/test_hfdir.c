@@ -150,6 +150,48 @@ static const char *qwen3_cfg =
     "\"transformers_version\":\"4.51.0\",\"use_cache\":true,\"use_sliding_window\":false,"
     "\"vocab_size\":151936}";
 
+/* google/gemma-3-270m's config.json (transformers 4.55: layer_types, and the
+ * old pattern under a private name that transformers does not read) */
+static const char *gemma3_270m_cfg =
+    "{\"_sliding_window_pattern\":6,\"architectures\":[\"Gemma3ForCausalLM\"],"
+    "\"attention_bias\":false,\"attention_dropout\":0.0,\"attn_logit_softcapping\":null,"
+    "\"bos_token_id\":2,\"eos_token_id\":1,\"final_logit_softcapping\":null,\"head_dim\":256,"
+    "\"hidden_activation\":\"gelu_pytorch_tanh\",\"hidden_size\":640,"
+    "\"initializer_range\":0.02,\"intermediate_size\":2048,\"layer_types\":["
+    "\"sliding_attention\",\"sliding_attention\",\"sliding_attention\",\"sliding_attention\","
+    "\"sliding_attention\",\"full_attention\",\"sliding_attention\",\"sliding_attention\","
+    "\"sliding_attention\",\"sliding_attention\",\"sliding_attention\",\"full_attention\","
+    "\"sliding_attention\",\"sliding_attention\",\"sliding_attention\",\"sliding_attention\","
+    "\"sliding_attention\",\"full_attention\"],\"max_position_embeddings\":32768,\"model_type\":"
+    "\"gemma3_text\","
+    "\"num_attention_heads\":4,\"num_hidden_layers\":18,\"num_key_value_heads\":1,"
+    "\"pad_token_id\":0,\"query_pre_attn_scalar\":256,\"rms_norm_eps\":1e-06,"
+    "\"rope_local_base_freq\":10000.0,\"rope_scaling\":null,\"rope_theta\":1000000.0,"
+    "\"sliding_window\":512,\"torch_dtype\":\"bfloat16\",\"transformers_version\":\"4.55.0.dev0\","
+    "\"use_bidirectional_attention\":false,\"use_cache\":true,\"vocab_size\":262144}";
+
+/* google/gemma-3-1b-pt's config.json (transformers 4.50: sliding_window_pattern,
+ * no layer_types) */
+static const char *gemma3_1b_cfg =
+    "{\"architectures\":[\"Gemma3ForCausalLM\"],\"attention_bias\":false,"
+    "\"attention_dropout\":0.0,\"attn_logit_softcapping\":null,\"bos_token_id\":2,"
+    "\"cache_implementation\":\"hybrid\",\"eos_token_id\":1,\"final_logit_softcapping\":null,"
+    "\"head_dim\":256,\"hidden_activation\":\"gelu_pytorch_tanh\",\"hidden_size\":1152,"
+    "\"initializer_range\":0.02,\"intermediate_size\":6912,\"max_position_embeddings\":32768,"
+    "\"model_type\":\"gemma3_text\",\"num_attention_heads\":4,\"num_hidden_layers\":26,"
+    "\"num_key_value_heads\":1,\"pad_token_id\":0,\"query_pre_attn_scalar\":256,"
+    "\"rms_norm_eps\":1e-06,\"rope_local_base_freq\":10000,\"rope_scaling\":null,"
+    "\"rope_theta\":1000000,\"sliding_window\":512,\"sliding_window_pattern\":6,"
+    "\"torch_dtype\":\"bfloat16\",\"transformers_version\":\"4.50.0.dev0\",\"use_cache\":true,"
+    "\"vocab_size\":262144}";
+
+/* layer l of a Gemma 3 config slides unless (l+1) % 6 == 0 */
+static int gemma_pattern_ok(const ft_config *c) {
+  for (int l = 0; l < c->n_layer; l++)
+    if (c->sliding[l] != ((l + 1) % 6 != 0)) return 0;
+  return 1;
+}
+
 static void test_config_real(void) {
   ft_config c;
   ft_error e;
@@ -239,6 +281,88 @@ static void expect_cfg(const char *text, int code, const char *param) {
     fprintf(stderr, "  got %d '%s': %s\n", rc, e.param, e.message);
   CHECK_EQ_INT(rc, code);
   CHECK_EQ_STR(e.param, param);
+}
+
+static void test_config_gemma3(void) {
+  ft_config c;
+  ft_error e;
+  CHECK_EQ_INT(parse_cfg(gemma3_270m_cfg, &c, &e), 0);
+  CHECK(c.arch == arch_find("gemma3_text") && c.arch->norm == FT_NORM_RMS_1P);
+  CHECK(c.hidden_size == 640 && c.n_layer == 18 && c.n_head == 4 && c.n_kv_head == 1);
+  CHECK(c.head_dim == 256 && c.intermediate_size == 2048 && c.vocab_size == 262144);
+  CHECK(c.max_position == 32768 && c.sliding_window == 512 && c.attn_scalar == 256.0f);
+  CHECK(c.rope_theta == 1e6f && c.rope_local_theta == 1e4f && c.norm_eps == 1e-6f);
+  CHECK(c.tie_embeddings == 1 && c.attention_bias == 0 && c.bos_token_id == 2);
+  CHECK_EQ_INT(c.rope_scaling.kind, FT_ROPE_DEFAULT);
+  CHECK(gemma_pattern_ok(&c));
+  CHECK_EQ_INT(parse_cfg(gemma3_1b_cfg, &c, &e), 0);
+  CHECK(c.hidden_size == 1152 && c.n_layer == 26 && c.intermediate_size == 6912);
+  CHECK(gemma_pattern_ok(&c)); /* from sliding_window_pattern */
+  /* without layer_types nor a pattern: Gemma3TextConfig's 6; the defaults */
+  CHECK_EQ_INT(parse_cfg(edit(edit(edit(gemma3_1b_cfg, "\"sliding_window_pattern\":6,", ""),
+                                   "\"rope_local_base_freq\":10000,", ""),
+                              "\"query_pre_attn_scalar\":256,", ""),
+                         &c, &e),
+               0);
+  CHECK(gemma_pattern_ok(&c) && c.rope_local_theta == 1e4f && c.attn_scalar == 256.0f);
+  /* a pattern of 2, query_pre_attn_scalar != head_dim (Gemma 3 27B's 168) */
+  CHECK_EQ_INT(parse_cfg(edit(edit(gemma3_1b_cfg, "\"sliding_window_pattern\":6",
+                                   "\"sliding_window_pattern\":2"),
+                              "\"query_pre_attn_scalar\":256", "\"query_pre_attn_scalar\":168"),
+                         &c, &e),
+               0);
+  CHECK(c.sliding[0] == 1 && c.sliding[1] == 0 && c.sliding[24] == 1 && c.sliding[25] == 0);
+  CHECK(c.attn_scalar == 168.0f);
+  /* Gemma 3 4B+'s linear scaling (global layers only) */
+  CHECK_EQ_INT(parse_cfg(edit(gemma3_1b_cfg, "\"rope_scaling\":null",
+                              "\"rope_scaling\":{\"factor\":8.0,\"rope_type\":\"linear\"}"),
+                         &c, &e),
+               0);
+  CHECK(c.rope_scaling.kind == FT_ROPE_LINEAR && c.rope_scaling.factor == 8.0f);
+  /* transformers 5's rope_parameters by layer type */
+  CHECK_EQ_INT(parse_cfg(edit(edit(edit(gemma3_1b_cfg, "\"rope_scaling\":null,", ""),
+                                   "\"rope_local_base_freq\":10000,", ""),
+                              "\"rope_theta\":1000000,",
+                              "\"rope_parameters\":{\"full_attention\":{\"rope_type\":\"linear\","
+                              "\"factor\":8.0,\"rope_theta\":500000.0},\"sliding_attention\":{"
+                              "\"rope_type\":\"default\",\"rope_theta\":20000.0}},"),
+                         &c, &e),
+               0);
+  CHECK(c.rope_scaling.kind == FT_ROPE_LINEAR && c.rope_theta == 5e5f &&
+        c.rope_local_theta == 2e4f);
+  /* attn_logit_softcapping is accepted and ignored (HF's Gemma 3 ignores it) */
+  CHECK_EQ_INT(parse_cfg(edit(gemma3_270m_cfg, "\"attn_logit_softcapping\":null",
+                              "\"attn_logit_softcapping\":50.0"),
+                         &c, &e),
+               0);
+  /* refusals, each naming its field */
+  expect_cfg(edit(gemma3_270m_cfg, "\"sliding_attention\",\"full", "\"chunked_attention\",\"full"),
+             FT_EUNSUPPORTED, "layer_types");
+  expect_cfg(edit(gemma3_270m_cfg, "\"sliding_attention\",", ""), FT_EFORMAT, "layer_types");
+  expect_cfg(edit(gemma3_1b_cfg, "\"rope_scaling\":null",
+                  "\"rope_scaling\":{\"factor\":8.0,\"rope_type\":\"yarn\"}"),
+             FT_EUNSUPPORTED, "rope_scaling.rope_type");
+  expect_cfg(edit(gemma3_1b_cfg, "\"rope_scaling\":null",
+                  "\"rope_scaling\":{\"factor\":8.0,\"rope_type\":\"llama3\"}"),
+             FT_EUNSUPPORTED, "rope_scaling.rope_type");
+  expect_cfg(edit(gemma3_1b_cfg, "\"rope_theta\":1000000,",
+                  "\"rope_parameters\":{\"full_attention\":{\"rope_type\":\"default\"},"
+                  "\"sliding_attention\":{\"rope_type\":\"linear\",\"factor\":2.0}},"),
+             FT_EUNSUPPORTED, "rope_parameters.sliding_attention.rope_type");
+  expect_cfg(
+      edit(gemma3_270m_cfg, "\"final_logit_softcapping\":null", "\"final_logit_softcapping\":30.0"),
+      FT_EUNSUPPORTED, "final_logit_softcapping");
+  expect_cfg(edit(gemma3_270m_cfg, "\"use_bidirectional_attention\":false",
+                  "\"use_bidirectional_attention\":true"),
+             FT_EUNSUPPORTED, "use_bidirectional_attention");
+  expect_cfg(edit(gemma3_270m_cfg, "\"gelu_pytorch_tanh\"", "\"gelu\""), FT_EUNSUPPORTED,
+             "hidden_activation");
+  /* the image-text model (model_type gemma3 with a vision_config) */
+  expect_cfg(
+      "{\"architectures\":[\"Gemma3ForConditionalGeneration\"],\"model_type\":\"gemma3\","
+      "\"text_config\":{\"hidden_size\":2560,\"model_type\":\"gemma3_text\"},"
+      "\"vision_config\":{\"model_type\":\"siglip_vision_model\"}}",
+      FT_EUNSUPPORTED, "vision_config");
 }
 
 static void test_config_errors(void) {
@@ -395,8 +519,9 @@ static void test_config_softcap(void) {
 }
 
 static void test_config_save_load(void) {
-  const char *texts[] = {gpt2_cfg, smollm_cfg, qwen2_cfg, mistral_cfg, qwen3_cfg, llama31_cfg};
-  for (int i = 0; i < 6; i++) {
+  const char *texts[] = {gpt2_cfg,  smollm_cfg,  qwen2_cfg,       mistral_cfg,
+                         qwen3_cfg, llama31_cfg, gemma3_270m_cfg, gemma3_1b_cfg};
+  for (int i = 0; i < 8; i++) {
     for (int task = FT_TASK_CAUSAL_LM; task <= FT_TASK_CLASSIFY; task++) {
       ft_config a, b;
       ft_error e;
@@ -415,13 +540,15 @@ static void test_config_save_load(void) {
       /* what transformers looks at */
       json_t *j = json_load_file(file_in(d, "config.json"), 0, NULL);
       const char *arch = json_string_value(json_array_get(json_object_get(j, "architectures"), 0));
-      static const char *const want[6][2] = {
+      static const char *const want[8][2] = {
           {"GPT2LMHeadModel", "GPT2ForSequenceClassification"},
           {"LlamaForCausalLM", "LlamaForSequenceClassification"},
           {"Qwen2ForCausalLM", "Qwen2ForSequenceClassification"},
           {"MistralForCausalLM", "MistralForSequenceClassification"},
           {"Qwen3ForCausalLM", "Qwen3ForSequenceClassification"},
-          {"LlamaForCausalLM", "LlamaForSequenceClassification"}};
+          {"LlamaForCausalLM", "LlamaForSequenceClassification"},
+          {"Gemma3ForCausalLM", "Gemma3TextForSequenceClassification"},
+          {"Gemma3ForCausalLM", "Gemma3TextForSequenceClassification"}};
       CHECK_EQ_STR(arch, want[i][task - 1]);
       CHECK_EQ_STR(json_string_value(json_object_get(j, "torch_dtype")), "float32");
       if (task == FT_TASK_CLASSIFY) {
@@ -440,8 +567,8 @@ static void test_config_save_load(void) {
   size_t n = f ? fread(text, 1, sizeof text - 1, f) : 0;
   text[n] = 0;
   if (f) fclose(f);
-  CHECK(strstr(text, "\"rms_norm_eps\": 1e-5,") != NULL ||
-        strstr(text, "\"rms_norm_eps\": 1e-05,") != NULL); /* not 9.99999975e-06 */
+  CHECK(strstr(text, "\"rms_norm_eps\": 1e-6,") != NULL || /* the last: Gemma 3 1B's */
+        strstr(text, "\"rms_norm_eps\": 1e-06,") != NULL); /* not 9.99999997e-07 */
   /* duplicate labels cannot be written */
   ft_config a;
   ft_error e;
@@ -498,6 +625,10 @@ static ft_config small_llama(const char *type) {
   c.arch = arch_find(type);
   if (!strcmp(type, "qwen2")) c.attention_bias = 1, c.tie_embeddings = 1;
   if (!strcmp(type, "qwen3")) c.head_dim = 12, c.tie_embeddings = 1; /* 4 x 12 != 32 */
+  if (!strcmp(type, "gemma3_text")) { /* layer 0 slides, its own RoPE base */
+    c.head_dim = 12, c.tie_embeddings = 1, c.sliding_window = 5, c.sliding[0] = 1;
+    c.rope_local_theta = 1e4f, c.attn_scalar = 20.0f;
+  }
   if (!strcmp(type, "llama")) /* Llama 3.1's scaling, shortened to reach every band */
     c.rope_scaling = (ft_rope_scaling){FT_ROPE_LLAMA3, 8.0f, 1.0f, 4.0f, 16};
   return c;
@@ -547,9 +678,9 @@ static int load(ft_model *m, const char *d, int *head_missing, ft_error *e) {
 }
 
 static void test_weights_round_trip(void) {
-  ft_config cfgs[5] = {small_gpt2(), small_llama("llama"), small_llama("qwen2"),
-                       small_llama("mistral"), small_llama("qwen3")};
-  for (int i = 0; i < 5; i++) {
+  ft_config cfgs[6] = {small_gpt2(),           small_llama("llama"), small_llama("qwen2"),
+                       small_llama("mistral"), small_llama("qwen3"), small_llama("gemma3_text")};
+  for (int i = 0; i < 6; i++) {
     ft_model *a = mk(&cfgs[i], FT_TASK_CAUSAL_LM, FT_METHOD_FULL, NULL, 1234 + i);
     ft_model *b = mk(&cfgs[i], FT_TASK_CAUSAL_LM, FT_METHOD_FULL, NULL, 0);
     if (!a || !b) return;
@@ -949,6 +1080,27 @@ static void test_init_dir(void) {
   CHECK_EQ_INT(hf_config_parse(&back, j, &e), 0);
   CHECK(memcmp(&back, &c, sizeof c) == 0);
   json_decref(j);
+  /* google/gemma-3-270m and gemma-3-1b-pt (test_config_gemma3's config.json) */
+  const char *gemma_p[2] = {"gemma-3-270m", "gemma-3-1b"},
+             *gemma_t[2] = {gemma3_270m_cfg, gemma3_1b_cfg};
+  for (int k = 0; k < 2; k++) {
+    ft_config want;
+    CHECK_EQ_INT(model_preset("gemma3_text", gemma_p[k], &c, &e), 0);
+    CHECK_EQ_INT(parse_cfg(gemma_t[k], &want, &e), 0);
+    CHECK(c.n_layer == want.n_layer && c.hidden_size == want.hidden_size);
+    CHECK(c.n_head == want.n_head && c.n_kv_head == want.n_kv_head);
+    CHECK(c.head_dim == want.head_dim && c.intermediate_size == want.intermediate_size);
+    CHECK(c.max_position == want.max_position && c.norm_eps == want.norm_eps);
+    CHECK(c.rope_theta == want.rope_theta && c.rope_local_theta == want.rope_local_theta);
+    CHECK(c.sliding_window == want.sliding_window && c.attn_scalar == want.attn_scalar);
+    CHECK(c.tie_embeddings == want.tie_embeddings && c.rope_scaling.kind == FT_ROPE_DEFAULT);
+    CHECK(memcmp(c.sliding, want.sliding, sizeof c.sliding) == 0);
+    c.vocab_size = 262144;
+    CHECK_EQ_INT(hf_config_to_json(&c, FT_TASK_CAUSAL_LM, &j, &e), 0);
+    CHECK_EQ_INT(hf_config_parse(&back, j, &e), 0);
+    CHECK(memcmp(&back, &c, sizeof c) == 0);
+    json_decref(j);
+  }
   CHECK_EQ_INT(model_preset("qwen2", "llama-3.2-1b", &c, &e), FT_ERANGE); /* llama's only */
   CHECK_EQ_INT(model_preset("gpt2", "huge", &c, &e), FT_ERANGE);
   CHECK_EQ_STR(e.param, "preset");
@@ -976,6 +1128,7 @@ static void test_init_dir(void) {
 int main(void) {
   if (!mkdtemp(root)) return 2;
   RUN(test_config_real);
+  RUN(test_config_gemma3);
   RUN(test_config_errors);
   RUN(test_config_classifier);
   RUN(test_config_save_load);

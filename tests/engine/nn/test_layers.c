@@ -92,12 +92,12 @@ static void test_linear_conv1d(void) { check_linear(1); }
 
 /* ---- norms ---- */
 static struct {
-  int N, C, rms;
+  int N, C, rms; /* rms: 0 LayerNorm, 1 RMSNorm w * xhat, 2 Gemma's xhat * (1 + w) */
   float *x, *w, *b, *y, *mean, *rstd, *R;
 } NM;
 static double norm_loss(void) {
   if (NM.rms)
-    rmsnorm_forward(NM.y, NM.rstd, NM.x, NM.w, NM.N, NM.C, 1e-5f);
+    rmsnorm_forward(NM.y, NM.rstd, NM.x, NM.w, NM.rms == 2 ? 1.0f : 0.0f, NM.N, NM.C, 1e-5f);
   else
     layernorm_forward(NM.y, NM.mean, NM.rstd, NM.x, NM.w, NM.b, NM.N, NM.C, 1e-5f);
   return dotd(NM.y, NM.R, (size_t)NM.N * NM.C);
@@ -105,7 +105,9 @@ static double norm_loss(void) {
 static void check_norm(int rms) {
   NM.N = 4, NM.C = 37, NM.rms = rms; /* C not a multiple of 16: exercises the tails */
   size_t n = (size_t)NM.N * NM.C;
-  NM.x = rnd(n, -2, 2), NM.w = rnd(NM.C, 0.5f, 1.5f), NM.b = rnd(NM.C, -1, 1);
+  NM.x = rnd(n, -2, 2), NM.b = rnd(NM.C, -1, 1);
+  NM.w = rms == 2 ? rnd(NM.C, -0.5f, 0.5f) : rnd(NM.C, 0.5f, 1.5f); /* Gemma's sit around 0 */
+  double woff = rms == 2 ? 1.0 : 0.0;
   NM.y = zeros(n), NM.mean = zeros(NM.N), NM.rstd = zeros(NM.N), NM.R = rnd(n, -1, 1);
   norm_loss();
   double maxe = 0;
@@ -117,15 +119,15 @@ static void check_norm(int rms) {
     for (int c = 0; c < NM.C; c++) v += rms ? (double)x[c] * x[c] : (x[c] - mu) * (x[c] - mu);
     v /= NM.C;
     for (int c = 0; c < NM.C; c++) {
-      double ref =
-          rms ? x[c] / sqrt(v + 1e-5) * NM.w[c] : (x[c] - mu) / sqrt(v + 1e-5) * NM.w[c] + NM.b[c];
+      double ref = rms ? x[c] / sqrt(v + 1e-5) * (woff + NM.w[c])
+                       : (x[c] - mu) / sqrt(v + 1e-5) * NM.w[c] + NM.b[c];
       maxe = fmax(maxe, fabs(ref - NM.y[i * NM.C + c]));
     }
   }
   CHECK(maxe < 1e-5);
   float *dx = zeros(n), *dw = zeros(NM.C), *db = zeros(NM.C);
   if (rms)
-    rmsnorm_backward(dx, dw, NM.R, NM.x, NM.w, NM.rstd, NM.N, NM.C);
+    rmsnorm_backward(dx, dw, NM.R, NM.x, NM.w, (float)woff, NM.rstd, NM.N, NM.C);
   else
     layernorm_backward(dx, dw, db, NM.R, NM.x, NM.w, NM.mean, NM.rstd, NM.N, NM.C);
   CHECK(fd_check("dx", norm_loss, NM.x, dx, n, 1e-2f, 1e-3, 2e-2) == 0);
@@ -136,6 +138,7 @@ static void check_norm(int rms) {
 }
 static void test_layernorm(void) { check_norm(0); }
 static void test_rmsnorm(void) { check_norm(1); }
+static void test_rmsnorm_one_plus_w(void) { check_norm(2); }
 
 /* Qwen3's q_norm/k_norm: RMSNorm of each head (rows of HD, one weight [HD]
  * shared by the heads) followed by RoPE, as model.c composes them; the
@@ -145,7 +148,7 @@ static struct {
   float *x, *w, *y, *rstd, *cs, *sn, *R;
 } QK;
 static double qk_loss(void) {
-  rmsnorm_forward(QK.y, QK.rstd, QK.x, QK.w, QK.N * QK.nh, QK.HD, 1e-6f);
+  rmsnorm_forward(QK.y, QK.rstd, QK.x, QK.w, 0.0f, QK.N * QK.nh, QK.HD, 1e-6f);
   rope_forward(QK.y, QK.cs, QK.sn, NULL, 1, QK.N, QK.nh, QK.HD);
   return dotd(QK.y, QK.R, (size_t)QK.N * QK.nh * QK.HD);
 }
@@ -157,7 +160,7 @@ static void test_qk_norm_per_head(void) {
   QK.cs = zeros((size_t)QK.N * QK.HD / 2), QK.sn = zeros((size_t)QK.N * QK.HD / 2);
   rope_tables(QK.cs, QK.sn, QK.N, QK.HD, 1e6f, NULL);
   /* forward: each head normalised on its own (before RoPE) */
-  rmsnorm_forward(QK.y, QK.rstd, QK.x, QK.w, QK.N * QK.nh, QK.HD, 1e-6f);
+  rmsnorm_forward(QK.y, QK.rstd, QK.x, QK.w, 0.0f, QK.N * QK.nh, QK.HD, 1e-6f);
   double maxe = 0;
   for (size_t r = 0; r < (size_t)QK.N * QK.nh; r++) {
     const float *x = QK.x + r * QK.HD;
@@ -173,7 +176,7 @@ static void test_qk_norm_per_head(void) {
   float *d = malloc(sizeof(float) * n), *dx = zeros(n), *dw = zeros((size_t)QK.HD);
   memcpy(d, QK.R, sizeof(float) * n);
   rope_backward(d, QK.cs, QK.sn, NULL, 1, QK.N, QK.nh, QK.HD);
-  rmsnorm_backward(dx, dw, d, QK.x, QK.w, QK.rstd, QK.N * QK.nh, QK.HD);
+  rmsnorm_backward(dx, dw, d, QK.x, QK.w, 0.0f, QK.rstd, QK.N * QK.nh, QK.HD);
   CHECK(fd_check("dx", qk_loss, QK.x, dx, n, 1e-2f, 1e-3, 2e-2) == 0);
   CHECK(fd_check("dw", qk_loss, QK.w, dw, (size_t)QK.HD, 1e-2f, 1e-3, 1e-2) == 0);
   free(QK.x), free(QK.w), free(QK.y), free(QK.rstd), free(QK.R), free(QK.cs), free(QK.sn);
@@ -184,11 +187,13 @@ static void test_qk_norm_per_head(void) {
 static struct {
   size_t n;
   float *x, *u, *y, *R;
-  int swiglu;
+  int swiglu; /* 0 GELU, 1 SwiGLU, 2 GeGLU (Gemma's gated GELU) */
 } AC;
 static double act_loss(void) {
-  if (AC.swiglu)
+  if (AC.swiglu == 1)
     swiglu_forward(AC.y, AC.x, AC.u, AC.n);
+  else if (AC.swiglu == 2)
+    geglu_forward(AC.y, AC.x, AC.u, AC.n);
   else
     gelu_forward(AC.y, AC.x, AC.n);
   return dotd(AC.y, AC.R, AC.n);
@@ -200,16 +205,21 @@ static void check_act(int swiglu) {
   double maxe = 0;
   for (size_t i = 0; i < AC.n; i++) {
     double x = AC.x[i], ref;
-    if (swiglu)
+    double gelu = 0.5 * x * (1.0 + tanh(sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x)));
+    if (swiglu == 1)
       ref = x / (1.0 + exp(-x)) * AC.u[i];
+    else if (swiglu == 2)
+      ref = gelu * AC.u[i];
     else
-      ref = 0.5 * x * (1.0 + tanh(sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x)));
+      ref = gelu;
     maxe = fmax(maxe, fabs(ref - AC.y[i]) / fmax(1.0, fabs(ref)));
   }
   CHECK(maxe < 2e-6);
   float *dx = zeros(AC.n), *du = zeros(AC.n);
-  if (swiglu)
+  if (swiglu == 1)
     swiglu_backward(dx, du, AC.R, AC.x, AC.u, AC.n);
+  else if (swiglu == 2)
+    geglu_backward(dx, du, AC.R, AC.x, AC.u, AC.n);
   else
     gelu_backward(dx, AC.R, AC.x, AC.n);
   CHECK(fd_check("dx", act_loss, AC.x, dx, AC.n, 1e-3f, 1e-3, 1e-2) == 0);
@@ -217,8 +227,10 @@ static void check_act(int swiglu) {
   /* in place: dinp == dout */
   float *d = malloc(sizeof(float) * AC.n), *d2 = zeros(AC.n);
   memcpy(d, AC.R, sizeof(float) * AC.n);
-  if (swiglu)
+  if (swiglu == 1)
     swiglu_backward(d, d2, d, AC.x, AC.u, AC.n);
+  else if (swiglu == 2)
+    geglu_backward(d, d2, d, AC.x, AC.u, AC.n);
   else
     gelu_backward(d, d, AC.x, AC.n);
   CHECK(memcmp(d, dx, sizeof(float) * AC.n) == 0);
@@ -226,6 +238,7 @@ static void check_act(int swiglu) {
 }
 static void test_gelu(void) { check_act(0); }
 static void test_swiglu(void) { check_act(1); }
+static void test_geglu(void) { check_act(2); }
 
 static void test_expf(void) {
   double maxrel = 0;
@@ -285,12 +298,21 @@ static void test_attention_block_offset(void) {
   float *V = rnd((size_t)n * HD, -1, 1);
   float *P = zeros((size_t)n * n), *Y = zeros((size_t)n * HD);
   float *P2 = zeros((size_t)rows * n), *Y2 = zeros((size_t)rows * HD);
-  attention_block_forward(Y, HD, P, n, Q, HD, K, V, HD, n, 0, HD, 0.4f);
-  attention_block_forward(Y2, HD, P2, n, Q + (size_t)q0 * HD, HD, K, V, HD, rows, q0, HD, 0.4f);
-  double maxe = 0;
-  for (int i = 0; i < rows * HD; i++) maxe = fmax(maxe, fabs(Y2[i] - Y[(size_t)q0 * HD + i]));
-  for (int i = 0; i < rows * n; i++) maxe = fmax(maxe, fabs(P2[i] - P[(size_t)q0 * n + i]));
-  CHECK(maxe < 1e-6);
+  for (int window = 0; window <= 4; window += 4) { /* and with a sliding window */
+    attention_block_forward(Y, HD, P, n, Q, HD, K, V, HD, n, 0, HD, 0.4f, window);
+    attention_block_forward(Y2, HD, P2, n, Q + (size_t)q0 * HD, HD, K, V, HD, rows, q0, HD, 0.4f,
+                            window);
+    double maxe = 0;
+    for (int i = 0; i < rows * HD; i++) maxe = fmax(maxe, fabs(Y2[i] - Y[(size_t)q0 * HD + i]));
+    for (int i = 0; i < rows * n; i++) maxe = fmax(maxe, fabs(P2[i] - P[(size_t)q0 * n + i]));
+    CHECK(maxe < 1e-6);
+    /* a windowed row's probabilities sit on its last `window` keys only */
+    int outside = 0;
+    for (int i = 0; window && i < n; i++)
+      for (int j = 0; j < n; j++)
+        if ((j > i || j <= i - window) && P[(size_t)i * n + j] != 0.0f) outside++;
+    CHECK_EQ_INT(outside, 0);
+  }
   free(Q), free(K), free(V), free(P), free(Y), free(P2), free(Y2);
 }
 
@@ -350,22 +372,25 @@ static void test_rope(void) {
 
 /* ---- attention ---- */
 static struct {
-  int B, T, NH, NKV, HD, ldq, ldkv;
+  int B, T, NH, NKV, HD, ldq, ldkv, window;
+  float scale; /* 0: 1/sqrt(HD) */
   int32_t lens[3];
   const int32_t *seg; /* (B,T) or NULL */
   float *q, *k, *v, *out, *att, *R;
 } AT;
 static double att_loss(void) {
   attention_forward(AT.out, AT.att, AT.q, AT.k, AT.v, AT.lens, AT.seg, AT.B, AT.T, AT.NH, AT.NKV,
-                    AT.HD, AT.ldq, AT.ldkv);
+                    AT.HD, AT.ldq, AT.ldkv, AT.scale, AT.window);
   return dotd(AT.out, AT.R, (size_t)AT.B * AT.T * AT.NH * AT.HD);
 }
 /* Packed rows for the segment tests (B=3, T=6, lens 6/4/1): row 0 holds
  * three examples, row 1 two (its ids need not start at 0; past lens junk),
  * row 2 one. */
 static const int32_t segs3[3 * 6] = {0, 0, 0, 1, 1, 2, 4, 5, 5, 5, 0, 0, 7, 1, 0, 9, 9, 9};
-static void check_attention(int NH, int NKV, int packed, const int32_t *seg) {
+static void check_attention_w(int NH, int NKV, int packed, const int32_t *seg, float scale,
+                              int window) {
   AT.B = 3, AT.T = 6, AT.NH = NH, AT.NKV = NKV, AT.HD = 4, AT.seg = seg;
+  AT.scale = scale ? scale : 1.0f / sqrtf(4.0f), AT.window = window;
   AT.lens[0] = 6, AT.lens[1] = 4, AT.lens[2] = 1;
   int QD = NH * AT.HD, KD = NKV * AT.HD;
   size_t N = (size_t)AT.B * AT.T;
@@ -393,11 +418,12 @@ static void check_attention(int NH, int NKV, int packed, const int32_t *seg) {
           double s[16], m = -1e30, z = 0;
           for (int j = 0; j <= i; j++) {
             const float *kj = AT.k + ((size_t)b * AT.T + j) * AT.ldkv + (h / grp) * AT.HD;
-            s[j] = -1e300; /* another segment: masked */
+            s[j] = -1e300; /* another segment, or out of the window: masked */
             if (seg && seg[b * AT.T + j] != seg[b * AT.T + i]) continue;
+            if (window && j <= i - window) continue; /* HF: key > query - window */
             s[j] = 0;
             for (int d = 0; d < AT.HD; d++) s[j] += (double)qi[d] * kj[d];
-            s[j] /= sqrt(AT.HD);
+            s[j] *= AT.scale;
             m = fmax(m, s[j]);
           }
           for (int j = 0; j <= i; j++) z += (s[j] = exp(s[j] - m));
@@ -419,7 +445,7 @@ static void check_attention(int NH, int NKV, int packed, const int32_t *seg) {
   }
   float *scratch = zeros((size_t)AT.T * AT.T);
   attention_backward(dq, dk, dv, scratch, AT.R, AT.att, AT.q, AT.k, AT.v, AT.lens, AT.seg, AT.B,
-                     AT.T, NH, NKV, AT.HD, AT.ldq, AT.ldkv);
+                     AT.T, NH, NKV, AT.HD, AT.ldq, AT.ldkv, AT.scale);
   if (packed) {
     CHECK(fd_check("dqkv", att_loss, qkv, dqkv, N * AT.ldq, 1e-2f, 1e-3, 2e-2) == 0);
   } else {
@@ -436,7 +462,14 @@ static void check_attention(int NH, int NKV, int packed, const int32_t *seg) {
   }
   free(AT.out), free(AT.att), free(AT.R), free(scratch);
 }
+static void check_attention(int NH, int NKV, int packed, const int32_t *seg) {
+  check_attention_w(NH, NKV, packed, seg, 0.0f, 0);
+}
 static void test_attention_mha_packed(void) { check_attention(2, 2, 1, NULL); }
+/* Gemma: scores scaled by query_pre_attn_scalar^-0.5, a window of 2 and 3
+ * keys (row 0 crosses it), with segments too */
+static void test_attention_window_gqa(void) { check_attention_w(4, 2, 0, NULL, 0.3f, 2); }
+static void test_attention_window_segments(void) { check_attention_w(4, 1, 0, segs3, 0.7f, 3); }
 static void test_attention_gqa(void) { check_attention(4, 2, 0, NULL); }
 static void test_attention_mqa(void) { check_attention(3, 1, 0, NULL); }
 static void test_attention_segments_mha_packed(void) { check_attention(2, 2, 1, segs3); }
@@ -450,14 +483,15 @@ static void test_attention_segment_isolation(void) {
   float *q = rnd(T * C, -1.5f, 1.5f), *k = rnd(T * C, -1.5f, 1.5f), *v = rnd(T * C, -1, 1);
   float *out = zeros(T * C), *att = zeros((size_t)NH * T * T);
   float *out2 = zeros(T * C), *att2 = zeros((size_t)NH * T * T);
-  attention_forward(out, att, q, k, v, lens1, seg, 1, T, NH, NH, HD, C, C);
+  float sc = 1.0f / sqrtf((float)HD);
+  attention_forward(out, att, q, k, v, lens1, seg, 1, T, NH, NH, HD, C, C, sc, 0);
   attention_forward(out2, att2, q + 3 * C, k + 3 * C, v + 3 * C, lens2, NULL, 1, T, NH, NH, HD, C,
-                    C);
+                    C, sc, 0);
   double e = 0;
   for (int i = 0; i < 4 * C; i++) e = fmax(e, fabs(out[3 * C + i] - out2[i]));
   CHECK(e < 1e-6);
   /* and without segments the outputs differ (the test can fail) */
-  attention_forward(out2, att2, q, k, v, lens1, NULL, 1, T, NH, NH, HD, C, C);
+  attention_forward(out2, att2, q, k, v, lens1, NULL, 1, T, NH, NH, HD, C, C, sc, 0);
   e = 0;
   for (int i = 3 * C; i < T * C; i++) e = fmax(e, fabs(out[i] - out2[i]));
   CHECK(e > 1e-3);
@@ -657,9 +691,11 @@ int main(void) {
   RUN(test_linear_conv1d);
   RUN(test_layernorm);
   RUN(test_rmsnorm);
+  RUN(test_rmsnorm_one_plus_w);
   RUN(test_qk_norm_per_head);
   RUN(test_gelu);
   RUN(test_swiglu);
+  RUN(test_geglu);
   RUN(test_expf);
   RUN(test_rope);
   RUN(test_rope_scaling);
@@ -670,6 +706,8 @@ int main(void) {
   RUN(test_attention_segments_mha_packed);
   RUN(test_attention_segments_gqa);
   RUN(test_attention_segment_isolation);
+  RUN(test_attention_window_gqa);
+  RUN(test_attention_window_segments);
   RUN(test_cross_entropy);
   RUN(test_dropout);
   return test_report();

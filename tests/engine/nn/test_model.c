@@ -51,6 +51,20 @@ static ft_config qwen3_cfg(int nkv, int tied) {
   return c;
 }
 
+/* gemma3_text: x * (1 + w) norms, post norms, q/k norms, GeGLU, sqrt(C)
+ * embeddings, query_pre_attn_scalar != head_dim, layer 0 sliding with a
+ * window of 2 (rows of 6 cross it) and its own RoPE base, layer 1 global
+ * with linear rope_scaling */
+static ft_config gemma3_cfg(int nkv, int tied) {
+  ft_config c = llama_cfg(nkv, tied, 0);
+  strcpy(c.model_type, "gemma3_text");
+  c.arch = arch_find("gemma3_text");
+  c.rope_theta = 1e6f, c.rope_local_theta = 100.0f, c.attn_scalar = 9.0f;
+  c.rope_scaling = (ft_rope_scaling){FT_ROPE_LINEAR, 4.0f, 0, 0, 0};
+  c.sliding_window = 2, c.sliding[0] = 1;
+  return c;
+}
+
 /* llama with Llama 3.1's rope_scaling, its context shortened so the test's
  * positions reach every frequency band */
 static ft_config llama3_rope_cfg(void) {
@@ -125,6 +139,9 @@ static const float *lm_logits(ft_model *m, int rows) {
 
 static ft_model *G_m;
 static ft_batch G_b;
+/* the difference step: 1e-2, smaller for gemma3 (sqrt(C)-scaled embeddings
+ * and 1 + w norms make its loss curve faster: 7% off at 1e-2, exact at 5e-3) */
+static float G_h = 1e-2f;
 static float loss_at(void) {
   float l = 0;
   int rc = model_forward(G_m, &G_b, 1, 77, &l);
@@ -175,7 +192,7 @@ static void grad_check(ft_model *m, const ft_batch *b) {
       if (fabsf(p[i].g[k]) > fabsf(p[i].g[imax])) imax = k;
     for (int s = 0; s < 14; s++) {
       size_t k = s == 0 ? imax : (size_t)(rng_u64(&r) % p[i].numel);
-      float save = p[i].w[k], h = 1e-2f;
+      float save = p[i].w[k], h = G_h;
       p[i].w[k] = save + h;
       double lp = loss_at();
       p[i].w[k] = save - h;
@@ -245,6 +262,17 @@ static void test_grad_qwen3_lm_full(void) {
 static void test_grad_qwen3_cls_lora(void) {
   ft_lora l = lora_all(0.0f);
   check_model_grads(with_labels(qwen3_cfg(1, 1), 3), FT_TASK_CLASSIFY, FT_METHOD_LORA, &l);
+}
+static void test_grad_gemma3_lm_full(void) {
+  G_h = 4e-3f;
+  check_model_grads(gemma3_cfg(2, 1), FT_TASK_CAUSAL_LM, FT_METHOD_FULL, NULL);
+  G_h = 1e-2f;
+}
+static void test_grad_gemma3_cls_lora(void) {
+  ft_lora l = lora_all(0.0f);
+  G_h = 4e-3f;
+  check_model_grads(with_labels(gemma3_cfg(1, 1), 3), FT_TASK_CLASSIFY, FT_METHOD_LORA, &l);
+  G_h = 1e-2f;
 }
 static void test_grad_llama3_rope_full(void) {
   check_model_grads(llama3_rope_cfg(), FT_TASK_CAUSAL_LM, FT_METHOD_FULL, NULL);
@@ -355,6 +383,11 @@ static void test_grad_packed_gpt2_full(void) {
 }
 static void test_grad_packed_llama_full_gqa(void) {
   check_packed_grads(llama_cfg(2, 0, 1), FT_METHOD_FULL, NULL);
+}
+static void test_grad_packed_gemma3_full(void) {
+  G_h = 4e-3f;
+  check_packed_grads(gemma3_cfg(1, 0), FT_METHOD_FULL, NULL);
+  G_h = 1e-2f;
 }
 static void test_grad_packed_llama_lora(void) {
   ft_lora l = lora_all(0.0f);
@@ -938,10 +971,13 @@ int main(void) {
   RUN(test_grad_qwen3_lm_full);
   RUN(test_grad_qwen3_cls_lora);
   RUN(test_grad_llama3_rope_full);
+  RUN(test_grad_gemma3_lm_full);
+  RUN(test_grad_gemma3_cls_lora);
   RUN(test_grad_small_batch_after_full);
   RUN(test_grad_packed_gpt2_full);
   RUN(test_grad_packed_llama_full_gqa);
   RUN(test_grad_packed_llama_lora);
+  RUN(test_grad_packed_gemma3_full);
   RUN(test_packed_equals_separate_gpt2);
   RUN(test_packed_equals_separate_llama_gqa);
   RUN(test_packed_equals_separate_llama_lora);
