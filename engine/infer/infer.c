@@ -313,8 +313,8 @@ int infer_load(ft_infer **out, const char *model_dir, int max_ctx, ft_error *err
   }
   add_eos(m, tok_eos_id(m->tk));
   add_eos(m, c->eos_token_id);
-  if (m->chat == FT_CHAT_CHATML) add_eos(m, tok_token_id(m->tk, "<|im_end|>"));
-  if (m->chat == FT_CHAT_LLAMA3) add_eos(m, tok_token_id(m->tk, "<|eot_id|>"));
+  const char *turn_end = chat_turn_end(m->chat); /* serving stops where a turn ends */
+  if (turn_end) add_eos(m, tok_token_id(m->tk, turn_end));
   *out = m;
   return 0;
 nomem:
